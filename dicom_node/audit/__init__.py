@@ -1,0 +1,1 @@
+"""The audit database: who sent what, when, which model judged it, what went back, what failed."""

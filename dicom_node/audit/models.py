@@ -1,0 +1,201 @@
+"""SQLAlchemy 2.0 models of the audit database. Schema changes go through ``migrations/``."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+UID = String(64)
+AE = String(16)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SeriesState(str, enum.Enum):
+    receiving = "receiving"
+    complete = "complete"
+    selected = "selected"
+    skipped = "skipped"
+
+
+class JobState(str, enum.Enum):
+    """DESIGN.md section 1: received -> ... -> done, or failed / quarantined."""
+
+    queued = "queued"
+    running = "running"
+    results_written = "results_written"
+    sent = "sent"
+    done = "done"
+    failed = "failed"
+    quarantined = "quarantined"
+
+
+class Association(Base):
+    __tablename__ = "associations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    calling_ae: Mapped[str] = mapped_column(AE)
+    called_ae: Mapped[str] = mapped_column(AE)
+    address: Mapped[str] = mapped_column(String(64))
+    port: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    n_stored: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str] = mapped_column(String(16), default="open")  # open/released/aborted/rejected
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID, unique=True, index=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[SeriesState] = mapped_column(
+        Enum(SeriesState, native_enum=False, length=16), default=SeriesState.receiving
+    )
+    n_instances: Mapped[int] = mapped_column(Integer, default=0)
+    expected_instances: Mapped[int | None] = mapped_column(Integer)
+    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completion_reason: Mapped[str | None] = mapped_column(String(32))  # quiet_period/expected_count
+    failed_rule: Mapped[str | None] = mapped_column(String(64))
+    selection_detail: Mapped[str | None] = mapped_column(Text)
+    spool_path: Mapped[str] = mapped_column(Text)
+
+    instances: Mapped[list["Instance"]] = relationship(back_populates="series")
+    jobs: Mapped[list["Job"]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    __table_args__ = (UniqueConstraint("sop_instance_uid", "revision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    association_id: Mapped[int | None] = mapped_column(ForeignKey("associations.id"))
+    sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    spool_path: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class QuarantineRecord(Base):
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    association_id: Mapped[int | None] = mapped_column(ForeignKey("associations.id"))
+    sop_instance_uid: Mapped[str | None] = mapped_column(UID)
+    path: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    """One (series, model version). Re-runs (late instances, resend) bump ``run``."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("series_instance_uid", "model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID)
+    model_version: Mapped[str] = mapped_column(String(64))
+    state: Mapped[JobState] = mapped_column(
+        Enum(JobState, native_enum=False, length=16), default=JobState.queued, index=True
+    )
+    reason: Mapped[str | None] = mapped_column(Text)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    run: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    results_path: Mapped[str | None] = mapped_column(Text)
+
+    series: Mapped[Series] = relationship(back_populates="jobs")
+    events: Mapped[list["JobEvent"]] = relationship(
+        back_populates="job", order_by="JobEvent.id"
+    )
+
+
+class JobEvent(Base):
+    """The state history of a job, with timings of pipeline steps in ``detail``."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    state: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[Job] = relationship(back_populates="events")
+
+
+class Outbox(Base):
+    """Transactional outbox: written with the job, published to the broker by a relay."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    task_name: Mapped[str] = mapped_column(String(64), default="meddet.analyze_series")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class SendAttempt(Base):
+    """One C-STORE of one result object to one destination."""
+
+    __tablename__ = "send_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(128))
+    sop_instance_uid: Mapped[str | None] = mapped_column(UID)
+    kind: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # success/warning/failure/unreachable
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CleanupRecord(Base):
+    """What retention removed from disk, and why."""
+
+    __tablename__ = "cleanup"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))  # spool/quarantine/results
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,65 @@
+"""The ``meddet`` command line: the one place that loads settings and wires packages together.
+
+Each command group lives in its own module and registers itself on ``app``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dicom_node.config import Settings, load_settings
+from dicom_node.logging import configure_logging
+
+app = typer.Typer(
+    name="meddet",
+    help="MedDet Node: a DICOM node that finds cervical disc herniations in sagittal T2 MRI.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+
+
+@dataclass
+class CliState:
+    """Per-invocation state: settings are loaded on first use, once."""
+
+    config_file: Path | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config_file)
+            except (ValueError, FileNotFoundError) as exc:
+                typer.secho(f"Configuration error: {exc}", fg="red", err=True)
+                raise typer.Exit(2) from exc
+            configure_logging(self._settings.log_level, self._settings.log_json)
+        return self._settings
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj: Any = ctx.find_root().obj
+    assert isinstance(obj, CliState)
+    return obj
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML settings file (keys as in `meddet config show`)"),
+    ] = None,
+) -> None:
+    ctx.obj = CliState(config_file=config)
+
+
+def main() -> None:
+    from dicom_node.cli import ml, node, ops  # noqa: F401  (commands register on import)
+
+    app()

@@ -1,0 +1,177 @@
+"""Settings for the node and the workers (pydantic-settings).
+
+Precedence, highest first: values passed in code, ``MEDDET_*`` environment variables, the TOML
+file given with ``--config`` (or ``MEDDET_CONFIG``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from dicom_node.destinations import Destination
+
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+class Settings(BaseSettings):
+    """Effective configuration. Every field maps to ``MEDDET_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDDET_", extra="forbid", frozen=True)
+
+    # Listener
+    ae_title: str = Field("MEDDET", max_length=16, description="Our AE title")
+    host: str = Field("127.0.0.1", description="Address the SCP binds to")
+    port: int = Field(11112, ge=0, le=65535, description="DICOM port (0 = pick a free one)")
+    allowed_aes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Calling AE allow-list")
+    allowed_ips: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Source IP allow-list")
+    accept_any_ae: bool = Field(
+        False, description="Required to bind beyond loopback without an allow-list"
+    )
+    max_associations: int = Field(16, ge=1, description="Concurrent associations")
+    disk_watermark: float = Field(
+        95.0, gt=0, le=100, description="Refuse C-STORE when the spool disk is this % full"
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate: enables TLS")
+    tls_key: Path | None = Field(None, description="PEM private key for tls_cert")
+    tls_ca: Path | None = Field(None, description="CA bundle: require client certificates")
+
+    # Storage
+    data_dir: Path = Field(Path("meddet-data"), description="Spool, quarantine, results, DB")
+    database_url: str | None = Field(None, description="SQLAlchemy URL (default: SQLite)")
+    spool_retention_hours: float = Field(72.0, ge=0, description="Keep finished spool files")
+    quarantine_retention_days: float = Field(30.0, ge=0, description="Keep quarantined files")
+
+    # Pipeline
+    quiet_period: float = Field(30.0, gt=0, description="Seconds without instances = complete")
+    rules_file: Path | None = Field(None, description="Selection rules TOML (default: built-in)")
+    broker_url: str | None = Field(None, description="Redis URL; unset = embedded worker")
+    checkpoint: Path | None = Field(None, description="Detector checkpoint (default: shipped)")
+    device: str = Field("auto", description="torch device for the detector: auto, cpu, cuda")
+    destinations: Annotated[list[Destination], NoDecode] = Field(
+        default_factory=list, description="Where results go: AE@host:port, comma-separated"
+    )
+    result_objects: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["sr", "seg", "gsps"],
+        description="Result objects to write: sr, seg, gsps, sc, kos",
+    )
+    sr_kind: str = Field("3d", description="SR IOD: 3d (88.34), comprehensive (88.33), enhanced")
+    send_retries: int = Field(5, ge=0, description="Retries per job when a PACS is unreachable")
+
+    # Operations
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+    log_json: bool = Field(False, description="JSON log lines instead of console format")
+
+    @field_validator("allowed_aes", "allowed_ips", "result_objects", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _parse_destinations(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        return [Destination.parse(v) if isinstance(v, str) else v for v in value]
+
+    @field_validator("sr_kind")
+    @classmethod
+    def _check_sr_kind(cls, value: str) -> str:
+        if value not in {"3d", "comprehensive", "enhanced"}:
+            raise ValueError("sr_kind must be one of: 3d, comprehensive, enhanced")
+        return value
+
+    @model_validator(mode="after")
+    def _check_exposure(self) -> "Settings":
+        exposed = self.host not in LOOPBACK_HOSTS
+        if exposed and not (self.allowed_aes or self.allowed_ips or self.accept_any_ae):
+            raise ValueError(
+                f"host={self.host} listens beyond loopback with no allow-list: set "
+                "MEDDET_ALLOWED_AES / MEDDET_ALLOWED_IPS, or MEDDET_ACCEPT_ANY_AE=true on purpose"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = os.environ.get("MEDDET_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    # Derived paths: state you can see on disk, one folder per stage (mercure style).
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def incoming_tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'meddet.db').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings once (the CLI calls this and passes the result down)."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        os.environ["MEDDET_CONFIG"] = str(config_file)
+    return Settings(**overrides)
+
+
+def setting_sources(settings: Settings) -> dict[str, str]:
+    """Where each effective value came from: 'env', 'toml', or 'default'."""
+    toml_values: dict[str, Any] = {}
+    toml_path = os.environ.get("MEDDET_CONFIG")
+    if toml_path and Path(toml_path).is_file():
+        import tomllib
+
+        toml_values = tomllib.loads(Path(toml_path).read_text())
+    result = {}
+    for name in Settings.model_fields:
+        if f"MEDDET_{name.upper()}" in os.environ:
+            result[name] = "env"
+        elif name in toml_values:
+            result[name] = f"toml ({toml_path})"
+        else:
+            result[name] = "default"
+    return result
