@@ -60,6 +60,6 @@ def _root(
 
 
 def main() -> None:
-    from dicom_node.cli import ml, node, ops  # noqa: F401  (commands register on import)
+    from dicom_node.cli import data, demo, distill, ml, node, ops  # noqa: F401  (commands register)
 
     app()

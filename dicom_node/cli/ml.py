@@ -1,4 +1,4 @@
-"""Detector commands: synth, train, evaluate, predict, distill (torch imported lazily)."""
+"""Detector commands: train, evaluate (torch imported lazily inside each command)."""
 
 from __future__ import annotations
 
