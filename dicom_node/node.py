@@ -1,0 +1,97 @@
+"""The receiving node: spool + audit recorder + series assembler + Storage SCP, wired once.
+
+``meddet serve`` builds one :class:`Node`; tests and ``meddet demo`` build one in-process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node.assembler import OnSelected, SeriesAssembler
+from dicom_node.audit.models import Series
+from dicom_node.config import Settings
+from dicom_node.logging import get_logger
+from dicom_node.recorder import AuditRecorder
+from dicom_node.recovery import reconcile
+from dicom_node.scp import StoreHandlers, build_ae, tls_context
+from dicom_node.selection import load_rules
+from dicom_node.spool import Spool
+
+log = get_logger(__name__)
+
+
+class Node:
+    """Owns the node's threads; ``start()`` then ``stop()`` (SIGTERM) or ``serve_forever()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        on_selected: OnSelected,
+        after_commit: Callable[[list[Series]], None] = lambda completed: None,
+    ) -> None:
+        self.settings = settings
+        self.spool = Spool(settings.spool_dir, settings.incoming_tmp_dir, settings.quarantine_dir)
+        self.assembler = SeriesAssembler(
+            session_factory,
+            load_rules(settings.rules_file),
+            settings.quiet_period,
+            on_selected=on_selected,
+            after_commit=after_commit,
+        )
+        self.recorder = AuditRecorder(session_factory, on_batch=self.assembler.wake)
+        self.handlers = StoreHandlers(settings, self.spool, self.recorder.put)
+        self.ae = build_ae(settings)
+        self._session_factory = session_factory
+        self._server = None
+        self._stopped = threading.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "node not started"
+        return int(self._server.server_address[1])
+
+    def start(self) -> "Node":
+        recovered = reconcile(self.spool, self._session_factory)
+        self.recorder.start()
+        self.assembler.start()
+        self._server = self.ae.start_server(
+            (self.settings.host, self.settings.port),
+            block=False,
+            evt_handlers=self.handlers.bindings(),
+            ssl_context=tls_context(self.settings),
+        )
+        log.info(
+            "node listening",
+            ae_title=self.settings.ae_title,
+            host=self.settings.host,
+            port=self.port,
+            tls=self.settings.tls_cert is not None,
+            recovered_files=recovered,
+        )
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let open associations finish (abort after ``timeout``), drain."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._server is not None:
+            self._server.shutdown()
+            deadline = time.monotonic() + timeout
+            while self._server.active_associations and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for assoc in self._server.active_associations:
+                log.warning("aborting association at shutdown", calling_ae=assoc.requestor.ae_title)
+                assoc.abort()
+        self.recorder.flush()
+        self.recorder.stop()
+        self.assembler.stop()
+        log.info("node stopped")
+
+    def wait(self) -> None:
+        self._stopped.wait()

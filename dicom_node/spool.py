@@ -1,0 +1,144 @@
+"""The spool: received instances on disk, one folder per study and series (mercure style).
+
+Layout under ``data_dir``::
+
+    tmp/                                   partial writes (same filesystem, renamed into place)
+    spool/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm        first revision
+    spool/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.r<N>.dcm   later, different bytes
+    quarantine/<timestamp>-<n>.dcm + .json                   what could not be accepted, and why
+
+A write is atomic (temp file, fsync, rename, fsync of the folder), so a file in ``spool/`` is
+always complete: that is what C-STORE success promises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_REVISION_RE = re.compile(r"^(?P<sop>[0-9.]+?)(\.r(?P<rev>[0-9]+))?\.dcm$")
+
+
+class SpoolError(Exception):
+    """The instance could not be written (disk error); nothing was stored."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: Path
+    revision: int
+    sha256: str
+    size: int
+    duplicate: bool  # same bytes as an existing revision: nothing new was written
+
+
+def is_valid_uid(uid: str | None) -> bool:
+    """A UID as PS3.5 9.1 allows: digits and dots, at most 64 characters."""
+    return bool(uid) and len(uid) <= 64 and bool(_UID_RE.match(uid))  # type: ignore[arg-type]
+
+
+def parse_spool_name(name: str) -> tuple[str, int] | None:
+    """``1.2.3.dcm`` -> ("1.2.3", 0); ``1.2.3.r2.dcm`` -> ("1.2.3", 2); else None."""
+    match = _REVISION_RE.match(name)
+    if not match:
+        return None
+    return match["sop"], int(match["rev"] or 0)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Atomic, duplicate-aware storage of received instances."""
+
+    def __init__(self, spool_dir: Path, tmp_dir: Path, quarantine_dir: Path) -> None:
+        self.spool_dir = spool_dir
+        self.tmp_dir = tmp_dir
+        self.quarantine_dir = quarantine_dir
+        for folder in (spool_dir, tmp_dir, quarantine_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._counter = itertools.count()
+        self._lock = threading.Lock()  # serialises revision numbering per process
+        self._known_dirs: set[Path] = set()
+
+    def series_dir(self, study_uid: str, series_uid: str) -> Path:
+        return self.spool_dir / study_uid / series_uid
+
+    def _write_atomic(self, data: bytes, final: Path) -> None:
+        tmp = self.tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._counter)}.part"
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SpoolError(f"could not write {final.name}: {exc}") from exc
+
+    def store(self, data: bytes, study_uid: str, series_uid: str, sop_uid: str) -> StoredFile:
+        """Write one instance (a complete DICOM file) and return where it went.
+
+        Identical bytes for a SOP Instance UID already spooled are not written again; different
+        bytes become the next revision, so nothing already accepted is ever overwritten.
+        """
+        for name, uid in (("study", study_uid), ("series", series_uid), ("SOP instance", sop_uid)):
+            if not is_valid_uid(uid):
+                raise ValueError(f"invalid {name} UID {uid!r}")
+        digest = hashlib.sha256(data).hexdigest()
+        folder = self.series_dir(study_uid, series_uid)
+        if folder not in self._known_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._known_dirs.add(folder)
+        with self._lock:
+            revision = 0
+            while True:
+                name = f"{sop_uid}.dcm" if revision == 0 else f"{sop_uid}.r{revision}.dcm"
+                path = folder / name
+                if not path.exists():
+                    break
+                if path.stat().st_size == len(data) and path.read_bytes() == data:
+                    return StoredFile(path, revision, digest, len(data), duplicate=True)
+                revision += 1
+            self._write_atomic(data, path)
+        return StoredFile(path, revision, digest, len(data), duplicate=False)
+
+    def quarantine(self, data: bytes, reason: str, **context: str | None) -> Path:
+        """Keep bytes we could not accept, with a JSON file saying why. Never raises on content."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        path = self.quarantine_dir / f"{stamp}-{os.getpid()}-{next(self._counter)}.dcm"
+        self._write_atomic(data, path)
+        meta = {"reason": reason, "received_at": stamp, **context}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        return path
+
+    def disk_used_percent(self) -> float:
+        usage = shutil.disk_usage(self.spool_dir)
+        return 100.0 * usage.used / usage.total
+
+    def iter_files(self) -> list[Path]:
+        """Every spooled instance file (for crash recovery: reconcile disk with the DB)."""
+        return sorted(self.spool_dir.glob("*/*/*.dcm"))
+
+    def clean_tmp(self) -> int:
+        """Remove partial writes left by a crash; they were never acknowledged."""
+        removed = 0
+        for part in self.tmp_dir.glob("*.part"):
+            part.unlink(missing_ok=True)
+            removed += 1
+        return removed
