@@ -1,5 +1,110 @@
-"""Distributed-mode and operator commands: worker, resend, demo."""
+"""Distributed-mode and operator commands: worker, resend, retry.
+
+Heavy modules (celery, the pipeline, torch) are imported inside the commands.
+"""
 
 from __future__ import annotations
 
-from dicom_node.cli import app  # noqa: F401
+import json
+from typing import Annotated
+
+import typer
+
+from dicom_node.cli import app, state
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option(help="Pool processes (one per GPU is typical)")] = 1,
+    queues: Annotated[str, typer.Option(help="Queues to consume, comma-separated")] = "gpu",
+    hostname: Annotated[str | None, typer.Option(help="Celery node name (default: celery@host)")] = None,
+    soft_time_limit: Annotated[float, typer.Option(help="Seconds per job before it is stopped")] = 600.0,
+    visibility_timeout: Annotated[
+        float, typer.Option(help="Seconds before a lost worker's job is redelivered")
+    ] = 3600.0,
+    retry_backoff: Annotated[float, typer.Option(help="First retry delay in seconds (doubles)")] = 5.0,
+) -> None:
+    """Run a Celery worker (distributed mode): consumes jobs, runs the detector (CUDA if present)."""
+    settings = state(ctx).settings
+    if settings.embedded:
+        _fail("meddet worker needs MEDDET_BROKER_URL (Redis); embedded mode runs in `meddet serve`", 2)
+    from worker.app import WorkerOptions, run_worker
+
+    options = WorkerOptions(
+        soft_time_limit=soft_time_limit,
+        time_limit=soft_time_limit + 60,
+        visibility_timeout=visibility_timeout,
+        retry_backoff=retry_backoff,
+    )
+    if settings.metrics_port is not None:
+        from dicom_node.metrics import enable_multiprocess, serve_metrics
+
+        registry = enable_multiprocess(settings.data_dir / "prometheus" / "worker")
+        serve_metrics(settings.metrics_port, registry)
+    run_worker(
+        settings, options, concurrency=concurrency, queues=queues,
+        loglevel=settings.log_level, hostname=hostname,
+    )
+
+
+@app.command()
+def resend(
+    ctx: typer.Context,
+    job: Annotated[int, typer.Argument(help="Job id (see `meddet audit jobs`)")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Send a job's stored results again to every destination (same SOP Instance UIDs)."""
+    from worker.context import build_context
+    from worker.errors import PipelineError
+    from worker.tasks import resend_job
+
+    context = build_context(state(ctx).settings)
+    try:
+        outcome = resend_job(context, job)
+    except PipelineError as exc:
+        if as_json:
+            typer.echo(json.dumps({"job": job, "outcome": "error", "reason": exc.reason}))
+            raise typer.Exit(1) from exc
+        _fail(f"job {job}: {exc.reason}")
+    typer.echo(json.dumps({"job": job, "outcome": outcome}) if as_json else f"job {job}: {outcome}")
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    job: Annotated[int, typer.Argument(help="Job id of a failed or quarantined job")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Queue a failed (or quarantined) job again; the node's dispatcher or a worker runs it."""
+    from dicom_node import jobs
+    from dicom_node.audit.db import make_engine, make_session_factory, transaction
+    from dicom_node.audit.models import Job, JobState
+
+    settings = state(ctx).settings
+    sessions = make_session_factory(make_engine(settings.effective_database_url))
+    with transaction(sessions) as session:
+        row = session.get(Job, job)
+        if row is None:
+            _fail(f"job {job} does not exist")
+        assert row is not None
+        if JobState(row.state) not in (JobState.failed, JobState.quarantined):
+            _fail(f"job {job} is {JobState(row.state).value}; only failed or quarantined jobs retry")
+        jobs.requeue(session, row, "retry requested by operator")
+        run = row.run
+    published = False
+    if not settings.embedded:  # publish now; a running node's relay would also pick it up
+        from dicom_node.metrics import Metrics
+        from worker.dispatch import OutboxRelay, celery_publisher
+
+        relay = OutboxRelay(sessions, Metrics(), celery_publisher(settings))
+        relay.tick()
+        with transaction(sessions) as session:
+            published = not any(r.job_id == job for r in jobs.pending_outbox(session))
+    result = {"job": job, "state": "queued", "run": run, "published": published}
+    typer.echo(json.dumps(result) if as_json else f"job {job}: queued (run {run})")

@@ -1,0 +1,140 @@
+"""The Celery app (distributed mode): Redis broker and result backend from ``MEDDET_BROKER_URL``.
+
+The node publishes by task name only (it never imports torch); workers consume queue ``gpu``
+with late acks, one message at a time, and load the model once per process, on CUDA when the
+host has it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from celery import Celery
+
+from dicom_node.config import Settings
+from worker.context import RetryPolicy, WorkerContext, build_context
+from worker.tasks import TASK_NAME, register_tasks
+
+QUEUE = "gpu"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Knobs of the Celery app that are not node settings (``meddet worker`` options)."""
+
+    soft_time_limit: float = 600.0  # seconds per delivery, then SoftTimeLimitExceeded
+    time_limit: float = 660.0  # hard kill of the process running the task
+    # Unacked messages of a worker that vanished are redelivered after this many seconds;
+    # it must exceed time_limit plus the longest retry countdown.
+    visibility_timeout: float = 3600.0
+    retry_backoff: float = 5.0  # first retry after this, doubling
+
+
+def celery_config(settings: Settings, options: WorkerOptions) -> dict:
+    """The Celery configuration as plain data (testable without a broker)."""
+    if not settings.broker_url:
+        raise ValueError("broker_url: distributed mode needs MEDDET_BROKER_URL (a Redis URL)")
+    transport = {"visibility_timeout": options.visibility_timeout}
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.broker_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": QUEUE,
+        "task_routes": {TASK_NAME: {"queue": QUEUE}},
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_soft_time_limit": options.soft_time_limit,
+        "task_time_limit": options.time_limit,
+        "result_expires": 24 * 3600,
+        "task_track_started": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "worker_send_task_events": False,
+        # A relay that cannot reach Redis gives up fast and retries later (rows stay in the outbox).
+        "task_publish_retry_policy": {
+            "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5
+        },
+        "redis_socket_connect_timeout": 2,
+        "broker_connection_timeout": 2,
+    }
+
+
+def make_celery(
+    settings: Settings,
+    options: WorkerOptions | None = None,
+    context: Callable[[], WorkerContext] | None = None,
+) -> Celery:
+    """The app with ``meddet.analyze_series`` registered.
+
+    ``context`` returns this process's WorkerContext; by default one is built lazily per process
+    (after the prefork fork), so the engine and the model are never shared across processes.
+    """
+    options = options or WorkerOptions()
+    app = Celery("meddet", set_as_current=False)
+    app.conf.update(celery_config(settings, options))
+    if context is None:
+        context = ProcessContext(settings, options)
+    register_tasks(app, context)
+    return app
+
+
+class ProcessContext:
+    """A lazily built WorkerContext, rebuilt in a forked child (keyed by process id)."""
+
+    def __init__(self, settings: Settings, options: WorkerOptions) -> None:
+        self._settings = settings
+        self._options = options
+        self._pid: int | None = None
+        self._context: WorkerContext | None = None
+
+    def __call__(self) -> WorkerContext:
+        import os
+
+        if self._context is None or self._pid != os.getpid():
+            retry = RetryPolicy(
+                max_retries=self._settings.send_retries,
+                base_seconds=self._options.retry_backoff,
+            )
+            self._context = build_context(self._settings, retry=retry)
+            self._pid = os.getpid()
+        return self._context
+
+
+def run_worker(
+    settings: Settings,
+    options: WorkerOptions,
+    *,
+    concurrency: int = 1,
+    queues: str = QUEUE,
+    loglevel: str = "INFO",
+    hostname: str | None = None,
+) -> None:
+    """Run a Celery worker in this process (blocks); each pool process loads the model once."""
+    from celery.signals import worker_process_init
+
+    context = ProcessContext(settings, options)
+    app = make_celery(settings, options, context)
+
+    def _warm_up(**_: object) -> None:
+        context().warm_up()
+
+    worker_process_init.connect(_warm_up, weak=False)
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--queues={queues}",
+        f"--loglevel={loglevel}",
+        "--pool=prefork",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
