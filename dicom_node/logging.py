@@ -16,10 +16,15 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     renderer = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(),
+            # Never print local variables: they can hold patient data.
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
     )
     shared = [
         structlog.contextvars.merge_contextvars,
+        structlog.processors.dict_tracebacks if json else structlog.processors.StackInfoRenderer(),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -33,6 +33,7 @@ class Node:
         session_factory: sessionmaker[Session],
         on_selected: OnSelected,
         after_commit: Callable[[list[Series]], None] = lambda completed: None,
+        count_instance: Callable[[str], None] = lambda outcome: None,
     ) -> None:
         self.settings = settings
         self.spool = Spool(settings.spool_dir, settings.incoming_tmp_dir, settings.quarantine_dir)
@@ -44,7 +45,7 @@ class Node:
             after_commit=after_commit,
         )
         self.recorder = AuditRecorder(session_factory, on_batch=self.assembler.wake)
-        self.handlers = StoreHandlers(settings, self.spool, self.recorder.put)
+        self.handlers = StoreHandlers(settings, self.spool, self.recorder.put, count_instance)
         self.ae = build_ae(settings)
         self._session_factory = session_factory
         self._server = None

@@ -73,6 +73,7 @@ class StoreHandlers:
     settings: Settings
     spool: Spool
     record: Callable[[Event], None]
+    count: Callable[[str], None] = lambda outcome: None  # metrics hook: success/failure/refused
     _stats: dict[int, _AssocStats] = field(default_factory=dict)
     _lock: Lock = field(default_factory=Lock)
 
@@ -148,6 +149,7 @@ class StoreHandlers:
 
     def on_c_store(self, event: evt.Event) -> int:
         status = self._store(event)
+        self.count("success" if status == statuses.SUCCESS else f"0x{status:04X}")
         stats = self._stats.get(id(event.assoc))
         if stats is not None:
             if status == statuses.SUCCESS:

@@ -47,3 +47,170 @@ def db_upgrade(
     settings = state(ctx).settings
     upgrade(settings.effective_database_url, revision)
     typer.echo(f"audit database at revision {revision}")
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run the node: DICOM SCP, series assembly and job dispatch (embedded worker by default).
+
+    Embedded mode (no MEDDET_BROKER_URL) runs the detector on an in-process worker thread with
+    SQLite under MEDDET_DATA_DIR; with a broker, jobs go to `meddet worker` processes.
+    Stops cleanly on SIGTERM/SIGINT: open associations finish (or are aborted after 30 s).
+    """
+    import signal
+
+    import detector
+    from dicom_node.audit.db import make_engine, make_session_factory
+    from dicom_node.jobs import enqueue_series
+    from dicom_node.metrics import Metrics, serve_metrics
+    from dicom_node.node import Node
+    from dicom_node.retention import RetentionLoop
+    from migrations import upgrade
+    from worker.dispatch import make_dispatcher
+
+    settings = state(ctx).settings
+    upgrade(settings.effective_database_url)
+    factory = make_session_factory(make_engine(settings.effective_database_url))
+    metrics = Metrics()
+    if settings.metrics_port is not None:
+        serve_metrics(settings.metrics_port, metrics.registry)
+    model_version = detector.model_version(settings.checkpoint)
+    dispatcher = make_dispatcher(settings, factory, metrics)
+
+    def after_commit(completed: list) -> None:
+        metrics.series_completed.inc(len(completed))
+        dispatcher.notify()
+
+    node = Node(
+        settings,
+        factory,
+        on_selected=lambda session, series: enqueue_series(session, series, model_version),
+        after_commit=after_commit,
+        count_instance=lambda outcome: metrics.instances_received.labels(outcome=outcome).inc(),
+    )
+    retention = RetentionLoop(settings, factory)
+
+    def shutdown(signum: int, _frame: object) -> None:
+        typer.echo(f"received signal {signum}, stopping", err=True)
+        node.stop()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    dispatcher.start()
+    node.start()
+    retention.start()
+    mode = "embedded worker" if settings.embedded else "broker"
+    typer.echo(
+        f"MedDet node {settings.ae_title} listening on {settings.host}:{node.port} "
+        f"({mode}, model {model_version}, data in {settings.data_dir})",
+        err=True,
+    )
+    node.wait()
+    retention.stop()
+    dispatcher.stop()
+
+
+audit_app = typer.Typer(help="Admin queries on the audit database.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+SinceOpt = Annotated[str | None, typer.Option("--since", help="e.g. 30m, 2h, 7d, or an ISO time")]
+StatusOpt = Annotated[str | None, typer.Option("--status", help="Only rows in this state")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+LimitOpt = Annotated[int, typer.Option("--limit", help="At most this many rows")]
+
+
+def _print_rows(rows: list[dict], title: str, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo(f"no {title}")
+        return
+    table = Table(*rows[0].keys(), title=title)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    Console(width=200).print(table)
+
+
+def _query(ctx: typer.Context, fn, title: str, as_json: bool, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    from dicom_node.audit.db import make_engine, make_session_factory
+    from dicom_node.audit.queries import parse_since
+
+    settings = state(ctx).settings
+    try:
+        if "since" in kwargs:
+            kwargs["since"] = parse_since(kwargs["since"])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    factory = make_session_factory(make_engine(settings.effective_database_url))
+    with factory() as session:
+        _print_rows(fn(session, **kwargs), title, as_json)
+
+
+@audit_app.command("series")
+def audit_series(
+    ctx: typer.Context, since: SinceOpt = None, status: StatusOpt = None, as_json: JsonOpt = False, limit: LimitOpt = 100
+) -> None:
+    """Received series: state (receiving, selected, skipped), counts, the rule that failed."""
+    from dicom_node.audit.queries import series_rows
+
+    _query(ctx, series_rows, "series", as_json, since=since, status=status, limit=limit)
+
+
+@audit_app.command("jobs")
+def audit_jobs(
+    ctx: typer.Context, since: SinceOpt = None, status: StatusOpt = None, as_json: JsonOpt = False, limit: LimitOpt = 100
+) -> None:
+    """Jobs: series, model version, state, retries and the reason of a failure."""
+    from dicom_node.audit.queries import job_rows
+
+    _query(ctx, job_rows, "jobs", as_json, since=since, status=status, limit=limit)
+
+
+@audit_app.command("job")
+def audit_job(ctx: typer.Context, job_id: int, as_json: JsonOpt = False) -> None:
+    """The full history of one job: every state with its time, and every send attempt."""
+    from dicom_node.audit.queries import job_history
+
+    _query(ctx, job_history, f"history of job {job_id}", as_json, job_id=job_id)
+
+
+@audit_app.command("associations")
+def audit_associations(
+    ctx: typer.Context, since: SinceOpt = None, status: StatusOpt = None, as_json: JsonOpt = False, limit: LimitOpt = 100
+) -> None:
+    """Who connected: calling AE, address, times, counts, outcome (released/aborted/rejected)."""
+    from dicom_node.audit.queries import association_rows
+
+    _query(ctx, association_rows, "associations", as_json, since=since, status=status, limit=limit)
+
+
+@audit_app.command("failures")
+def audit_failures(
+    ctx: typer.Context, since: SinceOpt = None, as_json: JsonOpt = False, limit: LimitOpt = 100
+) -> None:
+    """What went wrong: quarantined instances, failed jobs, failed sends, with reasons."""
+    from dicom_node.audit.queries import failure_rows
+
+    _query(ctx, failure_rows, "failures", as_json, since=since, limit=limit)
+
+
+spool_app = typer.Typer(help="The spool on disk.", no_args_is_help=True)
+app.add_typer(spool_app, name="spool")
+
+
+@spool_app.command("gc")
+def spool_gc(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List, remove nothing")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove spool folders of finished series and old quarantine files (recorded in the DB)."""
+    from dicom_node.audit.db import make_engine, make_session_factory
+    from dicom_node.retention import collect_garbage
+
+    settings = state(ctx).settings
+    factory = make_session_factory(make_engine(settings.effective_database_url))
+    removals = collect_garbage(settings, factory, dry_run=dry_run)
+    rows = [{"path": str(r.path), "kind": r.kind, "bytes": r.size_bytes, "reason": r.reason} for r in removals]
+    _print_rows(rows, "removals (dry run)" if dry_run else "removed", as_json)
