@@ -29,7 +29,7 @@ def load_detector(settings: Settings) -> Any:
     """The detector of ``settings.checkpoint`` on CUDA when present (imports torch)."""
     from detector.inference import Detector
 
-    return Detector.from_checkpoint(settings.checkpoint)
+    return Detector.from_checkpoint(settings.checkpoint, device=settings.device)
 
 
 @dataclass

@@ -180,8 +180,10 @@ def celery_publisher(settings: Settings) -> Publish:
 
     from worker.app import QUEUE, WorkerOptions, celery_config
 
+    config = celery_config(settings, WorkerOptions())
+    del config["result_backend"]  # the node never waits for results: no result subscription
     app = Celery("meddet-relay", set_as_current=False)
-    app.conf.update(celery_config(settings, WorkerOptions()))
+    app.conf.update(config)
 
     def publish(task_name: str, job_id: int) -> None:
         app.send_task(task_name, args=[job_id], queue=QUEUE)

@@ -150,14 +150,14 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 def write_results(
     out_dir: Path, document: dict[str, Any], objects: Sequence[tuple[str, Dataset]]
 ) -> list[dict[str, str]]:
-    """findings.json, ``<kind>.dcm`` per object, then the manifest; each file atomic."""
+    """findings.json, ``NN-<kind>.dcm`` per object, then the manifest; each file atomic."""
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(
         out_dir / FINDINGS_FILE, lambda p: p.write_text(json.dumps(document, indent=2) + "\n")
     )
     manifest = []
-    for kind, ds in objects:
-        name = f"{kind}.dcm"
+    for index, (kind, ds) in enumerate(objects):
+        name = f"{index:02d}-{kind}.dcm"
         _write_atomic(out_dir / name, lambda p, ds=ds: ds.save_as(p, enforce_file_format=True))
         manifest.append({"kind": kind, "file": name, "sop_instance_uid": str(ds.SOPInstanceUID)})
     _write_atomic(

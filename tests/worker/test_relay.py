@@ -1,0 +1,74 @@
+"""The outbox relay publishes to a real Redis, and keeps rows while Redis is down."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import redis
+from sqlalchemy import select
+
+from dicom_node.audit.models import Outbox
+from dicom_node.config import Settings
+from dicom_node.metrics import Metrics
+from tests.factories import make_mr_series
+from tests.worker.support import register_series, wait_for
+from worker.dispatch import OutboxRelay, celery_publisher, make_dispatcher
+
+
+def _messages(url: str) -> list[dict]:
+    client = redis.Redis.from_url(url)
+    try:
+        return [json.loads(raw) for raw in client.lrange("gpu", 0, -1)]
+    finally:
+        client.close()
+
+
+def _published(sessions) -> list[bool]:
+    with sessions() as session:
+        return [r.published_at is not None for r in session.scalars(select(Outbox).order_by(Outbox.id))]
+
+
+def test_relay_publishes_by_task_name_and_marks_rows(sessions, tmp_path, redis_url):
+    job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
+    settings = Settings(data_dir=tmp_path, broker_url=redis_url)
+    relay = OutboxRelay(sessions, Metrics(), celery_publisher(settings))
+    assert relay.tick() == relay.poll_interval
+    assert _published(sessions) == [True]
+    (message,) = _messages(redis_url)
+    assert message["headers"]["task"] == "meddet.analyze_series"
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert (args, kwargs) == ([job_id], {})
+    relay.tick()  # nothing pending: nothing published twice
+    assert len(_messages(redis_url)) == 1
+
+
+def test_broker_down_keeps_rows_and_publishes_when_it_returns(sessions, tmp_path, private_redis):
+    settings = Settings(data_dir=tmp_path, broker_url=private_redis.url)
+    metrics = Metrics()
+    dispatcher = make_dispatcher(settings, sessions, metrics, poll_interval=0.2)
+    assert isinstance(dispatcher, OutboxRelay)
+    private_redis.stop()
+    dispatcher.start()
+    try:
+        register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "a", "v1")
+        register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "b", "v1")
+        dispatcher.notify()
+
+        def failed_attempts() -> bool:
+            with sessions() as session:
+                rows = session.scalars(select(Outbox)).all()
+                return all(r.attempts >= 1 and r.published_at is None for r in rows[:1])
+
+        wait_for(failed_attempts, 20, what="a failed publish attempt")
+        assert _published(sessions) == [False, False]
+        with sessions() as session:
+            assert "Error" in session.scalars(select(Outbox)).first().last_error
+        private_redis.start()
+        wait_for(lambda: all(_published(sessions)), 30, what="rows published after Redis returned")
+    finally:
+        dispatcher.stop()
+    assert len(_messages(private_redis.url)) == 2
+    samples = {s.labels.get("state"): s.value for m in metrics.registry.collect() for s in m.samples
+               if s.name == "meddet_jobs"}
+    assert samples["queued"] == 2
