@@ -7,6 +7,7 @@ file given with ``--config`` (or ``MEDDET_CONFIG``), then the defaults below.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -115,11 +116,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = os.environ.get("MEDDET_CONFIG")
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
-        return tuple(sources)
+        # The TOML file (if any) comes from model_config["toml_file"]: see load_settings().
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     # Derived paths: state you can see on disk, one folder per stage (mercure style).
     @property
@@ -149,29 +147,35 @@ class Settings(BaseSettings):
         return not self.broker_url
 
 
+def config_path(config_file: Path | None = None) -> Path | None:
+    """The TOML file to read: ``--config``, else ``MEDDET_CONFIG``, else none."""
+    path = config_file or (Path(os.environ["MEDDET_CONFIG"]) if os.environ.get("MEDDET_CONFIG") else None)
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    return path
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load settings once (the CLI calls this and passes the result down)."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise FileNotFoundError(f"config file not found: {config_file}")
-        os.environ["MEDDET_CONFIG"] = str(config_file)
-    return Settings(**overrides)
+    path = config_path(config_file)
+    if path is None:
+        return Settings(**overrides)
+    with_file = type(
+        "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
+    )
+    return with_file(**overrides)
 
 
-def setting_sources(settings: Settings) -> dict[str, str]:
-    """Where each effective value came from: 'env', 'toml', or 'default'."""
-    toml_values: dict[str, Any] = {}
-    toml_path = os.environ.get("MEDDET_CONFIG")
-    if toml_path and Path(toml_path).is_file():
-        import tomllib
-
-        toml_values = tomllib.loads(Path(toml_path).read_text())
+def setting_sources(settings: Settings, config_file: Path | None = None) -> dict[str, str]:
+    """Where each effective value came from: 'env', 'toml (<path>)', or 'default'."""
+    path = config_path(config_file)
+    toml_values = tomllib.loads(path.read_text()) if path else {}
     result = {}
     for name in Settings.model_fields:
         if f"MEDDET_{name.upper()}" in os.environ:
             result[name] = "env"
         elif name in toml_values:
-            result[name] = f"toml ({toml_path})"
+            result[name] = f"toml ({path})"
         else:
             result[name] = "default"
     return result

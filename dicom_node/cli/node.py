@@ -26,7 +26,7 @@ def config_show(
     """Print every setting, its value, and where it came from (env, toml or default)."""
     settings = state(ctx).settings
     values = settings.model_dump(mode="json")
-    sources = setting_sources(settings)
+    sources = setting_sources(settings, state(ctx).config_file)
     if as_json:
         typer.echo(json.dumps({k: {"value": v, "source": sources[k]} for k, v in values.items()}, indent=2))
         return
