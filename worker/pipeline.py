@@ -181,11 +181,11 @@ def results_dir(ctx: WorkerContext, job_id: int) -> Path:
 
 def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Dataset]]:
     """Run the detector on the job's series and write its results; state -> results_written."""
-    from detector.levels import findings_per_level  # noqa: PLC0415 (keeps import light)
+    job = load_job_input(ctx, job_id, run)
+    from detector.levels import findings_per_level
     from dicom_node.pixels import read_series
     from dicom_node.results import build_result_objects
 
-    job = load_job_input(ctx, job_id, run)
     with step(ctx, job_id, run, "decode", instances=len(job.files)) as info:
         try:
             volume = read_series(job.files)

@@ -147,3 +147,23 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.exceptions.ConnectionError:
         return False
+
+
+def checkpoint_for_tests(folder: Path) -> Path:
+    """The shipped checkpoint, or (until it ships) a tiny random-weight one written to ``folder``."""
+    from detector import SHIPPED_CHECKPOINT
+
+    if SHIPPED_CHECKPOINT.is_file():
+        return SHIPPED_CHECKPOINT
+    path = folder / "tiny-random.pt"
+    if not path.is_file():
+        import torch
+
+        from detector import checkpoint
+        from detector.config import load_config
+        from detector.models import build_detector
+
+        torch.manual_seed(0)
+        cfg = load_config("tiny")
+        checkpoint.save(checkpoint.make_payload(build_detector(cfg), cfg, "tiny"), path)
+    return path
