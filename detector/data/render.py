@@ -48,19 +48,21 @@ def sample_contrast(rng: np.random.Generator, hard: bool) -> Contrast:
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], grid: int) -> np.ndarray:
-    """Zero-mean, unit-scale noise varying over about shape/grid pixels: float32 [H, W]."""
-    g = rng.standard_normal((grid, grid))
-    return (_interp_matrix(shape[0], grid) @ g @ _interp_matrix(shape[1], grid).T).astype(np.float32)
+    """Zero-mean, unit-scale noise varying over about shape/grid pixels: float32 [H, W].
+
+    Bilinear upsampling of a grid x grid Gaussian field, written element-wise (no BLAS threads).
+    """
+    g = rng.standard_normal((grid, grid)).astype(np.float32)
+    i, w = _lerp_index(shape[0], grid)
+    rows = g[i] * (1 - w)[:, None] + g[i + 1] * w[:, None]
+    i, w = _lerp_index(shape[1], grid)
+    return rows[:, i] * (1 - w)[None, :] + rows[:, i + 1] * w[None, :]
 
 
-def _interp_matrix(n: int, g: int) -> np.ndarray:
-    pos = np.linspace(0, g - 1, n)
+def _lerp_index(n: int, g: int) -> tuple[np.ndarray, np.ndarray]:
+    pos = np.linspace(0, g - 1, n, dtype=np.float32)
     i0 = np.minimum(pos.astype(int), g - 2)
-    w = pos - i0
-    m = np.zeros((n, g))
-    m[np.arange(n), i0] = 1 - w
-    m[np.arange(n), i0 + 1] = w
-    return m
+    return i0, pos - i0
 
 
 def _gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
