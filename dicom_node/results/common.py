@@ -1,0 +1,254 @@
+"""What every result object shares: codes, deterministic UIDs, validated findings, equipment.
+
+Codes are checked against pydicom's dictionary (``pydicom.sr.codedict.codes``); the two that
+pydicom does not carry are SNOMED CT concepts defined here with their SCTID and preferred term.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from dicom_node.results.sources import prepare_sources
+
+MANUFACTURER = "MedDet Node"
+DEVICE_SERIAL_NUMBER = "meddet-node"
+KINDS = ("sr", "seg", "gsps", "sc", "kos")
+SR_KINDS = ("3d", "comprehensive", "enhanced")
+
+# SNOMED CT concepts not (yet) in pydicom's dictionary.
+#: 73589001 |Herniation of intervertebral disc (disorder)|
+HERNIATION = Code("73589001", "SCT", "Herniation of intervertebral disc")
+#: 414403008 |Herniated structure (morphologic abnormality)|, a child of 49755003.
+HERNIATED_STRUCTURE = Code("414403008", "SCT", "Herniated structure")
+
+NORMAL = codes.SCT.Normal  # 17621005
+MORPHOLOGICALLY_ABNORMAL = codes.SCT.MorphologicallyAbnormalStructure  # 49755003 (CID 7150)
+ANATOMICAL_STRUCTURE = codes.SCT.AnatomicalStructure  # 91723000 (CID 7150)
+CERTAINTY_OF_FINDING = codes.DCM.CertaintyOfFinding  # 111012
+PERCENT = codes.UCUM.Percent
+MRI_REPORT = codes.LN.MRIReport  # LN 25056-3, procedure reported
+ARTIFICIAL_INTELLIGENCE = codes.DCM.ArtificialIntelligence  # 123110, algorithm family
+KEY_OBJECT_TITLE = codes.DCM.OfInterest  # 113000 (CID 7010)
+
+#: Finding sites: "Intervertebral disc structure of Nth cervical vertebra" (the disc below it).
+LEVEL_SITES: Mapping[str, Code] = {
+    "C2-C3": codes.SCT.C2C3Disc,  # 1078209008
+    "C3-C4": codes.SCT.C3C4Disc,  # 58820006
+    "C4-C5": codes.SCT.C4C5Disc,  # 49400002
+    "C5-C6": codes.SCT.C5C6Disc,  # 73959003
+    "C6-C7": codes.SCT.C6C7Disc,  # 75095006
+    "C7-T1": codes.SCT.C7T1Disc,  # 37414007
+}
+LABELS: Mapping[str, Code] = {"herniation": HERNIATION, "normal_disc": NORMAL, "normal": NORMAL}
+
+#: Series numbers of our new series, one per kind (a result series has one modality).
+SERIES_NUMBERS: Mapping[str, int] = {"sr": 9901, "seg": 9902, "gsps": 9903, "sc": 9904, "kos": 9905}
+
+_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:meddet-node:result-objects")
+
+
+def derived_uid(*parts: str) -> str:
+    """A ``2.25`` UID from a UUID5 of ``parts``: same inputs, same UID (re-runs, re-sends).
+
+    pydicom's ``generate_uid(prefix=None, entropy_srcs=...)`` ignores the entropy and returns a
+    random UUID4, so it cannot be used here.
+    """
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, '|'.join(parts)).int}"
+
+
+class FindingsError(ValueError):
+    """The findings dict or the source datasets cannot make a valid result object."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One disc level: its label, certainty (0..1) and the box on its key slice."""
+
+    level: str
+    label: str
+    score: float
+    sop_instance_uid: str
+    box: tuple[float, float, float, float]
+    frame: int = 1  # 1-based frame of a multi-frame source
+
+    @property
+    def is_herniation(self) -> bool:
+        return self.label == "herniation"
+
+    @property
+    def text(self) -> str:
+        """What a viewer shows beside the box, e.g. ``C5-C6 herniation 91%``."""
+        label = "herniation" if self.is_herniation else "normal"
+        return f"{self.level} {label} {round(self.score * 100)}%"
+
+    def polyline(self) -> np.ndarray:
+        """The box as a closed POLYLINE of (column, row) points, shape (5, 2)."""
+        x0, y0, x1, y1 = self.box
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ResultContext:
+    """Validated input of every builder: findings, the source datasets, the model, the UIDs."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    model_name: str
+    model_version: str
+    findings: tuple[Finding, ...]
+    sources: tuple[Dataset, ...]
+
+    @classmethod
+    def create(cls, findings: Mapping[str, Any], sources: Sequence[Dataset]) -> "ResultContext":
+        """Validate ``findings`` (DESIGN.md section 3) against ``sources``; errors name the field."""
+        if not sources:
+            raise FindingsError("sources: at least one source dataset is required")
+        for key in ("study_instance_uid", "series_instance_uid", "model", "findings"):
+            if key not in findings:
+                raise FindingsError(f"findings: missing key {key!r}")
+        model = findings["model"]
+        if not isinstance(model, Mapping) or not model.get("name") or not model.get("version"):
+            raise FindingsError("findings['model']: needs 'name' and 'version'")
+        for i, ds in enumerate(sources):
+            for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Rows", "Columns"):
+                if keyword not in ds:
+                    raise FindingsError(f"sources[{i}]: missing required attribute {keyword}")
+            if ds.StudyInstanceUID != findings["study_instance_uid"]:
+                raise FindingsError(
+                    f"sources[{i}]: StudyInstanceUID {ds.StudyInstanceUID} differs from "
+                    f"findings['study_instance_uid'] {findings['study_instance_uid']}"
+                )
+        sources = prepare_sources(sources)
+        by_uid = {ds.SOPInstanceUID: ds for ds in sources}
+        parsed = tuple(
+            _parse_finding(i, item, by_uid) for i, item in enumerate(findings["findings"])
+        )
+        levels = [f.level for f in parsed]
+        if len(set(levels)) != len(levels):
+            raise FindingsError(f"findings['findings']: a level appears twice in {levels}")
+        return cls(
+            study_instance_uid=str(findings["study_instance_uid"]),
+            series_instance_uid=str(findings["series_instance_uid"]),
+            model_name=str(model["name"]),
+            model_version=str(model["version"]),
+            findings=parsed,
+            sources=tuple(sources),
+        )
+
+    def uid(self, kind: str, *extra: str) -> str:
+        """Deterministic UID of (source series, model version, kind, extra...)."""
+        return derived_uid(self.series_instance_uid, self.model_version, kind, *extra)
+
+    def tracking_uid(self, level: str) -> str:
+        """The tracking UID of one disc level; SR groups and SEG segments share it."""
+        return self.uid("tracking", level)
+
+    def source(self, sop_instance_uid: str) -> Dataset:
+        for ds in self.sources:
+            if ds.SOPInstanceUID == sop_instance_uid:
+                return ds
+        raise KeyError(sop_instance_uid)
+
+    @property
+    def herniations(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.is_herniation)
+
+    @property
+    def software_version(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            node = version("meddet-node")
+        except PackageNotFoundError:
+            node = "0"
+        return f"meddet-node {node}; {self.model_name} {self.model_version}"
+
+    def algorithm(self) -> hd.AlgorithmIdentificationSequence:
+        """Algorithm identification for SEG segments (family: Artificial Intelligence)."""
+        return hd.AlgorithmIdentificationSequence(
+            name=self.model_name, family=ARTIFICIAL_INTELLIGENCE, version=self.model_version
+        )
+
+    def sr_algorithm(self) -> hd.sr.AlgorithmIdentification:
+        """Algorithm identification (TID 4019) for SR measurement groups."""
+        return hd.sr.AlgorithmIdentification(
+            name=self.model_name,
+            version=self.model_version,
+            family=ARTIFICIAL_INTELLIGENCE,
+            manufacturer=MANUFACTURER,
+        )
+
+
+def _parse_finding(i: int, item: Any, by_uid: Mapping[str, Dataset]) -> Finding:
+    where = f"findings['findings'][{i}]"
+    if not isinstance(item, Mapping):
+        raise FindingsError(f"{where}: must be a mapping")
+    for key in ("level", "label", "score", "sop_instance_uid", "box"):
+        if key not in item:
+            raise FindingsError(f"{where}: missing key {key!r}")
+    if item["level"] not in LEVEL_SITES:
+        raise FindingsError(f"{where}['level']: {item['level']!r} not one of {list(LEVEL_SITES)}")
+    if item["label"] not in LABELS:
+        raise FindingsError(f"{where}['label']: {item['label']!r} not one of {list(LABELS)}")
+    score = float(item["score"])
+    if not 0.0 <= score <= 1.0:
+        raise FindingsError(f"{where}['score']: {score} is not within [0, 1]")
+    source = by_uid.get(item["sop_instance_uid"])
+    if source is None:
+        raise FindingsError(
+            f"{where}['sop_instance_uid']: {item['sop_instance_uid']} is not among the sources"
+        )
+    box = tuple(float(v) for v in item["box"])
+    if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
+        raise FindingsError(f"{where}['box']: {item['box']} is not [x0, y0, x1, y1] with x0<x1, y0<y1")
+    if box[0] < 0 or box[1] < 0 or box[2] > source.Columns or box[3] > source.Rows:
+        raise FindingsError(
+            f"{where}['box']: {item['box']} lies outside the {source.Columns}x{source.Rows} image"
+        )
+    n_frames = int(source.get("NumberOfFrames", 1) or 1)
+    frame = int(item.get("frame", 1))
+    if n_frames > 1 and "frame" not in item:
+        raise FindingsError(
+            f"{where}['frame']: source {source.SOPInstanceUID} has {n_frames} frames; "
+            "name the 1-based frame of the box"
+        )
+    if not 1 <= frame <= n_frames:
+        raise FindingsError(f"{where}['frame']: {frame} not within 1..{n_frames}")
+    return Finding(
+        level=str(item["level"]),
+        label="herniation" if item["label"] == "herniation" else "normal_disc",
+        score=score,
+        sop_instance_uid=str(item["sop_instance_uid"]),
+        box=box,  # type: ignore[arg-type]
+        frame=frame,
+    )
+
+
+def finish(ds: Dataset, ctx: ResultContext, kind: str) -> Dataset:
+    """Attributes every result object carries, after highdicom built it."""
+    charset = ctx.sources[0].get("SpecificCharacterSet")  # made safe by prepare_sources
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    elif "SpecificCharacterSet" in ds:
+        del ds.SpecificCharacterSet
+    ds.Manufacturer = MANUFACTURER
+    ds.ManufacturerModelName = ctx.model_name[:64]
+    ds.SoftwareVersions = ctx.software_version[:64]
+    if "DeviceSerialNumber" not in ds:
+        ds.DeviceSerialNumber = DEVICE_SERIAL_NUMBER
+    if kind in ("seg", "gsps", "sc"):  # General Series; SR Document Series has no body part
+        # Our findings are cervical disc levels, so the body part is known even when the
+        # source omits it (dciodvfy then wants Laterality on SC images).
+        ds.BodyPartExamined = ctx.sources[0].get("BodyPartExamined") or "CSPINE"
+    if "SeriesDescription" not in ds:
+        ds.SeriesDescription = f"MedDet {kind.upper()} (not for diagnosis)"
+    return ds

@@ -1,0 +1,98 @@
+"""BINARY Segmentation: one segment per herniated disc level, its box filled on its key slice.
+
+Segments carry the same tracking identifier and UID as the SR's measurement group of that level,
+so a viewer (and IHE AIR) can link a region in the SR to its segment.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from pydicom import Dataset
+
+from dicom_node.results.common import (
+    HERNIATED_STRUCTURE,
+    LEVEL_SITES,
+    MANUFACTURER,
+    MORPHOLOGICALLY_ABNORMAL,
+    DEVICE_SERIAL_NUMBER,
+    SERIES_NUMBERS,
+    Finding,
+    FindingsError,
+    ResultContext,
+    finish,
+)
+
+
+def box_mask(finding: Finding, rows: int, columns: int) -> np.ndarray:
+    """Pixels whose centres lie inside the box, shape (rows, columns), bool."""
+    x0, y0, x1, y1 = finding.box
+    centres_x = np.arange(columns) + 0.5
+    centres_y = np.arange(rows) + 0.5
+    inside_x = (centres_x >= x0) & (centres_x <= x1)
+    inside_y = (centres_y >= y0) & (centres_y <= y1)
+    mask = inside_y[:, None] & inside_x[None, :]
+    if not mask.any():  # a box thinner than a pixel still marks the pixel it sits in
+        mask[min(int(y0), rows - 1), min(int(x0), columns - 1)] = True
+    return mask
+
+
+def _pixel_array(ctx: ResultContext, herniations: tuple[Finding, ...]) -> np.ndarray:
+    """Shape (frames, rows, columns, segments), bool; frames follow the source frames."""
+    first = ctx.sources[0]
+    rows, columns = int(first.Rows), int(first.Columns)
+    multiframe = len(ctx.sources) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1
+    n_frames = int(first.NumberOfFrames) if multiframe else len(ctx.sources)
+    index = {ds.SOPInstanceUID: i for i, ds in enumerate(ctx.sources)}
+    array = np.zeros((n_frames, rows, columns, len(herniations)), dtype=bool)
+    for segment, finding in enumerate(herniations):
+        frame = finding.frame - 1 if multiframe else index[finding.sop_instance_uid]
+        array[frame, :, :, segment] = box_mask(finding, rows, columns)
+    return array
+
+
+def build_seg(ctx: ResultContext) -> Dataset:
+    """The SEG of the herniations; raises FindingsError when there are none to segment."""
+    herniations = ctx.herniations
+    if not herniations:
+        raise FindingsError("findings: no herniation to segment (SEG needs at least one segment)")
+    if len(ctx.sources) > 1 and any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in ctx.sources):
+        raise FindingsError("sources: SEG needs one multi-frame source or single-frame sources, not a mix")
+    for i, ds in enumerate(ctx.sources):
+        if "FrameOfReferenceUID" not in ds:
+            raise FindingsError(f"sources[{i}]: missing FrameOfReferenceUID (needed by SEG)")
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=f"{finding.level} herniation",
+            segmented_property_category=MORPHOLOGICALLY_ABNORMAL,
+            segmented_property_type=HERNIATED_STRUCTURE,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=ctx.algorithm(),
+            tracking_uid=ctx.tracking_uid(finding.level),
+            tracking_id=f"{finding.level} disc",
+            anatomic_regions=[LEVEL_SITES[finding.level]],
+        )
+        for number, finding in enumerate(herniations, start=1)
+    ]
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=list(ctx.sources),
+            pixel_array=_pixel_array(ctx, herniations),
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=ctx.uid("seg", "series"),
+            series_number=SERIES_NUMBERS["seg"],
+            sop_instance_uid=ctx.uid("seg"),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            manufacturer_model_name=ctx.model_name[:64],
+            software_versions=ctx.software_version[:64],
+            device_serial_number=DEVICE_SERIAL_NUMBER,
+            content_label="HERNIATION",
+            content_description="MedDet herniation boxes (AI, not for diagnosis)",
+            series_description="MedDet herniations (AI, SEG)",
+        )
+    except (ValueError, AttributeError, KeyError) as exc:
+        raise FindingsError(f"sources: cannot derive a SEG from them: {exc}") from exc
+    return finish(seg, ctx, "seg")

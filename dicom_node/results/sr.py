@@ -1,0 +1,102 @@
+"""TID 1500 Measurement Report: one planar ROI group (TID 1410) per disc level.
+
+Each group holds the tracking identifier and UID, the box as an Image Region (POLYLINE on the
+key slice, with its source image), the qualitative finding (Finding = herniation or
+normal, with its category) and finding site, the Certainty of Finding in percent and the algorithm.
+The document is PRELIMINARY and UNVERIFIED: an AI result, not a signed report.
+"""
+
+from __future__ import annotations
+
+import highdicom as hd
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+
+from dicom_node.results.common import (
+    CERTAINTY_OF_FINDING,
+    LABELS,
+    LEVEL_SITES,
+    MANUFACTURER,
+    MORPHOLOGICALLY_ABNORMAL,
+    MRI_REPORT,
+    ANATOMICAL_STRUCTURE,
+    PERCENT,
+    SERIES_NUMBERS,
+    Finding,
+    FindingsError,
+    ResultContext,
+    finish,
+)
+
+SR_CLASSES: dict[str, type[hd.sr.Comprehensive3DSR | hd.sr.ComprehensiveSR | hd.sr.EnhancedSR]] = {
+    "3d": hd.sr.Comprehensive3DSR,  # 1.2.840.10008.5.1.4.1.1.88.34
+    "comprehensive": hd.sr.ComprehensiveSR,  # 1.2.840.10008.5.1.4.1.1.88.33
+    "enhanced": hd.sr.EnhancedSR,  # 1.2.840.10008.5.1.4.1.1.88.22
+}
+
+
+def _group(ctx: ResultContext, finding: Finding) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    source = ctx.source(finding.sop_instance_uid)
+    frames = [finding.frame] if int(source.get("NumberOfFrames", 1) or 1) > 1 else None
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=finding.polyline(),
+        source_image=hd.sr.SourceImageForRegion(
+            referenced_sop_class_uid=source.SOPClassUID,
+            referenced_sop_instance_uid=source.SOPInstanceUID,
+            referenced_frame_numbers=frames,
+        ),
+    )
+    label_code = LABELS[finding.label]
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=ctx.tracking_uid(finding.level), identifier=f"{finding.level} disc"
+        ),
+        referenced_region=region,
+        finding_type=label_code,
+        finding_category=MORPHOLOGICALLY_ABNORMAL if finding.is_herniation else ANATOMICAL_STRUCTURE,
+        finding_sites=[hd.sr.FindingSite(anatomic_location=LEVEL_SITES[finding.level])],
+        algorithm_id=ctx.sr_algorithm(),
+        measurements=[
+            hd.sr.Measurement(
+                name=CERTAINTY_OF_FINDING,
+                value=round(finding.score * 100.0, 2),
+                unit=PERCENT,
+            )
+        ],
+    )
+
+
+def build_sr(ctx: ResultContext, sr_kind: str = "3d") -> Dataset:
+    """The TID 1500 report as the SR IOD named by ``sr_kind`` (3d, comprehensive, enhanced)."""
+    if sr_kind not in SR_CLASSES:
+        raise FindingsError(f"sr_kind: {sr_kind!r} not one of {list(SR_CLASSES)}")
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=ctx.uid("device"),
+            name=ctx.model_name,
+            manufacturer_name=MANUFACTURER,
+            model_name=f"{ctx.model_name} {ctx.model_version}",
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=MRI_REPORT,
+        imaging_measurements=[_group(ctx, f) for f in ctx.findings] or None,
+    )
+    evidence = list(ctx.sources)
+    sr = SR_CLASSES[sr_kind](
+        evidence=evidence,
+        content=report,
+        series_instance_uid=ctx.uid("sr", "series"),
+        series_number=SERIES_NUMBERS["sr"],
+        sop_instance_uid=ctx.uid("sr", sr_kind),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=False,
+        is_final=False,
+        is_verified=False,
+        series_description="MedDet findings (AI, preliminary)",
+    )
+    return finish(sr, ctx, "sr")

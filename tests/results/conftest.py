@@ -1,0 +1,80 @@
+"""Fixtures for result-object and sender tests: sources, dciodvfy, a real dcmtk storescp."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.results.make_sources import findings_for, mr_series
+
+STORESCP = "/usr/bin/storescp"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
+    """(error lines, warning lines) of dicom3tools' dciodvfy on one file."""
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, timeout=60)
+    lines = (proc.stdout + proc.stderr).decode("latin-1").splitlines()
+    errors = [line for line in lines if line.startswith(("Error", "Abort"))]
+    warnings = [line for line in lines if line.startswith("Warning")]
+    return errors, warnings
+
+
+def assert_valid(path: Path) -> list[str]:
+    """Fail on any dciodvfy error; return the warnings (allowed, reported by the test)."""
+    errors, warnings = dciodvfy(path)
+    assert not errors, f"{path.name}: {errors}"
+    return warnings
+
+
+@pytest.fixture
+def sources():
+    return mr_series()
+
+
+@pytest.fixture
+def findings(sources):
+    return findings_for(sources)
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A dcmtk storescp (AE PACS) on a free loopback port; yields (port, folder)."""
+    out = tmp_path / "received"
+    out.mkdir()
+    port = free_port()
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    # dcmtk 3.6.7's storescp has no bind option; we only ever connect over loopback.
+    proc = subprocess.Popen(
+        [STORESCP, "-aet", "PACS", "-od", str(out), str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(port)
+        yield port, out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
