@@ -1,0 +1,156 @@
+"""Per-slice disc detections -> one finding per cervical disc level (DESIGN.md section 3).
+
+The rule of the contract: on each slice the disc boxes (both classes) are sorted
+cranio-caudally and named C2-C3 ... C7-T1 from the top; across slices a level's finding is its
+highest herniation score, on the key slice where it occurs; a level without a herniation above
+the threshold is ``normal_disc`` with its best normal score.
+
+``assign_levels`` keeps that rule but does not trust each slice alone: a slice that misses a
+disc (or shows a lateral one only) would shift every name below it. So it first builds one
+chain of disc positions for the series from all slices (sagittal slices share the in-plane
+geometry), fills gaps where the spacing says a disc is missing, names that chain from the top,
+and then gives every detection the level of the nearest chain position. Pure, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.types import Detection
+
+LEVELS = ("C2-C3", "C3-C4", "C4-C5", "C5-C6", "C6-C7", "C7-T1")
+
+
+@dataclass(frozen=True)
+class LevelFinding:
+    """The finding at one disc level: label, score, the key slice and the box on it."""
+
+    level: str
+    label: str  # "herniation" | "normal_disc"
+    score: float
+    slice_index: int
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class _Disc:
+    """One disc on one slice: detections of both classes merged."""
+
+    slice_index: int
+    center: np.ndarray  # (x, y) px
+    box: tuple[float, float, float, float]
+    herniation: float  # best herniation score (0 if none)
+    normal: float  # best normal_disc score (0 if none)
+
+    @property
+    def score(self) -> float:
+        return max(self.herniation, self.normal)
+
+
+def assign_levels(detections: Sequence[Sequence[Detection]], threshold: float = 0.5,
+                  min_score: float = 0.05, merge_iou: float = 0.4) -> list[LevelFinding]:
+    """Findings per disc level, cranial first, for one sagittal series.
+
+    ``detections[k]``: the detections on slice k (image rows run head -> feet). ``threshold``:
+    the herniation score at which a level is called herniated. ``min_score``: detections
+    below it are ignored. ``merge_iou``: boxes of either class overlapping this much on one
+    slice are one disc. Levels with no disc seen on any slice are left out.
+    """
+    discs = [d for k, dets in enumerate(detections) for d in _merge(k, dets, min_score, merge_iou)]
+    if not discs:
+        return []
+    chain = _chain(discs)
+    by_level: dict[int, list[_Disc]] = {}
+    for disc in discs:
+        dist = np.linalg.norm(chain - disc.center, axis=1)
+        j = int(np.argmin(dist))
+        if j < len(LEVELS):
+            by_level.setdefault(j, []).append(disc)
+    return [_finding(LEVELS[j], by_level[j], threshold) for j in sorted(by_level)]
+
+
+def _finding(level: str, discs: list[_Disc], threshold: float) -> LevelFinding:
+    worst = max(discs, key=lambda d: (d.herniation, d.score))
+    if worst.herniation >= threshold:
+        return LevelFinding(level, "herniation", worst.herniation, worst.slice_index, worst.box)
+    best = max(discs, key=lambda d: (d.normal, d.score))
+    score = best.normal if best.normal > 0 else 1.0 - worst.herniation
+    return LevelFinding(level, "normal_disc", score, best.slice_index, best.box)
+
+
+def _merge(k: int, dets: Sequence[Detection], min_score: float, merge_iou: float) -> list[_Disc]:
+    """Greedy cross-class merge on one slice, highest score first."""
+    kept: list[list[Detection]] = []
+    for det in sorted((d for d in dets if d.score >= min_score), key=lambda d: -d.score):
+        for group in kept:
+            if _iou(group[0].box, det.box) >= merge_iou:
+                group.append(det)
+                break
+        else:
+            kept.append([det])
+    out = []
+    for group in kept:
+        box = group[0].box
+        out.append(_Disc(
+            slice_index=k, center=np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]),
+            box=tuple(float(x) for x in box),  # type: ignore[arg-type]
+            herniation=max((d.score for d in group if d.label == "herniation"), default=0.0),
+            normal=max((d.score for d in group if d.label == "normal_disc"), default=0.0),
+        ))
+    return out
+
+
+def _chain(discs: list[_Disc]) -> np.ndarray:
+    """Disc positions of the series [L, 2] (x, y px), cranial first, gaps filled.
+
+    Cluster the disc centres of all slices along the spine (score-weighted means), then insert
+    a position wherever two neighbours lie about n >= 2 typical spacings apart.
+    """
+    spacing = _typical_spacing(discs)
+    order = sorted(discs, key=lambda d: d.center[1])
+    clusters: list[list[_Disc]] = []
+    for disc in order:
+        near = [c for c in clusters if np.linalg.norm(_mean(c) - disc.center) < 0.5 * spacing]
+        if near:
+            near[0].append(disc)
+        else:
+            clusters.append([disc])
+    # a cluster seen on one slice only, weakly, while others are seen on many, is noise
+    support = np.array([sum(d.score for d in c) for c in clusters])
+    keep = support >= 0.15 * support.max()
+    centers = sorted((_mean(c) for c, ok in zip(clusters, keep) if ok), key=lambda p: p[1])
+    chain = [centers[0]]
+    for p in centers[1:]:
+        a = chain[-1]
+        missing = int(round(float(np.linalg.norm(p - a)) / spacing)) - 1
+        chain += [a + (p - a) * m / (missing + 1) for m in range(1, missing + 1)]
+        chain.append(p)
+    return np.stack(chain)
+
+
+def _typical_spacing(discs: list[_Disc]) -> float:
+    """Median distance between neighbouring disc centres on the same slice (px)."""
+    steps = []
+    for k in {d.slice_index for d in discs}:
+        pts = sorted((d.center for d in discs if d.slice_index == k), key=lambda p: p[1])
+        steps += [float(np.linalg.norm(b - a)) for a, b in zip(pts, pts[1:])]
+    if steps:
+        return float(np.median(steps))
+    heights = [d.box[3] - d.box[1] for d in discs]
+    return 3.0 * float(np.median(heights))  # one disc per slice: a disc + body is ~3 disc heights
+
+
+def _mean(cluster: list[_Disc]) -> np.ndarray:
+    w = np.array([d.score for d in cluster]) + 1e-6
+    return (np.stack([d.center for d in cluster]) * w[:, None]).sum(0) / w.sum()
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
