@@ -80,6 +80,7 @@ class StoreHandlers:
     def bindings(self) -> list[tuple[evt.InterventionEvent | evt.NotificationEvent, Callable]]:
         return [
             (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_REJECTED, self.on_rejected),
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_RELEASED, self.on_closed),
             (evt.EVT_ABORTED, self.on_closed),
@@ -88,6 +89,8 @@ class StoreHandlers:
         ]
 
     # --- association policy -------------------------------------------------------------
+    # Calling AE titles are checked by pynetdicom itself (``ae.require_calling_aet``, set in
+    # build_ae), which rejects with "calling AE title not recognised"; source addresses here.
     def refusal(self, calling_ae: str, address: str) -> str | None:
         """Why an association from ``calling_ae`` at ``address`` is refused, or None."""
         if self.settings.allowed_aes and calling_ae not in self.settings.allowed_aes:
@@ -98,18 +101,26 @@ class StoreHandlers:
 
     def on_requested(self, event: evt.Event) -> None:
         assoc = event.assoc
-        calling = assoc.requestor.primitive.calling_ae_title.strip()
-        reason = self.refusal(calling, assoc.requestor.address)
-        if reason is None:
-            return
-        # Rejected permanent, by the service user; "calling AE not recognised" / no reason.
-        diagnostic = 0x03 if "AE" in reason else 0x01
-        assoc.acse.send_reject(0x01, 0x01, diagnostic)
+        address = assoc.requestor.address
+        if self.settings.allowed_ips and address not in self.settings.allowed_ips:
+            assoc.acse.send_reject(0x01, 0x01, 0x01)  # rejected-permanent, user, no reason given
+            self._record_rejection(event, f"address {address} is not in the allow-list")
+            assoc.kill()  # as pynetdicom's ACSE does after its own rejections
+
+    def on_rejected(self, event: evt.Event) -> None:
+        calling = event.assoc.requestor.primitive.calling_ae_title.strip()
+        reason = self.refusal(calling, event.assoc.requestor.address)
+        self._record_rejection(event, reason or "too many concurrent associations")
+
+    def _record_rejection(self, event: evt.Event, reason: str) -> None:
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        calling = primitive.calling_ae_title.strip()
         log.warning("association refused", calling_ae=calling, address=assoc.requestor.address, reason=reason)
         self.record(
             AssociationRejected(
                 calling_ae=calling[:16],
-                called_ae=assoc.requestor.primitive.called_ae_title.strip()[:16],
+                called_ae=primitive.called_ae_title.strip()[:16],
                 address=assoc.requestor.address,
                 port=assoc.requestor.port,
                 reason=reason,
@@ -185,6 +196,7 @@ def build_ae(settings: Settings) -> AE:
     """An AE that accepts Verification and every image storage class over our syntaxes."""
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
+    ae.require_calling_aet = settings.allowed_aes
     ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs
     ae.network_timeout = 60
     ae.acse_timeout = 30

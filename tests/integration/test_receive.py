@@ -1,0 +1,214 @@
+"""The receive node over real loopback associations: dcmtk storescu and pynetdicom SCUs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
+from pynetdicom import AE
+from pynetdicom.sop_class import BasicTextSRStorage, MRImageStorage, Verification
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node import statuses
+from dicom_node.audit.models import (
+    Association,
+    Instance,
+    Job,
+    JobState,
+    Outbox,
+    QuarantineRecord,
+    Series,
+    SeriesState,
+)
+from dicom_node.config import Settings
+from dicom_node.jobs import enqueue_series
+from dicom_node.node import Node
+from tests.conftest import storescu
+from tests.factories import make_mr_series, write_series
+
+pytestmark = pytest.mark.integration
+
+MODEL = "test-model-1"
+
+
+def start_node(settings: Settings, factory: sessionmaker[Session]) -> Node:
+    return Node(settings, factory, on_selected=lambda s, series: enqueue_series(s, series, MODEL)).start()
+
+
+@pytest.fixture
+def node(node_settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Node]:
+    running = start_node(node_settings, session_factory)
+    yield running
+    running.stop(timeout=5)
+
+
+def wait_for(predicate, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def series_state(factory: sessionmaker[Session], uid: str) -> Series | None:
+    with factory() as session:
+        return session.scalar(select(Series).where(Series.series_instance_uid == uid))
+
+
+def completed(factory: sessionmaker[Session], uid: str) -> Series | None:
+    series = series_state(factory, uid)
+    return series if series and series.state != SeriesState.receiving else None
+
+
+def instance_count(factory: sessionmaker[Session], uid: str) -> int:
+    with factory() as session:
+        return session.scalar(
+            select(func.count(Instance.id)).join(Series).where(Series.series_instance_uid == uid)
+        ) or 0
+
+
+def send(port: int, datasets, ae_title: str = "PYSCU", contexts=None) -> list[int]:  # type: ignore[no-untyped-def]
+    ae = AE(ae_title=ae_title)
+    for ds in datasets:
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="MEDDET")
+    assert assoc.is_established, "association was not accepted"
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def test_storescu_series_becomes_a_selected_series_with_a_queued_job(
+    node: Node, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    datasets = make_mr_series(12, 128, 128)
+    result = storescu(node.port, write_series(datasets, tmp_path / "in"))
+    assert result.returncode == 0, result.stderr
+    series = wait_for(lambda: completed(session_factory, datasets[0].SeriesInstanceUID))
+    assert series.state == SeriesState.selected
+    assert series.completion_reason == "expected_count"
+    assert series.n_instances == 12 and instance_count(session_factory, series.series_instance_uid) == 12
+    with session_factory() as session:
+        job = session.scalar(select(Job).where(Job.series_instance_uid == series.series_instance_uid))
+        assert job is not None and job.state == JobState.queued and job.model_version == MODEL
+        assert session.scalar(select(func.count(Outbox.id)).where(Outbox.job_id == job.id)) == 1
+        assoc = session.scalar(select(Association).where(Association.calling_ae == "STORESCU"))
+        assert assoc.outcome == "released" and assoc.n_stored == 12 and assoc.ended_at is not None
+    for ds in datasets:  # every instance is on disk, byte-complete
+        path = node.spool.series_dir(ds.StudyInstanceUID, ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+        assert path.stat().st_size > 128 * 128 * 2
+
+
+@pytest.mark.parametrize(
+    "syntax", [JPEGLSLossless, JPEG2000Lossless, RLELossless, DeflatedExplicitVRLittleEndian]
+)
+def test_compressed_transfer_syntaxes_are_kept_as_sent(
+    node: Node, session_factory: sessionmaker[Session], syntax: str
+) -> None:
+    datasets = make_mr_series(3, 64, 64)
+    for ds in datasets:
+        if syntax == DeflatedExplicitVRLittleEndian:
+            ds.file_meta.TransferSyntaxUID = syntax
+        else:
+            ds.compress(syntax)
+    assert send(node.port, datasets) == [statuses.SUCCESS] * 3
+    series = wait_for(lambda: completed(session_factory, datasets[0].SeriesInstanceUID))
+    with session_factory() as session:
+        syntaxes = set(session.scalars(select(Instance.transfer_syntax_uid).where(Instance.series_id == series.id)))
+    assert syntaxes == {str(syntax)}
+
+
+def test_concurrent_associations_and_a_series_over_two_associations(
+    node: Node, session_factory: sessionmaker[Session]
+) -> None:
+    many = [make_mr_series(6, 64, 64, seed=i) for i in range(4)]
+    split = make_mr_series(8, 64, 64, seed=9)
+    results: list[list[int]] = []
+    threads = [threading.Thread(target=lambda d=d: results.append(send(node.port, d))) for d in many]
+    threads.append(threading.Thread(target=lambda: results.append(send(node.port, split[:4]))))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(status == statuses.SUCCESS for batch in results for status in batch)
+    assert series_state(session_factory, split[0].SeriesInstanceUID).state == SeriesState.receiving
+    assert send(node.port, split[4:]) == [statuses.SUCCESS] * 4
+    for datasets in [*many, split]:
+        series = wait_for(lambda d=datasets: completed(session_factory, d[0].SeriesInstanceUID))
+        assert series.state == SeriesState.selected and series.n_instances == len(datasets)
+
+
+def test_quiet_period_completes_a_series_without_an_expected_count(
+    node: Node, session_factory: sessionmaker[Session]
+) -> None:
+    datasets = make_mr_series(3, 64, 64, images_in_acquisition=False)
+    assert send(node.port, datasets) == [statuses.SUCCESS] * 3
+    series = wait_for(lambda: completed(session_factory, datasets[0].SeriesInstanceUID))
+    assert series.completion_reason == "quiet_period"
+
+
+def test_skipped_series_record_the_failed_rule(node: Node, session_factory: sessionmaker[Session]) -> None:
+    axial = make_mr_series(2, 64, 64, orientation=(1, 0, 0, 0, 1, 0))
+    assert send(node.port, axial) == [statuses.SUCCESS] * 2
+    series = wait_for(lambda: completed(session_factory, axial[0].SeriesInstanceUID))
+    assert series.state == SeriesState.skipped and series.failed_rule == "sagittal"
+    with session_factory() as session:
+        assert session.scalar(select(func.count(Job.id)).where(Job.series_id == series.id)) == 0
+
+
+def test_duplicates_and_revisions(node: Node, session_factory: sessionmaker[Session]) -> None:
+    datasets = make_mr_series(2, 64, 64, images_in_acquisition=False)
+    assert send(node.port, datasets) == [statuses.SUCCESS] * 2
+    assert send(node.port, datasets[:1]) == [statuses.SUCCESS]  # same bytes: ignored
+    changed = make_mr_series(1, 64, 64, seed=5)[0]
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(changed, keyword, datasets[1].get(keyword))
+    changed.file_meta.MediaStorageSOPInstanceUID = changed.SOPInstanceUID
+    assert send(node.port, [changed]) == [statuses.SUCCESS]  # different bytes: a revision
+    series = wait_for(lambda: completed(session_factory, datasets[0].SeriesInstanceUID))
+    with session_factory() as session:
+        revisions = sorted(session.scalars(select(Instance.revision).where(Instance.series_id == series.id)))
+    assert revisions == [0, 0, 1] and series.n_instances == 2
+
+
+def test_late_instance_reopens_a_completed_series_and_requeues_its_job(
+    node: Node, session_factory: sessionmaker[Session]
+) -> None:
+    datasets = make_mr_series(3, 64, 64, images_in_acquisition=False)
+    assert send(node.port, datasets[:2]) == [statuses.SUCCESS] * 2
+    wait_for(lambda: completed(session_factory, datasets[0].SeriesInstanceUID))
+    with session_factory() as session:  # pretend a worker ran it
+        job = session.scalar(select(Job))
+        job.state = JobState.done
+        session.commit()
+    assert send(node.port, datasets[2:]) == [statuses.SUCCESS]
+    series = wait_for(
+        lambda: (s := completed(session_factory, datasets[0].SeriesInstanceUID)) and s.n_instances == 3 and s
+    )
+    with session_factory() as session:
+        job = session.scalar(select(Job).where(Job.series_id == series.id))
+        assert job.state == JobState.queued and job.run == 2
+
+
+def test_non_image_sop_classes_are_refused_at_negotiation(node: Node) -> None:
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(BasicTextSRStorage)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="MEDDET")
+    assert assoc.is_established
+    accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
+    assert BasicTextSRStorage not in accepted and Verification in accepted
+    assert assoc.send_c_echo().Status == statuses.SUCCESS
+    assoc.release()
