@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from celery import Celery
 
 from dicom_node.config import Settings
+from dicom_node.logging import get_logger
 from worker.context import RetryPolicy, WorkerContext, build_context
 from worker.tasks import TASK_NAME, register_tasks
+
+log = get_logger(__name__)
 
 QUEUE = "gpu"
 
@@ -123,7 +126,10 @@ def run_worker(
     app = make_celery(settings, options, context)
 
     def _warm_up(**_: object) -> None:
-        context().warm_up()
+        try:
+            context().warm_up()
+        except Exception:  # the task will fail with the reason; keep the pool process alive
+            log.exception("model_load_failed", checkpoint=str(settings.checkpoint))
 
     worker_process_init.connect(_warm_up, weak=False)
     argv = [

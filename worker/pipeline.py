@@ -139,6 +139,28 @@ def findings_document(job: JobInput, findings: Sequence[dict[str, Any]]) -> dict
     }
 
 
+def level_findings(per_level: Sequence[Any], sources: Sequence[Dataset]) -> list[dict[str, Any]]:
+    """``detector.levels.LevelFinding`` -> findings.json items, key slice as its source image.
+
+    ``sources`` holds one dataset per slice, or one multi-frame dataset (then ``frame`` is set).
+    """
+    multiframe = len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) > 1
+    items = []
+    for f in per_level:
+        source = sources[0] if multiframe else sources[f.slice_index]
+        item = {
+            "level": f.level,
+            "label": f.label,
+            "score": round(float(f.score), 4),
+            "sop_instance_uid": str(source.SOPInstanceUID),
+            "box": [round(float(v), 2) for v in f.box],
+        }
+        if multiframe:
+            item["frame"] = f.slice_index + 1
+        items.append(item)
+    return items
+
+
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
@@ -182,7 +204,7 @@ def results_dir(ctx: WorkerContext, job_id: int) -> Path:
 def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Dataset]]:
     """Run the detector on the job's series and write its results; state -> results_written."""
     job = load_job_input(ctx, job_id, run)
-    from detector.levels import findings_per_level
+    from detector.levels import assign_levels
     from dicom_node.pixels import read_series
     from dicom_node.results import build_result_objects
 
@@ -199,7 +221,7 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
         _elapsed(info) / max(1, len(volume.images))
     )
     with step(ctx, job_id, run, "levels") as info:
-        findings = findings_per_level(detections, volume.datasets)
+        findings = level_findings(assign_levels(detections), volume.datasets)
         info["levels"] = len(findings)
     document = findings_document(job, findings)
     with step(ctx, job_id, run, "results") as info:

@@ -55,7 +55,7 @@ def _seconds_since(at: datetime) -> float:
 def claim_job(ctx: WorkerContext, job_id: int) -> Claim | str:
     """Take the job for this delivery, or say why there is nothing to do."""
     with transaction(ctx.sessions) as session:
-        job = session.get(Job, job_id)
+        job = session.get(Job, job_id, with_for_update=True)  # one claimant at a time
         if job is None:
             log.warning("job_missing", job_id=job_id)
             return "missing"

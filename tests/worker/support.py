@@ -167,3 +167,45 @@ def checkpoint_for_tests(folder: Path) -> Path:
         cfg = load_config("tiny")
         checkpoint.save(checkpoint.make_payload(build_detector(cfg), cfg, "tiny"), path)
     return path
+
+
+class RecordingSCP:
+    """A pynetdicom Storage SCP on loopback that records every C-STORE it receives (duplicates too)."""
+
+    def __init__(self, port: int | None = None, ae_title: str = "DEST") -> None:
+        self.port = port or free_port()
+        self.ae_title = ae_title
+        self.received: list[Dataset] = []
+        self._server = None
+
+    @property
+    def destination(self) -> str:
+        return f"{self.ae_title}@127.0.0.1:{self.port}"
+
+    def start(self) -> "RecordingSCP":
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
+
+        ae = AE(ae_title=self.ae_title)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax)
+        ae.add_supported_context(Verification)
+
+        def on_store(event):  # type: ignore[no-untyped-def]
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            self.received.append(ds)
+            return 0x0000
+
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def uids(self) -> list[str]:
+        return [str(ds.SOPInstanceUID) for ds in self.received]
