@@ -1,0 +1,109 @@
+"""Migrations on SQLite and PostgreSQL, audit queries, retention, and the audit CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select
+
+from dicom_node.audit.db import make_engine, make_session_factory, transaction
+from dicom_node.audit.models import Base, CleanupRecord, Job, JobState, Series, SeriesState
+from dicom_node.audit.queries import parse_since, series_rows
+from dicom_node.config import Settings
+from dicom_node.retention import collect_garbage
+from migrations import current_head, upgrade
+
+
+def assert_schema_matches_models(url: str) -> None:
+    tables = set(inspect(make_engine(url)).get_table_names())
+    assert set(Base.metadata.tables) <= tables
+    assert "alembic_version" in tables
+
+
+def test_migrations_on_sqlite(sqlite_url: str) -> None:
+    assert_schema_matches_models(sqlite_url)
+    upgrade(sqlite_url)  # idempotent
+
+
+@pytest.mark.integration
+def test_migrations_on_postgresql(postgres_url: str) -> None:
+    upgrade(postgres_url)
+    assert_schema_matches_models(postgres_url)
+    with make_engine(postgres_url).connect() as conn:
+        version = conn.exec_driver_sql("select version_num from alembic_version").scalar()
+    assert version == current_head()
+
+
+@pytest.mark.integration
+def test_audit_writes_and_reads_on_postgresql(postgres_url: str) -> None:
+    upgrade(postgres_url)
+    factory = make_session_factory(make_engine(postgres_url))
+    now = datetime.now(timezone.utc)
+    with transaction(factory) as session:
+        session.add(Series(series_instance_uid="1.2.3", study_instance_uid="1.2", spool_path="/x",
+                           state=SeriesState.skipped, failed_rule="sagittal", last_received_at=now))
+    with factory() as session:
+        rows = series_rows(session, since=parse_since("1h"), status="skipped")
+    assert [(r["series_instance_uid"], r["failed_rule"]) for r in rows] == [("1.2.3", "sagittal")]
+
+
+def test_parse_since() -> None:
+    now = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    assert parse_since("2h", now) == now - timedelta(hours=2)
+    assert parse_since("2026-01-01T08:00", now) == datetime(2026, 1, 1, 8, tzinfo=timezone.utc)
+    with pytest.raises(ValueError, match="--since"):
+        parse_since("yesterday", now)
+
+
+def test_retention_removes_finished_series_and_old_quarantine(tmp_path: Path, sqlite_url: str) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, spool_retention_hours=1, quarantine_retention_days=1)
+    factory = make_session_factory(make_engine(sqlite_url))
+    old = datetime.now(timezone.utc) - timedelta(hours=5)
+    folders = {}
+    for uid, state, job_state in [("1.1", SeriesState.selected, JobState.done),
+                                  ("1.2", SeriesState.selected, JobState.failed),
+                                  ("1.3", SeriesState.skipped, None)]:
+        folder = settings.spool_dir / "9" / uid
+        folder.mkdir(parents=True)
+        (folder / "a.dcm").write_bytes(b"x" * 10)
+        folders[uid] = folder
+        with transaction(factory) as session:
+            series = Series(series_instance_uid=uid, study_instance_uid="9", spool_path=str(folder),
+                            state=state, completed_at=old)
+            session.add(series)
+            session.flush()
+            if job_state:
+                session.add(Job(series_id=series.id, series_instance_uid=uid, model_version="m", state=job_state))
+    settings.quarantine_dir.mkdir(parents=True)
+    stale = settings.quarantine_dir / "old.dcm"
+    stale.write_bytes(b"bad")
+    os.utime(stale, (0, 0))
+    fresh = settings.quarantine_dir / "new.dcm"
+    fresh.write_bytes(b"bad")
+
+    planned = collect_garbage(settings, factory, dry_run=True)
+    assert {p.path for p in planned} == {folders["1.1"], folders["1.3"], stale}
+    assert folders["1.1"].exists()  # dry run removes nothing
+    collect_garbage(settings, factory)
+    assert not folders["1.1"].exists() and not folders["1.3"].exists() and not stale.exists()
+    assert folders["1.2"].exists() and fresh.exists()  # failed job: kept for a retry
+    with factory() as session:
+        records = list(session.scalars(select(CleanupRecord)))
+    assert {r.kind for r in records} == {"spool", "quarantine"} and len(records) == 3
+
+
+def test_audit_cli_json(tmp_path: Path) -> None:
+    env = dict(os.environ, MEDDET_DATA_DIR=str(tmp_path))
+    run = lambda *args: subprocess.run([sys.executable, "-m", "dicom_node.cli", *args], env=env, capture_output=True, text=True)  # noqa: E731
+    assert run("db", "upgrade").returncode == 0
+    result = run("audit", "series", "--json", "--since", "1d")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    bad = run("audit", "jobs", "--since", "yesterday")
+    assert bad.returncode != 0 and "--since" in bad.stderr
