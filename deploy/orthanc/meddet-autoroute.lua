@@ -48,6 +48,9 @@ function OnStableSeries(seriesId, tags, metadata)
   if IsCervicalSpineMR(seriesId, tags) then
     print('meddet-autoroute: sending series ' .. (tags['SeriesInstanceUID'] or seriesId)
       .. ' to ' .. MEDDET_MODALITY)
-    SendToModality(seriesId, MEDDET_MODALITY)
+    -- An asynchronous job of the REST API (visible in /jobs, retried from the UI), rather than the
+    -- legacy SendToModality(), which fails to read attachments in Orthanc 1.10.
+    RestApiPost('/modalities/' .. MEDDET_MODALITY .. '/store',
+      DumpJson({ Resources = { seriesId }, Synchronous = false }))
   end
 end

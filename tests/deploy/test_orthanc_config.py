@@ -46,7 +46,8 @@ DRIVER = """
 local studies = {}
 function RestApiGet(uri) return studies[uri] end
 function ParseJson(value) return value end
-function SendToModality(id, modality) print('SENT ' .. id .. ' ' .. modality) end
+function DumpJson(value) return value end
+function RestApiPost(uri, body) print('SENT ' .. body.Resources[1] .. ' ' .. uri .. ' ' .. tostring(body.Synchronous)) end
 dofile(RULE)
 local function case(id, tags, studyDescription)
   studies['/series/' .. id .. '/study'] = { MainDicomTags = { StudyDescription = studyDescription } }
@@ -71,6 +72,5 @@ def test_rule_routes_only_cervical_spine_mr(tmp_path: Path) -> None:
     result = subprocess.run([LUA, str(driver)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     sent = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("SENT ")]
-    assert sent == [
-        ["cspine", "MEDDET"], ["c-spine-desc", "MEDDET"], ["hws-study", "MEDDET"], ["cervical-protocol", "MEDDET"],
-    ]
+    store = ["/modalities/MEDDET/store", "false"]
+    assert sent == [[series, *store] for series in ("cspine", "c-spine-desc", "hws-study", "cervical-protocol")]

@@ -1,0 +1,198 @@
+"""A real Orthanc (Debian package) for tests, in a private network namespace holding only loopback.
+
+Orthanc binds every interface; inside a fresh namespace that is one loopback nothing else on the
+machine can reach, and its fixed ports (8042, 4242) are free. Everything that talks to it (the
+node, dcmtk, REST calls) runs inside the same namespace through :meth:`NetNamespace.command`.
+Needs root (``ip netns add``); :func:`unavailable_reason` says why not when it cannot run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parents[2]
+ORTHANC_DIR = REPO / "deploy" / "orthanc"
+ORTHANC_BIN = "/usr/sbin/Orthanc"
+DEBIAN_PLUGINS = "/usr/share/orthanc/plugins"
+
+T = TypeVar("T")
+
+# Runs inside the namespace: one REST call (body from stdin) or one POST per file given.
+_CLIENT = r"""
+import sys, urllib.request
+method, url, token, *files = sys.argv[1:]
+def call(body):
+    request = urllib.request.Request(url, data=body, method=method, headers={"Authorization": "Basic " + token})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.read()
+if files:
+    for path in files:
+        with open(path, "rb") as f:
+            call(f.read())
+else:
+    sys.stdout.buffer.write(call(sys.stdin.buffer.read() if method in ("POST", "PUT") else None))
+"""
+
+
+def unavailable_reason() -> str | None:
+    """None when Orthanc can run in a namespace here, else why not (for pytest.skip)."""
+    if not Path(ORTHANC_BIN).exists():
+        return "Orthanc not installed (Debian packages orthanc, orthanc-dicomweb)"
+    if shutil.which("ip") is None:
+        return "`ip` not installed (Debian package iproute2)"
+    if os.geteuid() != 0:
+        return "network namespaces need root (`ip netns add`)"
+    return None
+
+
+def wait_for(
+    probe: Callable[[], T | None], timeout: float, what: str | Callable[[], str], interval: float = 0.25
+) -> T:
+    """Poll ``probe`` until it returns a truthy value; TimeoutError naming ``what`` otherwise
+    (a callable ``what`` is called then, e.g. to show a server's log at the time of failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")
+        time.sleep(interval)
+
+
+class NetNamespace:
+    """A network namespace with only loopback; ``close()`` ends what ran in it and deletes it."""
+
+    def __init__(self) -> None:
+        self.name = f"meddet-{secrets.token_hex(4)}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True)
+        self._processes: list[subprocess.Popen] = []
+        self.run(["ip", "link", "set", "lo", "up"], check=True)
+
+    def command(self, argv: Iterable[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, argv: Iterable[str], **kwargs: Any) -> subprocess.CompletedProcess:
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("timeout", 120)
+        return subprocess.run(self.command(argv), **kwargs)
+
+    def popen(self, argv: Iterable[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start a process in the namespace, output to ``log``; it is ended by ``close()``."""
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                self.command(argv), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self._processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in reversed(self._processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+        # Anything left in the namespace was started by us (its children): end it by pid.
+        pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout
+        for pid in pids.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+class Orthanc:
+    """Orthanc started from ``deploy/orthanc/orthanc.json`` (the file users get), with test storage.
+
+    The node is the modality MEDDET at ``node_port`` on the namespace's loopback.
+    """
+
+    def __init__(
+        self, ns: NetNamespace, workdir: Path, node_port: int = 11112, node_aet: str = "MEDDET",
+        stable_age: int = 2,
+    ) -> None:
+        self.ns = ns
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.password = secrets.token_hex(8)
+        config = json.loads((ORTHANC_DIR / "orthanc.json").read_text())
+        self.http_port, self.dicom_port, self.aet = config["HttpPort"], config["DicomPort"], config["DicomAet"]
+        config.update(
+            StorageDirectory=str(workdir / "db"),
+            IndexDirectory=str(workdir / "db"),
+            StableAge=stable_age,
+            LuaScripts=[str(ORTHANC_DIR / script) for script in config["LuaScripts"]],
+            Plugins=[DEBIAN_PLUGINS],
+        )
+        self.config_path = workdir / "orthanc.json"
+        self.config_path.write_text(json.dumps(config, indent=2))
+        self.log = workdir / "orthanc.log"
+        self.env = {
+            **os.environ,
+            "MEDDET_NODE_HOST": "127.0.0.1",
+            "MEDDET_NODE_PORT": str(node_port),
+            "MEDDET_NODE_AET": node_aet,
+            "ORTHANC_ADMIN_PASSWORD": self.password,
+        }
+        self._token = base64.b64encode(f"admin:{self.password}".encode()).decode()
+
+    def start(self, timeout: float = 30.0) -> "Orthanc":
+        process = self.ns.popen([ORTHANC_BIN, str(self.config_path)], self.log, env=self.env)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited ({process.returncode}):\n{self.log.read_text()[-3000:]}")
+            return self._call("GET", "/system", check=False).returncode == 0
+
+        wait_for(ready, timeout, "Orthanc's REST API")
+        return self
+
+    @property
+    def destination(self) -> str:
+        """The node's MEDDET_DESTINATIONS value for this Orthanc."""
+        return f"{self.aet}@127.0.0.1:{self.dicom_port}"
+
+    def _call(self, method: str, path: str, body: bytes = b"", files: Iterable[Path] = (),
+              check: bool = True) -> subprocess.CompletedProcess:
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        argv = [sys.executable, "-c", _CLIENT, method, url, self._token, *map(str, files)]
+        return self.ns.run(argv, input=body, check=check)
+
+    def get(self, path: str) -> Any:
+        """GET a JSON resource of the REST API."""
+        return json.loads(self._call("GET", path).stdout)
+
+    def get_bytes(self, path: str) -> bytes:
+        return self._call("GET", path).stdout
+
+    def post(self, path: str, body: bytes | str) -> Any:
+        output = self._call("POST", path, body.encode() if isinstance(body, str) else body).stdout
+        return json.loads(output) if output.strip() else None
+
+    def upload(self, files: Iterable[Path]) -> None:
+        """Store DICOM files through REST (POST /instances), as a user's upload would."""
+        self._call("POST", "/instances", files=sorted(files))
+
+    def series_of_study(self, study_uid: str) -> list[dict]:
+        """The study's series (expanded), [] while Orthanc does not hold the study."""
+        found = self.post("/tools/lookup", study_uid)
+        studies = [item["ID"] for item in found if item["Type"] == "Study"]
+        return self.get(f"/studies/{studies[0]}/series?expand") if studies else []
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
