@@ -145,9 +145,8 @@ def serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
         MEDDET_CHECKPOINT=str(tmp_path / "model.pt"),
     )
     (tmp_path / "model.pt").write_bytes(b"stand-in checkpoint: only its version is read here")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dicom_node.cli", "serve"], env=env, stderr=subprocess.PIPE
-    )
+    log = (tmp_path / "serve.log").open("ab")
+    process = subprocess.Popen([sys.executable, "-m", "dicom_node.cli", "serve"], env=env, stderr=log)
     ae = AE()
     ae.add_requested_context("1.2.840.10008.1.1")
     deadline = time.monotonic() + 30
@@ -158,7 +157,7 @@ def serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
             return process
         time.sleep(0.2)
     process.kill()
-    raise AssertionError(f"meddet serve did not start: {process.stderr.read().decode()[-2000:]}")
+    raise AssertionError(f"meddet serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
 
 
 def test_sigkill_mid_series_loses_nothing_and_the_series_completes_once(tmp_path: Path) -> None:
@@ -184,6 +183,9 @@ def test_sigkill_mid_series_loses_nothing_and_the_series_completes_once(tmp_path
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=40) == 0
+    log = (tmp_path / "serve.log").read_text()
+    assert datasets[0].SeriesInstanceUID in log  # logs name UIDs ...
+    assert "SYNTH^TEST" not in log and "SYNTH0001" not in log  # ... never the patient
 
 
 def test_source_address_allow_list(
