@@ -1,0 +1,264 @@
+"""MedDet distillation loop: frozen teachers -> AFA -> LWFF -> (AATM) -> GFL student.
+
+Per step: loss = detection (QFL + DFL + GIoU) + alpha * MSE(generated student feature, fused
+teacher feature) + beta * adversarial (generator); with ``adversarial`` the discriminators
+are updated first on (fused teacher = real, generated = fake), then the student side.
+Teacher FPN features can be cached once (memory as float16, or on disk), which makes CPU
+distillation cost little more than plain training. ``out_dir/last.pt`` holds the full state
+(resumable); ``out_dir/student.pt`` the student alone in the shipped checkpoint format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from detector import checkpoint as ckpt
+from detector.config import DetectorConfig
+from detector.distill.aatm import AATM
+from detector.distill.afa import AFA
+from detector.distill.config import DistillConfig
+from detector.distill.losses import discriminator_loss, feature_mse, generator_loss
+from detector.distill.lwff import LWFF
+from detector.evaluate import evaluate_model
+from detector.models import GFL, build_detector
+from detector.models.nmode import NMODE2Block
+from detector.train import PreparedDataset, collate, lr_lambda, seed_everything
+
+
+def load_teacher(path: Path | str) -> tuple[GFL, str]:
+    """A frozen teacher (eval mode, no grads) and its version from a checkpoint file."""
+    payload = ckpt.load(Path(path))
+    model = build_detector(DetectorConfig.from_dict(payload["config"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()})
+    return freeze(model), str(payload["version"])
+
+
+def freeze(model: nn.Module) -> GFL:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model  # type: ignore[return-value]
+
+
+def build_student(cfg: DetectorConfig, ode: str) -> tuple[GFL, DetectorConfig]:
+    """The student with nmODE² where ``ode`` says: "head" sets ``head.ode = "nmode2"`` (a
+    plain checkpoint rebuilds it); "fpn" / "backbone" wrap the neck / backbone outputs (for
+    the placement ablation)."""
+    cfg = cfg.replace(head={"ode": "nmode2" if ode == "head" else "none"})
+    model = build_detector(cfg)
+    if ode == "fpn":
+        model.neck = nn.Sequential(model.neck, NMODE2Block([cfg.neck.channels] * cfg.neck.num_outs))
+    elif ode == "backbone":
+        model.backbone = nn.Sequential(model.backbone, NMODE2Block(model.backbone.out_channels))
+    return model, cfg
+
+
+class DistillModules(nn.Module):
+    """Everything learnable besides the student: one AFA per teacher, LWFF, AATM."""
+
+    def __init__(self, teacher_channels: Sequence[int], student_channels: int, levels: int, dcfg: DistillConfig):
+        super().__init__()
+        self.afa = nn.ModuleList(AFA(c, student_channels, levels) for c in teacher_channels)
+        self.fusion = LWFF(len(teacher_channels), student_channels, levels, dcfg.fusion)  # type: ignore[arg-type]
+        self.aatm = AATM(student_channels, levels)
+
+    def fused_teacher(self, teacher_feats: Sequence[Sequence[Tensor]], sizes: list[tuple[int, int]]) -> list[Tensor]:
+        """teacher_feats[k][l]: [B, C_k, H, W] -> fused per level [B, C_s, H_l, W_l]."""
+        return self.fusion([afa([f.float() for f in feats], sizes) for afa, feats in zip(self.afa, teacher_feats)])
+
+    def student_params(self) -> list[nn.Parameter]:
+        return [*self.afa.parameters(), *self.fusion.parameters(), *self.aatm.generators.parameters()]
+
+
+class _Indexed(Dataset):
+    """Yields (index, image, target) so cached teacher features line up with the batch."""
+
+    def __init__(self, base: PreparedDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor, dict[str, Tensor]]:
+        return (i, *self.base[i])
+
+
+def _collate(batch: list[tuple[int, Tensor, dict[str, Tensor]]]) -> tuple[Tensor, Tensor, list[dict[str, Tensor]]]:
+    images, targets = collate([(b[1], b[2]) for b in batch])
+    return torch.tensor([b[0] for b in batch]), images, targets
+
+
+@torch.inference_mode()
+def teacher_features(
+    teachers: Sequence[GFL], data: PreparedDataset, batch_size: int = 8, progress: bool = False
+) -> list[list[Tensor]]:
+    """Every teacher's FPN features of every image: [k][l] -> float16 [N, C_k, H_l, W_l]."""
+    from tqdm import tqdm
+
+    out: list[list[list[Tensor]]] = [[] for _ in teachers]
+    starts = range(0, len(data), batch_size)
+    for s in tqdm(starts, desc="teacher features", disable=not progress, leave=False):
+        images = torch.stack([data[i][0] for i in range(s, min(s + batch_size, len(data)))])
+        for k, t in enumerate(teachers):
+            out[k].append([f.half() for f in t.extract_feats(images)])
+    return [[torch.cat(level) for level in zip(*chunks)] for chunks in out]
+
+
+def _cache_key(versions: Sequence[str], data: PreparedDataset) -> str:
+    h = hashlib.sha256("|".join(versions).encode())
+    for image, boxes, _ in data.items:
+        h.update(image.numpy().tobytes()[:4096])
+        h.update(boxes.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class DistillResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    student: Path | None = None
+    last: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def distill(
+    dcfg: DistillConfig,
+    student_cfg: DetectorConfig,
+    teachers: Sequence[GFL],
+    train_set: Any,
+    val_set: Any | None,
+    out_dir: Path,
+    config_name: str = "meddet-student",
+    teacher_versions: Sequence[str] = (),
+    resume: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> DistillResult:
+    """Distil ``teachers`` (frozen GFL models) into a student built from ``student_cfg``.
+
+    Returns the per-epoch history (det, mse, adv_g, adv_d, and val map50/map/recall50 when
+    ``val_set`` is given) and writes ``last.pt`` (resumable) and ``student.pt``.
+    """
+    from tqdm import tqdm
+
+    tc = student_cfg.train
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    gen = seed_everything(tc.seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    teachers = [freeze(t) for t in teachers]
+    student, student_cfg = build_student(student_cfg, dcfg.ode)
+    levels = student_cfg.neck.num_outs
+    for t in teachers:
+        if t.cfg.neck.num_outs != levels:
+            raise ValueError(f"teachers: every teacher needs {levels} FPN levels, got {t.cfg.neck.num_outs}")
+    mods = DistillModules([t.cfg.neck.channels for t in teachers], student_cfg.neck.channels, levels, dcfg)
+
+    augment = None
+    if dcfg.cache == "none" and tc.augment:
+        from detector.train import default_augment
+
+        augment = default_augment(student_cfg)
+    prepared = PreparedDataset(train_set, student_cfg, augment)
+    cache: list[list[Tensor]] | None = None
+    if dcfg.cache != "none":
+        versions = list(teacher_versions) or [f"t{k}" for k in range(len(teachers))]
+        path = out_dir / f"teacher-cache-{_cache_key(versions, prepared)}.pt"
+        if dcfg.cache == "disk" and path.is_file():
+            cache = torch.load(path, weights_only=True)
+        else:
+            cache = teacher_features(teachers, prepared, tc.batch_size, progress)
+            if dcfg.cache == "disk":
+                torch.save(cache, path)
+
+    loader = DataLoader(_Indexed(prepared), batch_size=tc.batch_size, shuffle=True, collate_fn=_collate,
+                        generator=gen, drop_last=len(prepared) > tc.batch_size)
+    params = [p for p in student.parameters()] + mods.student_params()
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
+    opt_d = torch.optim.Adam(mods.aatm.discriminators.parameters(), lr=dcfg.d_lr, betas=(0.5, 0.999))
+    total = tc.epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, min(tc.warmup_iters, total // 2)))
+
+    result = DistillResult(student=out_dir / "student.pt", last=out_dir / "last.pt")
+    start = 0
+    if resume and result.last.is_file():
+        state = ckpt.load(result.last)
+        student.load_state_dict(state["model"])
+        mods.load_state_dict(state["distill_modules"])
+        opt.load_state_dict(state["optimizer"]["student"])
+        opt_d.load_state_dict(state["optimizer"]["discriminator"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["rng"]["loader"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start, result.history = state["epoch"], state.get("history", [])
+        log(f"resumed from {result.last} at epoch {start}")
+
+    discs = list(mods.aatm.discriminators.parameters())
+    for epoch in range(start, tc.epochs):
+        student.train()
+        mods.train()
+        sums: dict[str, float] = {}
+        bar = tqdm(loader, desc=f"distill {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
+        for idx, images, targets in bar:
+            if cache is not None:
+                t_feats: list[list[Tensor]] = [[lvl[idx] for lvl in teacher] for teacher in cache]
+            else:
+                with torch.no_grad():
+                    t_feats = [t.extract_feats(images) for t in teachers]
+            s_feats = student.extract_feats(images)
+            det = student.head.loss(*student.head(s_feats), [t["boxes"] for t in targets], [t["labels"] for t in targets])
+            sizes = [tuple(f.shape[-2:]) for f in s_feats]
+            fused = mods.fused_teacher(t_feats, sizes)  # type: ignore[arg-type]
+            generated = mods.aatm.generate(s_feats)
+            mse = feature_mse(generated, fused, dcfg.normalize)
+            logs = {k: float(v.detach()) for k, v in det.items()}
+            loss = sum(det.values()) + dcfg.alpha * mse
+            if dcfg.adversarial and dcfg.beta > 0:
+                d_loss = discriminator_loss(mods.aatm.discriminate([f.detach() for f in fused]),
+                                            mods.aatm.discriminate([g.detach() for g in generated]))
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                for p in discs:
+                    p.requires_grad_(False)
+                g_loss = generator_loss(mods.aatm.discriminate(generated))
+                for p in discs:
+                    p.requires_grad_(True)
+                loss = loss + dcfg.beta * g_loss
+                logs.update(adv_d=float(d_loss), adv_g=float(g_loss))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            sched.step()
+            logs.update(loss=float(loss), det=float(sum(det.values())), mse=float(mse))
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", mse=f"{logs['mse']:.3f}")
+        row: dict[str, float] = {"epoch": epoch + 1, **{k: v / max(1, len(loader)) for k, v in sums.items()}}
+        if val_set is not None:
+            result.metrics = evaluate_model(student, val_set, student_cfg.preprocess)
+            row.update(map50=result.metrics["map50"], map=result.metrics["map"], recall50=result.metrics["recall50"])
+        result.history.append(row)
+        log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        payload = ckpt.make_payload(
+            student, student_cfg, config_name, epoch=epoch + 1, history=result.history, metrics=result.metrics,
+            distill=dcfg.to_dict(), teachers=list(teacher_versions),
+        )
+        ckpt.save({**payload, "distill_modules": mods.state_dict(),
+                   "optimizer": {"student": opt.state_dict(), "discriminator": opt_d.state_dict()},
+                   "scheduler": sched.state_dict(), "rng": {"loader": gen.get_state(), "torch": torch.get_rng_state()}},
+                  result.last)
+        ckpt.save(payload, result.student)
+    return result
