@@ -164,6 +164,23 @@ def test_destination_down_retries_then_records_failure(objects, audit):
     assert {r.outcome for r in rows} == {"unreachable"} and all(r.error for r in rows)
 
 
+def test_sender_sockets_disable_nagle(pynetdicom_scp):
+    import socket
+
+    from dicom_node.sender import _nodelay
+
+    port = pynetdicom_scp([MRImageStorage], lambda event: statuses.SUCCESS)
+    ae = AE(ae_title="MEDDET")
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACS", evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+    try:
+        assert assoc.is_established
+        sock = assoc.dul.socket.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        assoc.release()
+
+
 def test_bad_arguments_are_named(objects):
     destination = Destination(ae_title="PACS", host="127.0.0.1", port=104)
     with pytest.raises(ValueError, match="calling_ae"):

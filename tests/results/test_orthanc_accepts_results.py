@@ -1,0 +1,54 @@
+"""A real PACS (Orthanc, in a loopback-only network namespace) accepts every result object
+our sender stores, each kind in its own new series of the source study."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicom_node.results import write_result_objects
+from tests.integration.orthanc_netns import NetNamespace, Orthanc, unavailable_reason
+from tests.results.make_sources import STUDY_UID, findings_for, mr_series
+
+pytestmark = pytest.mark.integration
+
+# Runs inside the namespace (Orthanc is reachable only there).
+_SEND = r"""
+import sys, pydicom
+from dicom_node.destinations import Destination
+from dicom_node.sender import send_objects
+report = send_objects([pydicom.dcmread(p) for p in sys.argv[2:]], Destination.parse(sys.argv[1]),
+                      calling_ae="MEDDET", retries=1, backoff=0.5)
+print(report.summary)
+sys.exit(0 if report.ok else 1)
+"""
+
+
+@pytest.fixture()
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    ns = NetNamespace()
+    try:
+        yield Orthanc(ns, tmp_path / "orthanc", stable_age=1).start()
+    finally:
+        ns.close()
+
+
+def test_orthanc_stores_sr_seg_gsps_sc_kos(orthanc: Orthanc, tmp_path: Path) -> None:
+    sources = mr_series()
+    kinds = ("sr", "seg", "gsps", "sc", "kos")
+    paths = write_result_objects(findings_for(sources), sources, tmp_path / "out", kinds)
+    sent = orthanc.ns.run(
+        [sys.executable, "-c", _SEND, orthanc.destination, *map(str, paths)],
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert sent.returncode == 0, sent.stdout.decode() + sent.stderr.decode()[-3000:]
+    series = orthanc.series_of_study(STUDY_UID)
+    modalities = sorted(s["MainDicomTags"].get("Modality") for s in series)
+    assert modalities == ["KO", "OT", "PR", "SEG", "SR"]
+    assert sum(len(s["Instances"]) for s in series) == len(paths)  # two SC images, one each else
