@@ -1,5 +1,132 @@
-"""CLI commands (data); torch and heavy modules are imported inside the commands."""
+"""Data commands: ``meddet synth`` (synthetic DICOM studies) and ``meddet predict``.
+
+torch and the detector are imported inside the commands.
+"""
 
 from __future__ import annotations
 
-from dicom_node.cli import app  # noqa: F401
+import json
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
+
+import typer
+
+from dicom_node.cli import app, state
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (one sub-folder per study)")],
+    studies: Annotated[int, typer.Option("--studies", min=1, help="Number of studies")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same studies and UIDs)")] = 0,
+    hard: Annotated[bool, typer.Option("--hard", help="Subtle herniations, strong noise, low contrast")] = False,
+    slices: Annotated[int, typer.Option("--slices", min=1, help="Sagittal slices per series")] = 15,
+    size: Annotated[Optional[int], typer.Option("--size", help="Matrix size (default: varied)")] = None,
+    transfer_syntax: Annotated[
+        str, typer.Option("--transfer-syntax", help="explicit, implicit, deflate, rle, jpeg-ls or jpeg2000")
+    ] = "explicit",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the index as JSON")] = False,
+) -> None:
+    """Write synthetic sagittal T2 cervical spine MR series (DICOM) with ground-truth boxes."""
+    from dicom_node.synth import TRANSFER_SYNTAXES, write_studies
+
+    if transfer_syntax not in TRANSFER_SYNTAXES:
+        _fail(f"--transfer-syntax: {transfer_syntax!r} not one of {', '.join(TRANSFER_SYNTAXES)}", 2)
+    written = write_studies(out, studies, seed, hard=hard, n_slices=slices, size=size,
+                            transfer_syntax=transfer_syntax)
+    if as_json:
+        typer.echo((out / "index.json").read_text())
+        return
+    for w in written:
+        levels = ", ".join(w.herniated_levels) or "none"
+        typer.echo(f"{w.dicom_dir}  herniated: {levels}")
+    typer.echo(f"{len(written)} studies x {slices} slices -> {out} (ground truth in */ground_truth.json)")
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="DICOM series folder or file")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for findings.json and result objects")],
+    checkpoint: Annotated[
+        Optional[Path], typer.Option("--checkpoint", help="Detector checkpoint (default: MEDDET_CHECKPOINT or shipped)")
+    ] = None,
+    series_uid: Annotated[Optional[str], typer.Option("--series", help="Series Instance UID when PATH holds several")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Herniation score that calls a level herniated")] = 0.5,
+    results: Annotated[
+        str, typer.Option("--results", help="DICOM result objects: comma list of sr,seg,gsps,sc,kos, or 'none'")
+    ] = "sr,seg,gsps",
+    sr_kind: Annotated[str, typer.Option("--sr-kind", help="3d, comprehensive or enhanced")] = "3d",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print findings.json instead of a table")] = False,
+) -> None:
+    """Find disc herniations in a sagittal cervical MR series; writes OUT/findings.json."""
+    from dicom_node.findings import build_findings
+    from dicom_node.pixels import SeriesError, read_series
+
+    try:
+        series = read_series(path, series_uid)
+    except SeriesError as exc:
+        _fail(str(exc), 2)
+    ckpt = checkpoint or state(ctx).settings.checkpoint
+    try:
+        from detector.inference import Detector
+
+        detector = Detector.from_checkpoint(ckpt, device=device)
+    except (FileNotFoundError, ImportError) as exc:
+        _fail(f"detector: {exc}", 2)
+    detections = detector.predict(series.images, batch_size=batch_size)
+    findings = build_findings(series, detections, detector.version, threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "findings.json").write_text(json.dumps(findings, indent=1))
+    written = _write_result_objects(findings, series.sources, out, results, sr_kind)
+    if as_json:
+        typer.echo(json.dumps(findings, indent=1))
+        return
+    _print_table(findings, len(series.slices))
+    for p in [out / "findings.json", *written]:
+        typer.echo(f"wrote {p}")
+
+
+def _write_result_objects(findings: dict, sources: list, out: Path, results: str, sr_kind: str) -> list[Path]:
+    """The one place where predict hands over to the DICOM result objects (SR/SEG/GSPS...)."""
+    kinds = [k.strip() for k in results.split(",") if k.strip() and k.strip() != "none"]
+    if not kinds:
+        return []
+    try:
+        from dicom_node.results import write_result_objects
+    except ImportError:
+        typer.secho("result objects: dicom_node.results is not available; wrote findings.json only",
+                    fg="yellow", err=True)
+        return []
+    from dicom_node.results import FindingsError
+
+    try:
+        return write_result_objects(findings, sources, out, kinds=kinds, sr_kind=sr_kind)
+    except FindingsError as exc:
+        _fail(f"result objects: {exc}", 1)
+
+
+def _print_table(findings: dict, n_slices: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    slice_of = {}
+    table = Table(title=f"series {findings['series_instance_uid']} ({n_slices} slices)")
+    for col in ("level", "finding", "score", "key instance", "box (x0, y0, x1, y1)"):
+        table.add_column(col)
+    for f in findings["findings"]:
+        style = "bold red" if f["label"] == "herniation" else "green"
+        uid = f["sop_instance_uid"]
+        slice_of.setdefault(uid, f"...{uid[-10:]}")
+        table.add_row(f["level"], f"[{style}]{f['label']}[/]", f"{f['score']:.2f}", slice_of[uid],
+                      ", ".join(f"{v:.0f}" for v in f["box"]))
+    if not findings["findings"]:
+        table.add_row("-", "no disc found", "", "", "")
+    Console().print(table)
