@@ -50,6 +50,18 @@ class View:
             img = img[:, ::-1]
         return np.ascontiguousarray(img)
 
+    def from_source_box(self, box: Sequence[float], shape: tuple[int, int]) -> tuple[float, float, float, float]:
+        """Box (x0, y0, x1, y1) in stored pixels of ``shape`` (rows, columns) -> canonical view."""
+        x0, y0, x1, y1 = (float(v) for v in box)
+        h, w = shape
+        if self.transpose:
+            x0, y0, x1, y1, h, w = y0, x0, y1, x1, w, h
+        if self.flip_rows:
+            y0, y1 = h - y1, h - y0
+        if self.flip_cols:
+            x0, x1 = w - x1, w - x0
+        return (x0, y0, x1, y1)
+
     def to_source_box(self, box: Sequence[float], shape: tuple[int, int]) -> tuple[float, float, float, float]:
         """Box (x0, y0, x1, y1) in the canonical image of ``shape`` (H, W) -> stored pixels."""
         x0, y0, x1, y1 = (float(v) for v in box)
@@ -140,7 +152,7 @@ def series_from_datasets(datasets: Sequence[Dataset], series_uid: str | None = N
         raise SeriesError(f"{where}: holds {len(groups)} series, pick one: {found}")
     else:
         chosen = next(iter(groups.values()))
-    slices = [s for ds in chosen for s in _slices(ds, canonical)]
+    slices = [s for ds in chosen for s in dataset_slices(ds, canonical)]
     slices.sort(key=lambda s: (s.position, s.sop_instance_uid, s.frame))
     return Series(tuple(slices))
 
@@ -166,7 +178,8 @@ def _require(ds: Dataset, *keywords: str) -> None:
         raise SeriesError(f"instance {uid}: missing {', '.join(missing)}")
 
 
-def _slices(ds: Dataset, canonical: bool) -> list[Slice]:
+def dataset_slices(ds: Dataset, canonical: bool = True) -> list[Slice]:
+    """The decoded slices (frames) of one dataset, in frame order."""
     _require(ds, "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns", "PixelData")
     if ds.get("SamplesPerPixel", 1) != 1:
         raise SeriesError(f"instance {ds.SOPInstanceUID}: colour images (SamplesPerPixel "
