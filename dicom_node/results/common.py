@@ -148,6 +148,24 @@ class ResultContext:
         """Deterministic UID of (source series, model version, kind, extra...)."""
         return derived_uid(self.series_instance_uid, self.model_version, kind, *extra)
 
+    def identity(self, kind: str) -> dict[str, Any]:
+        """highdicom keyword arguments of a one-instance object of ``kind`` in its new series."""
+        return {
+            "series_instance_uid": self.uid(kind, "series"),
+            "series_number": SERIES_NUMBERS[kind],
+            "sop_instance_uid": self.uid(kind),
+            "instance_number": 1,
+            "manufacturer": MANUFACTURER,
+        }
+
+    def equipment(self) -> dict[str, Any]:
+        """highdicom keyword arguments of the Enhanced General Equipment module."""
+        return {
+            "manufacturer_model_name": self.model_name[:64],
+            "software_versions": self.software_version[:64],
+            "device_serial_number": DEVICE_SERIAL_NUMBER,
+        }
+
     def tracking_uid(self, level: str) -> str:
         """The tracking UID of one disc level; SR groups and SEG segments share it."""
         return self.uid("tracking", level)

@@ -12,9 +12,6 @@ import highdicom as hd
 from pydicom import Dataset
 
 from dicom_node.results.common import (
-    DEVICE_SERIAL_NUMBER,
-    MANUFACTURER,
-    SERIES_NUMBERS,
     Finding,
     ResultContext,
     finish,
@@ -67,14 +64,8 @@ def build_gsps(ctx: ResultContext, include_normal: bool = False) -> Dataset:
         )
     gsps = hd.pr.GrayscaleSoftcopyPresentationState(
         referenced_images=list(ctx.sources),
-        series_instance_uid=ctx.uid("gsps", "series"),
-        series_number=SERIES_NUMBERS["gsps"],
-        sop_instance_uid=ctx.uid("gsps"),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=ctx.model_name[:64],
-        software_versions=ctx.software_version[:64],
-        device_serial_number=DEVICE_SERIAL_NUMBER,
+        **ctx.identity("gsps"),
+        **ctx.equipment(),
         content_label="MEDDET",
         content_description="MedDet AI findings (not for diagnosis)",
         graphic_annotations=annotations or None,

@@ -15,7 +15,6 @@ from pydicom.sr.codedict import codes
 from dicom_node.results.common import (
     KEY_OBJECT_TITLE,
     MANUFACTURER,
-    SERIES_NUMBERS,
     ResultContext,
     finish,
 )
@@ -41,11 +40,7 @@ def build_kos(ctx: ResultContext, results: Sequence[Dataset] = ()) -> Dataset:
     kos = hd.ko.KeyObjectSelectionDocument(
         evidence=[*ctx.sources, *results],
         content=content,
-        series_instance_uid=ctx.uid("kos", "series"),
-        series_number=SERIES_NUMBERS["kos"],
-        sop_instance_uid=ctx.uid("kos"),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
+        **ctx.identity("kos"),
         series_description="MedDet key images (AI)",
     )
     return finish(kos, ctx, "kos")

@@ -8,7 +8,9 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, EnhancedMRImageStorage, generate_uid
+from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from tests.factories import make_mr_series
 
 ROWS = COLS = 64
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1001"
@@ -60,44 +62,17 @@ def mr_series(
     drop: tuple[str, ...] = (),
     **extra: Any,
 ) -> list[Dataset]:
-    """``n`` single-frame sagittal MR slices, 64x64, ordered left to right."""
-    out = []
-    for i in range(n):
-        uid = generate_uid(entropy_srcs=["mr", str(i), SERIES_UID])
-        ds = Dataset()
-        ds.file_meta = _meta(MRImageStorage, uid)
+    """``n`` single-frame sagittal MR slices, 64x64, ordered left to right (tests/factories)."""
+    out = make_mr_series(n, ROWS, COLS, study_uid=STUDY_UID, series_uid=SERIES_UID)
+    for i, ds in enumerate(out):
         _patient_study(ds, charset)
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = uid
-        ds.InstanceNumber = i + 1
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
-        ds.ScanningSequence = "SE"
-        ds.SequenceVariant = "NONE"
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = "2D"
-        ds.EchoTime = 100
-        ds.RepetitionTime = 3000
-        ds.EchoTrainLength = 16
-        ds.MagneticFieldStrength = 1.5
-        ds.ImagedNucleus = "1H"
-        ds.SliceThickness = 3.0
         ds.PixelSpacing = list(pixel_spacing)
-        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
-        ds.ImagePositionPatient = [-6.0 + 3.0 * i, -16.0, 16.0]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = ROWS, COLS
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
         ds.PixelData = _pixels(i).tobytes()
         for key, value in extra.items():
             setattr(ds, key, value)
         for keyword in drop:
             if keyword in ds:
                 delattr(ds, keyword)
-        out.append(ds)
     return out
 
 

@@ -15,6 +15,7 @@ from dicom_node.results import build_result_objects, write_result_objects
 from dicom_node.results.common import (
     CERTAINTY_OF_FINDING,
     HERNIATED_STRUCTURE,
+    Finding,
     HERNIATION,
     LEVEL_SITES,
     MANUFACTURER,
@@ -117,8 +118,6 @@ def test_seg_frames_match_the_herniation_boxes(tmp_path, sources, findings):
         pixels = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=[item["sop_instance_uid"]], segment_numbers=[number]
         )
-        from dicom_node.results.common import Finding
-
         finding = Finding(item["level"], "herniation", item["score"], item["sop_instance_uid"],
                           tuple(item["box"]))
         assert np.array_equal(pixels[0, :, :, 0].astype(bool), box_mask(finding, 64, 64))
