@@ -58,6 +58,8 @@ def build_seg(ctx: ResultContext) -> Dataset:
     for i, ds in enumerate(ctx.sources):
         if "FrameOfReferenceUID" not in ds:
             raise FindingsError(f"sources[{i}]: missing FrameOfReferenceUID (needed by SEG)")
+    if len({ds.FrameOfReferenceUID for ds in ctx.sources}) > 1:
+        raise FindingsError("sources: FrameOfReferenceUID differs between slices (SEG needs one)")
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=number,

@@ -147,6 +147,13 @@ def test_seg_needs_frame_of_reference(tmp_path):
         assert_valid(path)
 
 
+def test_seg_needs_one_frame_of_reference():
+    sources = mr_series()
+    sources[1].FrameOfReferenceUID = "1.2.3.4"
+    with pytest.raises(FindingsError, match="FrameOfReferenceUID differs"):
+        build_result_objects(findings_for(sources), sources, kinds=("seg",))
+
+
 def test_no_herniation_skips_seg_and_keeps_the_normal_levels(tmp_path):
     sources = mr_series()
     findings = findings_for(sources)
