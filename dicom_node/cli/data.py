@@ -89,7 +89,7 @@ def predict(
     if as_json:
         typer.echo(json.dumps(findings, indent=1))
         return
-    _print_table(findings, len(series.slices))
+    _print_table(findings, {s.sop_instance_uid: (k, s.source.get('InstanceNumber')) for k, s in enumerate(series.slices)})
     for p in [out / "findings.json", *written]:
         typer.echo(f"wrote {p}")
 
@@ -113,19 +113,18 @@ def _write_result_objects(findings: dict, sources: list, out: Path, results: str
         _fail(f"result objects: {exc}", 1)
 
 
-def _print_table(findings: dict, n_slices: int) -> None:
+def _print_table(findings: dict, slice_of: dict[str, tuple[int, object]]) -> None:
+    """Findings as a table; ``slice_of``: SOP Instance UID -> (slice index, InstanceNumber)."""
     from rich.console import Console
     from rich.table import Table
 
-    slice_of = {}
-    table = Table(title=f"series {findings['series_instance_uid']} ({n_slices} slices)")
-    for col in ("level", "finding", "score", "key instance", "box (x0, y0, x1, y1)"):
+    table = Table(title=f"series {findings['series_instance_uid']} ({len(slice_of)} slices)")
+    for col in ("level", "finding", "score", "key slice (instance)", "box (x0, y0, x1, y1)"):
         table.add_column(col)
     for f in findings["findings"]:
         style = "bold red" if f["label"] == "herniation" else "green"
-        uid = f["sop_instance_uid"]
-        slice_of.setdefault(uid, f"...{uid[-10:]}")
-        table.add_row(f["level"], f"[{style}]{f['label']}[/]", f"{f['score']:.2f}", slice_of[uid],
+        k, number = slice_of[f["sop_instance_uid"]]
+        table.add_row(f["level"], f"[{style}]{f['label']}[/]", f"{f['score']:.2f}", f"{k} (#{number})",
                       ", ".join(f"{v:.0f}" for v in f["box"]))
     if not findings["findings"]:
         table.add_row("-", "no disc found", "", "", "")
