@@ -1,17 +1,23 @@
 """Parsing and checking received instances: pure functions over bytes and datasets.
 
-The SCP calls :func:`inspect_instance` on the encoded bytes of each C-STORE; the result says
-where the instance belongs or why it cannot be accepted. No pixel decoding happens here.
+The SCP calls :func:`inspect_dataset` on the encoded data set of each C-STORE (recovery calls
+:func:`inspect_instance` on spooled files); the result says where the instance belongs or why
+it cannot be accepted. No pixel decoding happens here. :func:`encode_file_meta` builds the
+file meta header the spool writes in front of the received bytes.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import data_element_generator
+from pydicom.tag import Tag
 
 from dicom_node import statuses
 from dicom_node.spool import is_valid_uid
@@ -63,8 +69,11 @@ def _expected_pixel_bytes(ds: Dataset) -> int:
     return (total_bits + 7) // 8
 
 
-def check_image(ds: Dataset, transfer_syntax: str) -> None:
-    """Raise :class:`Rejected` unless ``ds`` is a storable image: UIDs, geometry, pixels."""
+def check_image(ds: Dataset, transfer_syntax: str, pixel_bytes: int | None = None) -> None:
+    """Raise :class:`Rejected` unless ``ds`` is a storable image: UIDs, geometry, pixels.
+
+    ``pixel_bytes``: how many Pixel Data bytes arrived, when ``ds`` holds them not (fast path).
+    """
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         value = ds.get(keyword)
         if not is_valid_uid(str(value) if value is not None else None):
@@ -80,12 +89,109 @@ def check_image(ds: Dataset, transfer_syntax: str) -> None:
         if "BitsAllocated" not in ds:
             raise Rejected(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, "BitsAllocated missing")
         expected = _expected_pixel_bytes(ds)
-        actual = len(ds.PixelData)
+        actual = len(ds.PixelData) if pixel_bytes is None else pixel_bytes
         if actual < expected:
             raise Rejected(
                 statuses.CANNOT_UNDERSTAND,
                 f"pixel data truncated: {actual} bytes, {expected} expected",
             )
+
+
+#: The elements :func:`check_image` and :func:`_header` read; the fast path parses only these.
+_NEEDED_TAGS = frozenset(
+    Tag(keyword)
+    for keyword in (
+        "SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID",
+        "ImagesInAcquisition", "SamplesPerPixel", "NumberOfFrames", "Rows", "Columns",
+        "BitsAllocated", "FloatPixelData", "PixelData",
+    )
+)
+_PIXEL_DATA = Tag("PixelData")
+_IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def inspect_dataset(
+    dataset: bytes, transfer_syntax: str, sop_uid_from_request: str | None = None
+) -> InstanceHeader:
+    """Like :func:`inspect_instance`, for a C-STORE's data set (no file meta), ~4x faster.
+
+    Walks the raw elements once with pydicom's element generator and converts only the dozen
+    the node needs; large values (pixel data) are skipped, their length checked against
+    the bytes actually received. Deflated data sets take the full :func:`inspect_instance`.
+    """
+    if transfer_syntax == _DEFLATED:  # pydicom inflates it; the placeholder meta names the syntax
+        preamble = encode_file_meta("1.2.3", "1.2.3", transfer_syntax, "", "")
+        return inspect_instance(preamble + dataset, sop_uid_from_request)
+    implicit = transfer_syntax == _IMPLICIT_VR_LE
+    try:
+        raw: dict[Any, RawDataElement] = {}
+        pixel_bytes = None
+        for element in data_element_generator(BytesIO(dataset), implicit, True, defer_size=1024):
+            if element.tag not in _NEEDED_TAGS:
+                continue
+            if element.value is None:  # skipped: count only the bytes that really arrived
+                present = max(0, min(element.length, len(dataset) - element.value_tell))
+                if element.tag == _PIXEL_DATA:
+                    pixel_bytes = present
+                element = element._replace(value=b"", length=0)
+            raw[element.tag] = element
+        ds = Dataset(raw)
+        ds.set_original_encoding(implicit, True)
+        check_image(ds, transfer_syntax, pixel_bytes)
+        header = _header(ds, transfer_syntax)
+    except Rejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to a DIMSE status, never swallowed
+        raise Rejected(
+            statuses.CANNOT_UNDERSTAND, f"unparseable data set: {type(exc).__name__}: {exc}"
+        ) from exc
+    if sop_uid_from_request and sop_uid_from_request != header.sop_uid:
+        raise Rejected(
+            statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            "SOPInstanceUID differs from the C-STORE request's Affected SOP Instance UID",
+        )
+    return header
+
+
+def _element(group_element: int, vr: bytes, value: bytes) -> bytes:
+    """One explicit VR little endian file meta element (OB with the long length form)."""
+    group, element = divmod(group_element, 0x10000)
+    if vr == b"OB":
+        return struct.pack("<HH2s2xI", group, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    value = text.encode("ascii")
+    return value + pad if len(value) % 2 else value
+
+
+def encode_file_meta(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    transfer_syntax: str,
+    implementation_class_uid: str,
+    implementation_version: str,
+    source_ae_title: str | None = None,
+) -> bytes:
+    """Preamble, ``DICM`` and the File Meta Information group (PS3.10 7.1), as bytes.
+
+    The same bytes pynetdicom's ``Event.encoded_dataset(include_meta=True)`` puts in front
+    of the data set, without building and validating a pydicom dataset for every instance.
+    """
+    body = b"".join(
+        (
+            _element(0x00020001, b"OB", b"\x00\x01"),
+            _element(0x00020002, b"UI", _padded(sop_class_uid, b"\x00")),
+            _element(0x00020003, b"UI", _padded(sop_instance_uid, b"\x00")),
+            _element(0x00020010, b"UI", _padded(transfer_syntax, b"\x00")),
+            _element(0x00020012, b"UI", _padded(implementation_class_uid, b"\x00")),
+            _element(0x00020013, b"SH", _padded(implementation_version, b" ")) if implementation_version else b"",
+            _element(0x00020016, b"AE", _padded(source_ae_title, b" ")) if source_ae_title else b"",
+        )
+    )
+    return b"\x00" * 128 + b"DICM" + _element(0x00020000, b"UL", struct.pack("<I", len(body))) + body
 
 
 def inspect_instance(encoded: bytes, sop_uid_from_request: str | None = None) -> InstanceHeader:

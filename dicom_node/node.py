@@ -15,6 +15,7 @@ from dicom_node.assembler import OnSelected, SeriesAssembler
 from dicom_node.audit.models import Series
 from dicom_node.config import Settings
 from dicom_node.logging import get_logger
+from dicom_node.reactor import start_server
 from dicom_node.recorder import AuditRecorder
 from dicom_node.recovery import reconcile
 from dicom_node.scp import StoreHandlers, build_ae, tls_context
@@ -60,9 +61,9 @@ class Node:
         recovered = reconcile(self.spool, self._session_factory)
         self.recorder.start()
         self.assembler.start()
-        self._server = self.ae.start_server(
+        self._server = start_server(
+            self.ae,
             (self.settings.host, self.settings.port),
-            block=False,
             evt_handlers=self.handlers.bindings(),
             ssl_context=tls_context(self.settings),
         )
