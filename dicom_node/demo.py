@@ -1,0 +1,254 @@
+"""``meddet demo``: the whole loop on one machine, made of the real parts.
+
+A synthetic study is sent with a Storage SCU to ``meddet serve`` (a subprocess in embedded mode,
+data in the demo folder), which analyses it and sends its result objects to a built-in test
+PACS (a pynetdicom Storage SCP on loopback). The CLI command wires these pieces; the functions
+here have no global state and do no I/O at import.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from pydicom import Dataset, dcmread
+
+from dicom_node import statuses
+
+T = TypeVar("T")
+
+PACS_AE = "DEMOPACS"
+DEMO_AE = "DEMOSCU"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll ``probe`` until it returns something truthy; TimeoutError naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {timeout:.0f} s")
+        time.sleep(interval)
+
+
+class TestPACS:
+    """A Storage SCP on loopback that files every object it receives under ``folder``."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, folder: Path, ae_title: str = PACS_AE) -> None:
+        self.folder = folder
+        self.ae_title = ae_title
+        self.port = free_port()
+        self._server: Any = None
+        self._lock = threading.Lock()
+        self._received: list[Path] = []
+
+    @property
+    def destination(self) -> str:
+        return f"{self.ae_title}@127.0.0.1:{self.port}"
+
+    def start(self) -> "TestPACS":
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ae = AE(ae_title=self.ae_title)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax)
+        ae.add_supported_context(Verification)
+        self._server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+        )
+        return self
+
+    def _on_store(self, event: Any) -> int:
+        path = self.folder / f"{event.request.AffectedSOPInstanceUID}.dcm"
+        with path.open("wb") as fh:
+            fh.write(event.encoded_dataset())
+        with self._lock:
+            self._received.append(path)
+        return statuses.SUCCESS
+
+    def received(self) -> list[Dataset]:
+        with self._lock:
+            paths = list(self._received)
+        return [dcmread(p) for p in paths]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+
+class NodeProcess:
+    """``meddet serve`` in a subprocess (embedded mode), its output in ``log``."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from dicom_node.cli import main; main()", "serve"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def wait_listening(self, port: int, timeout: float = 120.0) -> None:
+        """Until the node has said it listens and its port accepts connections."""
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"meddet serve exited ({self.process.returncode}):\n{self.tail()}")
+            if "listening on" not in self.log.read_text(errors="replace"):
+                return False
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                return False
+            return True
+
+        wait_for(ready, timeout, "node listening")
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def node_environment(
+    base: dict[str, str], data_dir: Path, port: int, destination: str, quiet_period: float,
+    checkpoint: Path | None, device: str,
+) -> dict[str, str]:
+    """The demo node's environment: embedded mode, SQLite and spool under ``data_dir``."""
+    env = {k: v for k, v in base.items() if not k.startswith("MEDDET_")}
+    env.update(
+        MEDDET_DATA_DIR=str(data_dir),
+        MEDDET_HOST="127.0.0.1",
+        MEDDET_PORT=str(port),
+        MEDDET_QUIET_PERIOD=str(quiet_period),
+        MEDDET_DESTINATIONS=destination,
+        MEDDET_DEVICE=device,
+        MEDDET_SEND_RETRIES="2",
+    )
+    if checkpoint is not None:
+        env["MEDDET_CHECKPOINT"] = str(checkpoint)
+    return env
+
+
+@dataclass(frozen=True)
+class JobResults:
+    """What the worker wrote for a series: findings.json and the manifest of result objects."""
+
+    folder: Path
+    findings: dict[str, Any]
+    objects: list[dict[str, str]]  # {"kind", "file", "sop_instance_uid"}
+
+
+def find_results(data_dir: Path, series_uid: str) -> JobResults | None:
+    """The finished results of ``series_uid`` under the node's data dir, None while there are none.
+
+    The manifest (objects.json) is written last, so its presence means the run is complete.
+    """
+    for folder in sorted(p for p in (data_dir / "results").glob("*") if p.is_dir()):
+        findings, manifest = folder / "findings.json", folder / "objects.json"
+        if manifest.is_file() and findings.is_file():
+            document = json.loads(findings.read_text())
+            if document["series_instance_uid"] == series_uid:
+                return JobResults(folder, document, json.loads(manifest.read_text()))
+    return None
+
+
+def all_received(received: Sequence[Dataset], results: JobResults) -> bool:
+    """True once the PACS holds every result object of the run."""
+    uids = {str(ds.SOPInstanceUID) for ds in received}
+    return all(item["sop_instance_uid"] in uids for item in results.objects)
+
+
+def key_finding(findings: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finding to show: the most certain herniation, else the most certain finding."""
+    if not findings:
+        return None
+    return max(findings, key=lambda f: (f["label"] == "herniation", f["score"]))
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Window a slice to 0-255 between its 1st and 99.5th percentiles. [H, W] -> [H, W] uint8."""
+    low, high = np.percentile(pixels, [1.0, 99.5])
+    scaled = (pixels.astype(np.float32) - low) / max(float(high - low), 1e-6)
+    return (np.clip(scaled, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def draw_key_slice(source: Dataset, findings: Sequence[dict[str, Any]], out: Path, scale: int = 2) -> Path:
+    """Save ``source``'s pixels as a PNG with the boxes of the findings on that slice drawn."""
+    from PIL import Image, ImageDraw
+
+    uid = str(source.SOPInstanceUID)
+    image = Image.fromarray(to_uint8(source.pixel_array)).convert("RGB")
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for finding in findings:
+        if finding["sop_instance_uid"] != uid:
+            continue
+        colour = (255, 60, 60) if finding["label"] == "herniation" else (80, 220, 80)
+        x0, y0, x1, y1 = (v * scale for v in finding["box"])
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=2)
+        text = f"{finding['level']} {finding['label'].replace('_', ' ')} {finding['score']:.0%}"
+        left, top, right, bottom = draw.textbbox((0, 0), text)
+        x = min(max(x0, 0), image.width - (right - left) - 2)  # keep the label inside the image
+        y = y0 - (bottom - top) - 4 if y0 - (bottom - top) - 4 >= 0 else y1 + 2
+        draw.text((x, y), text, fill=colour)
+    draw.text((6, 6), "MedDet demo - synthetic data, not for diagnosis", fill=(255, 255, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    return out
+
+
+@dataclass(frozen=True)
+class LevelRow:
+    """One line of the demo's table."""
+
+    level: str
+    label: str
+    score: float
+    slice_number: int | None
+    truth: str
+
+
+def level_rows(
+    findings: Sequence[dict[str, Any]], instance_numbers: dict[str, int], herniated_truth: set[str] | None
+) -> list[LevelRow]:
+    """Findings per level, cranial to caudal, with the phantom's ground truth when known."""
+    rows = []
+    for finding in sorted(findings, key=lambda f: f["level"]):
+        truth = "?" if herniated_truth is None else (
+            "herniation" if finding["level"] in herniated_truth else "normal"
+        )
+        rows.append(LevelRow(
+            finding["level"], finding["label"], float(finding["score"]),
+            instance_numbers.get(finding["sop_instance_uid"]), truth,
+        ))
+    return rows
