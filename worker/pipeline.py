@@ -31,7 +31,6 @@ from worker.errors import BadInputError, PermanentError, RetriableError, StaleRu
 
 log = get_logger(__name__)
 
-MODEL_NAME = "meddet"
 FINDINGS_FILE = "findings.json"
 MANIFEST_FILE = "objects.json"  # written last: the results of a run are complete on disk
 
@@ -129,38 +128,6 @@ def load_job_input(ctx: WorkerContext, job_id: int, run: int) -> JobInput:
         )
 
 
-def findings_document(job: JobInput, findings: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """findings.json (DESIGN.md section 3)."""
-    return {
-        "study_instance_uid": job.study_instance_uid,
-        "series_instance_uid": job.series_instance_uid,
-        "model": {"name": MODEL_NAME, "version": job.model_version},
-        "findings": list(findings),
-    }
-
-
-def level_findings(per_level: Sequence[Any], sources: Sequence[Dataset]) -> list[dict[str, Any]]:
-    """``detector.levels.LevelFinding`` -> findings.json items, key slice as its source image.
-
-    ``sources`` holds one dataset per slice, or one multi-frame dataset (then ``frame`` is set).
-    """
-    multiframe = len(sources) == 1 and int(sources[0].get("NumberOfFrames", 1) or 1) > 1
-    items = []
-    for f in per_level:
-        source = sources[0] if multiframe else sources[f.slice_index]
-        item = {
-            "level": f.level,
-            "label": f.label,
-            "score": round(float(f.score), 4),
-            "sop_instance_uid": str(source.SOPInstanceUID),
-            "box": [round(float(v), 2) for v in f.box],
-        }
-        if multiframe:
-            item["frame"] = f.slice_index + 1
-        items.append(item)
-    return items
-
-
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
@@ -204,33 +171,35 @@ def results_dir(ctx: WorkerContext, job_id: int) -> Path:
 def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Dataset]]:
     """Run the detector on the job's series and write its results; state -> results_written."""
     job = load_job_input(ctx, job_id, run)
-    from detector.levels import assign_levels
+    from dicom_node.findings import build_findings
     from dicom_node.pixels import read_series
     from dicom_node.results import build_result_objects
 
     with step(ctx, job_id, run, "decode", instances=len(job.files)) as info:
         try:
-            volume = read_series(job.files)
-        except (ValueError, KeyError, AttributeError) as exc:
+            series = read_series(list(job.files), series_uid=job.series_instance_uid)
+        except (ValueError, KeyError, AttributeError) as exc:  # SeriesError is a ValueError
             raise BadInputError(f"cannot decode series: {exc}") from exc
-        info["slices"] = len(volume.images)
+        info["slices"] = len(series.slices)
     detector = ctx.detector()
-    with step(ctx, job_id, run, "detect", slices=len(volume.images)) as info:
-        detections = detector.predict(list(volume.images))
-    ctx.metrics.detector_seconds_per_slice.observe(
-        _elapsed(info) / max(1, len(volume.images))
-    )
+    version = getattr(detector, "version", job.model_version)
+    if version != job.model_version:
+        raise PermanentError(f"this worker runs model {version}, the job is for {job.model_version}")
+    with step(ctx, job_id, run, "detect", slices=len(series.slices)) as info:
+        detections = detector.predict(series.images)
+    ctx.metrics.detector_seconds_per_slice.observe(info["seconds"] / max(1, len(series.slices)))
     with step(ctx, job_id, run, "levels") as info:
-        findings = level_findings(assign_levels(detections), volume.datasets)
-        info["levels"] = len(findings)
-    document = findings_document(job, findings)
+        document = build_findings(series, detections, job.model_version)
+        info["levels"] = len(document["findings"])
     with step(ctx, job_id, run, "results") as info:
-        try:
-            objects = build_result_objects(
-                document, volume.datasets, ctx.settings.result_objects, ctx.settings.sr_kind
-            )
-        except ValueError as exc:
-            raise BadInputError(f"cannot build result objects: {exc}") from exc
+        objects: list[tuple[str, Dataset]] = []
+        if document["findings"]:  # no disc seen: findings.json says so, nothing to send
+            try:
+                objects = build_result_objects(
+                    document, series.sources, ctx.settings.result_objects, ctx.settings.sr_kind
+                )
+            except ValueError as exc:  # FindingsError names the missing attribute
+                raise BadInputError(f"cannot build result objects: {exc}") from exc
         info["objects"] = [kind for kind, _ in objects]
     out_dir = results_dir(ctx, job_id)
     with step(ctx, job_id, run, "write", path=str(out_dir)):
@@ -241,10 +210,6 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
             session, job_row, JobState.results_written, {"objects": [k for k, _ in objects]}
         )
     return list(objects)
-
-
-def _elapsed(info: dict[str, Any]) -> float:
-    return float(info.get("seconds", 0.0))
 
 
 def deliver(
@@ -265,7 +230,7 @@ def deliver(
 
     datasets = [ds for _, ds in objects]
     failures = []
-    for destination in ctx.settings.destinations:
+    for destination in ctx.settings.destinations if datasets else []:
         with step(ctx, job_id, run, "send", destination=str(destination)) as info:
             report = send_objects(
                 datasets,
@@ -281,10 +246,8 @@ def deliver(
             failures.append(f"{destination}: {report_summary(report)}")
     if failures:
         raise RetriableError("; ".join(failures))
-    advance(
-        ctx, job_id, run, JobState.sent,
-        {"destinations": [str(d) for d in ctx.settings.destinations]},
-    )
+    sent_to = [str(d) for d in ctx.settings.destinations] if datasets else []
+    advance(ctx, job_id, run, JobState.sent, {"destinations": sent_to, "objects": len(datasets)})
 
 
 def report_summary(report: Any) -> str:

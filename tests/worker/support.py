@@ -150,12 +150,16 @@ def _pings(client: redis.Redis) -> bool:
 
 
 def checkpoint_for_tests(folder: Path) -> Path:
-    """The shipped checkpoint, or (until it ships) a tiny random-weight one written to ``folder``."""
+    """The shipped checkpoint, or (until it ships) a tiny untrained one written to ``folder``.
+
+    The tiny one's classification bias is raised so that it boxes discs everywhere: its findings
+    are meaningless but plentiful, which is all a test of the job loop needs.
+    """
     from detector import SHIPPED_CHECKPOINT
 
     if SHIPPED_CHECKPOINT.is_file():
         return SHIPPED_CHECKPOINT
-    path = folder / "tiny-random.pt"
+    path = folder / "tiny-untrained.pt"
     if not path.is_file():
         import torch
 
@@ -165,7 +169,10 @@ def checkpoint_for_tests(folder: Path) -> Path:
 
         torch.manual_seed(0)
         cfg = load_config("tiny")
-        checkpoint.save(checkpoint.make_payload(build_detector(cfg), cfg, "tiny"), path)
+        model = build_detector(cfg)
+        with torch.no_grad():
+            model.head.gfl_cls.bias[:] = torch.tensor([0.5, 1.0])  # herniation, normal_disc
+        checkpoint.save(checkpoint.make_payload(model, cfg, "tiny"), path)
     return path
 
 

@@ -1,0 +1,174 @@
+"""The whole loop: dcmtk storescu -> ``meddet serve`` -> worker -> results at a destination SCP.
+
+Distributed mode (``meddet serve`` with Redis + a ``meddet worker`` subprocess), embedded mode
+(``meddet serve`` alone), and Redis stopped while the node receives: nothing is lost and the job
+runs once Redis is back. Results arrive exactly once in every case.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from dicom_node import jobs
+from dicom_node.audit.db import make_engine, make_session_factory
+from dicom_node.audit.models import Job, Outbox
+from tests.factories import write_series
+from tests.integration.test_worker_loop import (
+    EVERY_STATE,
+    WorkerProcess,
+    _assert_results_once,
+    _settings,
+    _states,
+    series_datasets,
+)
+from tests.worker.support import (
+    RecordingSCP,
+    RedisServer,
+    checkpoint_for_tests,
+    claimed_redis_db,
+    free_port,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+STORESCU = "/usr/bin/storescu"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return checkpoint_for_tests(tmp_path_factory.mktemp("checkpoint"))
+
+
+@pytest.fixture
+def scp() -> Iterator[RecordingSCP]:
+    server = RecordingSCP().start()
+    yield server
+    server.stop()
+
+
+class ServeProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from dicom_node.cli import main; main()", "serve"],
+            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(lambda: "listening on" in log.read_text(errors="replace") or self.proc.poll() is not None,
+                 90, 0.1, "meddet serve listening")
+        assert self.proc.poll() is None, log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def _env(tmp_path: Path, scp: RecordingSCP, checkpoint: Path, broker_url: str | None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "MEDDET_DATA_DIR": str(tmp_path / "data"),
+        "MEDDET_DATABASE_URL": f"sqlite:///{tmp_path / 'audit.db'}",
+        "MEDDET_PORT": str(free_port()),
+        "MEDDET_QUIET_PERIOD": "2",
+        "MEDDET_DESTINATIONS": scp.destination,
+        "MEDDET_CHECKPOINT": str(checkpoint),
+        "MEDDET_DEVICE": "cpu",
+        "MEDDET_SEND_RETRIES": "2",
+        "OMP_NUM_THREADS": "1",
+    }
+    if broker_url:
+        env["MEDDET_BROKER_URL"] = broker_url
+    return env
+
+
+def _send(tmp_path: Path, env: dict[str, str], n: int = 8) -> None:
+    files = write_series(series_datasets(n, seed=3), tmp_path / "to-send")
+    subprocess.run(
+        [STORESCU, "-aec", "MEDDET", "127.0.0.1", env["MEDDET_PORT"], *map(str, files)],
+        env={**os.environ, "TCP_NODELAY": "1"}, check=True, capture_output=True, timeout=60,
+    )
+
+
+def _one_job(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    sessions = make_session_factory(make_engine(env["MEDDET_DATABASE_URL"]))
+
+    def finished() -> int | None:
+        with sessions() as session:
+            job = session.scalars(select(Job)).first()
+            return job.id if job is not None and job.state.value in ("done", "failed") else None
+
+    return sessions, finished
+
+
+def _check(sessions, job_id: int, scp: RecordingSCP, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    time.sleep(1.0)  # a duplicate would arrive now
+    with sessions() as session:
+        assert len(session.scalars(select(Job)).all()) == 1
+        history = jobs.job_history(session, job_id)
+    assert _states(history) == EVERY_STATE, history
+    _assert_results_once(scp, _settings(env), job_id)
+
+
+def test_storescu_to_serve_to_celery_worker_to_destination(tmp_path, scp, checkpoint):
+    with claimed_redis_db() as redis_url:
+        env = _env(tmp_path, scp, checkpoint, redis_url)
+        serve = ServeProcess(env, tmp_path / "serve.log")
+        worker = WorkerProcess(env, tmp_path / "worker.log")
+        try:
+            _send(tmp_path, env)
+            sessions, finished = _one_job(env)
+            job_id = wait_for(finished, 120, 0.2, "the job to finish")
+            _check(sessions, job_id, scp, env)
+        finally:
+            worker.stop()
+            serve.stop()
+
+
+def test_storescu_to_serve_embedded_to_destination(tmp_path, scp, checkpoint):
+    env = _env(tmp_path, scp, checkpoint, None)
+    serve = ServeProcess(env, tmp_path / "serve.log")
+    try:
+        _send(tmp_path, env)
+        sessions, finished = _one_job(env)
+        job_id = wait_for(finished, 120, 0.2, "the job to finish")
+        _check(sessions, job_id, scp, env)
+    finally:
+        serve.stop()
+
+
+def test_redis_down_while_receiving_loses_nothing(tmp_path, scp, checkpoint):
+    redis_server = RedisServer(tmp_path / "redis").start()
+    env = _env(tmp_path, scp, checkpoint, redis_server.url)
+    serve = ServeProcess(env, tmp_path / "serve.log")
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        redis_server.stop()
+        _send(tmp_path, env)  # the node keeps receiving with the broker down
+        sessions, finished = _one_job(env)
+
+        def waiting_in_outbox() -> bool:
+            with sessions() as session:
+                rows = session.scalars(select(Outbox)).all()
+                return len(rows) == 1 and rows[0].published_at is None and rows[0].attempts >= 1
+
+        wait_for(waiting_in_outbox, 60, 0.2, "the job waiting in the outbox")
+        assert scp.uids() == []
+        redis_server.start()
+        job_id = wait_for(finished, 180, 0.2, "the job to run after Redis returned")
+        _check(sessions, job_id, scp, env)
+    finally:
+        worker.stop()
+        serve.stop()
+        redis_server.stop()

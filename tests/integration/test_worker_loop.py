@@ -1,0 +1,291 @@
+"""A job from the outbox to results at a destination SCP, with a real ``celery worker``.
+
+Distributed mode: the relay publishes to the real Redis (a database claimed for this test) and a
+``meddet worker`` subprocess runs the task. Faults: the process running a job is SIGKILLed (the
+job is redelivered and its results are sent once), and a destination that is down (retries,
+then ``failed``, then ``meddet resend`` once it is up). Embedded mode runs the same loop on the
+in-process worker thread. One run uses PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset, dcmread
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node import jobs
+from dicom_node.audit.models import Job
+from dicom_node.config import Settings
+from dicom_node.metrics import Metrics
+from tests.worker.support import (
+    RecordingSCP,
+    checkpoint_for_tests,
+    claimed_redis_db,
+    free_port,
+    job_state,
+    migrated_sessions,
+    register_series,
+    wait_for,
+)
+from worker.dispatch import make_dispatcher
+
+pytestmark = pytest.mark.integration
+
+EVERY_STATE = ["queued", "running", "results_written", "sent", "done"]
+
+
+def series_datasets(n: int, seed: int = 0) -> list[Dataset]:
+    """A synthetic sagittal cervical T2 series (``meddet synth``'s phantom), read back."""
+    from dicom_node.synth import write_studies
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (study,) = write_studies(Path(tmp), 1, seed, n_slices=n, size=256)
+        return [dcmread(p) for p in sorted(study.dicom_dir.glob("*.dcm"))]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return checkpoint_for_tests(tmp_path_factory.mktemp("checkpoint"))
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with claimed_redis_db() as url:
+        yield url
+
+
+@pytest.fixture
+def scp() -> Iterator[RecordingSCP]:
+    server = RecordingSCP().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on 127.0.0.1:5432, dropped after the test."""
+    name = f"meddet_worker_{uuid.uuid4().hex[:10]}"
+    admin = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class WorkerProcess:
+    """``meddet worker`` as a subprocess in its own process group."""
+
+    def __init__(self, env: dict[str, str], log: Path, *extra: str) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from dicom_node.cli import main; main()", "worker",
+             "--concurrency", "1", "--retry-backoff", "0.5", "--visibility-timeout", "20", *extra],
+            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(lambda: "ready" in log.read_text(errors="replace") or self.proc.poll() is not None,
+                 90, 0.2, "celery worker ready")
+        assert self.proc.poll() is None, log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def _env(tmp_path: Path, database_url: str, broker_url: str, destination: str, checkpoint: Path):
+    return {
+        **os.environ,
+        "MEDDET_DATA_DIR": str(tmp_path / "data"),
+        "MEDDET_DATABASE_URL": database_url,
+        "MEDDET_BROKER_URL": broker_url,
+        "MEDDET_DESTINATIONS": destination,
+        "MEDDET_CHECKPOINT": str(checkpoint),
+        "MEDDET_SEND_RETRIES": "2",
+        "MEDDET_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def _settings(env: dict[str, str], **overrides) -> Settings:
+    keys = {k[len("MEDDET_"):].lower(): v for k, v in env.items()
+            if k.startswith("MEDDET_") and k != "MEDDET_CONFIG"}
+    return Settings(**{**keys, **overrides})
+
+
+def _history(sessions: sessionmaker[Session], job_id: int) -> list[dict]:
+    with sessions() as session:
+        return jobs.job_history(session, job_id)
+
+
+def _states(history: list[dict]) -> list[str]:
+    return [e["state"] for e in history if not e["state"].startswith("step:") and e["state"] != "retry"]
+
+
+def _model_version(checkpoint: Path) -> str:
+    import detector
+
+    return detector.model_version(checkpoint)
+
+
+def _assert_results_once(scp: RecordingSCP, settings: Settings, job_id: int) -> None:
+    manifest = json.loads((settings.results_dir / str(job_id) / "objects.json").read_text())
+    expected = sorted(item["sop_instance_uid"] for item in manifest)
+    assert expected, "the job wrote no result objects"
+    assert sorted(scp.uids()) == expected  # every object exactly once
+    findings = json.loads((settings.results_dir / str(job_id) / "findings.json").read_text())
+    assert findings["model"]["name"] == "meddet"
+
+
+def _run_distributed_loop(tmp_path, database_url, redis_url, scp, checkpoint) -> None:
+    metrics_port = free_port()
+    env = _env(tmp_path, database_url, redis_url, scp.destination, checkpoint)
+    settings = _settings(env)
+    sessions = migrated_sessions(database_url)
+    worker = WorkerProcess({**env, "MEDDET_METRICS_PORT": str(metrics_port)}, tmp_path / "worker.log")
+    relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
+    relay.start()
+    try:
+        job_id = register_series(sessions, series_datasets(8), tmp_path / "spool", _model_version(checkpoint))
+        relay.notify()
+        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed", "quarantined"), 120,
+                 0.2, "job to finish")
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        scraped = urllib.request.urlopen(url, timeout=10).read().decode()
+    finally:
+        relay.stop()
+        worker.stop()
+    history = _history(sessions, job_id)
+    assert _states(history) == EVERY_STATE, (history, (tmp_path / "worker.log").read_text()[-3000:])
+    assert all(e["at"] for e in history)
+    steps = {e["state"] for e in history if e["state"].startswith("step:")}
+    assert {"step:decode", "step:detect", "step:levels", "step:results", "step:send"} <= steps
+    _assert_results_once(scp, settings, job_id)
+    # the worker's endpoint sums its pool processes (prometheus multiprocess mode)
+    assert "meddet_job_run_seconds_count 1.0" in scraped
+    assert "meddet_detector_seconds_per_slice_count 1.0" in scraped
+
+
+def test_distributed_loop_with_a_celery_worker(tmp_path, redis_url, scp, checkpoint):
+    _run_distributed_loop(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp, checkpoint)
+
+
+def test_distributed_loop_on_postgresql(tmp_path, redis_url, scp, checkpoint, postgres_url):
+    _run_distributed_loop(tmp_path, postgres_url, redis_url, scp, checkpoint)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_job_redelivers_and_sends_once(tmp_path, redis_url, scp, checkpoint):
+    database_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    env = _env(tmp_path, database_url, redis_url, scp.destination, checkpoint)
+    settings = _settings(env)
+    sessions = migrated_sessions(database_url)
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
+    relay.start()
+    try:
+        job_id = register_series(sessions, series_datasets(20), tmp_path / "spool",
+                                 _model_version(checkpoint))
+        relay.notify()
+
+        def running_pid() -> int | None:
+            for event in _history(sessions, job_id):
+                if event["state"] == "running":
+                    return int(json.loads(event["detail"])["pid"])
+            return None
+
+        pid = wait_for(running_pid, 60, 0.02, "the job to start running")
+        os.kill(pid, signal.SIGKILL)  # the pool process running the job dies mid-job
+        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed"), 120, 0.2, "job to finish")
+    finally:
+        relay.stop()
+        worker.stop()
+    history = _history(sessions, job_id)
+    states = _states(history)
+    assert states[0] == "queued" and states[-1] == "done", history
+    running = [json.loads(e["detail"]) for e in history if e["state"] == "running"]
+    assert len(running) == 2 and running[1].get("redelivered_from") == "running", history
+    assert running[1]["pid"] != pid
+    _assert_results_once(scp, settings, job_id)
+
+
+@pytest.mark.slow
+def test_destination_down_retries_fails_then_resend_succeeds(tmp_path, redis_url, checkpoint):
+    database_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    scp = RecordingSCP()  # not started: the destination is down
+    env = _env(tmp_path, database_url, redis_url, scp.destination, checkpoint)
+    settings = _settings(env)
+    sessions = migrated_sessions(database_url)
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
+    relay.start()
+    try:
+        job_id = register_series(sessions, series_datasets(6), tmp_path / "spool",
+                                 _model_version(checkpoint))
+        relay.notify()
+        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed"), 120, 0.2, "job to fail")
+    finally:
+        relay.stop()
+        worker.stop()
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert job.state.value == "failed" and job.retries == 2
+        assert "gave up after 2 retries" in job.reason and scp.destination in job.reason
+    history = _history(sessions, job_id)
+    assert [e["state"] for e in history].count("retry") == 2
+    scp.start()
+    try:
+        cli = subprocess.run(
+            [sys.executable, "-c", "from dicom_node.cli import main; main()", "resend", str(job_id), "--json"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout.strip().splitlines()[-1]) == {"job": job_id, "outcome": "done"}
+        _assert_results_once(scp, settings, job_id)
+    finally:
+        scp.stop()
+    assert _states(_history(sessions, job_id))[-4:] == ["failed", "resend", "sent", "done"]
+
+
+def test_embedded_loop_runs_in_process(tmp_path, scp, checkpoint):
+    settings = Settings(
+        data_dir=tmp_path / "data", destinations=scp.destination, checkpoint=checkpoint,
+        device="cpu", send_retries=1,
+    )
+    sessions = migrated_sessions(settings.effective_database_url)
+    metrics = Metrics()
+    dispatcher = make_dispatcher(settings, sessions, metrics, poll_interval=0.2, retry_backoff=0.2)
+    dispatcher.start()
+    try:
+        job_id = register_series(sessions, series_datasets(6), tmp_path / "spool", _model_version(checkpoint))
+        dispatcher.notify()
+        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed", "quarantined"), 120,
+                 0.2, "job to finish")
+    finally:
+        dispatcher.stop(timeout=60)
+    assert _states(_history(sessions, job_id)) == EVERY_STATE, _history(sessions, job_id)
+    _assert_results_once(scp, settings, job_id)
+    assert metrics.registry.get_sample_value("meddet_job_run_seconds_count") == 1.0
+    assert metrics.registry.get_sample_value("meddet_queue_wait_seconds_count") == 1.0
+    with sessions() as session:
+        assert jobs.pending_outbox(session) == []
