@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from detector.data.anatomy import LEVELS, Spine, disc_boxes, sample_spine, uv_grid
 from detector.data.render import blur, render_slice, sample_artifacts, sample_contrast, smooth_noise
@@ -83,8 +82,11 @@ def _study_renderer(rng: np.random.Generator, hard: bool, size: int):
     return spine, render
 
 
-class SyntheticSliceDataset(Dataset):
+class SyntheticSliceDataset:
     """``n`` independent synthetic slices; item = (image float32 [H, W], {boxes, labels}).
+
+    A map-style dataset (``__len__`` + ``__getitem__``): torch's DataLoader, ConcatDataset and
+    Subset take it as is, and importing it does not import torch.
 
     Item ``i`` is a function of (``seed``, ``i``) only, so workers and epochs agree. Each item
     draws a fresh patient and a slice position (mostly where the discs show, a few lateral

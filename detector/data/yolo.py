@@ -17,13 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from detector.data.common import IMAGE_SUFFIXES, Target, class_index, make_target, read_image
 
 
-class YoloDataset(Dataset):
-    """Items: (image float32 [H, W], {"boxes": float32 [N, 4] x0 y0 x1 y1, "labels": int64 [N]})."""
+class YoloDataset:
+    """Items: (image float32 [H, W], {"boxes": float32 [N, 4] x0 y0 x1 y1, "labels": int64 [N]}).
+
+    Map-style (``__len__`` + ``__getitem__``), usable by torch's DataLoader without importing torch.
+    """
 
     def __init__(self, root: str | Path, split: str | None = None, names: Sequence[str] | None = None) -> None:
         self.root = Path(root)
