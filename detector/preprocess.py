@@ -44,7 +44,8 @@ def normalize_intensity(image: np.ndarray, p_low: float = 0.5, p_high: float = 9
     lo, hi = np.percentile(image, (p_low, p_high))
     if not np.isfinite(lo) or not np.isfinite(hi):
         raise ValueError("image: contains NaN or infinite values")
-    return np.clip((image - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
+    scale = np.float32(1.0 / max(float(hi - lo), 1e-6))
+    return np.clip((image - np.float32(lo)) * scale, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[Tensor, Letterbox]:

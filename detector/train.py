@@ -152,7 +152,7 @@ def train(
             scheduler.step()
             for k, v in {"loss": loss, **losses}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         row = {"epoch": epoch + 1, **{k: v / max(1, len(loader)) for k, v in sums.items()}}
         metrics: dict[str, Any] = {}
         if val_set is not None:
