@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom_node.logging import get_logger
 
@@ -184,6 +185,8 @@ def dataset_slices(ds: Dataset, canonical: bool = True) -> list[Slice]:
     if ds.get("SamplesPerPixel", 1) != 1:
         raise SeriesError(f"instance {ds.SOPInstanceUID}: colour images (SamplesPerPixel "
                           f"{ds.SamplesPerPixel}) are not MR slices")
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        ds = _with_native_syntax(ds)
     try:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises several types for missing decoders / bad data
@@ -206,6 +209,14 @@ def dataset_slices(ds: Dataset, canonical: bool = True) -> list[Slice]:
             position = float(ds.get("InstanceNumber", 0) or 0) + i
         out.append(Slice(view.apply(img), ds, i + 1, position, view))
     return out
+
+
+def _with_native_syntax(ds: Dataset) -> Dataset:
+    """A shallow copy of a dataset built in memory (no file meta), read as native pixels."""
+    copy = Dataset(ds)
+    copy.file_meta = FileMetaDataset()
+    copy.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return copy
 
 
 def _geometry(ds: Dataset, i: int) -> tuple[np.ndarray | None, np.ndarray | None]:

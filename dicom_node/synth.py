@@ -16,6 +16,7 @@ the seed, so the same command writes the same UIDs.
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from dataclasses import dataclass
@@ -203,7 +204,10 @@ def study_datasets(study: Any, key: tuple, number: int, patient_id: str) -> list
 
 
 def save(ds: Dataset, path: Path, syntax: UID) -> None:
-    """Write ``ds`` as a DICOM file (preamble, file meta) in ``syntax``, compressing if needed."""
+    """Write ``ds`` as a DICOM file (preamble, file meta) in ``syntax``, compressing if needed.
+
+    ``ds`` itself is left as it was (a copy is compressed)."""
+    ds = copy.deepcopy(ds)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -212,7 +216,7 @@ def save(ds: Dataset, path: Path, syntax: UID) -> None:
     meta.ImplementationVersionName = "MEDDET_SYNTH"
     ds.file_meta = meta
     if syntax.is_compressed:
-        ds.compress(syntax)
+        ds.compress(syntax, generate_instance_uid=False)  # lossless: the same instance
     else:
         meta.TransferSyntaxUID = syntax
     ds.save_as(path, enforce_file_format=True)

@@ -58,7 +58,9 @@ def test_every_file_passes_dciodvfy(synth_dirs, ts):
     assert len(files) == SLICES
     for f in files:
         assert dciodvfy_errors(f) == [], f
-        assert pydicom.dcmread(f).file_meta.TransferSyntaxUID == TRANSFER_SYNTAXES[ts]
+        ds = pydicom.dcmread(f)
+        assert ds.file_meta.TransferSyntaxUID == TRANSFER_SYNTAXES[ts]
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
 
 
 def test_deflated_files_are_valid_after_dcmtk_inflates_them(synth_dirs, tmp_path):
