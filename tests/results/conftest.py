@@ -53,28 +53,35 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A dcmtk storescp (AE PACS) on a free loopback port; yields (port, folder)."""
     out = tmp_path / "received"
     out.mkdir()
-    port = free_port()
     env = {**os.environ, "TCP_NODELAY": "1"}
-    # dcmtk 3.6.7's storescp has no bind option; we only ever connect over loopback.
-    proc = subprocess.Popen(
-        [STORESCP, "-aet", "PACS", "-od", str(out), str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    for _ in range(5):  # a free port can be taken before storescp binds it: try another
+        port = free_port()
+        # dcmtk 3.6.7's storescp has no bind option; we only ever connect over loopback.
+        proc = subprocess.Popen(
+            [STORESCP, "-aet", "PACS", "-od", str(out), str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if _wait_listening(port, proc):
+            break
+    else:
+        raise RuntimeError("storescp did not start on any of 5 free ports")
     try:
-        _wait_listening(port)
         yield port, out
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def _wait_listening(port: int, timeout: float = 10.0) -> None:
+def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> bool:
+    """True once ``proc`` accepts connections on ``port``; False if it exits first."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+                return True
         time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+    proc.kill()
+    proc.wait(timeout=10)
+    return False

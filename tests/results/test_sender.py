@@ -59,11 +59,10 @@ def pynetdicom_scp() -> Iterator[Callable[..., int]]:
         ae = AE(ae_title="PACS")
         for sop_class in sop_classes:
             ae.add_supported_context(sop_class)
-        port = free_port()
-        servers.append(
-            ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handler)])
-        )
-        return port
+        # Port 0: the kernel picks a free port at bind time (no race with other processes).
+        server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handler)])
+        servers.append(server)
+        return int(server.server_address[1])
 
     yield start
     for server in servers:
@@ -136,6 +135,7 @@ def test_statuses_failure_final_warning_stored_out_of_resources_retried(pynetdic
         objects, Destination(ae_title="PACS", host="127.0.0.1", port=port),
         calling_ae="MEDDET", session_factory=audit, job_id=None, retries=3, backoff=0.01,
     )
+    print(report, dict(calls))  # shown when the test fails
     outcomes = {o.kind: o for o in report.outcomes}
     assert (outcomes["sr"].outcome, outcomes["sr"].status) == ("failure", statuses.CANNOT_UNDERSTAND)
     assert outcomes["gsps"].outcome == "warning" and outcomes["gsps"].stored
