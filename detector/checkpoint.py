@@ -85,3 +85,11 @@ def export(src: Path, dst: Path, half: bool = True) -> dict[str, Any]:
     keep["version"] = f"{payload['config_name']}-{weights_digest(state)}"
     save(keep, dst)
     return keep
+
+
+def annotate(path: Path, **metrics: Any) -> dict[str, Any]:
+    """Add named metric blocks (e.g. ``hard_set={...}``) to a checkpoint and its sidecar."""
+    payload = load(path)
+    payload["metrics"] = {**payload.get("metrics", {}), **metrics}
+    save(payload, path)
+    return payload

@@ -45,7 +45,25 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.residual else self.conv(x)
 
 
-class MobileNetV2(nn.Module):
+class StagedBackbone(nn.Module):
+    """A stem then ``stages``; returns the outputs of the stages in ``out_indices``."""
+
+    stem: nn.Module
+    stages: nn.ModuleList
+    out_indices: tuple[int, ...]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """x: [B, in_channels, H, W] -> one [B, C_i, H/s_i, W/s_i] per out index (s_i its stride)."""
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return outs
+
+
+class MobileNetV2(StagedBackbone):
     """MobileNetV2; stage i < 7 is inverted-residual group i, stage 7 the final 1x1 conv (1280)."""
 
     def __init__(self, width: float = 1.0, out_indices: tuple[int, ...] = (2, 4, 7), in_channels: int = 3) -> None:
@@ -70,15 +88,6 @@ class MobileNetV2(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.out_channels = [channels[i] for i in self.out_indices]
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """x: [B, in_channels, H, W] -> one [B, C_i, H/s_i, W/s_i] per out index."""
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
 
 
 class BasicBlock(nn.Module):
@@ -111,7 +120,7 @@ class Bottleneck(BasicBlock):
         self.relu = nn.ReLU(inplace=True)
 
 
-class ResNet(nn.Module):
+class ResNet(StagedBackbone):
     """ResNet (torchvision/mmdet layout, stride on the 3x3 conv); stages 0-3 are C2-C5."""
 
     def __init__(
@@ -144,15 +153,6 @@ class ResNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.out_channels = [channels[i] for i in self.out_indices]
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        """x: [B, in_channels, H, W] -> one [B, C_i, H/2^(i+2), W/2^(i+2)] per out index."""
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
 
 
 def build_backbone(cfg: BackboneConfig) -> MobileNetV2 | ResNet:

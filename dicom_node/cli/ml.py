@@ -8,13 +8,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from dicom_node.cli import app
+from dicom_node.cli import app, state
 
 DataOpt = Annotated[
     str, typer.Option("--data", help="'synthetic', 'synthetic:hard', or a COCO/YOLO folder (train/ + val/ or one folder)")
 ]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
+
+
+def _usage_error(exc: Exception) -> typer.Exit:
+    typer.secho(f"Error: {exc}", fg="red", err=True)
+    return typer.Exit(2)
 
 
 @app.command("train")
@@ -39,13 +44,19 @@ def train_cmd(
     from detector.sources import resolve
     from detector.train import train
 
-    cfg = load_config(config)
+    try:
+        cfg = load_config(config)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _usage_error(exc) from exc
     overrides = {k: v for k, v in {"epochs": epochs, "train_images": images, "seed": seed}.items() if v is not None}
     if overrides:
         cfg = cfg.replace(train=overrides)
     if threads:
         torch.set_num_threads(threads)
-    train_set, val_set = resolve(data, cfg.train)
+    try:
+        train_set, val_set = resolve(data, cfg.train)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _usage_error(exc) from exc
     name = Path(config).stem
     typer.echo(f"training {name}: {len(train_set)} train / {len(val_set)} val images -> {out}")
     result = train(cfg, train_set, val_set, out, config_name=name, resume=resume, device=device, progress=progress, log=typer.echo)
@@ -57,6 +68,7 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
+    ctx: typer.Context,
     checkpoint_path: Annotated[
         Optional[Path], typer.Option("--checkpoint", help="Checkpoint (default: MEDDET_CHECKPOINT or the shipped one)")
     ] = None,
@@ -77,7 +89,7 @@ def evaluate_cmd(
 
     if threads:
         torch.set_num_threads(threads)
-    det = Detector.from_checkpoint(checkpoint_path, device=device)
+    det = Detector.from_checkpoint(checkpoint_path or state(ctx).settings.checkpoint, device=device)
     dataset = eval_dataset(data, images, seed)
     metrics = evaluate_model(det.model, dataset, det.cfg.preprocess, batch_size, det.class_names)
     metrics = {"model_version": det.version, "data": data, "seed": seed, **metrics}

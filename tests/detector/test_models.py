@@ -86,3 +86,14 @@ def test_default_student_is_slim() -> None:
     r50 = complexity(load_config("teacher_r50"), 512)
     assert student.params_m / r50.params_m <= 0.3
     assert student.gmacs / r50.gmacs <= 1 / 6
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_forward_matches_cpu() -> None:
+    model = build_detector(load_config("tiny")).eval()
+    x = torch.rand(2, 1, 128, 128)
+    with torch.inference_mode():
+        cpu = model(x)[0][0]
+        gpu = model.cuda()(x.cuda())[0][0].cpu()
+    torch.testing.assert_close(cpu, gpu, atol=1e-3, rtol=1e-3)

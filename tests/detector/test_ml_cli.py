@@ -1,0 +1,40 @@
+"""`meddet train` and `meddet evaluate --json` end to end on a tiny config and synthetic data."""
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+import dicom_node.cli.ml  # noqa: F401  (registers the commands)
+from dicom_node.cli import app
+
+
+def test_train_then_evaluate_json(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    runner = CliRunner()
+    out = tmp_path / "run"
+    done = runner.invoke(
+        app,
+        ["train", "--config", "tiny", "--data", "synthetic", "--out", str(out), "--epochs", "1", "--images", "16",
+         "--threads", "1", "--no-progress"],
+    )
+    assert done.exit_code == 0, done.output
+    assert {"last.pt", "best.pt", "model.pt", "model.json"} <= {p.name for p in out.iterdir()}
+    assert "exported" in done.output
+
+    done = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(out / "model.pt"), "--data", "synthetic:hard", "--images", "8", "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    metrics = json.loads(done.output)
+    assert metrics["model_version"] == json.loads((out / "model.json").read_text())["version"]
+    assert metrics["images"] == 8 and metrics["objects"] > 0
+    assert set(metrics["per_class"]) == {"herniation", "normal_disc"}
+    assert 0.0 <= metrics["map50"] <= 1.0
+
+
+def test_train_rejects_an_unknown_data_spec(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["train", "--config", "tiny", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    assert done.exit_code == 2 and "neither" not in done.output
+    assert "expected" in done.output
