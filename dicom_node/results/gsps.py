@@ -20,11 +20,12 @@ from dicom_node.results.common import (
 LAYER = "MEDDET"
 
 
-def _text(finding: Finding, columns: int) -> hd.pr.TextObject:
+def _text(finding: Finding, columns: int, rows: int) -> hd.pr.TextObject:
     """The label above the box (below it when the box touches the top), clipped to the image."""
     x0, y0, x1, y1 = finding.box
     top = y0 - 8.0 if y0 >= 8.0 else y1
-    bottom = top + 8.0
+    bottom = min(top + 8.0, float(rows))
+    top = min(top, bottom - 1.0)
     return hd.pr.TextObject(
         text_value=finding.text,
         units=hd.pr.AnnotationUnitsValues.PIXEL,
@@ -59,7 +60,7 @@ def build_gsps(ctx: ResultContext, include_normal: bool = False) -> Dataset:
                     )
                     for f in findings
                 ],
-                text_objects=[_text(f, int(source.Columns)) for f in findings],
+                text_objects=[_text(f, int(source.Columns), int(source.Rows)) for f in findings],
             )
         )
     gsps = hd.pr.GrayscaleSoftcopyPresentationState(

@@ -165,3 +165,16 @@ def test_no_herniation_skips_seg_and_keeps_the_normal_levels(tmp_path):
     assert group.tracking_identifier == "C4-C5 disc"
     assert "no herniation" in objects["sc"].ImageComments
     assert np.asarray(objects["sc"].pixel_array).max() < 255  # nothing burned in
+
+
+@pytest.mark.parametrize("box", [[0, 0, 64, 64], [50, 58, 64, 64], [0, 0, 0.5, 0.5]])
+def test_boxes_at_the_image_edges_stay_valid(tmp_path, box):
+    sources = mr_series()
+    findings = findings_for(sources)
+    findings["findings"][1]["box"] = box
+    objects = _write_valid(tmp_path, findings, sources)
+    seg = hd.seg.Segmentation.from_dataset(objects["seg"])
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[sources[2].SOPInstanceUID], segment_numbers=[1]
+    )
+    assert pixels.sum() >= 1  # even a sub-pixel box marks its pixel
