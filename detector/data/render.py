@@ -97,8 +97,9 @@ def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float,
 
     # the posterior fossa above the foramen magnum
     head = u < -28
-    img[head & (v > front - 10)] = c.brain
-    img[head & (np.abs(v - canal_p - 14 - (-u - 28) * 0.6) < 3.5)] = c.cortex
+    skull_base = -28 - 0.025 * np.clip(v - canal_c, 0, None) ** 2  # u of the occipital bone, curving up
+    img[(u < skull_base) & (v > front - 5)] = c.brain
+    img[(np.abs(u - skull_base) < 3) & (v > canal_p) & (v < canal_p + 45)] = c.cortex
 
     # vertebral bodies C2..T2 (nearest one per pixel), their rim, the dens on top of C2
     k = np.clip(np.searchsorted((body_c[1:] + body_c[:-1]) / 2, u), 0, 7)
