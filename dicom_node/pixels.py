@@ -132,9 +132,10 @@ def read_series(path: str | Path | Sequence[str | Path], series_uid: str | None 
             datasets.append(dcmread(f))
         except (InvalidDicomError, OSError, EOFError) as exc:
             log.debug("skipped: not DICOM", path=str(f), error=str(exc))
-    datasets = [ds for ds in datasets if "SOPClassUID" in ds or "PixelData" in ds]
     if not datasets:
         raise SeriesError(f"{path}: no DICOM files found")
+    if not any(_is_image(ds) for ds in datasets):
+        raise SeriesError(f"{path}: no DICOM image found ({len(datasets)} non-image files, e.g. SR/SEG/PR)")
     return series_from_datasets(datasets, series_uid, canonical, where=str(path))
 
 
@@ -143,7 +144,11 @@ def series_from_datasets(datasets: Sequence[Dataset], series_uid: str | None = N
     """Decode and order already-read datasets of one series (see ``read_series``)."""
     groups: dict[str, list[Dataset]] = {}
     for ds in datasets:
+        if not _is_image(ds):
+            continue
         groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
+    if not groups:
+        raise SeriesError(f"{where}: no image instance (with PixelData) among {len(datasets)} datasets")
     if series_uid is not None:
         if series_uid not in groups:
             raise SeriesError(f"{where}: series {series_uid} not found (found {sorted(groups)})")
@@ -156,6 +161,11 @@ def series_from_datasets(datasets: Sequence[Dataset], series_uid: str | None = N
     slices = [s for ds in chosen for s in dataset_slices(ds, canonical)]
     slices.sort(key=lambda s: (s.position, s.sop_instance_uid, s.frame))
     return Series(tuple(slices))
+
+
+def _is_image(ds: Dataset) -> bool:
+    """An image instance: pixel data, and not a segmentation (result objects may sit beside)."""
+    return "PixelData" in ds and ds.get("Modality") != "SEG"
 
 
 def _files(path: str | Path | Sequence[str | Path]) -> list[Path]:

@@ -99,6 +99,9 @@ def _write_result_objects(findings: dict, sources: list, out: Path, results: str
     kinds = [k.strip() for k in results.split(",") if k.strip() and k.strip() != "none"]
     if not kinds:
         return []
+    if not findings["findings"]:
+        typer.secho("no disc found: no result objects written", fg="yellow", err=True)
+        return []
     try:
         from dicom_node.results import write_result_objects
     except ImportError:

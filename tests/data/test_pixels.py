@@ -157,8 +157,13 @@ def test_errors_name_what_is_missing(datasets, tmp_path):
         read_series(tmp_path / "nowhere")
     broken = copy.deepcopy(datasets[0])
     del broken.PixelData
-    with pytest.raises(SeriesError, match=f"{broken.SOPInstanceUID}.*PixelData"):
+    with pytest.raises(SeriesError, match="no image instance.*PixelData"):
         series_from_datasets([broken])
+    write([broken], tmp_path / "sr-only")
+    with pytest.raises(SeriesError, match="no DICOM image found"):
+        read_series(tmp_path / "sr-only")
+    series = series_from_datasets([broken, datasets[1]])  # non-image objects beside are ignored
+    assert [s.sop_instance_uid for s in series.slices] == [datasets[1].SOPInstanceUID]
     other = copy.deepcopy(datasets[1])
     other.SeriesInstanceUID = synth_uid("other")
     other.SeriesDescription = "AX T2"
