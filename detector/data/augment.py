@@ -112,4 +112,5 @@ def _clip(boxes: Tensor, h: int, w: int, min_size: float) -> Tensor:
     cy = ((y0 + y1) / 2).clamp(min_size / 2, h - min_size / 2)
     hw_ = torch.maximum(x1 - x0, torch.tensor(min_size)) / 2
     hh = torch.maximum(y1 - y0, torch.tensor(min_size)) / 2
-    return torch.stack([(cx - hw_).clamp(0, w), (cy - hh).clamp(0, h), (cx + hw_).clamp(0, w), (cy + hh).clamp(0, h)], 1)
+    return torch.stack([(cx - hw_).clamp(0, w), (cy - hh).clamp(0, h),
+                        (cx + hw_).clamp(0, w), (cy + hh).clamp(0, h)], 1)

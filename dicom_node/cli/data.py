@@ -56,8 +56,12 @@ def predict(
     checkpoint: Annotated[
         Optional[Path], typer.Option("--checkpoint", help="Detector checkpoint (default: MEDDET_CHECKPOINT or shipped)")
     ] = None,
-    series_uid: Annotated[Optional[str], typer.Option("--series", help="Series Instance UID when PATH holds several")] = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="Herniation score that calls a level herniated")] = 0.5,
+    series_uid: Annotated[
+        Optional[str], typer.Option("--series", help="Series Instance UID when PATH holds several")
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Herniation score that calls a level herniated")
+    ] = 0.5,
     results: Annotated[
         str, typer.Option("--results", help="DICOM result objects: comma list of sr,seg,gsps,sc,kos, or 'none'")
     ] = "sr,seg,gsps",
@@ -89,7 +93,8 @@ def predict(
     if as_json:
         typer.echo(json.dumps(findings, indent=1))
         return
-    _print_table(findings, {s.sop_instance_uid: (k, s.source.get('InstanceNumber')) for k, s in enumerate(series.slices)})
+    numbers = {s.sop_instance_uid: (k, s.source.get("InstanceNumber")) for k, s in enumerate(series.slices)}
+    _print_table(findings, numbers)
     for p in [out / "findings.json", *written]:
         typer.echo(f"wrote {p}")
 
