@@ -121,16 +121,20 @@ def _check(sessions, job_id: int, scp: RecordingSCP, env: dict[str, str]) -> Non
     _assert_results_once(scp, _settings(env), job_id)
 
 
+def _send_and_check(tmp_path: Path, env: dict[str, str], scp: RecordingSCP) -> None:
+    _send(tmp_path, env)
+    sessions, finished = _one_job(env)
+    job_id = wait_for(finished, 120, 0.2, "the job to finish")
+    _check(sessions, job_id, scp, env)
+
+
 def test_storescu_to_serve_to_celery_worker_to_destination(tmp_path, scp, checkpoint):
     with claimed_redis_db() as redis_url:
         env = _env(tmp_path, scp, checkpoint, redis_url)
         serve = ServeProcess(env, tmp_path / "serve.log")
         worker = WorkerProcess(env, tmp_path / "worker.log")
         try:
-            _send(tmp_path, env)
-            sessions, finished = _one_job(env)
-            job_id = wait_for(finished, 120, 0.2, "the job to finish")
-            _check(sessions, job_id, scp, env)
+            _send_and_check(tmp_path, env, scp)
         finally:
             worker.stop()
             serve.stop()
@@ -140,10 +144,7 @@ def test_storescu_to_serve_embedded_to_destination(tmp_path, scp, checkpoint):
     env = _env(tmp_path, scp, checkpoint, None)
     serve = ServeProcess(env, tmp_path / "serve.log")
     try:
-        _send(tmp_path, env)
-        sessions, finished = _one_job(env)
-        job_id = wait_for(finished, 120, 0.2, "the job to finish")
-        _check(sessions, job_id, scp, env)
+        _send_and_check(tmp_path, env, scp)
     finally:
         serve.stop()
 

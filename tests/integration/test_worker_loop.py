@@ -18,6 +18,8 @@ import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,7 @@ from tests.worker.support import (
     register_series,
     wait_for,
 )
-from worker.dispatch import make_dispatcher
+from worker.dispatch import Dispatcher, make_dispatcher
 
 pytestmark = pytest.mark.integration
 
@@ -157,30 +159,58 @@ def _assert_results_once(scp: RecordingSCP, settings: Settings, job_id: int) -> 
     assert findings["model"]["name"] == "meddet"
 
 
-def _run_distributed_loop(tmp_path, database_url, redis_url, scp, checkpoint) -> None:
-    metrics_port = free_port()
-    env = _env(tmp_path, database_url, redis_url, scp.destination, checkpoint)
+@dataclass
+class Loop:
+    """A relay in this process and a ``meddet worker`` subprocess sharing one audit DB."""
+
+    env: dict[str, str]
+    settings: Settings
+    sessions: sessionmaker[Session]
+    relay: Dispatcher
+
+    def submit(self, n_slices: int, spool: Path) -> int:
+        """Register a series as the node does (job + outbox row) and wake the relay."""
+        job_id = register_series(self.sessions, series_datasets(n_slices), spool,
+                                 _model_version(Path(self.env["MEDDET_CHECKPOINT"])))
+        self.relay.notify()
+        return job_id
+
+    def wait_finished(self, job_id: int) -> str:
+        finished = ("done", "failed", "quarantined")
+        return wait_for(lambda: (s := job_state(self.sessions, job_id)) in finished and s,
+                        120, 0.2, f"job {job_id} to finish")
+
+
+@contextmanager
+def distributed(tmp_path: Path, database_url: str, redis_url: str, destination: str,
+                checkpoint: Path, **worker_env: str) -> Iterator[Loop]:
+    env = _env(tmp_path, database_url, redis_url, destination, checkpoint)
     settings = _settings(env)
     sessions = migrated_sessions(database_url)
-    worker = WorkerProcess({**env, "MEDDET_METRICS_PORT": str(metrics_port)}, tmp_path / "worker.log")
+    worker = WorkerProcess({**env, **worker_env}, tmp_path / "worker.log")
     relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
     relay.start()
     try:
-        job_id = register_series(sessions, series_datasets(8), tmp_path / "spool", _model_version(checkpoint))
-        relay.notify()
-        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed", "quarantined"), 120,
-                 0.2, "job to finish")
-        url = f"http://127.0.0.1:{metrics_port}/metrics"
-        scraped = urllib.request.urlopen(url, timeout=10).read().decode()
+        yield Loop(env, settings, sessions, relay)
     finally:
         relay.stop()
         worker.stop()
-    history = _history(sessions, job_id)
+
+
+def _run_distributed_loop(tmp_path, database_url, redis_url, scp, checkpoint) -> None:
+    metrics_port = free_port()
+    with distributed(tmp_path, database_url, redis_url, scp.destination, checkpoint,
+                     MEDDET_METRICS_PORT=str(metrics_port)) as loop:
+        job_id = loop.submit(8, tmp_path / "spool")
+        loop.wait_finished(job_id)
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        scraped = urllib.request.urlopen(url, timeout=10).read().decode()
+    history = _history(loop.sessions, job_id)
     assert _states(history) == EVERY_STATE, (history, (tmp_path / "worker.log").read_text()[-3000:])
     assert all(e["at"] for e in history)
     steps = {e["state"] for e in history if e["state"].startswith("step:")}
     assert {"step:decode", "step:detect", "step:levels", "step:results", "step:send"} <= steps
-    _assert_results_once(scp, settings, job_id)
+    _assert_results_once(scp, loop.settings, job_id)
     # the worker's endpoint sums its pool processes (prometheus multiprocess mode)
     assert "meddet_job_run_seconds_count 1.0" in scraped
     assert "meddet_detector_seconds_per_slice_count 1.0" in scraped
@@ -196,57 +226,36 @@ def test_distributed_loop_on_postgresql(tmp_path, redis_url, scp, checkpoint, po
 
 @pytest.mark.slow
 def test_sigkill_mid_job_redelivers_and_sends_once(tmp_path, redis_url, scp, checkpoint):
-    database_url = f"sqlite:///{tmp_path / 'audit.db'}"
-    env = _env(tmp_path, database_url, redis_url, scp.destination, checkpoint)
-    settings = _settings(env)
-    sessions = migrated_sessions(database_url)
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
-    relay.start()
-    try:
-        job_id = register_series(sessions, series_datasets(20), tmp_path / "spool",
-                                 _model_version(checkpoint))
-        relay.notify()
+    with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination,
+                     checkpoint) as loop:
+        job_id = loop.submit(20, tmp_path / "spool")
 
         def running_pid() -> int | None:
-            for event in _history(sessions, job_id):
+            for event in _history(loop.sessions, job_id):
                 if event["state"] == "running":
                     return int(json.loads(event["detail"])["pid"])
             return None
 
         pid = wait_for(running_pid, 60, 0.02, "the job to start running")
         os.kill(pid, signal.SIGKILL)  # the pool process running the job dies mid-job
-        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed"), 120, 0.2, "job to finish")
-    finally:
-        relay.stop()
-        worker.stop()
-    history = _history(sessions, job_id)
+        loop.wait_finished(job_id)
+    history = _history(loop.sessions, job_id)
     states = _states(history)
     assert states[0] == "queued" and states[-1] == "done", history
     running = [json.loads(e["detail"]) for e in history if e["state"] == "running"]
     assert len(running) == 2 and running[1].get("redelivered_from") == "running", history
     assert running[1]["pid"] != pid
-    _assert_results_once(scp, settings, job_id)
+    _assert_results_once(scp, loop.settings, job_id)
 
 
 @pytest.mark.slow
 def test_destination_down_retries_fails_then_resend_succeeds(tmp_path, redis_url, checkpoint):
-    database_url = f"sqlite:///{tmp_path / 'audit.db'}"
     scp = RecordingSCP()  # not started: the destination is down
-    env = _env(tmp_path, database_url, redis_url, scp.destination, checkpoint)
-    settings = _settings(env)
-    sessions = migrated_sessions(database_url)
-    worker = WorkerProcess(env, tmp_path / "worker.log")
-    relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
-    relay.start()
-    try:
-        job_id = register_series(sessions, series_datasets(6), tmp_path / "spool",
-                                 _model_version(checkpoint))
-        relay.notify()
-        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed"), 120, 0.2, "job to fail")
-    finally:
-        relay.stop()
-        worker.stop()
+    with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination,
+                     checkpoint) as loop:
+        job_id = loop.submit(6, tmp_path / "spool")
+        assert loop.wait_finished(job_id) == "failed"
+    sessions, settings, env = loop.sessions, loop.settings, loop.env
     with sessions() as session:
         job = session.get(Job, job_id)
         assert job.state.value == "failed" and job.retries == 2
@@ -289,3 +298,34 @@ def test_embedded_loop_runs_in_process(tmp_path, scp, checkpoint):
     assert metrics.registry.get_sample_value("meddet_queue_wait_seconds_count") == 1.0
     with sessions() as session:
         assert jobs.pending_outbox(session) == []
+
+
+def test_embedded_destination_down_fails_then_meddet_retry_runs_it_again(tmp_path, checkpoint):
+    scp = RecordingSCP()  # down for the first run
+    settings = Settings(
+        data_dir=tmp_path / "data", destinations=scp.destination, checkpoint=checkpoint,
+        device="cpu", send_retries=1,
+    )
+    sessions = migrated_sessions(settings.effective_database_url)
+    dispatcher = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2, retry_backoff=0.2)
+    dispatcher.start()
+    try:
+        job_id = register_series(sessions, series_datasets(6), tmp_path / "spool", _model_version(checkpoint))
+        dispatcher.notify()
+        wait_for(lambda: job_state(sessions, job_id) == "failed", 120, 0.2, "job to fail")
+        scp.start()
+        cli = subprocess.run(
+            [sys.executable, "-c", "from dicom_node.cli import main; main()", "retry", str(job_id), "--json"],
+            env={**os.environ, "MEDDET_DATA_DIR": str(settings.data_dir)},
+            capture_output=True, text=True, timeout=120,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout.strip().splitlines()[-1])["run"] == 2
+        dispatcher.notify()
+        wait_for(lambda: job_state(sessions, job_id) == "done", 120, 0.2, "the retried job")
+    finally:
+        dispatcher.stop(timeout=60)
+        scp.stop()
+    states = _states(_history(sessions, job_id))
+    assert states == ["queued", "running", "results_written", "failed", *EVERY_STATE], states
+    _assert_results_once(scp, settings, job_id)
