@@ -88,6 +88,8 @@ def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float,
 
     # neck: muscles behind the canal, fat under the skin, air outside, airway in front
     img[v > canal_p] = c.muscle
+    behind = v - canal_p - 0.04 * u * texture[0]  # fat planes between the nuchal muscles
+    img[(v > canal_p + 20) & (np.sin(behind * (2 * np.pi / 11.0) + 0.08 * u) > 0.93)] = c.fat * 0.8
     img[(v > skin_p - 7) | (v < skin_a + 4)] = c.fat
     img[(v > skin_p) | (v < skin_a)] = 0.0
     if abs(d) < 9:
