@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -230,6 +231,7 @@ def run(args: argparse.Namespace) -> dict:
         "throughput_series_per_min": round(args.series / elapsed * 60, 2),
         "throughput_series": args.series,
         "series_prepared_s": round(prepared, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
@@ -270,6 +272,8 @@ def main() -> None:
           f"{result['latency_minus_detector_s']:.2f} s")
     print(f"  worker throughput (1 embedded worker): {result['throughput_series_per_min']:.1f} "
           f"series/min over {result['throughput_series']} series")
+    print(f"  peak RSS of the node + embedded worker process: {result['peak_rss_mb']:.0f} MB "
+          f"(target for a worker < 2048 MB)")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,11 @@ class _OutboxLoop:
             if self._thread.is_alive():
                 log.warning("dispatcher_still_busy", thread=self._thread.name, waited=timeout)
 
+    def _prepare(self) -> None:
+        """Runs once on the thread before the first tick."""
+
     def _loop(self) -> None:
+        self._prepare()
         delay = 0.0
         while not self._stopping.is_set():
             self._wake.wait(delay)
@@ -146,6 +150,12 @@ class EmbeddedWorker(_OutboxLoop):
         self.context = context
         self._attempts: dict[int, int] = {}
         self._not_before: dict[int, float] = {}
+
+    def _prepare(self) -> None:
+        try:  # load the model now, off the node's threads, not on the first series
+            self.context.warm_up()
+        except Exception:  # each job will fail with the reason; the node keeps receiving
+            log.exception("model_load_failed", checkpoint=str(self.context.settings.checkpoint))
 
     def tick(self) -> float:
         from worker.tasks import run_job, schedule_retry
