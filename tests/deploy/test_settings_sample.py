@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from dicom_node.config import Settings
+from dicom_node.config import Settings, load_settings
 from tests.deploy.conftest import DEPLOY
 
 SAMPLE = DEPLOY / "meddet.toml"
@@ -18,8 +18,7 @@ def test_sample_loads_into_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("MEDDET_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("MEDDET_CONFIG", str(SAMPLE))
-    settings = Settings()
+    settings = load_settings(SAMPLE)
     assert settings.embedded and str(settings.data_dir) == "/var/lib/meddet"
 
 
