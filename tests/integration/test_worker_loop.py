@@ -167,6 +167,7 @@ class Loop:
     settings: Settings
     sessions: sessionmaker[Session]
     relay: Dispatcher
+    worker: WorkerProcess
 
     def submit(self, n_slices: int, spool: Path) -> int:
         """Register a series as the node does (job + outbox row) and wake the relay."""
@@ -183,15 +184,15 @@ class Loop:
 
 @contextmanager
 def distributed(tmp_path: Path, database_url: str, redis_url: str, destination: str,
-                checkpoint: Path, **worker_env: str) -> Iterator[Loop]:
+                checkpoint: Path, *worker_args: str, **worker_env: str) -> Iterator[Loop]:
     env = _env(tmp_path, database_url, redis_url, destination, checkpoint)
     settings = _settings(env)
     sessions = migrated_sessions(database_url)
-    worker = WorkerProcess({**env, **worker_env}, tmp_path / "worker.log")
+    worker = WorkerProcess({**env, **worker_env}, tmp_path / "worker.log", *worker_args)
     relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
     relay.start()
     try:
-        yield Loop(env, settings, sessions, relay)
+        yield Loop(env, settings, sessions, relay, worker)
     finally:
         relay.stop()
         worker.stop()
@@ -224,19 +225,17 @@ def test_distributed_loop_on_postgresql(tmp_path, redis_url, scp, checkpoint, po
     _run_distributed_loop(tmp_path, postgres_url, redis_url, scp, checkpoint)
 
 
+def _running_pids(loop: Loop, job_id: int) -> list[int]:
+    return [int(json.loads(e["detail"])["pid"])
+            for e in _history(loop.sessions, job_id) if e["state"] == "running"]
+
+
 @pytest.mark.slow
 def test_sigkill_mid_job_redelivers_and_sends_once(tmp_path, redis_url, scp, checkpoint):
     with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination,
                      checkpoint) as loop:
         job_id = loop.submit(20, tmp_path / "spool")
-
-        def running_pid() -> int | None:
-            for event in _history(loop.sessions, job_id):
-                if event["state"] == "running":
-                    return int(json.loads(event["detail"])["pid"])
-            return None
-
-        pid = wait_for(running_pid, 60, 0.02, "the job to start running")
+        (pid,) = wait_for(lambda: _running_pids(loop, job_id), 60, 0.02, "the job to start running")
         os.kill(pid, signal.SIGKILL)  # the pool process running the job dies mid-job
         loop.wait_finished(job_id)
     history = _history(loop.sessions, job_id)
@@ -245,6 +244,27 @@ def test_sigkill_mid_job_redelivers_and_sends_once(tmp_path, redis_url, scp, che
     running = [json.loads(e["detail"]) for e in history if e["state"] == "running"]
     assert len(running) == 2 and running[1].get("redelivered_from") == "running", history
     assert running[1]["pid"] != pid
+    _assert_results_once(scp, loop.settings, job_id)
+
+
+@pytest.mark.slow
+def test_whole_worker_killed_its_job_goes_to_the_next_worker(tmp_path, redis_url, scp, checkpoint):
+    """The worker's main process dies too (OOM, host crash): the unacked message comes back
+    after the visibility timeout to whichever worker runs then."""
+    with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination,
+                     checkpoint, "--visibility-timeout", "6") as loop:
+        job_id = loop.submit(20, tmp_path / "spool")
+        wait_for(lambda: _running_pids(loop, job_id), 60, 0.02, "the job to start running")
+        os.killpg(loop.worker.proc.pid, signal.SIGKILL)
+        loop.worker.proc.wait(10)
+        assert job_state(loop.sessions, job_id) == "running"
+        second = WorkerProcess(loop.env, tmp_path / "worker2.log", "--visibility-timeout", "6")
+        try:
+            assert loop.wait_finished(job_id) == "done"
+        finally:
+            second.stop()
+    assert len(_running_pids(loop, job_id)) == 2
+    assert _states(_history(loop.sessions, job_id))[-4:] == EVERY_STATE[1:]
     _assert_results_once(scp, loop.settings, job_id)
 
 
