@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from dicom_node import jobs
@@ -147,6 +149,41 @@ def test_storescu_to_serve_embedded_to_destination(tmp_path, scp, checkpoint):
         _send_and_check(tmp_path, env, scp)
     finally:
         serve.stop()
+
+
+def test_a_late_instance_reruns_the_finished_job(tmp_path, scp, checkpoint):
+    """Late instances reopen a finished series; its job runs again (run 2) and re-sends results
+    with the same SOP Instance UIDs."""
+    env = _env(tmp_path, scp, checkpoint, None)
+    serve = ServeProcess(env, tmp_path / "serve.log")
+    try:
+        _send_and_check(tmp_path, env, scp)
+        first = sorted(scp.uids())
+        late = dcmread(sorted((tmp_path / "to-send").glob("*.dcm"))[-1])
+        late.SOPInstanceUID = late.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        late.InstanceNumber = int(late.InstanceNumber) + 1
+        late.ImagePositionPatient = [float(v) + 1.0 for v in late.ImagePositionPatient]
+        path = tmp_path / "late.dcm"
+        late.save_as(path)
+        subprocess.run(
+            [STORESCU, "-aec", "MEDDET", "127.0.0.1", env["MEDDET_PORT"], str(path)],
+            env={**os.environ, "TCP_NODELAY": "1"}, check=True, capture_output=True, timeout=60,
+        )
+        sessions, _ = _one_job(env)
+
+        def second_run_done() -> bool:
+            with sessions() as session:
+                job = session.scalars(select(Job)).one()
+                return job.run == 2 and job.state.value == "done"
+
+        wait_for(second_run_done, 120, 0.2, "the second run")
+        with sessions() as session:
+            job = session.scalars(select(Job)).one()
+            states = _states(jobs.job_history(session, job.id))
+    finally:
+        serve.stop()
+    assert states == EVERY_STATE + EVERY_STATE, states
+    assert sorted(scp.uids()) == sorted(first + first)  # same objects, same UIDs, once per run
 
 
 def test_redis_down_while_receiving_loses_nothing(tmp_path, scp, checkpoint):

@@ -115,3 +115,24 @@ def test_resend_needs_stored_results_and_a_finished_job(sessions, tmp_path):
     with pytest.raises(PermanentError, match="no stored results"):
         resend_job(ctx, job_id)
     assert job_state(sessions, job_id) == "failed"
+
+
+def test_a_run_superseded_by_late_instances_stops_at_its_next_step(sessions, tmp_path):
+    from dicom_node.audit.models import Series
+    from worker import pipeline
+    from worker.errors import StaleRunError
+    from worker.tasks import claim_job
+
+    ctx = _context(sessions, tmp_path)
+    job_id = _job(sessions, tmp_path)
+    claim = claim_job(ctx, job_id)
+    assert claim.run == 1 and not claim.resume
+    with transaction(sessions) as session:  # late instances: the node re-enqueues the series
+        job = session.get(Job, job_id)
+        jobs.enqueue_series(session, session.get(Series, job.series_id), "v1")
+    with pytest.raises(StaleRunError, match="run 1 superseded by run 2"):
+        pipeline.advance(ctx, job_id, claim.run, JobState.results_written)
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert (job.state, job.run) == (JobState.queued, 2)
+        assert len(jobs.pending_outbox(session)) == 2
