@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from dicom_node import jobs
 from dicom_node.audit.db import transaction
@@ -53,7 +54,17 @@ def _seconds_since(at: datetime) -> float:
 
 
 def claim_job(ctx: WorkerContext, job_id: int) -> Claim | str:
-    """Take the job for this delivery, or say why there is nothing to do."""
+    """Take the job for this delivery, or say why there is nothing to do.
+
+    A busy or unreachable database is a RetriableError (the delivery is retried).
+    """
+    try:
+        return _claim(ctx, job_id)
+    except OperationalError as exc:
+        raise RetriableError(f"audit database: {exc.orig}") from exc
+
+
+def _claim(ctx: WorkerContext, job_id: int) -> Claim | str:
     with transaction(ctx.sessions) as session:
         job = session.get(Job, job_id, with_for_update=True)  # one claimant at a time
         if job is None:
@@ -131,17 +142,20 @@ def schedule_retry(
         finish(ctx, job_id, JobState.failed, f"gave up after {attempt} retries: {error.reason}")
         return None
     countdown = ctx.retry.countdown(attempt)
-    with transaction(ctx.sessions) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return None
-        job.retries += 1
-        jobs.record_event(
-            session,
-            job,
-            "retry",
-            {"attempt": attempt + 1, "in_seconds": countdown, "reason": error.reason},
-        )
+    try:
+        with transaction(ctx.sessions) as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                return None
+            job.retries += 1
+            jobs.record_event(
+                session,
+                job,
+                "retry",
+                {"attempt": attempt + 1, "in_seconds": countdown, "reason": error.reason},
+            )
+    except OperationalError as exc:  # the retry still happens; only its audit row is missing
+        log.warning("retry_not_recorded", job_id=job_id, error=str(exc.orig))
     log.info("job_retry", job_id=job_id, attempt=attempt + 1, countdown=countdown)
     return countdown
 
