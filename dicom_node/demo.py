@@ -37,15 +37,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
-    """Poll ``probe`` until it returns something truthy; TimeoutError naming ``what`` otherwise."""
+def wait_for(
+    probe: Callable[[], T | None], timeout: float, what: str | Callable[[], str], interval: float = 0.2
+) -> T:
+    """Poll ``probe`` until it returns something truthy; TimeoutError naming ``what`` otherwise
+    (a callable ``what`` is called then, e.g. to show a server's log at the time of failure)."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout:.0f} s")
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 

@@ -16,17 +16,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+
+from dicom_node.demo import wait_for
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 ORTHANC_DIR = REPO / "deploy" / "orthanc"
 ORTHANC_BIN = "/usr/sbin/Orthanc"
 DEBIAN_PLUGINS = "/usr/share/orthanc/plugins"
-
-T = TypeVar("T")
 
 # Runs inside the namespace: one REST call (body from stdin) or one POST per file given.
 _CLIENT = r"""
@@ -54,21 +53,6 @@ def unavailable_reason() -> str | None:
     if os.geteuid() != 0:
         return "network namespaces need root (`ip netns add`)"
     return None
-
-
-def wait_for(
-    probe: Callable[[], T | None], timeout: float, what: str | Callable[[], str], interval: float = 0.25
-) -> T:
-    """Poll ``probe`` until it returns a truthy value; TimeoutError naming ``what`` otherwise
-    (a callable ``what`` is called then, e.g. to show a server's log at the time of failure)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")
-        time.sleep(interval)
 
 
 class NetNamespace:
