@@ -29,12 +29,15 @@ class DistillConfig:
     "head" (the default, MedDet), "fpn" or "backbone". ``cache``: teacher features kept
     "memory" (float16), on "disk" (in the output folder) or "none" (teachers run every step,
     which allows augmentation). ``alpha``/``beta``: weights of the feature MSE and of the
-    adversarial (generator) loss; ``adversarial`` false drops AATM's discriminator."""
+    adversarial (generator) loss; ``gamma``: weight of the detection loss of the student's
+    head on the fused teacher feature (trains AFA and LWFF); ``adversarial`` false drops
+    AATM's discriminator."""
 
     student: str = "student"
     teachers: tuple[str, ...] = ()
     alpha: float = 1.0
     beta: float = 0.1
+    gamma: float = 0.5
     fusion: str = "lwff"
     adversarial: bool = True
     normalize: bool = True
@@ -49,8 +52,8 @@ class DistillConfig:
             raise ValueError(f"ode: expected none, head, fpn or backbone, got {self.ode!r}")
         if self.cache not in ("none", "memory", "disk"):
             raise ValueError(f"cache: expected none, memory or disk, got {self.cache!r}")
-        if self.alpha < 0 or self.beta < 0:
-            raise ValueError("alpha and beta must be >= 0")
+        if min(self.alpha, self.beta, self.gamma) < 0:
+            raise ValueError("alpha, beta and gamma must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

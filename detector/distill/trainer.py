@@ -1,7 +1,9 @@
 """MedDet distillation loop: frozen teachers -> AFA -> LWFF -> (AATM) -> GFL student.
 
 Per step: loss = detection (QFL + DFL + GIoU) + alpha * MSE(generated student feature, fused
-teacher feature) + beta * adversarial (generator); with ``adversarial`` the discriminators
+teacher feature) + beta * adversarial (generator) + gamma * detection on the fused teacher
+feature through the student's head (what trains AFA and LWFF: a learnable target pulled
+toward the student by the MSE would collapse onto whatever the student already has); with ``adversarial`` the discriminators
 are updated first on (fused teacher = real, generated = fake), then the student side.
 Teacher FPN features can be cached once (memory as float16, or on disk), which makes CPU
 distillation cost little more than plain training. ``out_dir/last.pt`` holds the full state
@@ -222,9 +224,15 @@ def distill(
             sizes = [tuple(f.shape[-2:]) for f in s_feats]
             fused = mods.fused_teacher(t_feats, sizes)  # type: ignore[arg-type]
             generated = mods.aatm.generate(s_feats)
-            mse = feature_mse(generated, fused, dcfg.normalize)
+            # the fused teacher is a fixed target for the student side; AFA/LWFF learn from
+            # the student's head detecting on it, so it stays meaningful in the student's space
+            mse = feature_mse(generated, [f.detach() for f in fused], dcfg.normalize)
             logs = {k: float(v.detach()) for k, v in det.items()}
             loss = sum(det.values()) + dcfg.alpha * mse
+            if dcfg.gamma > 0:
+                fdet = student.head.loss(*student.head(fused), [t["boxes"] for t in targets], [t["labels"] for t in targets])
+                loss = loss + dcfg.gamma * sum(fdet.values())
+                logs["fused_det"] = float(sum(fdet.values()).detach())
             if dcfg.adversarial and dcfg.beta > 0:
                 d_loss = discriminator_loss(mods.aatm.discriminate([f.detach() for f in fused]),
                                             mods.aatm.discriminate([g.detach() for g in generated]))
@@ -237,7 +245,7 @@ def distill(
                 for p in discs:
                     p.requires_grad_(True)
                 loss = loss + dcfg.beta * g_loss
-                logs.update(adv_d=float(d_loss), adv_g=float(g_loss))
+                logs.update(adv_d=float(d_loss.detach()), adv_g=float(g_loss.detach()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
