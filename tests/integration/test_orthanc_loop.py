@@ -44,6 +44,7 @@ class Loop:
     trained: bool  # the shipped checkpoint (else the biased tiny one)
     series: list[dict]  # Orthanc's series of the study after the loop
     objects: dict[str, list[Dataset]]  # result objects downloaded from Orthanc, by modality
+    dicomweb_modalities: list[str]  # QIDO-RS (DICOMweb plugin): the study's series modalities
     findings: dict  # the node's findings.json
     node_log: str
     orthanc_log: str
@@ -102,10 +103,12 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
         objects: dict[str, list[Dataset]] = {}
         for s in series:
             objects.setdefault(s["MainDicomTags"]["Modality"], []).extend(_download(orthanc, s))
+        qido = orthanc.get(f"/dicom-web/studies/{study['study_instance_uid']}/series")
         [findings_path] = (tmp / "node" / "results").glob("*/findings.json")
         return Loop(
             study["study_instance_uid"], study["series_instance_uid"], set(study["herniated_levels"]),
-            trained, series, objects, json.loads(findings_path.read_text()),
+            trained, series, objects, [s["00080060"]["Value"][0] for s in qido],
+            json.loads(findings_path.read_text()),
             node_log.read_text(errors="replace"), orthanc.log_text(),
         )
     finally:
@@ -127,6 +130,10 @@ def test_results_are_new_series_of_the_source_study_once_each(loop: Loop) -> Non
         [ds] = loop.objects[modality]  # one instance each: nothing was stored twice
         assert ds.StudyInstanceUID == loop.study_uid
         assert ds.SeriesInstanceUID != loop.series_uid
+
+
+def test_results_are_visible_over_dicomweb(loop: Loop) -> None:
+    assert sorted(loop.dicomweb_modalities) == ["MR", "PR", "SEG", "SR"]
 
 
 def test_results_parse_with_highdicom(loop: Loop) -> None:
