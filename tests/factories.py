@@ -26,6 +26,7 @@ def make_mr_series(
     rng = np.random.default_rng(seed)
     study_uid = study_uid or generate_uid()
     series_uid = series_uid or generate_uid()
+    frame_of_reference = generate_uid()  # one per series: slices share their geometry
     datasets = []
     for index in range(n):
         ds = Dataset()
@@ -37,7 +38,7 @@ def make_mr_series(
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = series_uid + ".1" if len(series_uid) < 62 else generate_uid()
+        ds.FrameOfReferenceUID = frame_of_reference
         ds.PatientName = "SYNTH^TEST"
         ds.PatientID = "SYNTH0001"
         ds.PatientBirthDate = ""
