@@ -207,12 +207,13 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 def draw_key_slice(source: Dataset, findings: Sequence[dict[str, Any]], out: Path, scale: int = 2) -> Path:
     """Save ``source``'s pixels as a PNG with the boxes of the findings on that slice drawn."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     uid = str(source.SOPInstanceUID)
     image = Image.fromarray(to_uint8(source.pixel_array)).convert("RGB")
     image = image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=8 * scale)
     for finding in findings:
         if finding["sop_instance_uid"] != uid:
             continue
@@ -220,11 +221,11 @@ def draw_key_slice(source: Dataset, findings: Sequence[dict[str, Any]], out: Pat
         x0, y0, x1, y1 = (v * scale for v in finding["box"])
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=2)
         text = f"{finding['level']} {finding['label'].replace('_', ' ')} {finding['score']:.0%}"
-        left, top, right, bottom = draw.textbbox((0, 0), text)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         x = min(max(x0, 0), image.width - (right - left) - 2)  # keep the label inside the image
         y = y0 - (bottom - top) - 4 if y0 - (bottom - top) - 4 >= 0 else y1 + 2
-        draw.text((x, y), text, fill=colour)
-    draw.text((6, 6), "MedDet demo - synthetic data, not for diagnosis", fill=(255, 255, 0))
+        draw.text((x, y), text, fill=colour, font=font)
+    draw.text((6, 6), "MedDet demo - synthetic data, not for diagnosis", fill=(255, 255, 0), font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
     return out
