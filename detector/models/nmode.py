@@ -133,11 +133,25 @@ def solve_nmode2(u: Tensor, solver: ODESolver) -> Tensor:
     return odeint(NMODE2Func(u), torch.zeros_like(u), t, **kwargs)[-1]  # type: ignore[arg-type]
 
 
+def _nhwc(u: Tensor) -> bool:
+    return u.dim() == 4 and not u.is_contiguous() and u.is_contiguous(memory_format=torch.channels_last)
+
+
 def solve_many(us: Sequence[Tensor], solver: ODESolver) -> list[Tensor]:
-    """Solve several inputs (any shapes, one dtype/device) as one flattened tensor."""
-    flat = torch.cat([u.reshape(-1) for u in us])
+    """Solve several inputs (any shapes, one dtype/device) as one flattened tensor.
+
+    Each input is flattened in its memory order (channels-last maps stay channels-last).
+    """
+    flat = torch.cat([(u.permute(0, 2, 3, 1) if _nhwc(u) else u).reshape(-1) for u in us])
     ys = solve_nmode2(flat, solver).split([u.numel() for u in us])
-    return [y.view_as(u) for y, u in zip(ys, us)]
+    out = []
+    for y, u in zip(ys, us):
+        if _nhwc(u):
+            b, c, h, w = u.shape
+            out.append(y.view(b, h, w, c).permute(0, 3, 1, 2))
+        else:
+            out.append(y.view_as(u))
+    return out
 
 
 def _proj(channels: int) -> nn.Conv2d:

@@ -91,7 +91,7 @@ def test_distill_config_parsing_and_shipped_files() -> None:
         DistillConfig(fusion="max")
     for name in ("distill_paper", "distill_small"):
         dcfg, student = load_distill(name)
-        assert len(dcfg.teachers) == 3 and student.head.ode == "none"
+        assert len(dcfg.teachers) == 3 and student.head.ode == "none" and dcfg.ode == "head"
     paper, student = load_distill("distill_paper")
     assert paper.teachers == ("teacher_r152", "teacher_r101", "teacher_r50")
     assert student.backbone.name == "mobilenetv2" and student.neck.channels == 256

@@ -67,6 +67,13 @@ def test_solve_many_equals_separate_solves() -> None:
         assert torch.allclose(y, rk4_unrolled(u, 4), atol=1e-6)
 
 
+def test_solve_many_keeps_channels_last() -> None:
+    u = torch.randn(2, 8, 5, 3).contiguous(memory_format=torch.channels_last)
+    (y,) = solve_many([u], ODESolver())
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(y, rk4_unrolled(u.contiguous(), 4), atol=1e-6)
+
+
 def test_refiner_shapes_and_one_solve(monkeypatch: pytest.MonkeyPatch) -> None:
     import detector.models.nmode as nm
 
