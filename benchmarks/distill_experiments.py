@@ -225,7 +225,8 @@ def main() -> None:
                          ("abl_ode_lwff", MEDDET.replace(adversarial=False))],
             "placement": [("place_fpn", MEDDET.replace(ode="fpn")), ("place_backbone", MEDDET.replace(ode="backbone"))],
             "fusion": [("fuse_sum", MEDDET.replace(fusion="sum")), ("fuse_concat", MEDDET.replace(fusion="concat"))],
-            "kd": [("kd_single_r50", MEDDET.replace(fusion="sum", ode="none", adversarial=False))],
+            # plain feature-MSE KD: one teacher, its FPN through a fixed 1x1 projection, no extras
+            "kd": [("kd_single_r50", MEDDET.replace(fusion="sum", ode="none", adversarial=False, gamma=0.0))],
         }
         for stage in stages:
             if stage in runs:
