@@ -195,3 +195,18 @@ def test_an_idle_association_does_not_burn_cpu(scp) -> None:  # type: ignore[no-
     assoc.release()
     # Stock 1 ms polling costs ~20 ms of CPU per idle second here; blocking waits ~0.2 ms.
     assert used <= 0.005, f"idle association used {used:.4f} s CPU in 1 s"
+
+
+def test_abort_from_another_thread_while_the_association_drives_its_dul(scp) -> None:  # type: ignore[no-untyped-def]
+    """What Node.stop() does to an association that outlives the shutdown grace period."""
+    server, seen = scp
+    assoc = requestor().associate("127.0.0.1", port(server), ae_title="MEDDET")
+    assert assoc.send_c_echo().Status == statuses.SUCCESS  # the acceptor now drives its DUL
+    (acceptor,) = server.active_associations
+    acceptor.abort()  # from this (the test's) thread
+    deadline = time.monotonic() + 5
+    while not assoc.is_aborted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert assoc.is_aborted
+    acceptor.join(5)
+    assert not acceptor.is_alive()
