@@ -38,7 +38,13 @@ def celery_config(settings: Settings, options: WorkerOptions) -> dict:
     """The Celery configuration as plain data (testable without a broker)."""
     if not settings.broker_url:
         raise ValueError("broker_url: distributed mode needs MEDDET_BROKER_URL (a Redis URL)")
-    transport = {"visibility_timeout": options.visibility_timeout}
+    # A lost worker's unacked message is restored on a sweep after ``visibility_timeout``;
+    # kombu sweeps every interval x throttle seconds (100 by default): make it the interval.
+    transport = {
+        "visibility_timeout": options.visibility_timeout,
+        "unacked_restore_interval": max(1, min(10, int(options.visibility_timeout / 3))),
+        "unacked_restore_throttle": 1,
+    }
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.broker_url,
