@@ -20,13 +20,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    """Seed 7: a phantom with two herniated levels, so every result kind is written."""
     checkpoint, _ = checkpoint_with_findings(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDDET_")}
     env |= {"MEDDET_CHECKPOINT": str(checkpoint), "MEDDET_DEVICE": "cpu", "OMP_NUM_THREADS": "1",
             "COLUMNS": "120"}
     out = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-c", "from dicom_node.cli import main; main()", "demo", "--out", str(out), "--seed", "3"],
+        [sys.executable, "-c", "from dicom_node.cli import main; main()", "demo", "--out", str(out), "--seed", "7"],
         env=env, capture_output=True, text=True, timeout=400,
     )
     assert result.returncode == 0, result.stdout + result.stderr
