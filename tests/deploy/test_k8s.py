@@ -7,6 +7,7 @@ import json
 
 import jsonschema
 import kubernetes_validate
+import kubernetes_validate.utils
 import pytest
 import yaml
 
@@ -14,6 +15,7 @@ from tests.deploy.conftest import DATA, DEPLOY
 
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.31.0"  # oldest release we support; the schemas ship with the package
+VERSIONS = (KUBERNETES_VERSION, kubernetes_validate.utils.latest_version())
 NOT_KUBERNETES = {"keda.sh/v1alpha1", "kustomize.config.k8s.io/v1beta1"}
 
 
@@ -32,9 +34,10 @@ def _id(item: tuple[str, dict]) -> str:
     return f"{item[0]}:{item[1]['kind']}"
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("item", [d for d in DOCS if d[1]["apiVersion"] not in NOT_KUBERNETES], ids=_id)
-def test_manifest_is_valid_kubernetes(item: tuple[str, dict]) -> None:
-    kubernetes_validate.validate(item[1], KUBERNETES_VERSION, strict=True)
+def test_manifest_is_valid_kubernetes(item: tuple[str, dict], version: str) -> None:
+    kubernetes_validate.validate(item[1], version, strict=True)
 
 
 def test_strict_validation_catches_a_typo() -> None:
