@@ -8,9 +8,7 @@ runs once Redis is back. Results arrive exactly once in every case.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,18 +24,19 @@ from dicom_node.audit.models import Job, Outbox
 from tests.factories import write_series
 from tests.integration.test_worker_loop import (
     EVERY_STATE,
-    WorkerProcess,
     _assert_results_once,
     _settings,
     _states,
     series_datasets,
 )
 from tests.worker.support import (
+    MeddetProcess,
     RecordingSCP,
     RedisServer,
     checkpoint_for_tests,
     claimed_redis_db,
     free_port,
+    start_worker,
     wait_for,
 )
 
@@ -57,24 +56,8 @@ def scp() -> Iterator[RecordingSCP]:
     server.stop()
 
 
-class ServeProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from dicom_node.cli import main; main()", "serve"],
-            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_for(lambda: "listening on" in log.read_text(errors="replace") or self.proc.poll() is not None,
-                 90, 0.1, "meddet serve listening")
-        assert self.proc.poll() is None, log.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+def start_serve(env: dict[str, str], log: Path) -> MeddetProcess:
+    return MeddetProcess(["serve"], env, log, ready="listening on")
 
 
 def _env(tmp_path: Path, scp: RecordingSCP, checkpoint: Path, broker_url: str | None) -> dict[str, str]:
@@ -133,8 +116,8 @@ def _send_and_check(tmp_path: Path, env: dict[str, str], scp: RecordingSCP) -> N
 def test_storescu_to_serve_to_celery_worker_to_destination(tmp_path, scp, checkpoint):
     with claimed_redis_db() as redis_url:
         env = _env(tmp_path, scp, checkpoint, redis_url)
-        serve = ServeProcess(env, tmp_path / "serve.log")
-        worker = WorkerProcess(env, tmp_path / "worker.log")
+        serve = start_serve(env, tmp_path / "serve.log")
+        worker = start_worker(env, tmp_path / "worker.log")
         try:
             _send_and_check(tmp_path, env, scp)
         finally:
@@ -144,7 +127,7 @@ def test_storescu_to_serve_to_celery_worker_to_destination(tmp_path, scp, checkp
 
 def test_storescu_to_serve_embedded_to_destination(tmp_path, scp, checkpoint):
     env = _env(tmp_path, scp, checkpoint, None)
-    serve = ServeProcess(env, tmp_path / "serve.log")
+    serve = start_serve(env, tmp_path / "serve.log")
     try:
         _send_and_check(tmp_path, env, scp)
     finally:
@@ -155,7 +138,7 @@ def test_a_late_instance_reruns_the_finished_job(tmp_path, scp, checkpoint):
     """Late instances reopen a finished series; its job runs again (run 2) and re-sends results
     with the same SOP Instance UIDs."""
     env = _env(tmp_path, scp, checkpoint, None)
-    serve = ServeProcess(env, tmp_path / "serve.log")
+    serve = start_serve(env, tmp_path / "serve.log")
     try:
         _send_and_check(tmp_path, env, scp)
         first = sorted(scp.uids())
@@ -189,8 +172,8 @@ def test_a_late_instance_reruns_the_finished_job(tmp_path, scp, checkpoint):
 def test_redis_down_while_receiving_loses_nothing(tmp_path, scp, checkpoint):
     redis_server = RedisServer(tmp_path / "redis").start()
     env = _env(tmp_path, scp, checkpoint, redis_server.url)
-    serve = ServeProcess(env, tmp_path / "serve.log")
-    worker = WorkerProcess(env, tmp_path / "worker.log")
+    serve = start_serve(env, tmp_path / "serve.log")
+    worker = start_worker(env, tmp_path / "worker.log")
     try:
         redis_server.stop()
         _send(tmp_path, env)  # the node keeps receiving with the broker down

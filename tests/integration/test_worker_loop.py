@@ -32,6 +32,7 @@ from dicom_node.audit.models import Job
 from dicom_node.config import Settings
 from dicom_node.metrics import Metrics
 from tests.worker.support import (
+    MeddetProcess,
     RecordingSCP,
     checkpoint_for_tests,
     claimed_redis_db,
@@ -39,6 +40,7 @@ from tests.worker.support import (
     job_state,
     migrated_sessions,
     register_series,
+    start_worker,
     wait_for,
 )
 from worker.dispatch import Dispatcher, make_dispatcher
@@ -89,30 +91,6 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-class WorkerProcess:
-    """``meddet worker`` as a subprocess in its own process group."""
-
-    def __init__(self, env: dict[str, str], log: Path, *extra: str) -> None:
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from dicom_node.cli import main; main()", "worker",
-             "--concurrency", "1", "--retry-backoff", "0.5", "--visibility-timeout", "20", *extra],
-            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_for(lambda: "ready" in log.read_text(errors="replace") or self.proc.poll() is not None,
-                 90, 0.2, "celery worker ready")
-        assert self.proc.poll() is None, log.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
 
 
 def _env(tmp_path: Path, database_url: str, broker_url: str, destination: str, checkpoint: Path):
@@ -167,7 +145,7 @@ class Loop:
     settings: Settings
     sessions: sessionmaker[Session]
     relay: Dispatcher
-    worker: WorkerProcess
+    worker: MeddetProcess
 
     def submit(self, n_slices: int, spool: Path) -> int:
         """Register a series as the node does (job + outbox row) and wake the relay."""
@@ -188,7 +166,7 @@ def distributed(tmp_path: Path, database_url: str, redis_url: str, destination: 
     env = _env(tmp_path, database_url, redis_url, destination, checkpoint)
     settings = _settings(env)
     sessions = migrated_sessions(database_url)
-    worker = WorkerProcess({**env, **worker_env}, tmp_path / "worker.log", *worker_args)
+    worker = start_worker({**env, **worker_env}, tmp_path / "worker.log", *worker_args)
     relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
     relay.start()
     try:
@@ -258,7 +236,7 @@ def test_whole_worker_killed_its_job_goes_to_the_next_worker(tmp_path, redis_url
         os.killpg(loop.worker.proc.pid, signal.SIGKILL)
         loop.worker.proc.wait(10)
         assert job_state(loop.sessions, job_id) == "running"
-        second = WorkerProcess(loop.env, tmp_path / "worker2.log", "--visibility-timeout", "6")
+        second = start_worker(loop.env, tmp_path / "worker2.log", "--visibility-timeout", "6")
         try:
             assert loop.wait_finished(job_id) == "done"
         finally:

@@ -216,3 +216,38 @@ class RecordingSCP:
 
     def uids(self) -> list[str]:
         return [str(ds.SOPInstanceUID) for ds in self.received]
+
+
+class MeddetProcess:
+    """``meddet ARGS`` as a subprocess in its own process group; up once its log shows ``ready``."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, ready: str) -> None:
+        import sys
+
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from dicom_node.cli import main; main()", *args],
+            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(lambda: ready in log.read_text(errors="replace") or self.proc.poll() is not None,
+                 90, 0.1, f"meddet {args[0]}: {ready!r}")
+        assert self.proc.poll() is None, log.read_text()
+
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM (graceful: a worker finishes its job, the node drains), then SIGKILL."""
+        import os
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def start_worker(env: dict[str, str], log: Path, *extra: str) -> MeddetProcess:
+    """``meddet worker`` with fast retries and a 20 s visibility timeout (``extra`` overrides)."""
+    args = ["worker", "--concurrency", "1", "--retry-backoff", "0.5", "--visibility-timeout", "20"]
+    return MeddetProcess([*args, *extra], env, log, ready="ready")
