@@ -105,7 +105,9 @@ def student_run(a: argparse.Namespace, out: Path, name: str, dcfg: DistillConfig
                 tset: list[tuple[GFL, str]]) -> dict[str, Any]:
     """``dcfg`` None: the undistilled student (plain training, same steps, data and seed)."""
     tr, te = data(a)
-    cfg = sized(load_config("student"), a, a.student_epochs)
+    cfg = sized(load_config("student"), a, a.student_epochs).replace(train={"seed": a.student_seed})
+    if a.student_seed != a.seed:  # extra repeats: same data and teachers, another student seed
+        name = f"{name}_s{a.student_seed}"
 
     def fit() -> dict[str, Any]:
         run = out / "ckpt" / name
@@ -207,14 +209,17 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--ode-steps", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--student-seed", type=int, default=None, help="students' seed (default --seed): repeats")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--stages", default="teachers,main,noise,speed,kd,ablation,fusion,placement")
     p.add_argument("--report-only", action="store_true")
     a = p.parse_args()
+    a.student_seed = a.seed if a.student_seed is None else a.student_seed
     a.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(a.threads)
-    (a.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(a).items()}, indent=2))
+    if a.student_seed == a.seed:
+        (a.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(a).items()}, indent=2))
     stages = a.stages.split(",")
     if not a.report_only:
         tset = teachers(a, a.out)

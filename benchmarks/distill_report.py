@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,30 +27,46 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
 
-def _acc_row(label: str, r: dict[str, Any] | None, paper: float | None) -> str:
-    if r is None:
-        return f"| {label} | not run | | | | | |"
-    return (f"| {label} | {_pct(r['map50'])} | {_pct(r['map'])} | {r['recall50']:.3f} | {r['params_m']:.2f} | "
-            f"{r['gmacs']:.3f} | {'—' if paper is None else paper} |")
+def _runs(out: Path, name: str) -> list[dict[str, Any]]:
+    """The run ``name`` and its repeats with other student seeds (``name_sN``)."""
+    first = _load(out, name)
+    return ([first] if first else []) + [json.loads(p.read_text()) for p in sorted(out.glob(f"{name}_s*.json"))]
+
+
+def _mean(runs: list[dict[str, Any]], key: str, scale: float = 100.0, digits: int = 1) -> str:
+    vals = [scale * r[key] for r in runs]
+    m = statistics.fmean(vals)
+    if len(vals) == 1:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def _acc_row(label: str, runs: list[dict[str, Any]], paper: float | None) -> str:
+    if not runs:
+        return f"| {label} | not run | | | | | | |"
+    r = runs[0]
+    return (f"| {label} | {_mean(runs, 'map50')} | {_mean(runs, 'map')} | {_mean(runs, 'recall50', 1.0, 3)} | "
+            f"{len(runs)} | {r['params_m']:.2f} | {r['gmacs']:.3f} | {'—' if paper is None else paper} |")
 
 
 def accuracy_table(out: Path) -> list[str]:
-    lines = ["| model | mAP50 | mAP50:95 | recall50 | params (M) | GMACs (train size) | paper mAP50 |",
-             "|---|---|---|---|---|---|---|"]
-    for name, paper in (("T-R50s", 85.6), ("T-R18s", 85.8), ("T-R10s", 86.1)):
-        lines.append(_acc_row(f"teacher {name}", _load(out, f"teacher_{name}"), paper))
-    lines.append(_acc_row("student, undistilled", _load(out, "student_undistilled"), 80.8))
-    lines.append(_acc_row("**MedDet student** (3 teachers, LWFF, AATM, nmODE² head)", _load(out, "student_meddet"), 85.5))
-    lines.append(_acc_row("single-teacher feature-MSE KD (T-R50s)", _load(out, "student_kd_single_r50"), None))
+    lines = ["| model | mAP50 | mAP50:95 | recall50 | runs | params (M) | GMACs (train size) | paper mAP50 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, paper in (("T-R10s", None), ("T-R18s", None), ("T-R50s", None)):
+        lines.append(_acc_row(f"teacher {name}", _runs(out, f"teacher_{name}"), paper))
+    lines.append(_acc_row("student, undistilled", _runs(out, "student_undistilled"), 80.8))
+    lines.append(_acc_row("**MedDet student** (3 teachers, LWFF, AATM, nmODE² head)", _runs(out, "student_meddet"), 85.5))
+    lines.append(_acc_row("single-teacher feature-MSE KD (T-R50s)", _runs(out, "student_kd_single_r50"), None))
     return lines
 
 
 def ablation_table(out: Path, rows: list[tuple[str, str, float]], title: str) -> list[str]:
-    lines = [f"| {title} | mAP50 | mAP50:95 | recall50 | paper mAP50 |", "|---|---|---|---|---|"]
+    lines = [f"| {title} | mAP50 | mAP50:95 | recall50 | runs | paper mAP50 |", "|---|---|---|---|---|---|"]
     for name, label, paper in rows:
-        r = _load(out, f"student_{name}")
-        lines.append(f"| {label} | not run | | | {paper} |" if r is None else
-                     f"| {label} | {_pct(r['map50'])} | {_pct(r['map'])} | {r['recall50']:.3f} | {paper} |")
+        runs = _runs(out, f"student_{name}")
+        lines.append(f"| {label} | not run | | | | {paper} |" if not runs else
+                     f"| {label} | {_mean(runs, 'map50')} | {_mean(runs, 'map')} | {_mean(runs, 'recall50', 1.0, 3)} | "
+                     f"{len(runs)} | {paper} |")
     return lines
 
 
@@ -96,18 +113,19 @@ def plots(out: Path, docs: Path) -> list[str]:
         plt.close(fig)
         made.append("distill_noise.png")
     speed = _load(out, "speed")
-    points = [(n, _load(out, f)) for n, f in (("T-R10s", "teacher_T-R10s"), ("T-R18s", "teacher_T-R18s"),
+    points = [(n, _runs(out, f)) for n, f in (("T-R10s", "teacher_T-R10s"), ("T-R18s", "teacher_T-R18s"),
                                               ("T-R50s", "teacher_T-R50s"), ("undistilled", "student_undistilled"),
                                               ("MedDet", "student_meddet"))]
-    if speed and all(r is not None for _, r in points):
+    if speed and all(points_r for _, points_r in points):
         rows = speed["rows"]
         lat = {"T-R10s": rows["T-R10s (ours)"]["latency_s"], "T-R18s": rows["T-R18s (ours)"]["latency_s"],
                "T-R50s": rows["T-R50s (ours)"]["latency_s"], "undistilled": rows["our student, no nmODE²"]["latency_s"],
                "MedDet": next(v for k, v in rows.items() if k.startswith("our student + nmODE²"))["latency_s"]}
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for name, r in points:
-            ax.scatter(1000 * lat[name], 100 * r["map50"], s=40)  # type: ignore[index]
-            ax.annotate(name, (1000 * lat[name], 100 * r["map50"]), textcoords="offset points", xytext=(4, 4))  # type: ignore[index]
+            ap = 100 * statistics.fmean(x["map50"] for x in r)  # type: ignore[union-attr]
+            ax.scatter(1000 * lat[name], ap, s=40)
+            ax.annotate(name, (1000 * lat[name], ap), textcoords="offset points", xytext=(4, 4))
         ax.set_xscale("log")
         ax.set_xlabel("CPU latency per 512x512 slice (ms, log)")
         ax.set_ylabel("mAP50 (%), synthetic hard set")
