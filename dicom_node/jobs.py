@@ -146,6 +146,18 @@ def pending_outbox(session: Session, limit: int = 100) -> list[Outbox]:
     )
 
 
+def next_unpublished(session: Session) -> Outbox | None:
+    """The oldest unpublished row, locked for this transaction; rows other relays hold are
+    skipped (PostgreSQL ``FOR UPDATE SKIP LOCKED``), so two relays never publish the same row."""
+    return session.scalars(
+        select(Outbox)
+        .where(Outbox.published_at.is_(None))
+        .order_by(Outbox.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+
+
 def mark_published(session: Session, row_id: int) -> None:
     row = session.get(Outbox, row_id)
     if row is not None and row.published_at is None:

@@ -122,21 +122,24 @@ class OutboxRelay(_OutboxLoop):
         self._failures = 0
 
     def tick(self) -> float:
+        """Publish rows one transaction each: lock the row, publish, mark it (at least once)."""
         errors = broker_errors()
-        for row_id, job_id, task_name in self._pending():
-            try:
-                self.publish(task_name, job_id)
-            except errors as exc:
-                self._failures += 1
-                with transaction(self.sessions) as session:
-                    jobs.mark_publish_failed(session, row_id, f"{type(exc).__name__}: {exc}")
-                delay = min(self.max_backoff, self.poll_interval * 2**self._failures)
-                log.warning("broker_unavailable", job_id=job_id, retry_in=delay, error=str(exc))
-                return delay
+        while not self._stopping.is_set():
             with transaction(self.sessions) as session:
-                jobs.mark_published(session, row_id)
-            self._failures = 0
-            log.info("job_published", job_id=job_id, task=task_name)
+                row = jobs.next_unpublished(session)
+                if row is None:
+                    return self.poll_interval
+                try:
+                    self.publish(row.task_name, row.job_id)
+                except errors as exc:
+                    self._failures += 1
+                    jobs.mark_publish_failed(session, row.id, f"{type(exc).__name__}: {exc}")
+                    delay = min(self.max_backoff, self.poll_interval * 2**self._failures)
+                    log.warning("broker_unavailable", job_id=row.job_id, retry_in=delay, error=str(exc))
+                    return delay
+                jobs.mark_published(session, row.id)
+                self._failures = 0
+                log.info("job_published", job_id=row.job_id, task=row.task_name)
         return self.poll_interval
 
 

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from pathlib import Path
 
 import pytest
 from pydicom import Dataset, dcmread
-from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import jobs
@@ -37,6 +35,7 @@ from tests.worker.support import (
     checkpoint_for_tests,
     claimed_redis_db,
     free_port,
+    fresh_postgres_database,
     job_state,
     migrated_sessions,
     register_series,
@@ -79,18 +78,8 @@ def scp() -> Iterator[RecordingSCP]:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database on 127.0.0.1:5432, dropped after the test."""
-    name = f"meddet_worker_{uuid.uuid4().hex[:10]}"
-    admin = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/test",
-                          isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database() as url:
+        yield url
 
 
 def _env(tmp_path: Path, database_url: str, broker_url: str, destination: str, checkpoint: Path):

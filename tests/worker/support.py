@@ -251,3 +251,21 @@ def start_worker(env: dict[str, str], log: Path, *extra: str) -> MeddetProcess:
     """``meddet worker`` with fast retries and a 20 s visibility timeout (``extra`` overrides)."""
     args = ["worker", "--concurrency", "1", "--retry-backoff", "0.5", "--visibility-timeout", "20"]
     return MeddetProcess([*args, *extra], env, log, ready="ready")
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new database on the PostgreSQL at 127.0.0.1:5432 (trust auth), dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    name = f"meddet_worker_{uuid.uuid4().hex[:10]}"
+    admin = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -8,11 +8,18 @@ import json
 import redis
 from sqlalchemy import select
 
+from dicom_node import jobs
+from dicom_node.audit.db import transaction
 from dicom_node.audit.models import Outbox
 from dicom_node.config import Settings
 from dicom_node.metrics import Metrics
 from tests.factories import make_mr_series
-from tests.worker.support import register_series, wait_for
+from tests.worker.support import (
+    fresh_postgres_database,
+    migrated_sessions,
+    register_series,
+    wait_for,
+)
 from worker.dispatch import OutboxRelay, celery_publisher, make_dispatcher
 
 
@@ -72,3 +79,16 @@ def test_broker_down_keeps_rows_and_publishes_when_it_returns(sessions, tmp_path
     samples = {s.labels.get("state"): s.value for m in metrics.registry.collect() for s in m.samples
                if s.name == "meddet_jobs"}
     assert samples["queued"] == 2
+
+
+def test_two_relays_never_hold_the_same_row_on_postgresql(tmp_path):
+    with fresh_postgres_database() as url:
+        sessions = migrated_sessions(url)
+        first = register_series(sessions, make_mr_series(1, 16, 16), tmp_path / "a", "v1")
+        second = register_series(sessions, make_mr_series(1, 16, 16), tmp_path / "b", "v1")
+        with transaction(sessions) as one, transaction(sessions) as other:
+            assert jobs.next_unpublished(one).job_id == first
+            assert jobs.next_unpublished(other).job_id == second  # the locked row is skipped
+            with transaction(sessions) as third:
+                assert jobs.next_unpublished(third) is None
+        sessions.kw["bind"].dispose()
