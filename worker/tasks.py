@@ -90,12 +90,18 @@ def _claim(ctx: WorkerContext, job_id: int) -> Claim | str:
         return Claim(run=job.run, resume=False)
 
 
-def finish(ctx: WorkerContext, job_id: int, state: JobState, reason: str) -> None:
-    """Mark the job failed or quarantined with ``reason`` (the dead letter)."""
+def finish(
+    ctx: WorkerContext, job_id: int, state: JobState, reason: str, run: int | None = None
+) -> None:
+    """Mark the job failed or quarantined with ``reason`` (the dead letter); a ``run`` that a
+    newer run superseded leaves the job alone."""
     with transaction(ctx.sessions) as session:
         job = session.get(Job, job_id)
-        if job is not None and JobState(job.state) not in jobs.FINAL_STATES:
-            jobs.transition(session, job, state, reason)
+        if job is None or JobState(job.state) in jobs.FINAL_STATES:
+            return
+        if run is not None and job.run != run:
+            return
+        jobs.transition(session, job, state, reason)
     ctx.metrics.jobs_finished.labels(outcome=state.value).inc()
     log.warning("job_finished", job_id=job_id, state=state.value, reason=reason)
 
@@ -118,15 +124,15 @@ def run_job(ctx: WorkerContext, job_id: int) -> str:
         log.info("job_superseded", job_id=job_id, detail=str(exc))
         return "superseded"
     except BadInputError as exc:
-        finish(ctx, job_id, JobState.quarantined, exc.reason)
+        finish(ctx, job_id, JobState.quarantined, exc.reason, claim.run)
         return "quarantined"
     except PermanentError as exc:
-        finish(ctx, job_id, JobState.failed, exc.reason)
+        finish(ctx, job_id, JobState.failed, exc.reason, claim.run)
         return "failed"
     except RetriableError:
         raise
     except Exception as exc:  # a bug or a time limit: fail the job visibly, then re-raise
-        finish(ctx, job_id, JobState.failed, f"unexpected {type(exc).__name__}: {exc}")
+        finish(ctx, job_id, JobState.failed, f"unexpected {type(exc).__name__}: {exc}", claim.run)
         raise
     ctx.metrics.job_run_seconds.observe(seconds)
     ctx.metrics.jobs_finished.labels(outcome="done").inc()

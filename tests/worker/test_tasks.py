@@ -121,7 +121,7 @@ def test_a_run_superseded_by_late_instances_stops_at_its_next_step(sessions, tmp
     from dicom_node.audit.models import Series
     from worker import pipeline
     from worker.errors import StaleRunError
-    from worker.tasks import claim_job
+    from worker.tasks import claim_job, finish
 
     ctx = _context(sessions, tmp_path)
     job_id = _job(sessions, tmp_path)
@@ -132,6 +132,7 @@ def test_a_run_superseded_by_late_instances_stops_at_its_next_step(sessions, tmp
         jobs.enqueue_series(session, session.get(Series, job.series_id), "v1")
     with pytest.raises(StaleRunError, match="run 1 superseded by run 2"):
         pipeline.advance(ctx, job_id, claim.run, JobState.results_written)
+    finish(ctx, job_id, JobState.failed, "run 1 crashed late", run=claim.run)  # no effect
     with sessions() as session:
         job = session.get(Job, job_id)
         assert (job.state, job.run) == (JobState.queued, 2)
