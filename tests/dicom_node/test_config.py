@@ -48,3 +48,14 @@ def test_toml_file_and_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_bad_destination_is_a_clear_error() -> None:
     with pytest.raises(ValidationError, match="AE@host:port"):
         Settings(destinations="nonsense")
+
+
+def test_destination_with_its_own_result_objects() -> None:
+    dest = Destination.parse("OLDPACS@127.0.0.1:104?objects=sr+gsps")
+    assert dest.objects == ("sr", "gsps") and dest.kinds(["sr", "seg", "gsps"]) == ("sr", "gsps")
+    assert str(dest) == "OLDPACS@127.0.0.1:104?objects=sr+gsps"
+    assert Destination.parse("PACS@127.0.0.1:104").kinds(["sr", "seg"]) == ("sr", "seg")
+    with pytest.raises(ValueError, match="unknown result kinds"):
+        Destination.parse("PACS@127.0.0.1:104?objects=sr+pdf")
+    with pytest.raises(ValueError, match="unknown option"):
+        Destination.parse("PACS@127.0.0.1:104?format=x")
