@@ -9,6 +9,7 @@ file meta header the spool writes in front of the received bytes.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
@@ -123,21 +124,43 @@ def inspect_dataset(
     if transfer_syntax == _DEFLATED:  # pydicom inflates it; the placeholder meta names the syntax
         preamble = encode_file_meta("1.2.3", "1.2.3", transfer_syntax, "", "")
         return inspect_instance(preamble + dataset, sop_uid_from_request)
+    return _checked(lambda: _read_needed(dataset, transfer_syntax), sop_uid_from_request)
+
+
+def _read_needed(dataset: bytes, transfer_syntax: str) -> tuple[Dataset, str, int | None]:
+    """The needed elements of a data set, and how many Pixel Data bytes arrived."""
     implicit = transfer_syntax == _IMPLICIT_VR_LE
+    raw: dict[Any, RawDataElement] = {}
+    pixel_bytes = None
+    for element in data_element_generator(BytesIO(dataset), implicit, True, defer_size=1024):
+        if element.tag not in _NEEDED_TAGS:
+            continue
+        if element.value is None:  # skipped: count only the bytes that really arrived
+            present = max(0, min(element.length, len(dataset) - element.value_tell))
+            if element.tag == _PIXEL_DATA:
+                pixel_bytes = present
+            element = element._replace(value=b"", length=0)
+        raw[element.tag] = element
+    ds = Dataset(raw)
+    ds.set_original_encoding(implicit, True)
+    return ds, transfer_syntax, pixel_bytes
+
+
+def _read_file(encoded: bytes) -> tuple[Dataset, str, int | None]:
+    ds = dcmread(BytesIO(encoded), force=True)
+    return ds, str(ds.file_meta.get("TransferSyntaxUID", "")), None
+
+
+def _checked(
+    read: Callable[[], tuple[Dataset, str, int | None]], sop_uid_from_request: str | None
+) -> InstanceHeader:
+    """Read, check and summarise an instance; every failure becomes :class:`Rejected`.
+
+    Anything pydicom cannot read maps to ``CANNOT_UNDERSTAND`` (pydicom raises many
+    exception types on garbage; all mean the same).
+    """
     try:
-        raw: dict[Any, RawDataElement] = {}
-        pixel_bytes = None
-        for element in data_element_generator(BytesIO(dataset), implicit, True, defer_size=1024):
-            if element.tag not in _NEEDED_TAGS:
-                continue
-            if element.value is None:  # skipped: count only the bytes that really arrived
-                present = max(0, min(element.length, len(dataset) - element.value_tell))
-                if element.tag == _PIXEL_DATA:
-                    pixel_bytes = present
-                element = element._replace(value=b"", length=0)
-            raw[element.tag] = element
-        ds = Dataset(raw)
-        ds.set_original_encoding(implicit, True)
+        ds, transfer_syntax, pixel_bytes = read()
         check_image(ds, transfer_syntax, pixel_bytes)
         header = _header(ds, transfer_syntax)
     except Rejected:
@@ -197,26 +220,9 @@ def encode_file_meta(
 def inspect_instance(encoded: bytes, sop_uid_from_request: str | None = None) -> InstanceHeader:
     """Parse a DICOM file's bytes (with file meta) and check it is a storable image.
 
-    Raises :class:`Rejected` with the status to return; anything pydicom cannot read maps to
-    ``CANNOT_UNDERSTAND`` (pydicom raises many exception types on garbage; all mean the same).
+    Raises :class:`Rejected` with the status to return (see :func:`_checked`).
     """
-    try:
-        ds = dcmread(BytesIO(encoded), force=True)
-        transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
-        check_image(ds, transfer_syntax)
-        header = _header(ds, transfer_syntax)
-    except Rejected:
-        raise
-    except Exception as exc:  # noqa: BLE001 - mapped to a DIMSE status, never swallowed
-        raise Rejected(
-            statuses.CANNOT_UNDERSTAND, f"unparseable data set: {type(exc).__name__}: {exc}"
-        ) from exc
-    if sop_uid_from_request and sop_uid_from_request != header.sop_uid:
-        raise Rejected(
-            statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-            "SOPInstanceUID differs from the C-STORE request's Affected SOP Instance UID",
-        )
-    return header
+    return _checked(lambda: _read_file(encoded), sop_uid_from_request)
 
 
 def _header(ds: Dataset, transfer_syntax: str) -> InstanceHeader:
