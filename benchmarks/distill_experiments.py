@@ -191,8 +191,8 @@ def speed_stage(a: argparse.Namespace, out: Path) -> dict[str, Any]:
             res["rows"][k] = {**complexity(m, 512), "latency_s": lat[k]}
         ode = {f"rk4 x{s}": student.replace(head={"ode": "nmode2", "ode_steps": s}) for s in (1, 2, 4)}
         ode_models = {"none": build_detector(student), **{k: build_detector(c) for k, c in ode.items()}}
-        res["nmode_256"] = latency(ode_models, 256, a.rounds)
-        res["nmode_512"] = latency(ode_models, 512, a.rounds)
+        res["nmode_256"] = latency(ode_models, 256, 4 * a.rounds)  # small models: more rounds
+        res["nmode_512"] = latency(ode_models, 512, 4 * a.rounds)
         return res
 
     return cached(out, "speed", run)
