@@ -251,7 +251,7 @@ def distill(
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
             opt.step()
             sched.step()
-            logs.update(loss=float(loss), det=float(sum(det.values())), mse=float(mse))
+            logs.update(loss=float(loss.detach()), det=float(sum(det.values()).detach()), mse=float(mse.detach()))
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{logs['loss']:.3f}", mse=f"{logs['mse']:.3f}")
