@@ -42,6 +42,15 @@ def test_tiny_forward_shapes_and_hooks() -> None:
     assert len(out) == 2 and all(b.shape[1] == 4 and len(b) == len(s) == len(lab) for b, s, lab in out)
 
 
+def test_refine_hook_builds_nmode2_from_the_head_config() -> None:
+    model = build_detector(load_config("tiny").replace(head={"ode": "nmode2"}))
+    assert type(model.head.refine).__name__ == "NMODE2Refiner"
+    cls, _ = model(torch.rand(1, 1, 128, 128))
+    assert cls[0].shape == (1, 2, 16, 16)
+    with pytest.raises(ValueError, match="head.ode"):
+        build_detector(load_config("tiny").replace(head={"ode": "bogus"}))
+
+
 def test_forward_train_losses_are_finite_and_backpropagate() -> None:
     model = build_detector(load_config("tiny"))
     x = torch.rand(2, 1, 128, 128)
