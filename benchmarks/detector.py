@@ -20,7 +20,7 @@ from pathlib import Path
 # This file is named like the ``detector`` package; drop its folder from the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-DEFAULT_CONFIGS = ("student", "student_slim96", "student_paper", "teacher_r50", "teacher_r101", "teacher_r152")
+DEFAULT_CONFIGS = ("student", "meddet", "student_slim96", "student_paper", "teacher_r50", "teacher_r101", "teacher_r152")
 BASELINE = "teacher_r50"
 
 
