@@ -109,3 +109,23 @@ def test_encapsulated_pixel_data_is_accepted() -> None:
     ds.compress(RLELossless)
     header = inspect_dataset(dataset_bytes(ds), RLELossless, str(ds.SOPInstanceUID))
     assert header.transfer_syntax_uid == RLELossless
+
+
+@pytest.mark.parametrize("sop_uid", ["1.2.3.4", "1.2.840.10008.5.1.4.1.1.4.12"])
+@pytest.mark.parametrize("status", [statuses.SUCCESS, statuses.OUT_OF_RESOURCES, statuses.CANNOT_UNDERSTAND])
+def test_store_response_bytes_equal_pynetdicoms(sop_uid: str, status: int) -> None:
+    from pynetdicom.dimse_messages import C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from dicom_node.reactor import encode_store_response
+
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = MRImageStorage
+    primitive.AffectedSOPInstanceUID = sop_uid
+    primitive.Status = status
+    message = C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    (pdata,) = message.encode_msg(1, 16384)
+    ((context_id, pdv),) = pdata.presentation_data_value_list
+    assert pdv == b"\x03" + encode_store_response(7, MRImageStorage, sop_uid, status)
