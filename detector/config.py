@@ -148,13 +148,17 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
 
 
-def load_config(name_or_path: str | Path) -> DetectorConfig:
-    """Load a config by shipped name (``"student"``) or by path to a TOML file."""
+def read_toml(name_or_path: str | Path) -> dict[str, Any]:
+    """The raw TOML of a shipped config (by name, e.g. ``"student"``) or of a file path."""
     path = Path(name_or_path)
     if not path.suffix:
         path = CONFIG_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         raise FileNotFoundError(f"config {name_or_path!r} not found; shipped: {available_configs()}")
     with path.open("rb") as fh:
-        data = tomllib.load(fh)
-    return DetectorConfig.from_dict(data)
+        return tomllib.load(fh)
+
+
+def load_config(name_or_path: str | Path) -> DetectorConfig:
+    """Load a detector config by shipped name (``"student"``) or by path to a TOML file."""
+    return DetectorConfig.from_dict(read_toml(name_or_path))
