@@ -51,23 +51,27 @@ class _Disc:
 
 
 def assign_levels(detections: Sequence[Sequence[Detection]], threshold: float = 0.5,
-                  min_score: float = 0.05, merge_iou: float = 0.4) -> list[LevelFinding]:
+                  min_score: float = 0.05, merge_iou: float = 0.4,
+                  anchor_fraction: float = 0.4) -> list[LevelFinding]:
     """Findings per disc level, cranial first, for one sagittal series.
 
     ``detections[k]``: the detections on slice k (image rows run head -> feet). ``threshold``:
     the herniation score at which a level is called herniated. ``min_score``: detections
     below it are ignored. ``merge_iou``: boxes of either class overlapping this much on one
-    slice are one disc. Levels with no disc seen on any slice are left out.
+    slice are one disc. ``anchor_fraction``: only discs scoring at least this fraction of the
+    series' best disc place the chain of levels (weak detections are then named by it, or
+    dropped when they lie between chain positions). Levels with no disc seen are left out.
     """
     discs = [d for k, dets in enumerate(detections) for d in _merge(k, dets, min_score, merge_iou)]
     if not discs:
         return []
-    chain = _chain(discs)
+    top = max(d.score for d in discs)
+    chain, spacing = _chain([d for d in discs if d.score >= anchor_fraction * top])
     by_level: dict[int, list[_Disc]] = {}
     for disc in discs:
         dist = np.linalg.norm(chain - disc.center, axis=1)
         j = int(np.argmin(dist))
-        if j < len(LEVELS):
+        if j < len(LEVELS) and dist[j] < 0.5 * spacing:
             by_level.setdefault(j, []).append(disc)
     return [_finding(LEVELS[j], by_level[j], threshold) for j in sorted(by_level)]
 
@@ -103,16 +107,16 @@ def _merge(k: int, dets: Sequence[Detection], min_score: float, merge_iou: float
     return out
 
 
-def _chain(discs: list[_Disc]) -> np.ndarray:
-    """Disc positions of the series [L, 2] (x, y px), cranial first, gaps filled.
+def _chain(discs: list[_Disc]) -> tuple[np.ndarray, float]:
+    """Disc positions of the series [L, 2] (x, y px), cranial first, gaps filled; and the spacing.
 
-    Cluster the disc centres of all slices along the spine (score-weighted means), then insert
-    a position wherever two neighbours lie about n >= 2 typical spacings apart.
+    Cluster the disc centres of all slices along the spine (score-weighted means), drop
+    clusters with little support, then insert a position wherever two neighbours lie about
+    n >= 2 typical spacings apart.
     """
     spacing = _typical_spacing(discs)
-    order = sorted(discs, key=lambda d: d.center[1])
     clusters: list[list[_Disc]] = []
-    for disc in order:
+    for disc in sorted(discs, key=lambda d: d.center[1]):
         near = [c for c in clusters if np.linalg.norm(_mean(c) - disc.center) < 0.5 * spacing]
         if near:
             near[0].append(disc)
@@ -120,7 +124,7 @@ def _chain(discs: list[_Disc]) -> np.ndarray:
             clusters.append([disc])
     # a cluster seen on one slice only, weakly, while others are seen on many, is noise
     support = np.array([sum(d.score for d in c) for c in clusters])
-    keep = support >= 0.15 * support.max()
+    keep = support >= 0.2 * support.max()
     centers = sorted((_mean(c) for c, ok in zip(clusters, keep) if ok), key=lambda p: p[1])
     chain = [centers[0]]
     for p in centers[1:]:
@@ -128,7 +132,7 @@ def _chain(discs: list[_Disc]) -> np.ndarray:
         missing = int(round(float(np.linalg.norm(p - a)) / spacing)) - 1
         chain += [a + (p - a) * m / (missing + 1) for m in range(1, missing + 1)]
         chain.append(p)
-    return np.stack(chain)
+    return np.stack(chain), spacing
 
 
 def _typical_spacing(discs: list[_Disc]) -> float:

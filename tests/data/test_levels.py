@@ -102,3 +102,17 @@ def test_synthetic_truth_with_dropped_discs_gives_the_true_levels():
         found = assign_levels(dets)
         assert [f.level for f in found] == list(LEVELS)
         assert tuple(f.level for f in found if f.label == "herniation") == st.herniated_levels
+
+
+def test_weak_spurious_discs_do_not_shift_the_names():
+    """Seen with the shipped model: faint boxes above C2-C3 and beside the spine on every slice."""
+    slices = []
+    for k in range(5):
+        s = column(score=0.7)
+        s[3] = disc(140, "herniation", 0.8) if k == 2 else s[3]
+        s += [disc(20, score=0.08), disc(60, score=0.07, x=40), disc(225, score=0.1)]
+        slices.append(s)
+    found = {f.level: f for f in assign_levels(slices)}
+    assert sorted(found) == sorted(LEVELS)
+    assert found["C2-C3"].box[1] == 45
+    assert found["C5-C6"].label == "herniation" and found["C5-C6"].slice_index == 2

@@ -106,22 +106,64 @@ def test_predict_cli_errors_are_clear(tmp_path, untrained_checkpoint):
     assert run.exit_code == 2 and "none.pt" in run.output
 
 
-@pytest.mark.skipif(not SHIPPED_CHECKPOINT.is_file(),
-                    reason=f"no shipped checkpoint yet at {SHIPPED_CHECKPOINT} (engineer D1 ships it)")
-def test_predict_with_the_shipped_checkpoint_finds_the_levels(tmp_path):
-    """The installed command on an easy synthetic study: levels found, result objects valid."""
+NO_CHECKPOINT = pytest.mark.skipif(
+    not SHIPPED_CHECKPOINT.is_file(), reason=f"no shipped checkpoint at {SHIPPED_CHECKPOINT} (engineer D1 ships it)")
+
+
+def box_iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / union
+
+
+@NO_CHECKPOINT
+def test_predict_with_the_shipped_checkpoint_end_to_end(tmp_path):
+    """The installed command on a synthetic study: every level named right, valid result objects."""
     write_studies(tmp_path / "in", 1, seed=77, n_slices=11, size=256)
     out = tmp_path / "out"
     run = subprocess.run(["meddet", "predict", str(tmp_path / "in" / "SYN0001" / "dicom"), "--out", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+    assert "C2-C3" in run.stdout  # the table
     findings = json.loads((out / "findings.json").read_text())
     gt = json.loads((tmp_path / "in" / "SYN0001" / "ground_truth.json").read_text())
-    levels = [f["level"] for f in findings["findings"]]
-    assert len(levels) >= 5 and levels == [lv for lv in LEVELS if lv in levels]
-    called = {f["level"] for f in findings["findings"] if f["label"] == "herniation"}
-    agree = sum((lv in called) == (lv in gt["herniated_levels"]) for lv in LEVELS)
-    assert agree >= 5, (called, gt["herniated_levels"])
+    assert [f["level"] for f in findings["findings"]] == list(LEVELS)
+    for f in findings["findings"]:  # the key-slice box is the true box of that level there
+        truth = gt["instances"][f["sop_instance_uid"]]
+        assert f["level"] in truth["levels"]
+        assert box_iou(f["box"], truth["boxes"][truth["levels"].index(f["level"])]) > 0.5
+    written = sorted(p.name for p in out.glob("*.dcm"))
+    assert "sr.dcm" in written and "gsps.dcm" in written
     for path in out.glob("*.dcm"):
         check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         assert "Error" not in check.stdout + check.stderr, path
+
+
+@NO_CHECKPOINT
+def test_shipped_checkpoint_level_findings_on_easy_studies():
+    """Level naming and herniation calls over a few studies (the card's model, threshold 0.5).
+
+    Measured on 25 easy studies (seeds [5000 + i, False]): 96% of detections named right,
+    92% of levels called right. Floors here leave room for this smaller sample.
+    """
+    import torch
+
+    from detector.inference import Detector
+    from detector.levels import assign_levels
+
+    torch.set_num_threads(1)
+    det = Detector.from_checkpoint(None, device="cpu")
+    right = named = total = 0
+    for i in range(6):
+        study = make_study(np.random.default_rng([9100 + i]), n_slices=9, size=256)
+        found = assign_levels(det.predict(list(study.volume)), threshold=0.5)
+        for f in found:
+            levels, boxes = study.levels[f.slice_index], study.boxes[f.slice_index]
+            ious = [box_iou(f.box, b) for b in boxes]
+            named += bool(ious) and max(ious) > 0.5 and levels[int(np.argmax(ious))] == f.level
+            right += (f.label == "herniation") == (f.level in study.herniated_levels)
+            total += 1
+    assert total >= 30
+    assert named / total >= 0.9
+    assert right / total >= 0.8
