@@ -36,7 +36,7 @@ def atss_assign(
         start += n
     candidates = torch.cat(candidates, dim=0)  # [K, G]
     cand_iou = overlaps.gather(0, candidates)  # [K, G]
-    threshold = cand_iou.mean(0) + cand_iou.std(0)
+    threshold = cand_iou.mean(0) + cand_iou.std(0).nan_to_num(0.0)  # one candidate: std is NaN
     is_pos = cand_iou >= threshold[None, :]
 
     cand_centers = centers[candidates]  # [K, G, 2]
