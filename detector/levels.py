@@ -123,9 +123,18 @@ def _chain(discs: list[_Disc]) -> tuple[np.ndarray, float]:
         else:
             clusters.append([disc])
     # a cluster seen on one slice only, weakly, while others are seen on many, is noise
-    support = np.array([sum(d.score for d in c) for c in clusters])
-    keep = support >= 0.2 * support.max()
-    centers = sorted((_mean(c) for c, ok in zip(clusters, keep) if ok), key=lambda p: p[1])
+    support = [sum(d.score for d in c) for c in clusters]
+    kept = [(s, _mean(c)) for s, c in zip(support, clusters) if s >= 0.2 * max(support)]
+    kept.sort(key=lambda sc: sc[1][1])
+    # more positions than levels: an end that is clearly weaker than the rest is not a disc
+    # (e.g. the dens base above C2-C3 on some slices)
+    while len(kept) > len(LEVELS):
+        median = float(np.median([s for s, _ in kept]))
+        end = 0 if kept[0][0] <= kept[-1][0] else -1
+        if kept[end][0] >= 0.6 * median:
+            break
+        kept.pop(end)
+    centers = [c for _, c in kept]
     chain = [centers[0]]
     for p in centers[1:]:
         a = chain[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from detector.data.synthetic import make_study
 from detector.levels import LEVELS, assign_levels
@@ -116,3 +117,17 @@ def test_weak_spurious_discs_do_not_shift_the_names():
     assert sorted(found) == sorted(LEVELS)
     assert found["C2-C3"].box[1] == 45
     assert found["C5-C6"].label == "herniation" and found["C5-C6"].slice_index == 2
+
+
+@pytest.mark.parametrize("extra_y", [20, 230])
+def test_a_seventh_consistent_but_weaker_position_at_an_end_is_dropped(extra_y):
+    """Seen with the shipped model: the dens base boxed (score ~0.4) on a few slices above C2-C3."""
+    slices = [column(score=0.7) + ([disc(extra_y, score=0.4)] if k < 3 else []) for k in range(6)]
+    found = assign_levels(slices)
+    assert [f.level for f in found] == list(LEVELS)
+    assert found[0].box[1] == 45 and found[-1].box[1] == 195
+
+
+def test_seven_equally_strong_positions_are_named_from_the_top():
+    found = assign_levels([column(ys=(20, 50, 80, 110, 140, 170, 200))])
+    assert [f.level for f in found] == list(LEVELS) and found[0].box[1] == 15
