@@ -36,7 +36,7 @@ class LevelFinding:
 
 
 @dataclass(frozen=True)
-class _Disc:
+class Disc:
     """One disc on one slice: detections of both classes merged."""
 
     slice_index: int
@@ -56,27 +56,39 @@ def assign_levels(detections: Sequence[Sequence[Detection]], threshold: float = 
     """Findings per disc level, cranial first, for one sagittal series.
 
     ``detections[k]``: the detections on slice k (image rows run head -> feet). ``threshold``:
-    the herniation score at which a level is called herniated. ``min_score``: detections
-    below it are ignored. ``merge_iou``: boxes of either class overlapping this much on one
-    slice are one disc. ``anchor_fraction``: only discs scoring at least this fraction of the
-    series' best disc place the chain of levels (weak detections are then named by it, or
-    dropped when they lie between chain positions). Levels with no disc seen are left out.
+    the herniation score at which a level is called herniated. The other arguments are those
+    of ``name_discs``. Levels with no disc seen are left out.
+    """
+    by_level: dict[str, list[Disc]] = {}
+    for level, disc in name_discs(detections, min_score, merge_iou, anchor_fraction):
+        by_level.setdefault(level, []).append(disc)
+    return [_finding(lv, by_level[lv], threshold) for lv in LEVELS if lv in by_level]
+
+
+def name_discs(detections: Sequence[Sequence[Detection]], min_score: float = 0.05,
+               merge_iou: float = 0.4, anchor_fraction: float = 0.4) -> list[tuple[str, Disc]]:
+    """Every disc of the series with its level name.
+
+    ``min_score``: detections below it are ignored. ``merge_iou``: boxes of either class
+    overlapping this much on one slice are one disc. ``anchor_fraction``: only discs scoring
+    at least this fraction of the series' best disc place the chain of levels; weaker ones
+    are named by it, or dropped when they lie between chain positions.
     """
     discs = [d for k, dets in enumerate(detections) for d in _merge(k, dets, min_score, merge_iou)]
     if not discs:
         return []
     top = max(d.score for d in discs)
     chain, spacing = _chain([d for d in discs if d.score >= anchor_fraction * top])
-    by_level: dict[int, list[_Disc]] = {}
+    named = []
     for disc in discs:
         dist = np.linalg.norm(chain - disc.center, axis=1)
         j = int(np.argmin(dist))
         if j < len(LEVELS) and dist[j] < 0.5 * spacing:
-            by_level.setdefault(j, []).append(disc)
-    return [_finding(LEVELS[j], by_level[j], threshold) for j in sorted(by_level)]
+            named.append((LEVELS[j], disc))
+    return named
 
 
-def _finding(level: str, discs: list[_Disc], threshold: float) -> LevelFinding:
+def _finding(level: str, discs: list[Disc], threshold: float) -> LevelFinding:
     worst = max(discs, key=lambda d: (d.herniation, d.score))
     if worst.herniation >= threshold:
         return LevelFinding(level, "herniation", worst.herniation, worst.slice_index, worst.box)
@@ -85,7 +97,7 @@ def _finding(level: str, discs: list[_Disc], threshold: float) -> LevelFinding:
     return LevelFinding(level, "normal_disc", score, best.slice_index, best.box)
 
 
-def _merge(k: int, dets: Sequence[Detection], min_score: float, merge_iou: float) -> list[_Disc]:
+def _merge(k: int, dets: Sequence[Detection], min_score: float, merge_iou: float) -> list[Disc]:
     """Greedy cross-class merge on one slice, highest score first."""
     kept: list[list[Detection]] = []
     for det in sorted((d for d in dets if d.score >= min_score), key=lambda d: -d.score):
@@ -98,7 +110,7 @@ def _merge(k: int, dets: Sequence[Detection], min_score: float, merge_iou: float
     out = []
     for group in kept:
         box = group[0].box
-        out.append(_Disc(
+        out.append(Disc(
             slice_index=k, center=np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]),
             box=tuple(float(x) for x in box),  # type: ignore[arg-type]
             herniation=max((d.score for d in group if d.label == "herniation"), default=0.0),
@@ -107,7 +119,7 @@ def _merge(k: int, dets: Sequence[Detection], min_score: float, merge_iou: float
     return out
 
 
-def _chain(discs: list[_Disc]) -> tuple[np.ndarray, float]:
+def _chain(discs: list[Disc]) -> tuple[np.ndarray, float]:
     """Disc positions of the series [L, 2] (x, y px), cranial first, gaps filled; and the spacing.
 
     Cluster the disc centres of all slices along the spine (score-weighted means), drop
@@ -115,7 +127,7 @@ def _chain(discs: list[_Disc]) -> tuple[np.ndarray, float]:
     n >= 2 typical spacings apart.
     """
     spacing = _typical_spacing(discs)
-    clusters: list[list[_Disc]] = []
+    clusters: list[list[Disc]] = []
     for disc in sorted(discs, key=lambda d: d.center[1]):
         near = [c for c in clusters if np.linalg.norm(_mean(c) - disc.center) < 0.5 * spacing]
         if near:
@@ -144,7 +156,7 @@ def _chain(discs: list[_Disc]) -> tuple[np.ndarray, float]:
     return np.stack(chain), spacing
 
 
-def _typical_spacing(discs: list[_Disc]) -> float:
+def _typical_spacing(discs: list[Disc]) -> float:
     """Median distance between neighbouring disc centres on the same slice (px)."""
     steps = []
     for k in {d.slice_index for d in discs}:
@@ -156,7 +168,7 @@ def _typical_spacing(discs: list[_Disc]) -> float:
     return 3.0 * float(np.median(heights))  # one disc per slice: a disc + body is ~3 disc heights
 
 
-def _mean(cluster: list[_Disc]) -> np.ndarray:
+def _mean(cluster: list[Disc]) -> np.ndarray:
     w = np.array([d.score for d in cluster]) + 1e-6
     return (np.stack([d.center for d in cluster]) * w[:, None]).sum(0) / w.sum()
 
