@@ -54,6 +54,9 @@ def celery_config(settings: Settings, options: WorkerOptions) -> dict:
         "task_default_queue": QUEUE,
         "task_routes": {TASK_NAME: {"queue": QUEUE}},
         "task_acks_late": True,
+        # Broker connection lost: stop the running job (its message will be redelivered)
+        # rather than finish it and run it again.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_serializer": "json",

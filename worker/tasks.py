@@ -194,8 +194,8 @@ def resend_job(ctx: WorkerContext, job_id: int) -> str:
         if job is None:
             raise PermanentError(f"job {job_id} does not exist")
         state = JobState(job.state)
-        if state in (JobState.queued, JobState.running):
-            raise PermanentError(f"job {job_id} is {state.value}: wait for it to finish")
+        if state not in (JobState.done, JobState.failed, JobState.results_written):
+            raise PermanentError(f"job {job_id} is {state.value}: resend needs a finished job")
         run = job.run
         jobs.record_event(session, job, "resend", {"from_state": state.value})
     objects = pipeline.read_results(pipeline.results_dir(ctx, job_id))

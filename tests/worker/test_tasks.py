@@ -109,7 +109,7 @@ def test_retries_back_off_then_the_job_fails_with_its_reason(sessions, tmp_path)
 def test_resend_needs_stored_results_and_a_finished_job(sessions, tmp_path):
     ctx = _context(sessions, tmp_path)
     job_id = _job(sessions, tmp_path)
-    with pytest.raises(PermanentError, match="is queued"):
+    with pytest.raises(PermanentError, match="is queued: resend needs a finished job"):
         resend_job(ctx, job_id)
     _move(sessions, job_id, JobState.running, JobState.failed)
     with pytest.raises(PermanentError, match="no stored results"):
