@@ -102,6 +102,16 @@ def _settings(env: dict[str, str], **overrides) -> Settings:
     return Settings(**{**keys, **overrides})
 
 
+def _meddet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a ``meddet`` command; it must succeed."""
+    cli = subprocess.run(
+        [sys.executable, "-c", "from dicom_node.cli import main; main()", *args],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    return cli
+
+
 def _history(sessions: sessionmaker[Session], job_id: int) -> list[dict]:
     with sessions() as session:
         return jobs.job_history(session, job_id)
@@ -249,13 +259,12 @@ def test_destination_down_retries_fails_then_resend_succeeds(tmp_path, redis_url
         assert "gave up after 2 retries" in job.reason and scp.destination in job.reason
     history = _history(sessions, job_id)
     assert [e["state"] for e in history].count("retry") == 2
+    audit = json.loads(_meddet(env, "audit", "jobs", "--status", "failed", "--json").stdout)
+    assert [(row["job_id"], row["retries"]) for row in audit] == [(job_id, 2)]
+    assert "gave up after 2 retries" in audit[0]["reason"]
     scp.start()
     try:
-        cli = subprocess.run(
-            [sys.executable, "-c", "from dicom_node.cli import main; main()", "resend", str(job_id), "--json"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )
-        assert cli.returncode == 0, cli.stderr
+        cli = _meddet(env, "resend", str(job_id), "--json")
         assert json.loads(cli.stdout.strip().splitlines()[-1]) == {"job": job_id, "outcome": "done"}
         _assert_results_once(scp, settings, job_id)
     finally:
@@ -301,12 +310,7 @@ def test_embedded_destination_down_fails_then_meddet_retry_runs_it_again(tmp_pat
         dispatcher.notify()
         wait_for(lambda: job_state(sessions, job_id) == "failed", 120, 0.2, "job to fail")
         scp.start()
-        cli = subprocess.run(
-            [sys.executable, "-c", "from dicom_node.cli import main; main()", "retry", str(job_id), "--json"],
-            env={**os.environ, "MEDDET_DATA_DIR": str(settings.data_dir)},
-            capture_output=True, text=True, timeout=120,
-        )
-        assert cli.returncode == 0, cli.stderr
+        cli = _meddet({**os.environ, "MEDDET_DATA_DIR": str(settings.data_dir)}, "retry", str(job_id), "--json")
         assert json.loads(cli.stdout.strip().splitlines()[-1])["run"] == 2
         dispatcher.notify()
         wait_for(lambda: job_state(sessions, job_id) == "done", 120, 0.2, "the retried job")
