@@ -22,24 +22,17 @@ import numpy as np
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from detector.data.synthetic import make_study  # noqa: E402
-from detector.levels import LEVELS, assign_levels, name_discs  # noqa: E402
+from detector.levels import LEVELS, assign_levels, box_iou, name_discs  # noqa: E402
 from detector.types import Detection  # noqa: E402
 
 THRESHOLDS = (0.3, 0.4, 0.5)
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
-    return iw * ih / union if union > 0 else 0.0
 
 
 def naive_names(dets: list[Detection], min_score: float) -> list[tuple[Detection, str]]:
     """The contract's literal rule on one slice: boxes sorted top-down, named from C2-C3."""
     kept: list[Detection] = []
     for d in sorted((d for d in dets if d.score >= min_score), key=lambda d: -d.score):
-        if all(iou(d.box, k.box) < 0.4 for k in kept):  # one box per disc (both classes)
+        if all(box_iou(d.box, k.box) < 0.4 for k in kept):  # one box per disc (both classes)
             kept.append(d)
     kept.sort(key=lambda d: d.box[1] + d.box[3])
     return list(zip(kept, LEVELS))
@@ -56,7 +49,7 @@ def chain_names(dets_per_slice: list[list[Detection]]) -> dict[int, list[tuple[S
 def named_right(named: list[tuple[Sequence[float], str]], boxes: np.ndarray, levels: list[str]) -> tuple[int, int]:
     right = total = 0
     for box, level in named:
-        ious = [iou(box, b) for b in boxes]
+        ious = [box_iou(box, b) for b in boxes]
         if ious and max(ious) > 0.5:
             total += 1
             right += levels[int(np.argmax(ious))] == level

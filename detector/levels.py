@@ -102,7 +102,7 @@ def _merge(k: int, dets: Sequence[Detection], min_score: float, merge_iou: float
     kept: list[list[Detection]] = []
     for det in sorted((d for d in dets if d.score >= min_score), key=lambda d: -d.score):
         for group in kept:
-            if _iou(group[0].box, det.box) >= merge_iou:
+            if box_iou(group[0].box, det.box) >= merge_iou:
                 group.append(det)
                 break
         else:
@@ -173,7 +173,8 @@ def _mean(cluster: list[Disc]) -> np.ndarray:
     return (np.stack([d.center for d in cluster]) * w[:, None]).sum(0) / w.sum()
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two (x0, y0, x1, y1) boxes."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from detector import SHIPPED_CHECKPOINT
 from detector.data.synthetic import make_study
-from detector.levels import LEVELS
+from detector.levels import LEVELS, box_iou
 from detector.types import CLASS_NAMES, Detection
 from dicom_node.findings import build_findings
 from dicom_node.pixels import series_from_datasets
@@ -108,13 +108,6 @@ def test_predict_cli_errors_are_clear(tmp_path, untrained_checkpoint):
 
 NO_CHECKPOINT = pytest.mark.skipif(
     not SHIPPED_CHECKPOINT.is_file(), reason=f"no shipped checkpoint at {SHIPPED_CHECKPOINT} (engineer D1 ships it)")
-
-
-def box_iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
-    return iw * ih / union
 
 
 @NO_CHECKPOINT
