@@ -38,7 +38,6 @@ import queue
 import select
 import socket
 import ssl
-import struct
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -46,14 +45,12 @@ from typing import Any
 import pynetdicom
 from pynetdicom import AE, _handlers, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.logging import get_logger
+from dicom_node.store_response import FastStoreResponses
 
 log = get_logger(__name__)
 
@@ -319,62 +316,6 @@ class EventDrivenAssociation(Association):
 
 #: Requests whose handlers never wait on the DUL, so they may run while we drive it.
 _INLINE_REQUESTS = frozenset({"C_STORE", "C_ECHO"})
-
-
-def encode_store_response(message_id: int, sop_class: str, sop_instance: str, status: int) -> bytes:
-    """A C-STORE-RSP command set (implicit VR little endian, PS3.7 9.3.1.2), as pynetdicom
-    encodes it but without building and validating a pydicom dataset per response."""
-
-    def element(tag: int, value: bytes) -> bytes:
-        return struct.pack("<HHI", 0x0000, tag, len(value)) + value
-
-    def uid(value: str) -> bytes:
-        raw = value.encode("ascii")
-        return raw + b"\0" if len(raw) % 2 else raw
-
-    body = b"".join(
-        (
-            element(0x0002, uid(sop_class)),
-            element(0x0100, struct.pack("<H", 0x8001)),  # C-STORE-RSP
-            element(0x0120, struct.pack("<H", message_id)),
-            element(0x0800, struct.pack("<H", 0x0101)),  # no data set
-            element(0x0900, struct.pack("<H", status)),
-            element(0x1000, uid(sop_instance)),
-        )
-    )
-    return element(0x0000, struct.pack("<I", len(body))) + body
-
-
-class FastStoreResponses(DIMSEServiceProvider):
-    """DIMSE provider that sends plain C-STORE responses from :func:`encode_store_response`.
-
-    Plain: a status with no Error Comment / Offending Element, no ``EVT_DIMSE_SENT``
-    handler bound, one PDV. Anything else goes through pynetdicom's ``send_msg``.
-    """
-
-    def send_msg(self, primitive: Any, context_id: int) -> None:
-        if (
-            type(primitive) is C_STORE
-            and primitive.MessageIDBeingRespondedTo is not None
-            and primitive.Status is not None
-            and primitive.AffectedSOPClassUID
-            and primitive.AffectedSOPInstanceUID
-            and primitive.ErrorComment is None
-            and primitive.OffendingElement is None
-            and not self.assoc.get_handlers(evt.EVT_DIMSE_SENT)
-        ):
-            command = encode_store_response(
-                primitive.MessageIDBeingRespondedTo,
-                primitive.AffectedSOPClassUID,
-                primitive.AffectedSOPInstanceUID,
-                primitive.Status,
-            )
-            if self.maximum_pdu_size == 0 or len(command) + 6 <= self.maximum_pdu_size:
-                pdata = P_DATA()
-                pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
-                self.dul.send_pdu(pdata)
-                return
-        super().send_msg(primitive, context_id)
 
 
 def accelerate(assoc: Association) -> EventDrivenAssociation:

@@ -117,7 +117,7 @@ def test_store_response_bytes_equal_pynetdicoms(sop_uid: str, status: int) -> No
     from pynetdicom.dimse_messages import C_STORE_RSP
     from pynetdicom.dimse_primitives import C_STORE
 
-    from dicom_node.reactor import encode_store_response
+    from dicom_node.store_response import encode_store_response
 
     primitive = C_STORE()
     primitive.MessageIDBeingRespondedTo = 7
