@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     # Operations
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of the metrics endpoint (0.0.0.0 in containers)"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_json: bool = Field(False, description="JSON log lines instead of console format")
 

@@ -73,7 +73,7 @@ def serve(ctx: typer.Context) -> None:
     factory = make_session_factory(make_engine(settings.effective_database_url))
     metrics = Metrics()
     if settings.metrics_port is not None:
-        serve_metrics(settings.metrics_port, metrics.registry)
+        serve_metrics(settings.metrics_port, metrics.registry, settings.metrics_host)
     model_version = detector.model_version(settings.checkpoint)
     dispatcher = make_dispatcher(settings, factory, metrics)
 

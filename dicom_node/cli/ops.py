@@ -46,7 +46,7 @@ def worker(
         from dicom_node.metrics import enable_multiprocess, serve_metrics
 
         registry = enable_multiprocess(settings.data_dir / "prometheus" / "worker")
-        serve_metrics(settings.metrics_port, registry)
+        serve_metrics(settings.metrics_port, registry, settings.metrics_host)
     run_worker(
         settings, options, concurrency=concurrency, queues=queues,
         loglevel=settings.log_level, hostname=hostname,
