@@ -7,6 +7,7 @@ folder with ``train/`` and ``val/`` subfolders uses them; otherwise every tenth 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +42,28 @@ def folder_dataset(root: Path) -> Dataset:
     raise ValueError(f"data: {root} is neither COCO (*.json) nor YOLO (labels/) layout")
 
 
-def resolve(spec: str, tc: TrainConfig) -> tuple[Any, Any]:
-    """``--data`` spec -> (train dataset, validation dataset)."""
+FolderOpener = Callable[[Path], Any]
+
+
+def resolve(spec: str, tc: TrainConfig, open_folder: FolderOpener = folder_dataset) -> tuple[Any, Any]:
+    """``--data`` spec -> (train dataset, validation dataset).
+
+    ``open_folder`` reads one folder; the CLI passes one that also knows DICOM series with a
+    box file (that loader lives in ``dicom_node``, since this package never imports pydicom).
+    """
     if spec in ("synthetic", "synthetic:hard"):
         return synthetic_split(tc, hard_only=spec.endswith(":hard"))
     root = Path(spec)
     if not root.is_dir():
         raise ValueError(f"data: expected 'synthetic', 'synthetic:hard' or a folder, got {spec!r}")
     if (root / "train").is_dir() and (root / "val").is_dir():
-        return folder_dataset(root / "train"), folder_dataset(root / "val")
-    full = folder_dataset(root)
+        return open_folder(root / "train"), open_folder(root / "val")
+    full = open_folder(root)
     idx = range(len(full))
     return Subset(full, [i for i in idx if i % 10]), Subset(full, [i for i in idx if i % 10 == 0])
 
 
-def eval_dataset(spec: str, n: int, seed: int) -> Any:
+def eval_dataset(spec: str, n: int, seed: int, open_folder: FolderOpener = folder_dataset) -> Any:
     """The dataset ``meddet evaluate`` scores: fresh synthetic slices or a whole folder."""
     from detector.data.synthetic import SyntheticSliceDataset
 
@@ -63,5 +71,5 @@ def eval_dataset(spec: str, n: int, seed: int) -> Any:
         return SyntheticSliceDataset(n, seed, hard=spec.endswith(":hard"))
     root = Path(spec)
     if (root / "val").is_dir():
-        return folder_dataset(root / "val")
-    return folder_dataset(root)
+        return open_folder(root / "val")
+    return open_folder(root)

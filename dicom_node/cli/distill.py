@@ -41,6 +41,7 @@ def distill_cmd(
     from detector.distill.trainer import distill, load_teacher
     from detector.evaluate import format_metrics
     from detector.sources import resolve
+    from dicom_node.cli.ml import open_folder
 
     dcfg, student_cfg = load_distill(config)
     if student is not None:
@@ -61,7 +62,7 @@ def distill_cmd(
     if not paths or missing:
         raise typer.BadParameter(f"teacher checkpoint(s) not found: {missing or teachers!r}", param_hint="--teachers")
     loaded = [load_teacher(p) for p in paths]
-    train_set, val_set = resolve(data, student_cfg.train)
+    train_set, val_set = resolve(data, student_cfg.train, open_folder)
     typer.echo(f"distilling {len(loaded)} teachers ({', '.join(v for _, v in loaded)}) into {dcfg.student}: "
                f"{len(train_set)} train / {len(val_set)} val images -> {out}")
     result = distill(dcfg, student_cfg, [m for m, _ in loaded], train_set, val_set, out,

@@ -11,10 +11,21 @@ import typer
 from dicom_node.cli import app, state
 
 DataOpt = Annotated[
-    str, typer.Option("--data", help="'synthetic', 'synthetic:hard', or a COCO/YOLO folder (train/ + val/ or one folder)")
+    str, typer.Option("--data", help="'synthetic', 'synthetic:hard', or a folder: DICOM series + boxes.json, COCO or YOLO (train/ + val/, or one folder)")
 ]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
+
+
+def open_folder(root: Path):  # type: ignore[no-untyped-def]
+    """A data folder: DICOM series with a box file (boxes.json / ground_truth.json, e.g.
+    ``meddet synth`` output), else a COCO or YOLO folder."""
+    from detector.sources import folder_dataset
+    from dicom_node.datasets import BOX_FILES, DicomBoxDataset
+
+    if any(next(root.rglob(name), None) for name in BOX_FILES):
+        return DicomBoxDataset(root)
+    return folder_dataset(root)
 
 
 def _usage_error(exc: Exception) -> typer.Exit:
@@ -54,7 +65,7 @@ def train_cmd(
     if threads:
         torch.set_num_threads(threads)
     try:
-        train_set, val_set = resolve(data, cfg.train)
+        train_set, val_set = resolve(data, cfg.train, open_folder)
     except (ValueError, FileNotFoundError) as exc:
         raise _usage_error(exc) from exc
     name = Path(config).stem
@@ -90,7 +101,7 @@ def evaluate_cmd(
     if threads:
         torch.set_num_threads(threads)
     det = Detector.from_checkpoint(checkpoint_path or state(ctx).settings.checkpoint, device=device)
-    dataset = eval_dataset(data, images, seed)
+    dataset = eval_dataset(data, images, seed, open_folder)
     metrics = evaluate_model(det.model, dataset, det.cfg.preprocess, batch_size, det.class_names)
     metrics = {"model_version": det.version, "data": data, "seed": seed, **metrics}
     if as_json:

@@ -38,3 +38,25 @@ def test_train_rejects_an_unknown_data_spec(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["train", "--config", "tiny", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)])
     assert done.exit_code == 2 and "neither" not in done.output
     assert "expected" in done.output
+
+
+def test_train_and_evaluate_on_dicom_series_with_a_box_file(tmp_path: Path) -> None:
+    """`meddet synth` output (DICOM + ground_truth.json) is a training folder, as real data is."""
+    import dicom_node.cli.data  # noqa: F401  (registers `meddet synth`)
+
+    torch.set_num_threads(1)
+    runner = CliRunner()
+    made = runner.invoke(app, ["synth", "--out", str(tmp_path / "study"), "--studies", "1", "--seed", "3", "--slices", "6", "--size", "224"])
+    assert made.exit_code == 0, made.output
+    done = runner.invoke(
+        app,
+        ["train", "--config", "tiny", "--data", str(tmp_path / "study"), "--out", str(tmp_path / "run"),
+         "--epochs", "1", "--threads", "1", "--no-progress"],
+    )
+    assert done.exit_code == 0, done.output
+    assert "5 train / 1 val images" in done.output  # every tenth slice validates
+    scored = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(tmp_path / "run" / "model.pt"), "--data", str(tmp_path / "study"), "--json"]
+    )
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.output)["images"] == 6
