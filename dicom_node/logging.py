@@ -44,10 +44,12 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # pynetdicom logs every PDU at INFO; keep it to warnings unless debugging.
-    logging.getLogger("pynetdicom").setLevel(
-        logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
-    )
+    # pynetdicom logs every PDU and highdicom every copied module at INFO: warnings only,
+    # unless debugging.
+    for chatty in ("pynetdicom", "highdicom"):
+        logging.getLogger(chatty).setLevel(
+            logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+        )
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
