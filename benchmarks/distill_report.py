@@ -149,8 +149,9 @@ def write_report(out: Path, docs: Path, speed_dir: Path | None = None) -> Path:
             "Setting: " + ", ".join(f"{k}={args.get(k)}" for k in (
                 "size", "train_images", "test_images", "teacher_epochs", "student_epochs", "batch", "ode_steps", "seed", "threads")),
             "", "#### Accuracy (synthetic hard test set; students: mean ± sd over seeds)", "", *accuracy_table(out), ""]
-    body += ["#### Ablations", "", *ablation_table(out, ABLATION, "cumulative"), "",
-             *ablation_table(out, PLACEMENT, "nmODE² placement"), "", *ablation_table(out, FUSION, "fusion"), ""]
+    if any(_runs(out, f"student_{n}") for n, _, _ in ABLATION + PLACEMENT + FUSION if n != "meddet"):
+        body += ["#### Ablations", "", *ablation_table(out, ABLATION, "cumulative"), "",
+                 *ablation_table(out, PLACEMENT, "nmODE² placement"), "", *ablation_table(out, FUSION, "fusion"), ""]
     if noise:
         body += ["#### Noise robustness (mAP50 %, added Rician noise)", "",
                  "| sigma | " + " | ".join(str(s) for s in noise["sigma"]) + " |",
@@ -158,7 +159,7 @@ def write_report(out: Path, docs: Path, speed_dir: Path | None = None) -> Path:
         for key in ("undistilled", "meddet"):
             body.append(f"| {key} | " + " | ".join(_pct(v) for v in noise[key]) + " |")
         body.append("")
-    if speed:
+    if speed and speed_dir is None:  # a run that borrows another's latency only plots it
         body += [f"#### Size and CPU speed at 512x512 ({speed['threads']} threads, median of interleaved rounds)", "",
                  *speed_table(speed), "", "#### Cost of nmODE² in the head (same student, same run)", "",
                  *nmode_table(speed), ""]
