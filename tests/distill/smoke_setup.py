@@ -6,7 +6,7 @@ from detector.config import DetectorConfig, load_config
 
 SIZE = 96
 TRAIN_IMAGES = 64
-STEPS_TEACHER_EPOCHS = 8
+TEACHER_EPOCHS = 8
 STUDENT_EPOCHS = 4
 
 
@@ -22,5 +22,5 @@ def teacher_cfg() -> DetectorConfig:
     return student_cfg().replace(
         backbone={"name": "resnet", "depth": 18, "width": 0.25, "out_indices": [1, 2, 3]},
         neck={"channels": 48}, head={"feat_channels": 48, "stacked_convs": 2},
-        train={"epochs": STEPS_TEACHER_EPOCHS},
+        train={"epochs": TEACHER_EPOCHS},
     )
