@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.audit.db import transaction
@@ -30,6 +31,9 @@ from dicom_node.logging import get_logger
 from dicom_node.spool import StoredFile
 
 log = get_logger(__name__)
+
+#: How long the recorder gathers events into one transaction after the first arrives.
+BATCH_WINDOW_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class AuditRecorder:
         on_batch: Callable[[set[str]], None] | None = None,
     ) -> None:
         self._factory = session_factory
-        self._on_batch = on_batch  # told which series UIDs a committed batch touched
+        self._on_batch = on_batch  # told which series a batch brought to their expected count
         self._queue: queue.Queue[Event | None] = queue.Queue()
         self._assoc_ids: dict[int, int] = {}  # association key -> DB id
         self._thread = threading.Thread(target=self._run, name="audit-recorder", daemon=True)
@@ -117,11 +121,12 @@ class AuditRecorder:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            batch = [first]
-            while len(batch) < 500:
+            batch = [self._queue.get()]
+            # Gather what arrives in the next few ms too: one transaction for many events.
+            deadline = time.monotonic() + BATCH_WINDOW_S
+            while len(batch) < 500 and None not in batch:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             events = [e for e in batch if e is not None]
@@ -133,11 +138,12 @@ class AuditRecorder:
                 return
 
     def _write_batch(self, events: list[Event]) -> None:
-        touched: set[str] = set()
+        ready: set[str] = set()
         for attempt in range(5):
             try:
                 with transaction(self._factory) as session:
                     touched = {s for e in events if (s := self.apply(session, e))}
+                    ready = {s.series_instance_uid for s in touched if has_all_expected(s)}
                 break
             except Exception:  # a DB hiccup must not lose events: retry, then log loudly
                 log.exception("audit batch failed", attempt=attempt + 1, events=len(events))
@@ -145,11 +151,11 @@ class AuditRecorder:
         else:
             log.error("audit batch dropped; recovery at next start records the files")
             return
-        if touched and self._on_batch is not None:
-            self._on_batch(touched)
+        if ready and self._on_batch is not None:
+            self._on_batch(ready)  # complete by count: no need to wait for the next poll
 
-    def apply(self, session: Session, event: Event) -> str | None:
-        """Write one event; returns the series UID it touched, if any."""
+    def apply(self, session: Session, event: Event) -> Series | None:
+        """Write one event; returns the series it added an instance to, if any."""
         if isinstance(event, AssociationOpened):
             row = Association(
                 calling_ae=event.calling_ae,
@@ -202,14 +208,21 @@ class AuditRecorder:
         return None
 
 
+def has_all_expected(series: Series) -> bool:
+    return bool(series.expected_instances) and series.n_instances >= series.expected_instances
+
+
 def record_instance(
     session: Session,
     header: InstanceHeader,
     stored: StoredFile,
     at: datetime,
     association_id: int | None,
-) -> str | None:
-    """Insert the instance and update (or reopen) its series. Duplicates change nothing."""
+) -> Series | None:
+    """Insert the instance and update (or reopen) its series. Duplicates change nothing.
+
+    ``n_instances`` counts distinct SOP Instance UIDs: revision 0 is the first of each.
+    """
     series = session.scalar(
         select(Series).where(Series.series_instance_uid == header.series_uid)
     )
@@ -219,6 +232,7 @@ def record_instance(
             study_instance_uid=header.study_uid,
             modality=header.modality,
             spool_path=str(stored.path.parent),
+            n_instances=0,
             first_received_at=at,
             last_received_at=at,
             expected_instances=header.expected_in_series,
@@ -248,12 +262,8 @@ def record_instance(
             sop_uid=header.sop_uid,
             revision=stored.revision,
         )
-    session.flush()
-    series.n_instances = session.scalar(
-        select(func.count(func.distinct(Instance.sop_instance_uid))).where(
-            Instance.series_id == series.id
-        )
-    ) or 0
+    if stored.revision == 0:
+        series.n_instances += 1
     series.last_received_at = max(_aware(series.last_received_at), at)
     if header.expected_in_series and not series.expected_instances:
         series.expected_instances = header.expected_in_series
@@ -261,7 +271,7 @@ def record_instance(
         log.info("late instance reopens series", series_uid=header.series_uid, was=series.state.value)
         series.state = SeriesState.receiving
         series.completed_at = None
-    return header.series_uid
+    return series
 
 
 def _aware(value: datetime) -> datetime:
