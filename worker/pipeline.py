@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from dicom_node import jobs
 from dicom_node.audit.db import transaction
 from dicom_node.audit.models import Instance, Job, JobState, Series
+from dicom_node.destinations import RESULT_KINDS
 from dicom_node.logging import get_logger
 from worker.context import WorkerContext
 from worker.errors import BadInputError, PermanentError, RetriableError, StaleRunError
@@ -196,7 +197,7 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
         if document["findings"]:  # no disc seen: findings.json says so, nothing to send
             try:
                 objects = build_result_objects(
-                    document, series.sources, ctx.settings.result_objects, ctx.settings.sr_kind
+                    document, series.sources, kinds_to_build(ctx.settings), ctx.settings.sr_kind
                 )
             except ValueError as exc:  # FindingsError names the missing attribute
                 raise BadInputError(f"cannot build result objects: {exc}") from exc
@@ -212,6 +213,14 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
     return list(objects)
 
 
+def kinds_to_build(settings: Any) -> list[str]:
+    """Every result kind some destination wants (each may choose its own), in a fixed order."""
+    wanted = set(settings.result_objects)
+    for destination in settings.destinations:
+        wanted.update(destination.kinds(settings.result_objects))
+    return [kind for kind in RESULT_KINDS if kind in wanted]
+
+
 def deliver(
     ctx: WorkerContext,
     job_id: int,
@@ -221,16 +230,21 @@ def deliver(
     send_retries: int = 1,
     send_backoff: float = 0.5,
 ) -> None:
-    """Send ``objects`` to every destination; all accepted -> state sent.
+    """Send each destination its kinds of ``objects``; all accepted -> state sent.
 
     A destination that is unreachable or refuses raises RetriableError (the task retries;
     objects already accepted are sent again with the same UIDs, which a PACS de-duplicates).
     """
     from dicom_node.sender import send_objects
 
-    datasets = [ds for _, ds in objects]
     failures = []
-    for destination in ctx.settings.destinations if datasets else []:
+    sent_to = []
+    for destination in ctx.settings.destinations:
+        wanted = destination.kinds(ctx.settings.result_objects)
+        datasets = [(kind, ds) for kind, ds in objects if kind in wanted]
+        if not datasets:
+            continue
+        sent_to.append(str(destination))
         with step(ctx, job_id, run, "send", destination=str(destination)) as info:
             report = send_objects(
                 datasets,
@@ -246,8 +260,7 @@ def deliver(
             failures.append(f"{destination}: {report_summary(report)}")
     if failures:
         raise RetriableError("; ".join(failures))
-    sent_to = [str(d) for d in ctx.settings.destinations] if datasets else []
-    advance(ctx, job_id, run, JobState.sent, {"destinations": sent_to, "objects": len(datasets)})
+    advance(ctx, job_id, run, JobState.sent, {"destinations": sent_to, "objects": len(objects)})
 
 
 def report_summary(report: Any) -> str:

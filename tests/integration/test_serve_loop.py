@@ -193,3 +193,23 @@ def test_redis_down_while_receiving_loses_nothing(tmp_path, scp, checkpoint):
         worker.stop()
         serve.stop()
         redis_server.stop()
+
+
+def test_each_destination_gets_the_result_objects_it_asked_for(tmp_path, scp, checkpoint):
+    """A PACS that takes no SEG is configured ``AE@host:port?objects=sr+gsps``."""
+    old_pacs = RecordingSCP(ae_title="OLDPACS").start()
+    try:
+        env = _env(tmp_path, scp, checkpoint, None)
+        env["MEDDET_DESTINATIONS"] = f"{scp.destination},{old_pacs.destination}?objects=sr+gsps"
+        serve = start_serve(env, tmp_path / "serve.log")
+        try:
+            _send(tmp_path, env)
+            sessions, finished = _one_job(env)
+            wait_for(finished, 120, 0.2, "the job to finish")
+        finally:
+            serve.stop()
+        modality = lambda server: sorted(str(ds.Modality) for ds in server.received)  # noqa: E731
+        assert modality(scp) == ["PR", "SEG", "SR"]
+        assert modality(old_pacs) == ["PR", "SR"]
+    finally:
+        old_pacs.stop()
