@@ -9,14 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dicom_node.audit.models import (
-    Association,
-    Job,
-    JobEvent,
-    QuarantineRecord,
-    SendAttempt,
-    Series,
-)
+from dicom_node import jobs
+from dicom_node.audit.models import Association, Job, QuarantineRecord, SendAttempt, Series
 
 _DURATION = re.compile(r"^(?P<n>\d+(\.\d+)?)(?P<unit>[smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -69,33 +63,22 @@ def series_rows(
 def job_rows(
     session: Session, since: datetime | None = None, status: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    query = select(Job).order_by(Job.updated_at.desc()).limit(limit)
-    if since:
-        query = query.where(Job.updated_at >= since)
-    if status:
-        query = query.where(Job.state == status)
-    return [
-        {
-            "job_id": j.id,
-            "series_instance_uid": j.series_instance_uid,
-            "model_version": j.model_version,
-            "state": j.state.value,
-            "run": j.run,
-            "retries": j.retries,
-            "reason": j.reason,
-            "created_at": _iso(j.created_at),
-            "updated_at": _iso(j.updated_at),
-        }
-        for j in session.scalars(query)
-    ]
+    rows = []
+    for summary in jobs.list_jobs(session, status=status, since=since, limit=limit):
+        row = summary.as_dict()
+        rows.append({"job_id": row.pop("id"), **row})
+    return rows
 
 
 def job_history(session: Session, job_id: int) -> list[dict[str, Any]]:
-    events = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+    """The job's events (:func:`dicom_node.jobs.job_history`) merged with its send attempts."""
     sends = session.scalars(
         select(SendAttempt).where(SendAttempt.job_id == job_id).order_by(SendAttempt.id)
     )
-    rows = [{"at": _iso(e.at), "what": e.state, "detail": e.detail} for e in events]
+    rows = [
+        {"at": e["at"], "what": e["state"], "detail": e["detail"]}
+        for e in jobs.job_history(session, job_id)
+    ]
     rows += [
         {
             "at": _iso(s.at),
