@@ -73,6 +73,19 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def init_from(model: torch.nn.Module, path: Path | str) -> list[str]:
+    """Copy the weights of checkpoint ``path`` into ``model`` where names and shapes match
+    (fine-tuning, another input size, or a student gaining an nmODE² head); returns the names
+    of ``model``'s tensors left as initialised. Raises ``ValueError`` if nothing matches."""
+    src = ckpt.load(Path(path))["model"]
+    own = model.state_dict()
+    hits = {k: v.to(own[k].dtype) for k, v in src.items() if k in own and own[k].shape == v.shape}
+    if not hits:
+        raise ValueError(f"init_from: no tensor of {path} fits the model")
+    model.load_state_dict(hits, strict=False)
+    return sorted(set(own) - set(hits))
+
+
 def lr_lambda(total: int, warmup: int, floor: float = 0.05) -> Callable[[int], float]:
     """Linear warmup over ``warmup`` iterations, then cosine decay to ``floor`` x lr."""
 
@@ -104,8 +117,10 @@ def train(
     progress: bool = True,
     augment: Augmentation | None = None,
     log: Callable[[str], None] = print,
+    init: Path | str | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` on ``train_set``; validate on ``val_set`` each epoch (AP50 picks ``best.pt``)."""
+    """Train ``cfg`` on ``train_set``; validate on ``val_set`` each epoch (AP50 picks ``best.pt``).
+    ``init``: a checkpoint whose matching weights start the run (ignored when resuming)."""
     from tqdm import tqdm
 
     tc = cfg.train
@@ -114,7 +129,11 @@ def train(
     gen = seed_everything(tc.seed)
     dev = pick_device(device)
     out_dir = Path(out_dir)
-    model = build_detector(cfg).to(dev)
+    model = build_detector(cfg)
+    if init is not None:
+        fresh = init_from(model, init)
+        log(f"initialised from {init}" + (f" ({len(fresh)} tensors left fresh)" if fresh else ""))
+    model = model.to(dev)
     prepared = PreparedDataset(train_set, cfg, augment if augment is not None else default_augment(cfg))
     loader = DataLoader(prepared, batch_size=tc.batch_size, shuffle=True, collate_fn=collate, generator=gen, drop_last=len(prepared) > tc.batch_size)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]

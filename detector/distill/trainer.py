@@ -31,8 +31,8 @@ from detector.distill.losses import discriminator_loss, feature_mse, generator_l
 from detector.distill.lwff import LWFF
 from detector.evaluate import evaluate_model
 from detector.models import GFL, build_detector
-from detector.models.nmode import NMODE2Block
-from detector.train import PreparedDataset, collate, lr_lambda, seed_everything
+from detector.models.nmode import NMODE2Block, NMODE2Refiner
+from detector.train import PreparedDataset, collate, init_from, lr_lambda, seed_everything
 
 
 def load_teacher(path: Path | str) -> tuple[GFL, str]:
@@ -61,6 +61,25 @@ def build_student(cfg: DetectorConfig, ode: str) -> tuple[GFL, DetectorConfig]:
     elif ode == "backbone":
         model.backbone = nn.Sequential(model.backbone, NMODE2Block(model.backbone.out_channels))
     return model, cfg
+
+
+@torch.no_grad()
+def absorb_nmode_offset(model: GFL) -> None:
+    """Make a freshly added nmODE² head refiner (nearly) transparent, so a student
+    initialised from a plain checkpoint starts where that checkpoint was: zero the refiner's
+    1x1 convs (u = 0, so y(1) is one constant c everywhere) and subtract c times the
+    prediction convs' weight sums from their biases (exact away from the feature map's border)."""
+    head = model.head
+    refiner = head.refine
+    if not isinstance(refiner, NMODE2Refiner):
+        return
+    for proj in (refiner.cls_proj, refiner.reg_proj):
+        proj.weight.zero_()
+        proj.bias.zero_()
+    zero = head.gfl_cls.weight.new_zeros(1, head.gfl_cls.in_channels, 1, 1)
+    c = float(refiner([zero], [zero])[0][0].mean())
+    for conv in (head.gfl_cls, head.gfl_reg):
+        conv.bias -= c * conv.weight.sum((1, 2, 3))
 
 
 class DistillModules(nn.Module):
@@ -143,8 +162,11 @@ def distill(
     resume: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    init: Path | str | None = None,
 ) -> DistillResult:
-    """Distil ``teachers`` (frozen GFL models) into a student built from ``student_cfg``.
+    """Distil ``teachers`` (frozen GFL models) into a student built from ``student_cfg``;
+    ``init``: a checkpoint (e.g. the undistilled student) whose matching weights start it
+    (a new nmODE² head refiner starts transparent, see ``absorb_nmode_offset``).
 
     Returns the per-epoch history (det, mse, adv_g, adv_d, and val map50/map/recall50 when
     ``val_set`` is given) and writes ``last.pt`` (resumable) and ``student.pt``.
@@ -159,6 +181,11 @@ def distill(
     out_dir.mkdir(parents=True, exist_ok=True)
     teachers = [freeze(t) for t in teachers]
     student, student_cfg = build_student(student_cfg, dcfg.ode)
+    if init is not None:
+        fresh = init_from(student, init)
+        if any(k.startswith("head.refine.") for k in fresh):
+            absorb_nmode_offset(student)
+        log(f"student initialised from {init}" + (f" ({len(fresh)} tensors left fresh)" if fresh else ""))
     levels = student_cfg.neck.num_outs
     for t in teachers:
         if t.cfg.neck.num_outs != levels:
@@ -263,7 +290,7 @@ def distill(
         log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
         payload = ckpt.make_payload(
             student, student_cfg, config_name, epoch=epoch + 1, history=result.history, metrics=result.metrics,
-            distill=dcfg.to_dict(), teachers=list(teacher_versions),
+            distill=dcfg.to_dict(), teachers=list(teacher_versions), init=str(init) if init else None,
         )
         ckpt.save({**payload, "distill_modules": mods.state_dict(),
                    "optimizer": {"student": opt.state_dict(), "discriminator": opt_d.state_dict()},

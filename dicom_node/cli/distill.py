@@ -29,6 +29,9 @@ def distill_cmd(
     adversarial: Annotated[Optional[bool], typer.Option("--adversarial/--no-adversarial", help="AATM on or off")] = None,
     cache: Annotated[Optional[str], typer.Option("--cache", help="Teacher features: memory, disk or none")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present")] = True,
+    init_from: Annotated[
+        Optional[Path], typer.Option("--init-from", help="Start the student from this checkpoint's weights where names and shapes match")
+    ] = None,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
@@ -67,7 +70,7 @@ def distill_cmd(
                f"{len(train_set)} train / {len(val_set)} val images -> {out}")
     result = distill(dcfg, student_cfg, [m for m, _ in loaded], train_set, val_set, out,
                      config_name=f"meddet-{Path(dcfg.student).stem}", teacher_versions=[v for _, v in loaded],
-                     resume=resume, progress=progress, log=typer.echo)
+                     resume=resume, progress=progress, log=typer.echo, init=init_from)
     if dcfg.ode in ("fpn", "backbone"):
         typer.echo(f"{result.student} holds the {dcfg.ode} nmODE² variant (ablation only; Detector loads head/none)")
         return

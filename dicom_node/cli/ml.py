@@ -42,6 +42,9 @@ def train_cmd(
     images: Annotated[Optional[int], typer.Option("--images", help="Override train.train_images (synthetic)")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Override train.seed")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present")] = True,
+    init_from: Annotated[
+        Optional[Path], typer.Option("--init-from", help="Start from this checkpoint's weights where names and shapes match")
+    ] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -70,7 +73,8 @@ def train_cmd(
         raise _usage_error(exc) from exc
     name = Path(config).stem
     typer.echo(f"training {name}: {len(train_set)} train / {len(val_set)} val images -> {out}")
-    result = train(cfg, train_set, val_set, out, config_name=name, resume=resume, device=device, progress=progress, log=typer.echo)
+    result = train(cfg, train_set, val_set, out, config_name=name, resume=resume, device=device, progress=progress, log=typer.echo,
+                   init=init_from)
     exported = checkpoint.export(result.best or result.last, out / "model.pt")  # type: ignore[arg-type]
     typer.echo(f"exported {out / 'model.pt'} (version {exported['version']}, epoch {exported.get('epoch')})")
     if exported.get("metrics"):
