@@ -205,3 +205,23 @@ def test_source_address_allow_list(
         assert node.spool.iter_files() == []
     finally:
         node.stop(timeout=5)
+
+
+def test_associations_beyond_the_maximum_are_rejected(
+    node_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    node = start_node(node_settings.model_copy(update={"max_associations": 1}), session_factory)
+    try:
+        ae = AE(ae_title="PYSCU")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        first = ae.associate("127.0.0.1", node.port, ae_title="MEDDET")
+        assert first.is_established
+        second = ae.associate("127.0.0.1", node.port, ae_title="MEDDET")
+        assert second.is_rejected
+        first.release()
+        node.recorder.flush()
+        with session_factory() as session:
+            rejected = session.scalar(select(Association).where(Association.outcome == "rejected"))
+        assert rejected.reason == "too many concurrent associations"
+    finally:
+        node.stop(timeout=5)
