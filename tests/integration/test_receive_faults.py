@@ -225,3 +225,20 @@ def test_associations_beyond_the_maximum_are_rejected(
         assert rejected.reason == "too many concurrent associations"
     finally:
         node.stop(timeout=5)
+
+
+def test_shutdown_aborts_a_lingering_association_and_leaves_no_partial_file(
+    node_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    node = start_node(node_settings, session_factory)
+    datasets = make_mr_series(3, 64, 64)
+    ae = AE(ae_title="PYSCU")
+    ae.add_requested_context(datasets[0].SOPClassUID, datasets[0].file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="MEDDET")
+    assert [assoc.send_c_store(ds).Status for ds in datasets[:2]] == [statuses.SUCCESS] * 2
+    node.stop(timeout=0.5)  # the sender never releases: aborted after the grace period
+    wait_for(lambda: assoc.is_aborted or not assoc.is_alive())
+    assert len(node.spool.iter_files()) == 2  # what was acknowledged is on disk ...
+    assert list(node.spool.tmp_dir.iterdir()) == []  # ... and nothing half-written
+    with session_factory() as session:
+        assert session.scalar(select(func.count(Instance.id))) == 2
