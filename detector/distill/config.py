@@ -14,12 +14,11 @@ A distill file has a ``[distill]`` section (this dataclass) and may override the
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detector.config import CONFIG_DIR, DetectorConfig, load_config
+from detector.config import DetectorConfig, load_config, read_toml
 
 
 @dataclass(frozen=True)
@@ -80,12 +79,6 @@ def parse_distill(data: dict[str, Any]) -> tuple[DistillConfig, dict[str, Any]]:
 def load_distill(name_or_path: str | Path) -> tuple[DistillConfig, DetectorConfig]:
     """Load a distill config (shipped name like ``"distill_small"`` or a path) and its student
     config with the train overrides applied."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CONFIG_DIR / f"{name_or_path}.toml"
-    if not path.is_file():
-        raise FileNotFoundError(f"distill config {name_or_path!r} not found")
-    with path.open("rb") as fh:
-        dcfg, train = parse_distill(tomllib.load(fh))
+    dcfg, train = parse_distill(read_toml(name_or_path))
     student = load_config(dcfg.student)
     return dcfg, student.replace(train=train) if train else student
