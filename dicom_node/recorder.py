@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -85,10 +85,6 @@ class InstanceQuarantined:
 Event = (
     AssociationOpened | AssociationClosed | AssociationRejected | InstanceStored | InstanceQuarantined
 )
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class AuditRecorder:
@@ -264,7 +260,7 @@ def record_instance(
         )
     if stored.revision == 0:
         series.n_instances += 1
-    series.last_received_at = max(_aware(series.last_received_at), at)
+    series.last_received_at = max(series.last_received_at, at)
     if header.expected_in_series and not series.expected_instances:
         series.expected_instances = header.expected_in_series
     if series.state != SeriesState.receiving:
@@ -273,7 +269,3 @@ def record_instance(
         series.completed_at = None
     return series
 
-
-def _aware(value: datetime) -> datetime:
-    """SQLite returns naive datetimes; everything we store is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

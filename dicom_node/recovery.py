@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.audit.db import transaction
-from dicom_node.audit.models import Instance, QuarantineRecord
+from dicom_node.audit.models import Instance, QuarantineRecord, utcnow
 from dicom_node.headers import Rejected, inspect_instance
 from dicom_node.logging import get_logger
-from dicom_node.recorder import now_utc, record_instance
+from dicom_node.recorder import record_instance
 from dicom_node.spool import Spool, StoredFile, parse_spool_name
 
 log = get_logger(__name__)
@@ -45,7 +45,7 @@ def _record_file(session: Session, spool: Spool, path: Path) -> None:
     except Rejected as rejected:  # cannot happen for files we wrote, unless the disk lied
         target = spool.quarantine(data, f"recovery: {rejected.reason}")
         path.unlink()
-        session.add(QuarantineRecord(path=str(target), reason=rejected.reason, at=now_utc()))
+        session.add(QuarantineRecord(path=str(target), reason=rejected.reason, at=utcnow()))
         return
     stored = StoredFile(
         path=path,
@@ -54,4 +54,4 @@ def _record_file(session: Session, spool: Spool, path: Path) -> None:
         size=len(data),
         duplicate=False,
     )
-    record_instance(session, header, stored, now_utc(), association_id=None)
+    record_instance(session, header, stored, utcnow(), association_id=None)

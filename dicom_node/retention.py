@@ -38,19 +38,13 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def finished_series(session: Session, before: datetime) -> list[Series]:
     """Series whose work is over (skipped, or all jobs done) since before ``before``."""
     result = []
     for series in session.scalars(
         select(Series).where(Series.state.in_([SeriesState.skipped, SeriesState.selected]))
     ):
-        completed = _aware(series.completed_at)
+        completed = series.completed_at
         if completed is None or completed > before:
             continue
         if series.state == SeriesState.selected and (

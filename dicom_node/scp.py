@@ -22,6 +22,7 @@ from pynetdicom import (
 from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
 
 from dicom_node import statuses
+from dicom_node.audit.models import utcnow
 from dicom_node.config import Settings
 from dicom_node.headers import Rejected, encode_file_meta, inspect_dataset
 from dicom_node.logging import get_logger
@@ -32,7 +33,6 @@ from dicom_node.recorder import (
     Event,
     InstanceQuarantined,
     InstanceStored,
-    now_utc,
 )
 from dicom_node.spool import Spool, SpoolError
 
@@ -130,7 +130,7 @@ class StoreHandlers:
                 address=assoc.requestor.address,
                 port=assoc.requestor.port,
                 reason=reason,
-                at=now_utc(),
+                at=utcnow(),
             )
         )
 
@@ -146,7 +146,7 @@ class StoreHandlers:
                 called_ae=assoc.acceptor.ae_title.strip()[:16],
                 address=assoc.requestor.address,
                 port=assoc.requestor.port,
-                at=now_utc(),
+                at=utcnow(),
             )
         )
         log.info("association accepted", calling_ae=assoc.requestor.ae_title, address=assoc.requestor.address)
@@ -157,7 +157,7 @@ class StoreHandlers:
         if stats is None:
             return
         outcome = "released" if event.event is evt.EVT_RELEASED else "aborted"
-        self.record(AssociationClosed(stats.key, outcome, stats.stored, stats.failed, now_utc()))
+        self.record(AssociationClosed(stats.key, outcome, stats.stored, stats.failed, utcnow()))
         log.info("association closed", outcome=outcome, stored=stats.stored, failed=stats.failed)
 
     # --- services -----------------------------------------------------------------------
@@ -187,7 +187,7 @@ class StoreHandlers:
             header = inspect_dataset(dataset, str(event.context.transfer_syntax), sop_uid or None)
         except Rejected as rejected:
             path = self.spool.quarantine(data, rejected.reason, sop_instance_uid=sop_uid or None)
-            self.record(InstanceQuarantined(key, sop_uid or None, path, rejected.reason, now_utc()))
+            self.record(InstanceQuarantined(key, sop_uid or None, path, rejected.reason, utcnow()))
             log.warning("instance quarantined", sop_uid=sop_uid, reason=rejected.reason, path=str(path))
             return rejected.status
         try:
@@ -195,7 +195,7 @@ class StoreHandlers:
         except SpoolError as exc:
             log.error("spool write failed", sop_uid=sop_uid, error=str(exc))
             return statuses.OUT_OF_RESOURCES
-        self.record(InstanceStored(key, header, stored, now_utc()))
+        self.record(InstanceStored(key, header, stored, utcnow()))
         return statuses.SUCCESS
 
 

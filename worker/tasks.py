@@ -48,8 +48,6 @@ def _queued_at(session, job_id: int) -> datetime | None:  # type: ignore[no-unty
 
 
 def _seconds_since(at: datetime) -> float:
-    if at.tzinfo is None:  # SQLite returns naive datetimes (stored as UTC)
-        at = at.replace(tzinfo=timezone.utc)
     return (datetime.now(timezone.utc) - at).total_seconds()
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 UID = String(64)
 AE = String(16)
@@ -23,6 +24,22 @@ AE = String(16)
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always reads back timezone-aware, in UTC.
+
+    Everything we store is UTC; SQLite returns it naive and PostgreSQL in the session's zone,
+    so callers never have to guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 class Base(DeclarativeBase):
@@ -56,8 +73,8 @@ class Association(Base):
     called_ae: Mapped[str] = mapped_column(AE)
     address: Mapped[str] = mapped_column(String(64))
     port: Mapped[int | None] = mapped_column(Integer)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     n_stored: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str] = mapped_column(String(16), default="open")  # open/released/aborted/rejected
@@ -76,9 +93,9 @@ class Series(Base):
     )
     n_instances: Mapped[int] = mapped_column(Integer, default=0)
     expected_instances: Mapped[int | None] = mapped_column(Integer)
-    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completion_reason: Mapped[str | None] = mapped_column(String(32))  # quiet_period/expected_count
     failed_rule: Mapped[str | None] = mapped_column(String(64))
     selection_detail: Mapped[str | None] = mapped_column(Text)
@@ -102,7 +119,7 @@ class Instance(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     spool_path: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     series: Mapped[Series] = relationship(back_populates="instances")
 
@@ -115,7 +132,7 @@ class QuarantineRecord(Base):
     sop_instance_uid: Mapped[str | None] = mapped_column(UID)
     path: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Job(Base):
@@ -134,8 +151,8 @@ class Job(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     retries: Mapped[int] = mapped_column(Integer, default=0)
     run: Mapped[int] = mapped_column(Integer, default=1)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     results_path: Mapped[str | None] = mapped_column(Text)
 
     series: Mapped[Series] = relationship(back_populates="jobs")
@@ -152,7 +169,7 @@ class JobEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     state: Mapped[str] = mapped_column(String(32))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     detail: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="events")
@@ -166,8 +183,8 @@ class Outbox(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     task_name: Mapped[str] = mapped_column(String(64), default="meddet.analyze_series")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
 
@@ -185,7 +202,7 @@ class SendAttempt(Base):
     status: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(16))  # success/warning/failure/unreachable
     error: Mapped[str | None] = mapped_column(Text)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CleanupRecord(Base):
@@ -198,4 +215,4 @@ class CleanupRecord(Base):
     kind: Mapped[str] = mapped_column(String(16))  # spool/quarantine/results
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     reason: Mapped[str] = mapped_column(Text)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
