@@ -3,6 +3,9 @@
 Specs: ``synthetic`` (normal and hard slices mixed by ``train.hard_fraction``; validation on
 hard slices), ``synthetic:hard`` (hard only), or a folder in COCO-json or YOLO-txt layout. A
 folder with ``train/`` and ``val/`` subfolders uses them; otherwise every tenth item validates.
+``spider:PATH`` (or a folder holding ``images/`` + ``masks/`` with .mha/.nii volumes) is a
+SPIDER-layout volume set (``detector.data.spider``), split by patient per its ``spider.toml``;
+``meddet evaluate`` scores its validation patients.
 """
 
 from __future__ import annotations
@@ -29,8 +32,30 @@ def synthetic_split(tc: TrainConfig, hard_only: bool = False) -> tuple[Dataset, 
     return ConcatDataset(parts), val
 
 
+SPIDER_PREFIX = "spider:"
+
+
+def is_volume_folder(root: Path) -> bool:
+    """A SPIDER-layout folder: ``images/`` with .mha/.mhd/.nii(.gz) volumes beside ``masks/``."""
+    from detector.data.volumes import is_volume_file
+
+    return (root / "masks").is_dir() and (root / "images").is_dir() and any(map(is_volume_file, (root / "images").iterdir()))
+
+
+def spider_spec(spec: str) -> str | None:
+    """The folder or TOML a ``spider:PATH`` spec (or a bare SPIDER-layout folder) names, else None."""
+    if spec.startswith(SPIDER_PREFIX):
+        return spec[len(SPIDER_PREFIX):]
+    return spec if Path(spec).is_dir() and is_volume_folder(Path(spec)) else None
+
+
 def folder_dataset(root: Path) -> Dataset:
-    """A COCO (``*.json`` at the top) or YOLO (``labels/`` folder) dataset at ``root``."""
+    """A COCO (``*.json`` at the top), YOLO (``labels/`` folder) or SPIDER-layout (``images/`` +
+    ``masks/`` volumes, all patients) dataset at ``root``."""
+    if is_volume_folder(root):
+        from detector.data.spider import VolumeSliceDataset
+
+        return VolumeSliceDataset(root)
     if any(root.glob("*.json")) or any(root.glob("annotations/*.json")):
         from detector.data.coco import CocoDataset
 
@@ -53,6 +78,11 @@ def resolve(spec: str, tc: TrainConfig, open_folder: FolderOpener = folder_datas
     """
     if spec in ("synthetic", "synthetic:hard"):
         return synthetic_split(tc, hard_only=spec.endswith(":hard"))
+    volumes = spider_spec(spec)
+    if volumes is not None:
+        from detector.data.spider import spider_datasets
+
+        return spider_datasets(volumes)
     root = Path(spec)
     if not root.is_dir():
         raise ValueError(f"data: expected 'synthetic', 'synthetic:hard' or a folder, got {spec!r}")
@@ -69,6 +99,11 @@ def eval_dataset(spec: str, n: int, seed: int, open_folder: FolderOpener = folde
 
     if spec in ("synthetic", "synthetic:hard"):
         return SyntheticSliceDataset(n, seed, hard=spec.endswith(":hard"))
+    volumes = spider_spec(spec)
+    if volumes is not None:  # the validation patients (the split's seed lives in spider.toml)
+        from detector.data.spider import spider_datasets
+
+        return spider_datasets(volumes)[1]
     root = Path(spec)
     if (root / "val").is_dir():
         return open_folder(root / "val")
