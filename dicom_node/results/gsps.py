@@ -1,4 +1,5 @@
-"""Grayscale Softcopy Presentation State: the boxes and "C5-C6 herniation 91%" as annotations.
+"""Grayscale Softcopy Presentation State: the boxes and "C5-C6 herniation 91%" as annotations
+("disc (level unknown) herniation 91%" where the level could not be named).
 
 For viewers that do not render SR. The presentation state references every source image, so
 it applies to the whole series; each key slice gets its boxes and texts on one graphic layer.
@@ -55,8 +56,8 @@ def build_gsps(ctx: ResultContext, include_normal: bool = False) -> Dataset:
                         graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
                         graphic_data=f.polyline(),
                         units=hd.pr.AnnotationUnitsValues.PIXEL,
-                        tracking_id=f"{f.level} disc",
-                        tracking_uid=ctx.tracking_uid(f.level),
+                        tracking_id=f.tracking_id,
+                        tracking_uid=ctx.tracking_uid(f),
                     )
                     for f in findings
                 ],

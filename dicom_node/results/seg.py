@@ -1,7 +1,8 @@
-"""BINARY Segmentation: one segment per herniated disc level, its box filled on its key slice.
+"""BINARY Segmentation: one segment per herniated disc, its box filled on its key slice.
 
-Segments carry the same tracking identifier and UID as the SR's measurement group of that level,
-so a viewer (and IHE AIR) can link a region in the SR to its segment.
+Segments carry the same tracking identifier and UID as the SR's measurement group of that disc,
+so a viewer (and IHE AIR) can link a region in the SR to its segment. A herniation whose level
+is unknown gets a label and tracking identifier that name no level, and no anatomic region.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from dicom_node.results.common import (
     ResultContext,
     finish,
 )
+
+
+def segment_label(finding: Finding) -> str:
+    """``C5-C6 herniation``; ``herniation, level unknown (1)`` when the level is unknown."""
+    if finding.level_known:
+        return f"{finding.level} herniation"
+    return f"herniation, level unknown ({finding.unknown_index})"
 
 
 def box_mask(finding: Finding, rows: int, columns: int) -> np.ndarray:
@@ -63,14 +71,15 @@ def build_seg(ctx: ResultContext) -> Dataset:
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=number,
-            segment_label=f"{finding.level} herniation",
+            segment_label=segment_label(finding),
             segmented_property_category=MORPHOLOGICALLY_ABNORMAL,
             segmented_property_type=HERNIATED_STRUCTURE,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=ctx.algorithm(),
-            tracking_uid=ctx.tracking_uid(finding.level),
-            tracking_id=f"{finding.level} disc",
-            anatomic_regions=[LEVEL_SITES[finding.level]],
+            tracking_uid=ctx.tracking_uid(finding),
+            tracking_id=finding.tracking_id,
+            # no anatomic region for an unknown level: we do not name a level we do not know
+            anatomic_regions=[LEVEL_SITES[finding.level]] if finding.level_known else None,
         )
         for number, finding in enumerate(herniations, start=1)
     ]

@@ -1,8 +1,11 @@
-"""TID 1500 Measurement Report: one planar ROI group (TID 1410) per disc level.
+"""TID 1500 Measurement Report: one planar ROI group (TID 1410) per disc.
 
 Each group holds the tracking identifier and UID, the box as an Image Region (POLYLINE on the
 key slice, with its source image), the qualitative finding (Finding = herniation or
-normal, with its category) and finding site, the Certainty of Finding in percent and the algorithm.
+normal, with its category) and finding site, the Certainty of Finding in percent and the
+algorithm (TID 4019, with the operating point as Algorithm Parameters). Calibrated documents
+add the herniation probability and its threshold (NUM, %), and the protrusion (NUM, mm) when
+known. A disc whose level is unknown has no finding site; a TEXT Comment says why.
 The document is PRELIMINARY and UNVERIFIED: an AI result, not a signed report.
 """
 
@@ -13,14 +16,19 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from dicom_node.results.common import (
+    ANATOMICAL_STRUCTURE,
     CERTAINTY_OF_FINDING,
+    COMMENT,
+    HERNIATION_PROBABILITY,
+    HERNIATION_THRESHOLD,
     LABELS,
     LEVEL_SITES,
     MANUFACTURER,
+    MILLIMETER,
     MORPHOLOGICALLY_ABNORMAL,
     MRI_REPORT,
-    ANATOMICAL_STRUCTURE,
     PERCENT,
+    PROTRUSION,
     SERIES_NUMBERS,
     Finding,
     FindingsError,
@@ -48,23 +56,69 @@ def _group(ctx: ResultContext, finding: Finding) -> hd.sr.PlanarROIMeasurementsA
         ),
     )
     label_code = LABELS[finding.label]
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=ctx.tracking_uid(finding.level), identifier=f"{finding.level} disc"
+            uid=ctx.tracking_uid(finding), identifier=finding.tracking_id
         ),
         referenced_region=region,
         finding_type=label_code,
         finding_category=MORPHOLOGICALLY_ABNORMAL if finding.is_herniation else ANATOMICAL_STRUCTURE,
-        finding_sites=[hd.sr.FindingSite(anatomic_location=LEVEL_SITES[finding.level])],
+        # A disc whose level is unknown gets no site: we do not name a level we do not know.
+        finding_sites=(
+            [hd.sr.FindingSite(anatomic_location=LEVEL_SITES[finding.level])]
+            if finding.level_known
+            else None
+        ),
         algorithm_id=ctx.sr_algorithm(),
-        measurements=[
+        measurements=_measurements(ctx, finding),
+    )
+    if not finding.level_known:
+        # TID 1410 "$QualType" row: a TEXT answer in the group (CONTAINS), here the reason.
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=COMMENT,
+                value=f"Disc level unknown: {finding.reason}",
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    return group
+
+
+def _measurements(ctx: ResultContext, finding: Finding) -> list[hd.sr.Measurement]:
+    """Certainty of Finding; with calibration the herniation probability and its threshold;
+    the protrusion in mm when the document has it."""
+    out = [
+        hd.sr.Measurement(
+            name=CERTAINTY_OF_FINDING,
+            value=round(finding.certainty * 100.0, 2),
+            unit=PERCENT,
+        )
+    ]
+    if finding.probability is not None:
+        out.append(
             hd.sr.Measurement(
-                name=CERTAINTY_OF_FINDING,
-                value=round(finding.score * 100.0, 2),
+                name=HERNIATION_PROBABILITY,
+                value=round(finding.probability * 100.0, 2),
                 unit=PERCENT,
             )
-        ],
-    )
+        )
+    if ctx.operating_point is not None:
+        out.append(
+            hd.sr.Measurement(
+                name=HERNIATION_THRESHOLD,
+                value=round(ctx.operating_point.threshold * 100.0, 2),
+                unit=PERCENT,
+            )
+        )
+    if finding.protrusion_mm is not None:
+        out.append(
+            hd.sr.Measurement(
+                name=PROTRUSION,
+                value=round(finding.protrusion_mm, 2),
+                unit=MILLIMETER,
+            )
+        )
+    return out
 
 
 def build_sr(ctx: ResultContext, sr_kind: str = "3d") -> Dataset:

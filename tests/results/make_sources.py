@@ -135,3 +135,35 @@ def findings_for(sources: list[Dataset], multiframe: bool = False) -> dict[str, 
             {"level": "C6-C7", "label": "herniation", "score": 0.634, "box": [21.5, 40, 41, 47.5], **ref(1)},
         ],
     }
+
+
+OPERATING_POINT = {"threshold": 0.31, "target_sensitivity": 0.9, "method": "platt",
+                   "data": "synthetic seeds 300000-300399"}
+NO_ANCHOR = "no C2 anchor found: levels cannot be counted"
+
+
+def calibrated_findings_for(sources: list[Dataset], multiframe: bool = False) -> dict[str, Any]:
+    """The calibrated document (DESIGN.md section 3): ``findings_for``'s three levels with
+    probabilities (score == probability), protrusions (one absent, one null), the operating
+    point, and two discs whose level is unknown (one herniation, one normal) on slice 3 (frame 4).
+    """
+    doc = findings_for(sources, multiframe)
+    doc["operating_point"] = dict(OPERATING_POINT)
+    doc["levels"] = {"anchor": "found", "reason": None}
+    c45, c56, c67 = doc["findings"]
+    c45.update(score=0.12, probability=0.12, protrusion_mm=0.3)
+    c56.update(score=0.91, probability=0.91, protrusion_mm=2.4)
+    c67.update(score=0.634, probability=0.634, protrusion_mm=None)
+
+    def ref(i: int) -> dict[str, Any]:
+        if multiframe:
+            return {"sop_instance_uid": sources[0].SOPInstanceUID, "frame": i + 1}
+        return {"sop_instance_uid": sources[i].SOPInstanceUID}
+
+    doc["findings"] += [
+        {"level": "unknown", "label": "herniation", "score": 0.77, "probability": 0.77,
+         "protrusion_mm": 1.9, "box": [20, 30, 40, 38], "reason": NO_ANCHOR, **ref(3)},
+        {"level": "unknown", "label": "normal_disc", "score": 0.05, "probability": 0.05,
+         "box": [20, 44, 40, 52], "reason": "chain of discs inconsistent: 2 gaps", **ref(3)},
+    ]
+    return doc

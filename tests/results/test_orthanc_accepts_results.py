@@ -11,7 +11,7 @@ import pytest
 
 from dicom_node.results import write_result_objects
 from tests.integration.orthanc_netns import NetNamespace, Orthanc, unavailable_reason
-from tests.results.make_sources import STUDY_UID, findings_for, mr_series
+from tests.results.make_sources import STUDY_UID, calibrated_findings_for, findings_for, mr_series
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +39,11 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
         ns.close()
 
 
-def test_orthanc_stores_sr_seg_gsps_sc_kos(orthanc: Orthanc, tmp_path: Path) -> None:
+@pytest.mark.parametrize("document", [findings_for, calibrated_findings_for], ids=["plain", "calibrated"])
+def test_orthanc_stores_sr_seg_gsps_sc_kos(orthanc: Orthanc, tmp_path: Path, document) -> None:
     sources = mr_series()
     kinds = ("sr", "seg", "gsps", "sc", "kos")
-    paths = write_result_objects(findings_for(sources), sources, tmp_path / "out", kinds)
+    paths = write_result_objects(document(sources), sources, tmp_path / "out", kinds)
     sent = orthanc.ns.run(
         [sys.executable, "-c", _SEND, orthanc.destination, *map(str, paths)],
         cwd=Path(__file__).resolve().parents[2],
@@ -51,4 +52,4 @@ def test_orthanc_stores_sr_seg_gsps_sc_kos(orthanc: Orthanc, tmp_path: Path) -> 
     series = orthanc.series_of_study(STUDY_UID)
     modalities = sorted(s["MainDicomTags"].get("Modality") for s in series)
     assert modalities == ["KO", "OT", "PR", "SEG", "SR"]
-    assert sum(len(s["Instances"]) for s in series) == len(paths)  # two SC images, one each else
+    assert sum(len(s["Instances"]) for s in series) == len(paths)  # SC: one per key slice
