@@ -87,15 +87,25 @@ def evaluate_cmd(
     checkpoint_path: Annotated[
         Optional[Path], typer.Option("--checkpoint", help="Checkpoint (default: MEDDET_CHECKPOINT or the shipped one)")
     ] = None,
-    data: DataOpt = "synthetic:hard",
-    images: Annotated[int, typer.Option("--images", help="Synthetic slices to score")] = 300,
-    seed: Annotated[int, typer.Option("--seed", help="Synthetic data seed (use one not seen in training)")] = 20240,
+    data: Annotated[
+        str, typer.Option("--data", help="'synthetic', 'synthetic:hard', a folder (as for train), or 'heldout' "
+                          "('heldout:routine', 'heldout:hard'): the independent held-out studies, scored per disc level "
+                          "(docs/heldout.md)")
+    ] = "synthetic:hard",
+    images: Annotated[
+        Optional[int],
+        typer.Option("--images", help="Synthetic slices to score (default 300); heldout: studies per kind (default 25)"),
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", help="Data seed (default 20240 for synthetic: not seen in training; 7100 for heldout: the "
+        "model card's test studies)")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON")] = False,
 ) -> None:
-    """mAP50, mAP50:95, per-class AP and recall (pycocotools) of a checkpoint on a dataset."""
+    """mAP50, mAP50:95, per-class AP and recall (pycocotools) of a checkpoint on a dataset; with
+    ``--data heldout``, the per-level protocol on the held-out generator."""
     import torch
 
     from detector.evaluate import evaluate_model, format_metrics
@@ -104,8 +114,13 @@ def evaluate_cmd(
 
     if threads:
         torch.set_num_threads(threads)
+    if data == "heldout" or data.startswith("heldout:"):
+        _evaluate_heldout(checkpoint_path or state(ctx).settings.checkpoint, data, images or 25,
+                          7100 if seed is None else seed, device, as_json)
+        return
+    seed = 20240 if seed is None else seed
     det = Detector.from_checkpoint(checkpoint_path or state(ctx).settings.checkpoint, device=device)
-    dataset = eval_dataset(data, images, seed, open_folder)
+    dataset = eval_dataset(data, 300 if images is None else images, seed, open_folder)
     metrics = evaluate_model(det.model, dataset, det.cfg.preprocess, batch_size, det.class_names)
     metrics = {"model_version": det.version, "data": data, "seed": seed, **metrics}
     if as_json:
@@ -113,3 +128,29 @@ def evaluate_cmd(
     else:
         typer.echo(f"model {det.version} on {data} (seed {seed})")
         typer.echo(format_metrics(metrics))
+
+
+def _evaluate_heldout(checkpoint: Optional[Path], data: str, n: int, seed: int, device: str, as_json: bool) -> None:
+    """``meddet evaluate --data heldout[:routine|:hard]``: the checkpoint's analysis (detector,
+    anchor-named levels, calibrated call) on ``n`` held-out studies per kind, per disc level."""
+    from detector.analysis import Analyzer
+    from detector.heldout import studies
+    from detector.heldout.protocol import check_targets, format_report, format_targets, score_studies
+
+    kind = data.partition(":")[2] or "both"
+    if kind not in ("both", "routine", "hard"):
+        raise _usage_error(ValueError(f"--data: {data!r} is not heldout, heldout:routine or heldout:hard"))
+    try:
+        analyzer = Analyzer.from_checkpoint(checkpoint, device=device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _usage_error(exc) from exc
+    report = score_studies(lambda v, sp: analyzer.analyze(v, sp).findings,
+                           studies(0 if kind == "hard" else n, 0 if kind == "routine" else n, seed))
+    if as_json:
+        out = {"model_version": analyzer.version, "data": data, "seed": seed, "studies_per_kind": n, **report.to_dict()}
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(format_report(report, f"model {analyzer.version} on {data} (seed {seed}, {n} studies per kind)"))
+    typer.echo(format_targets(report))
+    if not all(t.passed for t in check_targets(report)):
+        typer.echo("(targets not met)")

@@ -1,0 +1,111 @@
+"""Pure metrics for the held-out protocol (numpy only): Wilson intervals, ROC AUC, rates."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (NaN, NaN when n == 0)."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    if not 0 <= k <= n:
+        raise ValueError(f"wilson_interval: need 0 <= k <= n, got k={k}, n={n}")
+    p = k / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U / (n_pos n_neg), ties count half); NaN when
+    either class is missing."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"roc_auc: {s.shape[0]} scores for {y.shape[0]} labels")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+@dataclass(frozen=True)
+class Rate:
+    """k successes out of n, with its Wilson 95% interval."""
+
+    k: int
+    n: int
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n else math.nan
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return wilson_interval(self.k, self.n)
+
+    def to_dict(self) -> dict[str, object]:
+        lo, hi = self.ci
+        return {"value": _num(self.value), "k": self.k, "n": self.n, "ci95": [_num(lo), _num(hi)]}
+
+    def __str__(self) -> str:
+        if not self.n:
+            return "n/a (0/0)"
+        lo, hi = self.ci
+        return f"{self.value:.3f} ({self.k}/{self.n}, 95% CI {lo:.2f}-{hi:.2f})"
+
+
+def sensitivity(called: Sequence[bool] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> Rate:
+    """Called positives among true positives."""
+    c, y = np.asarray(called, bool), np.asarray(labels, bool)
+    return Rate(int((c & y).sum()), int(y.sum()))
+
+
+def specificity(called: Sequence[bool] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> Rate:
+    """Not-called negatives among true negatives."""
+    c, y = np.asarray(called, bool), np.asarray(labels, bool)
+    return Rate(int((~c & ~y).sum()), int((~y).sum()))
+
+
+def at_threshold(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray, threshold: float
+                 ) -> tuple[Rate, Rate]:
+    """(sensitivity, specificity) when scores >= ``threshold`` are called."""
+    called = np.asarray(scores, float) >= threshold
+    return sensitivity(called, labels), specificity(called, labels)
+
+
+def best_sensitivity_at_specificity(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray,
+                                    min_specificity: float) -> tuple[float, float]:
+    """The highest sensitivity over thresholds whose specificity >= ``min_specificity``, and
+    that threshold (NaN, NaN when a class is missing)."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    if not y.any() or y.all():
+        return (math.nan, math.nan)
+    best = (0.0, math.inf)
+    for t in np.unique(np.concatenate([s, [np.inf]])):
+        se, sp = at_threshold(s, y, float(t))
+        if sp.value >= min_specificity and se.value > best[0]:
+            best = (se.value, float(t))
+    return best
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 6)

@@ -1,0 +1,284 @@
+"""Running an analyzer over held-out studies and scoring it (docs/heldout.md).
+
+An analyzer is any callable ``analyze(volume [S, H, W], pixel_spacing) -> findings`` (a list,
+or an object with ``.findings``); a finding is a mapping or an object with ``level`` (a name
+in C2-C3..C7-T1, or "unknown"), ``probability``, ``called``, ``slice_index`` and ``box``.
+
+Three views, each for routine, hard and all studies:
+- naming: is each named finding on the disc of that name? (plus unknowns, shifted chains and
+  findings on no disc);
+- per level by name: each of the six reported levels of each study is a case, predicted by the
+  finding reported under that name (none: probability 0, not called);
+- per disc by position: each true disc gets the findings whose boxes sit on it, names ignored,
+  which separates naming errors from classification errors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from detector.heldout.anatomy import DISC_LEVELS, REPORTED_LEVELS
+from detector.heldout.metrics import Rate, best_sensitivity_at_specificity, roc_auc, sensitivity, specificity
+from detector.heldout.study import DiscTruth, HeldoutStudy
+
+Box = tuple[float, float, float, float]
+SIZE_BINS = ((1.5, 2.5), (2.5, 4.0), (4.0, math.inf))
+TARGETS = {"naming": 0.98, "sensitivity": 0.85, "specificity": 0.85, "auc": 0.92}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str
+    probability: float
+    called: bool
+    slice_index: int
+    box: Box
+
+
+def as_finding(obj: Any) -> Finding:
+    """A finding from a mapping or an object with the same names."""
+    get = (lambda k: obj[k]) if isinstance(obj, Mapping) else (lambda k: getattr(obj, k))
+    box = tuple(float(v) for v in get("box"))
+    return Finding(str(get("level")), float(get("probability")), bool(get("called")), int(get("slice_index")),
+                   (box[0], box[1], box[2], box[3]))
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_disc(f: Finding, discs: Sequence[DiscTruth], min_iou: float = 0.3, any_slice: bool = False) -> DiscTruth | None:
+    """The true disc a finding sits on: on its slice (then the neighbouring ones, then, with
+    ``any_slice``, any slice) the disc whose box has the highest IoU >= ``min_iou``, else the disc
+    whose box contains the finding's centre."""
+    cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
+    n = max((max(d.boxes) for d in discs if d.boxes), default=0) + 1
+    order = [f.slice_index, f.slice_index - 1, f.slice_index + 1]
+    if any_slice:
+        order += sorted(range(n), key=lambda k: abs(k - f.slice_index))
+    for k in dict.fromkeys(order):
+        on = [(d, d.boxes[k]) for d in discs if k in d.boxes]
+        if not on:
+            continue
+        best = max(on, key=lambda db: iou(f.box, db[1]))
+        if iou(f.box, best[1]) >= min_iou:
+            return best[0]
+        inside = [d for d, b in on if b[0] <= cx <= b[2] and b[1] <= cy <= b[3]]
+        if inside:
+            return inside[0]
+    return None
+
+
+@dataclass
+class StudyResult:
+    """One study scored: per reported finding its matched disc; per reported level the truth
+    and the prediction by name and by position."""
+
+    seed: int
+    hard: bool
+    seconds: float
+    findings: list[Finding]
+    named: list[tuple[Finding, DiscTruth | None]]
+    unknown: int
+    shifted: bool
+    cases: list[dict[str, Any]] = field(default_factory=list)
+
+
+def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0.0) -> StudyResult:
+    fs = [as_finding(f) for f in findings]
+    reported = [f for f in fs if f.level != "unknown"]
+    named = [(f, match_disc(f, study.discs)) for f in reported]
+    offsets = [DISC_LEVELS.index(f.level) - DISC_LEVELS.index(d.level) for f, d in named
+               if d is not None and f.level in DISC_LEVELS]
+    top = Counter(offsets).most_common(1)
+    shifted = len(reported) >= 2 and bool(top) and top[0][0] != 0 and top[0][1] > len(offsets) / 2
+    by_pos: dict[str, list[Finding]] = {}
+    for f in fs:
+        d = match_disc(f, study.discs, any_slice=True)
+        if d is not None:
+            by_pos.setdefault(d.level, []).append(f)
+    cases = []
+    for level in REPORTED_LEVELS:
+        d = study.disc(level)
+        if d is None:
+            continue
+        mine = [f for f in reported if f.level == level]
+        pos = by_pos.get(level, [])
+        cases.append(dict(level=level, herniated=d.herniated, protrusion=d.protrusion_mm, kind=d.kind,
+                          p_name=max((f.probability for f in mine), default=0.0), c_name=any(f.called for f in mine),
+                          p_pos=max((f.probability for f in pos), default=0.0), c_pos=any(f.called for f in pos)))
+    return StudyResult(study.seed, study.hard, seconds, fs, named, len(fs) - len(reported), shifted, cases)
+
+
+def _classification(cases: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    y = np.array([c["herniated"] for c in cases], bool)
+    p = np.array([c[f"p_{key}"] for c in cases], float)
+    called = np.array([c[f"c_{key}"] for c in cases], bool)
+    best, thr = best_sensitivity_at_specificity(p, y, TARGETS["specificity"]) if len(y) else (math.nan, math.nan)
+    return {"sensitivity": sensitivity(called, y), "specificity": specificity(called, y),
+            "auc": roc_auc(p, y) if len(y) else math.nan,
+            "best_sensitivity_at_spec85": best, "threshold_at_spec85": thr}
+
+
+@dataclass
+class Report:
+    results: list[StudyResult]
+
+    def group(self, name: str) -> dict[str, Any]:
+        rs = [r for r in self.results if name == "all" or r.hard == (name == "hard")]
+        named = [(f, d) for r in rs for f, d in r.named]
+        cases = [c for r in rs for c in r.cases]
+        out: dict[str, Any] = {
+            "studies": len(rs),
+            "seconds_per_study": float(np.mean([r.seconds for r in rs])) if rs else math.nan,
+            "naming": {"accuracy": Rate(sum(d is not None and d.level == f.level for f, d in named), len(named)),
+                       "unknown": sum(r.unknown for r in rs), "shifted_studies": sum(r.shifted for r in rs),
+                       "off_disc": sum(d is None for _, d in named)},
+            "by_name": _classification(cases, "name"),
+            "by_position": _classification(cases, "pos"),
+        }
+        per_level = {}
+        for level in REPORTED_LEVELS:
+            cl = [c for c in cases if c["level"] == level]
+            per_level[level] = _classification(cl, "name") | {"herniated": sum(c["herniated"] for c in cl), "cases": len(cl)}
+        out["by_name"]["per_level"] = per_level
+        pos = [c for c in cases if c["herniated"]]
+        out["by_name"]["sensitivity_by_size"] = {
+            f"{lo:g}-{hi:g}mm" if math.isfinite(hi) else f">={lo:g}mm":
+            sensitivity([c["c_name"] for c in pos if lo <= c["protrusion"] < hi],
+                        [True] * sum(lo <= c["protrusion"] < hi for c in pos))
+            for lo, hi in SIZE_BINS}
+        for kind in ("bulge", "normal"):
+            neg = [c for c in cases if c["kind"] == kind]
+            out["by_name"][f"specificity_{kind}"] = specificity([c["c_name"] for c in neg], [False] * len(neg))
+        return out
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        return {g: self.group(g) for g in ("routine", "hard", "all")}
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain({"groups": self.groups(), "targets": [t._asdict() for t in check_targets(self)]})
+
+
+class Target(NamedTuple):
+    name: str
+    group: str
+    value: float
+    goal: float
+    passed: bool
+
+
+def check_targets(report: Report) -> list[Target]:
+    """The protocol's targets: naming >= 0.98 with no shifted chain (all studies); sensitivity
+    >= 0.85 at specificity >= 0.85 (operating point) and AUC >= 0.92, routine and hard each."""
+    g = report.groups()
+    out = [Target("naming", "all", g["all"]["naming"]["accuracy"].value, TARGETS["naming"],
+                   g["all"]["naming"]["accuracy"].value >= TARGETS["naming"]),
+           Target("shifted_chains", "all", g["all"]["naming"]["shifted_studies"], 0, g["all"]["naming"]["shifted_studies"] == 0)]
+    for name in ("routine", "hard"):
+        if not g[name]["studies"]:
+            continue
+        c = g[name]["by_name"]
+        se, sp, auc = c["sensitivity"].value, c["specificity"].value, c["auc"]
+        out.append(Target("sensitivity", name, se, TARGETS["sensitivity"], se >= TARGETS["sensitivity"]))
+        out.append(Target("specificity", name, sp, TARGETS["specificity"], sp >= TARGETS["specificity"]))
+        out.append(Target("auc", name, auc, TARGETS["auc"], auc >= TARGETS["auc"]))
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Rate):
+        return v.to_dict()
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return None if math.isnan(float(v)) else round(float(v), 6)
+    if isinstance(v, (np.integer, np.bool_)):
+        return v.item()
+    return v
+
+
+def score_studies(analyze: Callable[[np.ndarray, tuple[float, float]], Any], studies: Iterable[HeldoutStudy],
+                  progress: Callable[[str], None] | None = None) -> Report:
+    """Run ``analyze`` on every study (timed) and score it."""
+    results = []
+    for i, st in enumerate(studies):
+        t0 = time.perf_counter()
+        out = analyze(st.volume, st.pixel_spacing)
+        dt = time.perf_counter() - t0
+        findings = out.findings if hasattr(out, "findings") else out
+        results.append(score_study(st, findings, dt))
+        if progress:
+            progress(f"study {i + 1} ({'hard' if st.hard else 'routine'}, seed {st.seed}): {dt:.2f} s")
+    return Report(results)
+
+
+def format_report(report: Report, title: str = "") -> str:
+    """Tables of the report: naming, per-level classification, by position; routine/hard/all."""
+    g = report.groups()
+    names = tuple(n for n in ("routine", "hard") if g[n]["studies"]) + ("all",)
+    w = 26
+    lines = [title] if title else []
+
+    def row(label: str, vals: list[str]) -> None:
+        lines.append(f"  {label:<{w}}" + "".join(f"{v:>34}" for v in vals))
+
+    def auc(v: float) -> str:
+        return "n/a" if v is None or math.isnan(v) else f"{v:.3f}"
+
+    def rate(r: Rate) -> str:
+        if not r.n:
+            return "n/a"
+        lo, hi = r.ci
+        return f"{r.value:.3f} {r.k}/{r.n} [{lo:.2f}-{hi:.2f}]"
+
+    row("", list(names))
+    row("studies", [str(g[n]["studies"]) for n in names])
+    row("analysis s/study", [f"{g[n]['seconds_per_study']:.2f}" for n in names])
+    lines.append("  naming")
+    row("  correct / reported", [rate(g[n]["naming"]["accuracy"]) for n in names])
+    for key in ("unknown", "shifted_studies", "off_disc"):
+        row(f"  {key}", [str(g[n]["naming"][key]) for n in names])
+    for view in ("by_name", "by_position"):
+        lines.append(f"  herniation per level, {view.replace('_', ' ')}")
+        row("  sensitivity", [rate(g[n][view]["sensitivity"]) for n in names])
+        row("  specificity", [rate(g[n][view]["specificity"]) for n in names])
+        row("  ROC AUC", [auc(g[n][view]["auc"]) for n in names])
+        row("  best sens. at spec>=0.85", [auc(g[n][view]["best_sensitivity_at_spec85"]) for n in names])
+    lines.append("  by name, per level (sensitivity / specificity / AUC)")
+    for level in REPORTED_LEVELS:
+        cells = []
+        for n in names:
+            c = g[n]["by_name"]["per_level"][level]
+            se, sp = c["sensitivity"], c["specificity"]
+            cells.append(f"{auc(se.value)} {se.k}/{se.n} | {auc(sp.value)} | {auc(c['auc'])}")
+        row(f"  {level}", cells)
+    lines.append("  by name, sensitivity by protrusion size")
+    for key in g["all"]["by_name"]["sensitivity_by_size"]:
+        row(f"  {key}", [rate(g[n]["by_name"]["sensitivity_by_size"][key]) for n in names])
+    row("  specificity on bulges", [rate(g[n]["by_name"]["specificity_bulge"]) for n in names])
+    row("  specificity on normals", [rate(g[n]["by_name"]["specificity_normal"]) for n in names])
+    return "\n".join(lines)
+
+
+def format_targets(report: Report) -> str:
+    lines = ["targets"]
+    for name, group, value, goal, passed in check_targets(report):
+        v = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else (
+            f"{value:.3f}" if isinstance(value, float) else str(value))
+        op = "==" if name == "shifted_chains" else ">="
+        lines.append(f"  {'PASS' if passed else 'FAIL'}  {name:<15} {group:<8} {v:>7}  (target {op} {goal})")
+    return "\n".join(lines)

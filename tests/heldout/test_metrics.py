@@ -1,0 +1,160 @@
+"""Metrics and the scoring protocol, on known values and on a generated study."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from detector.heldout import DISC_LEVELS, REPORTED_LEVELS, make_study
+from detector.heldout.metrics import (
+    Rate,
+    at_threshold,
+    best_sensitivity_at_specificity,
+    roc_auc,
+    sensitivity,
+    specificity,
+    wilson_interval,
+)
+from detector.heldout.protocol import Report, check_targets, format_report, score_study
+
+
+def test_wilson_interval_known_values() -> None:
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-3)
+    lo, hi = wilson_interval(50, 50)
+    assert hi == 1.0 and lo == pytest.approx(0.9287, abs=1e-3)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_roc_auc_known_values() -> None:
+    assert roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert roc_auc([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
+    assert roc_auc([0.1, 0.2, 0.9], [1, 1, 0]) == 0.0
+    assert roc_auc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == pytest.approx(0.5)  # ties count half
+    assert roc_auc([0.3, 0.5, 0.5, 0.7], [0, 0, 1, 1]) == pytest.approx(0.875)
+    assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
+
+
+def test_rates_at_threshold() -> None:
+    scores, labels = [0.9, 0.6, 0.4, 0.2, 0.7], [1, 1, 1, 0, 0]
+    se, sp = at_threshold(scores, labels, 0.5)
+    assert (se.k, se.n, sp.k, sp.n) == (2, 3, 1, 2)
+    assert sensitivity([True, False], [True, True]) == Rate(1, 2)
+    assert specificity([True, False], [False, False]) == Rate(1, 2)
+    assert Rate(8, 10).ci == pytest.approx(wilson_interval(8, 10))
+    best, thr = best_sensitivity_at_specificity(scores, labels, 0.5)
+    assert best == 1.0 and thr == pytest.approx(0.4)  # one of two negatives (0.7) called
+    best, thr = best_sensitivity_at_specificity(scores, labels, 0.6)
+    assert best == pytest.approx(1 / 3) and thr == pytest.approx(0.9)
+
+
+@pytest.fixture(scope="module")
+def study():
+    seed = next(s for s in range(60) if sum(d.herniated for d in make_study(s, False, matrix=64).discs if d.reported) >= 1)
+    return make_study(seed, False, matrix=128)
+
+
+def _perfect(study, shift: int = 0, drop: str | None = None) -> list[dict]:
+    out = []
+    for d in study.discs:
+        if not d.reported or d.level == drop:
+            continue
+        k = max(d.protrusion_by_slice, key=d.protrusion_by_slice.get) if d.herniated else sorted(d.boxes)[len(d.boxes) // 2]
+        out.append({"level": DISC_LEVELS[DISC_LEVELS.index(d.level) + shift], "probability": 0.95 if d.herniated else 0.05,
+                    "called": d.herniated, "slice_index": k, "box": d.boxes[k]})
+    return out
+
+
+def test_perfect_findings_score_perfectly(study) -> None:
+    g = Report([score_study(study, _perfect(study))]).group("all")
+    assert g["naming"]["accuracy"].value == 1.0 and g["naming"]["accuracy"].n == 6
+    assert g["naming"]["shifted_studies"] == 0 and g["naming"]["off_disc"] == 0 and g["naming"]["unknown"] == 0
+    for view in ("by_name", "by_position"):
+        assert g[view]["sensitivity"].value == 1.0 and g[view]["specificity"].value == 1.0
+        n_pos = sum(d.herniated for d in study.discs if d.reported)
+        assert g[view]["sensitivity"].n == n_pos and g[view]["specificity"].n == 6 - n_pos
+        assert g[view]["auc"] == 1.0 or (n_pos == 6 and math.isnan(g[view]["auc"]))
+
+
+@dataclass
+class Obj:
+    level: str
+    probability: float
+    called: bool
+    slice_index: int
+    box: tuple
+
+
+def test_chain_shifted_by_one_is_counted(study) -> None:
+    shifted = [Obj(**f) for f in _perfect(study, shift=1)]  # objects, not dicts
+    r = score_study(study, shifted)
+    assert r.shifted
+    g = Report([r]).group("all")
+    assert g["naming"]["accuracy"].k == 0 and g["naming"]["shifted_studies"] == 1
+    # by position the calls still land on the right discs
+    assert g["by_position"]["sensitivity"].value == 1.0 and g["by_position"]["specificity"].value == 1.0
+    # by name "C7-T1" now points at T1-T2's box: a naming error, not an unreported level
+    assert g["naming"]["accuracy"].n == 6
+
+
+def test_missing_level_counts_as_not_called(study) -> None:
+    level = next(d.level for d in study.discs if d.reported and d.herniated)
+    r = score_study(study, _perfect(study, drop=level))
+    case = next(c for c in r.cases if c["level"] == level)
+    assert case["herniated"] and case["p_name"] == 0.0 and not case["c_name"]
+    g = Report([r]).group("all")
+    n_pos = sum(d.herniated for d in study.discs if d.reported)
+    assert g["by_name"]["sensitivity"].k == n_pos - 1
+    assert g["by_name"]["per_level"][level]["sensitivity"].value == 0.0
+
+
+def test_unknown_and_off_disc_findings(study) -> None:
+    fs = _perfect(study)
+    fs[0] = dict(fs[0], level="unknown")
+    fs.append({"level": "C3-C4", "probability": 0.9, "called": True, "slice_index": 0, "box": (1.0, 1.0, 5.0, 5.0)})
+    g = Report([score_study(study, fs)]).group("all")
+    assert g["naming"]["unknown"] == 1 and g["naming"]["off_disc"] == 1
+    assert g["naming"]["accuracy"].n == 6 and g["naming"]["accuracy"].k == 5
+
+
+def test_report_formats_and_serialises(study) -> None:
+    report = Report([score_study(study, _perfect(study))])
+    text = format_report(report)
+    assert "naming" in text and "C5-C6" in text and "routine" in text
+    d = report.to_dict()
+    assert d["groups"]["routine"]["naming"]["accuracy"]["value"] == 1.0
+    assert set(REPORTED_LEVELS) == set(d["groups"]["all"]["by_name"]["per_level"])
+    names = {(t.name, t.group) for t in check_targets(report)}
+    assert ("naming", "all") in names and ("auc", "routine") in names
+    assert not any(group == "hard" for _, group in names)  # no hard studies: no hard targets
+    assert np.isfinite(d["groups"]["routine"]["by_name"]["sensitivity"]["ci95"][0])
+
+
+def test_meddet_evaluate_heldout_json() -> None:
+    import json
+
+    import torch
+    from typer.testing import CliRunner
+
+    import dicom_node.cli.ml  # noqa: F401  (registers the commands)
+    from dicom_node.cli import app
+
+    torch.set_num_threads(1)
+    done = CliRunner().invoke(app, ["evaluate", "--data", "heldout:routine", "--images", "1", "--seed", "3", "--device", "cpu",
+                                    "--json"])
+    assert done.exit_code == 0, done.output
+    out = json.loads(done.stdout)
+    assert out["data"] == "heldout:routine" and out["studies_per_kind"] == 1
+    routine = out["groups"]["routine"]
+    assert routine["studies"] == 1 and out["groups"]["hard"]["studies"] == 0
+    assert routine["by_name"]["specificity"]["n"] + routine["by_name"]["sensitivity"]["n"] == 6
+    assert {t["group"] for t in out["targets"]} == {"all", "routine"}
+    bad = CliRunner().invoke(app, ["evaluate", "--data", "heldout:easy", "--images", "1"])
+    assert bad.exit_code == 2
