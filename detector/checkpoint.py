@@ -87,6 +87,16 @@ def export(src: Path, dst: Path, half: bool = True) -> dict[str, Any]:
     return keep
 
 
+def with_second_stage(payload: dict[str, Any], discs: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with the second stage (a ``DiscModels.to_payload()`` dict, calibration
+    included) under ``"discs"``, versioned by the weights of both stages and the calibration."""
+    h = hashlib.sha256(weights_digest(payload["model"]).encode())
+    for key in ("herniation", "level"):
+        h.update(weights_digest(discs[key]).encode())
+    h.update(json.dumps(discs["calibration"], sort_keys=True).encode())
+    return {**payload, "discs": discs, "version": f"{payload['config_name']}-{h.hexdigest()[:12]}"}
+
+
 def annotate(path: Path, **metrics: Any) -> dict[str, Any]:
     """Add named metric blocks (e.g. ``hard_set={...}``) to a checkpoint and its sidecar."""
     payload = load(path)

@@ -67,25 +67,45 @@ def assign_levels(detections: Sequence[Sequence[Detection]], threshold: float = 
 
 def name_discs(detections: Sequence[Sequence[Detection]], min_score: float = 0.05,
                merge_iou: float = 0.4, anchor_fraction: float = 0.4) -> list[tuple[str, Disc]]:
-    """Every disc of the series with its level name.
+    """Every disc of the series with its level name, counted from the top of the chain.
 
     ``min_score``: detections below it are ignored. ``merge_iou``: boxes of either class
     overlapping this much on one slice are one disc. ``anchor_fraction``: only discs scoring
     at least this fraction of the series' best disc place the chain of levels; weaker ones
-    are named by it, or dropped when they lie between chain positions.
+    are named by it, or dropped when they lie between chain positions. (The analysis in
+    ``detector.analysis`` names the chain from an anatomical anchor instead.)
     """
+    chain = disc_chain(detections, min_score, merge_iou, anchor_fraction)
+    if chain is None:
+        return []
+    return [(LEVELS[j], disc) for j, members in enumerate(chain.members[:len(LEVELS)]) for disc in members]
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The disc positions of a series along the spine, cranial first, with their discs."""
+
+    positions: np.ndarray  # [L, 2] (x, y) px; gaps filled where the spacing says a disc is missing
+    spacing: float  # typical distance between neighbouring discs (px)
+    members: list[list[Disc]]  # per position, the discs of every slice that sit on it
+
+
+def disc_chain(detections: Sequence[Sequence[Detection]], min_score: float = 0.05,
+               merge_iou: float = 0.4, anchor_fraction: float = 0.4) -> Chain | None:
+    """One chain of disc positions for the series (arguments as ``name_discs``); None when
+    no disc was detected. Each disc joins the nearest position within half a spacing."""
     discs = [d for k, dets in enumerate(detections) for d in _merge(k, dets, min_score, merge_iou)]
     if not discs:
-        return []
+        return None
     top = max(d.score for d in discs)
-    chain, spacing = _chain([d for d in discs if d.score >= anchor_fraction * top])
-    named = []
+    positions, spacing = _chain([d for d in discs if d.score >= anchor_fraction * top])
+    members: list[list[Disc]] = [[] for _ in positions]
     for disc in discs:
-        dist = np.linalg.norm(chain - disc.center, axis=1)
+        dist = np.linalg.norm(positions - disc.center, axis=1)
         j = int(np.argmin(dist))
-        if j < len(LEVELS) and dist[j] < 0.5 * spacing:
-            named.append((LEVELS[j], disc))
-    return named
+        if dist[j] < 0.5 * spacing:
+            members[j].append(disc)
+    return Chain(positions, spacing, members)
 
 
 def _finding(level: str, discs: list[Disc], threshold: float) -> LevelFinding:

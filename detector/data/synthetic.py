@@ -14,6 +14,7 @@ Everything is deterministic given the ``numpy.random.Generator`` (or the seed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,13 +39,16 @@ class SyntheticStudy:
     spacing_between_slices: float  # mm, centre to centre
     slice_offsets: np.ndarray  # float32 [S] lateral position of each slice (mm, + = patient left)
     herniated_levels: tuple[str, ...]  # levels holding a herniation (seen on >= 1 slice)
+    level_protrusion: tuple[float, ...] = ()  # per LEVELS, the largest protrusion (mm) of its herniation
 
 
 def make_study(rng: np.random.Generator, hard: bool = False, n_slices: int = 15,
-               size: int | None = None) -> SyntheticStudy:
-    """Draw one synthetic study of ``n_slices`` sagittal slices of ``size`` x ``size`` pixels."""
+               size: int | None = None,
+               adjust: Callable[[Spine, np.random.Generator], Spine] | None = None) -> SyntheticStudy:
+    """Draw one synthetic study of ``n_slices`` sagittal slices of ``size`` x ``size`` pixels
+    (``adjust``: as in ``study_renderer``)."""
     size = int(size or rng.choice(SIZES))
-    spine, render = _study_renderer(rng, hard, size)
+    spine, render = study_renderer(rng, hard, size, adjust)
     thickness = float(rng.uniform(2.5, 3.5))
     step = thickness + float(rng.uniform(0.0, 0.5))
     offsets = (np.arange(n_slices) - (n_slices - 1) / 2) * step + rng.uniform(-2.0, 2.0)
@@ -61,12 +65,21 @@ def make_study(rng: np.random.Generator, hard: bool = False, n_slices: int = 15,
         pixel_spacing=spine.pixel_spacing, slice_thickness=thickness,
         spacing_between_slices=step, slice_offsets=offsets.astype(np.float32),
         herniated_levels=tuple(lv for lv in LEVELS if lv in seen),
+        level_protrusion=tuple(max((h.size for h in spine.hernias if h.level == j), default=0.0)
+                               for j in range(len(LEVELS))),
     )
 
 
-def _study_renderer(rng: np.random.Generator, hard: bool, size: int):
-    """Sample one patient and scanner; return (spine, render(d) -> float32 [H, W])."""
+def study_renderer(rng: np.random.Generator, hard: bool, size: int,
+                   adjust: Callable[[Spine, np.random.Generator], Spine] | None = None):
+    """Sample one patient and scanner; return (spine, render(d) -> float32 [H, W]).
+
+    ``adjust`` may change the sampled spine before anything is rendered (the second stage's
+    sampler widens the field of view and the range of protrusions with it).
+    """
     spine: Spine = sample_spine(rng, hard, size)
+    if adjust is not None:
+        spine = adjust(spine, rng)
     contrast = sample_contrast(rng, hard)
     artifacts = sample_artifacts(rng, hard, size)
     grid = max(4, size // 24)
@@ -104,7 +117,7 @@ class SyntheticSliceDataset:
             raise IndexError(i)
         rng = np.random.default_rng([self.seed, i])
         size = int(self.size or rng.choice(SIZES))
-        spine, render = _study_renderer(rng, self.hard, size)
+        spine, render = study_renderer(rng, self.hard, size)
         if spine.hernias and rng.random() < 0.5:
             h = spine.hernias[rng.integers(len(spine.hernias))]
             d = h.center + rng.uniform(-1, 1) * h.half_width * 0.8

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dicom_node.config import Settings, load_settings
+from dicom_node.config import Settings, describe_config_error, load_settings
 from dicom_node.logging import configure_logging
 
 app = typer.Typer(
@@ -36,7 +36,7 @@ class CliState:
             try:
                 self._settings = load_settings(self.config_file)
             except (ValueError, FileNotFoundError) as exc:
-                typer.secho(f"Configuration error: {exc}", fg="red", err=True)
+                typer.secho(f"Configuration error: {describe_config_error(exc)}", fg="red", err=True)
                 raise typer.Exit(2) from exc
             configure_logging(self._settings.log_level, self._settings.log_json)
         return self._settings
@@ -60,6 +60,6 @@ def _root(
 
 
 def main() -> None:
-    from dicom_node.cli import data, demo, distill, ml, node, ops  # noqa: F401  (commands register)
+    from dicom_node.cli import data, demo, discs, distill, ml, node, ops  # noqa: F401  (commands register)
 
     app()

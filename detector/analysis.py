@@ -1,0 +1,201 @@
+"""One sagittal series -> one finding per disc level (DESIGN.md section 3): the analysis path.
+
+1. The MedDet detector finds and boxes the discs on every slice (``Detector.predict``).
+2. The discs of all slices form one chain along the spine (``levels.disc_chain``).
+3. The level net reads a wide crop around each chain position; the chain is named by
+   aligning it with the levels from the C2 anchor (``naming.name_chain``), or every level is
+   ``unknown`` with the reason.
+4. The herniation net reads a close crop (0.3 mm/px, disc and canal, with the neighbouring
+   slices) of every detection of a disc; the disc's logit is the highest over its slices, the
+   calibrated probability of that is its score, and the stored operating point its call. The
+   key slice is where the logit is highest.
+
+``Analyzer.from_checkpoint()`` loads both stages and the calibration from one checkpoint;
+``analyze(images, pixel_spacing)`` is pure computation on arrays (no DICOM, no I/O).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+import torch
+
+from detector import SHIPPED_CHECKPOINT
+from detector import checkpoint as ckpt
+from detector.discs.calibration import Calibration
+from detector.discs.crops import CropRequest, anchor_of_box, normalize_crops, take_crops
+from detector.discs.model import DiscModels
+from detector.inference import Detector, pick_device
+from detector.levels import Chain, Disc, disc_chain
+from detector.naming import Naming, name_chain
+from detector.types import Detection
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class DiscFinding:
+    """The finding at one disc: its level (or ``unknown``), call, probability and key slice."""
+
+    level: str
+    label: str  # "herniation" | "normal_disc"
+    probability: float  # calibrated herniation probability
+    protrusion_mm: float  # estimated posterior protrusion on the key slice
+    slice_index: int
+    box: tuple[float, float, float, float]
+    reason: str | None = None  # why the level is unknown
+    logit: float = 0.0  # the herniation net's raw logit (what calibration maps)
+
+    @property
+    def score(self) -> float:
+        return self.probability
+
+    @property
+    def called(self) -> bool:
+        return self.label == "herniation"
+
+
+@dataclass(frozen=True)
+class SeriesAnalysis:
+    findings: list[DiscFinding]
+    naming: Naming
+    calibration: Calibration
+    detections: list[list[Detection]]
+
+
+class Analyzer:
+    """The detector and the second stage, ready for a series; build with ``from_checkpoint``."""
+
+    def __init__(self, detector: Detector, discs: DiscModels, version: str) -> None:
+        self.detector = detector
+        self.discs = discs.to(detector.device).eval()
+        self.version = version
+
+    @classmethod
+    def from_checkpoint(cls, path: Path | str | None = None, device: str | torch.device | None = None,
+                        discs: DiscModels | None = None) -> Analyzer:
+        """Load ``path`` (None = shipped). ``discs`` replaces its second stage; a detector
+        checkpoint without one uses the shipped one's (``meddet calibrate --discs`` adds one)."""
+        path = Path(path) if path is not None else SHIPPED_CHECKPOINT
+        detector = Detector.from_checkpoint(path, device=pick_device(device))
+        if discs is None:
+            stored = ckpt.load(path).get("discs") or ckpt.load(SHIPPED_CHECKPOINT).get("discs")
+            if stored is None:
+                raise ValueError(f"checkpoint: neither {path} nor the shipped checkpoint holds a second stage")
+            discs = DiscModels.from_payload(stored)
+        return cls(detector, discs, detector.version)
+
+    @property
+    def calibration(self) -> Calibration:
+        return self.discs.calibration
+
+    def analyze(self, images: Sequence[np.ndarray], pixel_spacing: tuple[float, float],
+                detections: list[list[Detection]] | None = None) -> SeriesAnalysis:
+        """Slices [H, W] (raw values, canonical view, one in-plane spacing (row, col) mm) ->
+        findings, cranial first."""
+        if not images:
+            raise ValueError("images: the series has no slices")
+        if detections is None:
+            detections = self.detector.predict(images)
+        chain = disc_chain(detections)
+        if chain is None:
+            return SeriesAnalysis([], Naming([], UNKNOWN, "no disc found", 0, 0.0), self.calibration, detections)
+        volume = torch.from_numpy(np.stack([np.asarray(im, np.float32) for im in images])).to(self.detector.device)
+        spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+        naming = name_chain(self.level_log_probs(volume, spacing, chain))
+        logits = self.herniation_outputs(volume, spacing, chain)
+        findings = []
+        for i, members in enumerate(chain.members):
+            if not members:
+                continue  # a gap in the chain: its level counts, but nothing was seen there
+            if naming.status == "found":
+                level = naming.names[i]
+                if level is None:
+                    continue  # above C2-C3 or below C7-T1: not a reported level
+            else:
+                level = UNKNOWN
+            findings.append(self._finding(level, members, logits[i], naming.reason))
+        return SeriesAnalysis(findings, naming, self.calibration, detections)
+
+    @torch.inference_mode()
+    def level_log_probs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> np.ndarray:
+        """[L, 8] log-probabilities of each chain position's level (wide crop, central slice)."""
+        central = _central_slice(chain, volume.shape[0])
+        requests = []
+        for (x, y), members in zip(chain.positions, chain.members):
+            on_central = [d for d in members if d.slice_index == central]
+            k = central if on_central or not members else max(members, key=lambda d: d.score).slice_index
+            requests.append(CropRequest(k, float(y), float(x)))
+        crops = normalize_crops(take_crops(volume, spacing, self.discs.level_crop, requests))
+        return torch.log_softmax(self.discs.level(crops), dim=1).cpu().numpy()
+
+    @torch.inference_mode()
+    def herniation_outputs(self, volume: torch.Tensor, spacing: tuple[float, float],
+                           chain: Chain) -> list[np.ndarray]:
+        """Per chain position, [M, 2] (logit, protrusion mm) for each of its discs."""
+        requests, owner = [], []
+        for i, members in enumerate(chain.members):
+            for disc in key_members(members):
+                row, col = anchor_of_box(disc.box)
+                requests.append(CropRequest(disc.slice_index, row, col))
+                owner.append(i)
+        if not requests:
+            return [np.zeros((0, 2)) for _ in chain.members]
+        crops = normalize_crops(take_crops(volume, spacing, self.discs.herniation_crop, requests))
+        out = self.discs.herniation(crops).cpu().numpy()
+        owners = np.array(owner)
+        return [out[owners == i] for i in range(len(chain.members))]
+
+    def _finding(self, level: str, members: list[Disc], outputs: np.ndarray, reason: str | None) -> DiscFinding:
+        k = int(np.argmax(outputs[:, 0]))
+        probability = float(self.calibration.probability(outputs[k, 0]))
+        disc = key_members(members)[k]
+        return DiscFinding(
+            level=level, label="herniation" if probability >= self.calibration.threshold else "normal_disc",
+            probability=probability, protrusion_mm=max(0.0, float(outputs[k, 1])), slice_index=disc.slice_index,
+            box=disc.box, reason=reason if level == UNKNOWN else None, logit=float(outputs[k, 0]),
+        )
+
+
+def key_members(members: list[Disc], min_fraction: float = 0.35) -> list[Disc]:
+    """The detections of one disc that the call looks at: on each slice the best one, and
+    only slices where it scores at least ``min_fraction`` of the disc's best (a faint box on a
+    far lateral slice is more often a facet or a foramen than the disc)."""
+    if not members:
+        return []
+    floor = min_fraction * max(d.score for d in members)
+    best: dict[int, Disc] = {}
+    for d in members:
+        if d.score >= floor and (d.slice_index not in best or d.score > best[d.slice_index].score):
+            best[d.slice_index] = d
+    return [best[k] for k in sorted(best)]
+
+
+def _central_slice(chain: Chain, n_slices: int) -> int:
+    """The slice on which most chain positions were seen (ties: nearest the series' middle)."""
+    counts = np.zeros(n_slices)
+    for members in chain.members:
+        for k in {d.slice_index for d in members}:
+            counts[k] += 1
+    best = np.flatnonzero(counts == counts.max())
+    return int(best[np.argmin(np.abs(best - (n_slices - 1) / 2))])
+
+
+def level_logits(analyzer: Analyzer, studies: Iterable[tuple[np.ndarray, tuple[float, float], dict[str, bool]]],
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Raw herniation logits and truths of every named level of labelled ``studies``
+    (volume, spacing, {level: herniated}); also the number of studies whose levels could
+    not be named (left out: calibration is of the call, naming is judged on its own)."""
+    logits, labels, unnamed = [], [], 0
+    for volume, spacing, truth in studies:
+        result = analyzer.analyze(list(volume), spacing)
+        if result.naming.status != "found":
+            unnamed += 1
+            continue
+        for f in result.findings:
+            if f.level in truth:
+                logits.append(f.logit)
+                labels.append(int(truth[f.level]))
+    return np.array(logits), np.array(labels), unnamed

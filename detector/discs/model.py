@@ -1,0 +1,102 @@
+"""The second stage's networks: small CNNs over disc crops.
+
+``DiscNet`` is a plain stack of stride-2 conv blocks, global average pooling and a linear
+head. Two of them make the second stage (``DiscModels``):
+
+* the herniation net reads a ``HERNIATION_CROP`` and outputs [herniation logit, posterior
+  protrusion in mm];
+* the level net reads a ``LEVEL_CROP`` and outputs one logit per class of ``LEVEL_CLASSES``
+  (the disc levels C2-C3 .. T1-T2, and "not a disc").
+
+``DiscModels`` also carries the calibration and operating point (``Calibration``), and
+round-trips through a plain dict stored inside the detector checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from detector.discs.calibration import Calibration
+from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP, CropSpec
+
+LEVEL_CLASSES = ("C2-C3", "C3-C4", "C4-C5", "C5-C6", "C6-C7", "C7-T1", "T1-T2", "not_disc")
+NOT_DISC = len(LEVEL_CLASSES) - 1
+
+
+class DiscNet(nn.Module):
+    """Crops [N, C, S, S] (normalised) -> outputs [N, n_out]."""
+
+    def __init__(self, in_channels: int, n_out: int, widths: tuple[int, ...] = (16, 32, 48, 64, 96)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                       nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(c, n_out))
+        self.widths = widths
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [N, C, S, S] -> [N, n_out]."""
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+@dataclass
+class DiscModels:
+    """The herniation net, the level net, their crop specs and the calibration."""
+
+    herniation: DiscNet
+    level: DiscNet
+    herniation_crop: CropSpec = HERNIATION_CROP
+    level_crop: CropSpec = LEVEL_CROP
+    calibration: Calibration = field(default_factory=Calibration.identity)
+    label_threshold_mm: float = 1.5  # a disc is "herniation" in training when it protrudes this far
+
+    @classmethod
+    def new(cls, herniation_crop: CropSpec = HERNIATION_CROP, level_crop: CropSpec = LEVEL_CROP) -> DiscModels:
+        return cls(DiscNet(herniation_crop.channels, 2), DiscNet(level_crop.channels, len(LEVEL_CLASSES)),
+                   herniation_crop, level_crop)
+
+    def eval(self) -> DiscModels:
+        self.herniation.eval()
+        self.level.eval()
+        return self
+
+    def to(self, device: torch.device | str) -> DiscModels:
+        self.herniation.to(device)
+        self.level.to(device)
+        return self
+
+    def with_calibration(self, calibration: Calibration) -> DiscModels:
+        return replace(self, calibration=calibration)
+
+    def to_payload(self, half: bool = True) -> dict[str, Any]:
+        """A plain dict (tensors, numbers, strings) for the checkpoint."""
+        def state(net: DiscNet) -> dict[str, Tensor]:
+            return {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+                    for k, v in net.state_dict().items()}
+        return {
+            "herniation": state(self.herniation), "level": state(self.level),
+            "widths": list(self.herniation.widths),
+            "herniation_crop": self.herniation_crop.to_dict(), "level_crop": self.level_crop.to_dict(),
+            "level_classes": list(LEVEL_CLASSES), "calibration": self.calibration.to_dict(),
+            "label_threshold_mm": self.label_threshold_mm,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> DiscModels:
+        if list(payload["level_classes"]) != list(LEVEL_CLASSES):
+            raise ValueError(f"checkpoint: level classes {payload['level_classes']} are not {list(LEVEL_CLASSES)}")
+        hc, lc = CropSpec.from_dict(payload["herniation_crop"]), CropSpec.from_dict(payload["level_crop"])
+        widths = tuple(payload["widths"])
+        models = cls(DiscNet(hc.channels, 2, widths), DiscNet(lc.channels, len(LEVEL_CLASSES), widths), hc, lc,
+                     Calibration.from_dict(payload["calibration"]), float(payload["label_threshold_mm"]))
+        for net, key in ((models.herniation, "herniation"), (models.level, "level")):
+            net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload[key].items()})
+        return models.eval()

@@ -1,0 +1,223 @@
+"""Training crops for the second stage, drawn fresh from our own synthetic generator.
+
+One draw is one synthetic patient (``detector.data``), three neighbouring sagittal slices
+around a lateral position, and from them:
+
+* a herniation crop for every disc boxed on the middle slice, anchored on a jittered box (the
+  detector's boxes are not exact), labelled with the protrusion (mm) on that slice;
+* a level crop for every disc C2-C3 .. T1-T2 in view, and a few "not a disc" crops (vertebral
+  bodies, the dens, random places), labelled with ``LEVEL_CLASSES``.
+
+The sampler widens what the generator draws: a field of view up to ~1.7x larger (smaller
+spines in the image, more skull and thorax), protrusions from 0.3 mm up with the borderline
+around the label threshold oversampled, and bulges up to 1.3 mm that stay "normal". Only
+``detector.data`` is used here: the held-out generator never feeds training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from detector.data.anatomy import LEVELS, Spine, disc_back, disc_boxes, protrusions, to_pixels
+from detector.data.synthetic import SIZES, study_renderer
+from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, take_crops
+from detector.discs.model import NOT_DISC
+from detector.levels import box_iou
+
+LABEL_THRESHOLD_MM = 1.5
+#: A detector for one slice: image [H, W] -> boxes (x0, y0, x1, y1) it found.
+Detect = Callable[[np.ndarray], list[tuple[float, float, float, float]]]
+
+
+@dataclass
+class CropBatch:
+    """Raw crops and their targets (un-normalised, un-randomised)."""
+
+    herniation: Tensor  # [N, C, S, S]
+    protrusion_mm: Tensor  # [N]
+    level: Tensor  # [M, C', S', S']
+    level_class: Tensor  # [M] int64
+
+    @staticmethod
+    def cat(batches: list[CropBatch]) -> CropBatch:
+        return CropBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in
+                           ("herniation", "protrusion_mm", "level", "level_class")))
+
+    def __len__(self) -> int:
+        return len(self.herniation)
+
+
+def widen(spine: Spine, rng: np.random.Generator) -> Spine:
+    """A larger field of view around the same anatomy, and a wider range of protrusions."""
+    extra = spine.fov * rng.uniform(0.0, 0.7) if rng.random() < 0.7 else 0.0
+    top = extra * rng.uniform(0.45, 0.85)
+    bottom = min(extra - top, 22.0)
+    extra = top + bottom
+    hernias = tuple(replace(h, size=_protrusion(rng)) for h in spine.hernias)
+    bulge = np.where(rng.random(7) < 0.5, rng.uniform(0.0, 1.3, 7), 0.0)
+    bulge[[h.level for h in hernias]] = 0.0
+    cx, cy = spine.cx + extra * rng.uniform(0.3, 0.7), spine.cy + top
+    if rng.random() < 0.35:  # straighter or kyphotic necks
+        cx, cy = _bend(spine, cx, cy, float(rng.uniform(-0.6, 0.0)))
+    if rng.random() < 0.3:  # the top of C2 close under the image's upper edge (skull base cut off)
+        cy = cy - (float(np.interp(0.0, spine.s, cy)) - float(rng.uniform(8.0, 30.0)))
+    return replace(spine, fov=spine.fov + extra, cy=cy, cx=cx, hernias=hernias, disc_bulge=bulge)
+
+
+def _bend(spine: Spine, cx: np.ndarray, cy: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """The centre line with ``delta`` radians less lordosis, pinned at the middle of the neck."""
+    length = spine.body_bot[6]
+    phi = spine.phi + delta * np.cos(np.pi * np.clip(spine.s / length, 0, 1))
+    bx, by = np.cumsum(-np.sin(phi)) * 0.5, np.cumsum(np.cos(phi)) * 0.5
+    k = int(np.argmin(np.abs(spine.s - length / 2)))
+    return bx - bx[k] + cx[k], by - by[k] + cy[k]
+
+
+def _protrusion(rng: np.random.Generator) -> float:
+    """Herniation sizes: half of them near the 1.5 mm label threshold."""
+    return float(rng.uniform(0.3, 2.8) if rng.random() < 0.5 else rng.uniform(2.8, 6.5))
+
+
+def draw(rng: np.random.Generator, herniation_spec: CropSpec, level_spec: CropSpec,
+         augment: bool = True, detect: Detect | None = None) -> CropBatch:
+    """The crops of one synthetic patient (see the module docstring). With ``detect`` (a
+    detector's boxes for one slice), half the patients' herniation crops sit on its boxes
+    instead of jittered true ones, labelled by the true disc they overlap."""
+    hard = bool(rng.random() < 0.5)
+    size = int(rng.choice(SIZES))
+    spine, render = study_renderer(rng, hard, size, adjust=widen)
+    if spine.hernias and rng.random() < 0.6:
+        h = spine.hernias[rng.integers(len(spine.hernias))]
+        d = h.center + rng.uniform(-1, 1) * h.half_width
+    else:
+        d = float(rng.uniform(-1, 1) * 13.0)
+    step = float(rng.uniform(2.5, 4.5))
+    volume = torch.from_numpy(np.stack([render(d + k * step) for k in (-1, 0, 1)]))
+    spacing = (spine.pixel_spacing, spine.pixel_spacing)
+    jitter = (lambda: (float(rng.uniform(-0.2, 0.2)), float(rng.uniform(0.93, 1.07)))) if augment else (lambda: (0.0, 1.0))
+
+    boxes, _, names = disc_boxes(spine, d)
+    prot = protrusions(spine, d)
+    h_req, h_mm = [], []
+    for box, name in zip(boxes, names):
+        row, col = anchor_of_box(_jitter_box(rng, box, spine.pixel_spacing) if augment else box)
+        angle, zoom = jitter()
+        h_req.append(CropRequest(1, row, col, angle, 1 + (zoom - 1) * 0.5))
+        h_mm.append(float(prot[LEVELS.index(name)]))
+    if detect is not None and augment and rng.random() < 0.5:
+        h_req, h_mm = [], []
+        for box, mm in _detected(detect(volume[1].numpy()), boxes, names, prot):
+            row, col = anchor_of_box(box)
+            angle, zoom = jitter()
+            h_req.append(CropRequest(1, row, col, angle, 1.0))
+            h_mm.append(mm)
+    if augment:  # what a detector also boxes: a disc on a slice too lateral for it, or not a disc
+        for point in _stray_points(spine, d, names, rng):
+            angle, zoom = jitter()
+            h_req.append(CropRequest(1, point[0], point[1], angle, 1.0))
+            h_mm.append(point[2])
+
+    l_req, l_cls = [], []
+    for point, cls in _level_points(spine, d, boxes, names, rng):
+        angle, zoom = jitter()
+        l_req.append(CropRequest(1, point[0], point[1], angle * 1.5, zoom ** 2))
+        l_cls.append(cls)
+    return CropBatch(
+        herniation=take_crops(volume, spacing, herniation_spec, h_req),
+        protrusion_mm=torch.tensor(h_mm, dtype=torch.float32),
+        level=take_crops(volume, spacing, level_spec, l_req),
+        level_class=torch.tensor(l_cls, dtype=torch.int64),
+    )
+
+
+def _detected(found: list[tuple[float, float, float, float]], boxes: np.ndarray, names: list[str],
+              prot: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+    """A detector's boxes with the protrusion of the true disc each overlaps (IoU >= 0.3), or
+    0 mm for a box on no disc (IoU < 0.1 with all); ambiguous boxes are left out."""
+    out = []
+    for box in found:
+        ious = [box_iou(box, b) for b in boxes]
+        best = int(np.argmax(ious)) if ious else -1
+        if best >= 0 and ious[best] >= 0.3:
+            out.append((box, float(prot[LEVELS.index(names[best])])))
+        elif not ious or ious[best] < 0.1:
+            out.append((box, 0.0))
+    return out
+
+
+def _stray_points(spine: Spine, d: float, names: list[str], rng: np.random.Generator) -> list[tuple[float, float, float]]:
+    """(row, col, protrusion mm) of herniation-crop anchors a detector might produce besides
+    the boxed discs: a disc's midline box on this (too lateral) slice, and places along the
+    spine that are not a disc (vertebral bodies, the dens, the posterior elements)."""
+    mid_boxes, _, mid_names = disc_boxes(spine, 0.0)
+    prot = protrusions(spine, d)
+    out = []
+    for box, name in zip(mid_boxes, mid_names):
+        if name not in names and rng.random() < 0.5:
+            row, col = anchor_of_box(_jitter_box(rng, box, spine.pixel_spacing))
+            out.append((row, col, float(prot[LEVELS.index(name)])))
+    body_c = (spine.body_top + spine.body_bot) / 2
+    for _ in range(2):
+        u = float(rng.uniform(-20.0, body_c[-2]))
+        v = float(rng.uniform(-4.0, 30.0))
+        col, row = to_pixels(spine, np.array([u]), np.array([v]))
+        if 0 <= row[0] < spine.size and 0 <= col[0] < spine.size and min(abs(u - spine.disc_center)) > 4.0:
+            out.append((float(row[0]), float(col[0]), 0.0))
+    return out
+
+
+def _jitter_box(rng: np.random.Generator, box: np.ndarray, mm_per_px: float) -> np.ndarray:
+    """A box as a detector might draw it: each edge off by up to ~8% of the box and ~0.6 mm."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    scale = np.array([w, h, w, h]) * 0.08 + 0.6 / mm_per_px
+    return box + rng.uniform(-1, 1, 4) * scale
+
+
+def _level_points(spine: Spine, d: float, boxes: np.ndarray, names: list[str],
+                  rng: np.random.Generator) -> list[tuple[tuple[float, float], int]]:
+    """(row, col) points with their LEVEL_CLASSES index: boxed discs, T1-T2, non-discs."""
+    ps = spine.pixel_spacing
+    out = []
+    for box, name in zip(boxes, names):
+        row, col = anchor_of_box(box)
+        out.append(((row + rng.normal(0, 1.5 / ps), col + rng.normal(0, 1.5 / ps)), LEVELS.index(name)))
+    depth = (spine.body_depth[:-1] + spine.body_depth[1:]) / 2
+    back = disc_back(spine)
+    points_uv = [(spine.disc_center[6], back[6] - depth[6] / 2, 6)]  # T1-T2, often at the edge
+    body_c = (spine.body_top + spine.body_bot) / 2
+    for k in rng.choice(len(body_c), size=2, replace=False):
+        points_uv.append((body_c[k], rng.uniform(-4, 4), NOT_DISC))
+    points_uv.append((rng.uniform(-14, -2), rng.uniform(-3, 2), NOT_DISC))  # dens / C1-C2
+    for u, v, cls in points_uv:
+        col, row = to_pixels(spine, np.array([u]), np.array([v]))
+        if 0 <= row[0] < spine.size and 0 <= col[0] < spine.size:
+            out.append(((float(row[0]), float(col[0])), cls))
+    if rng.random() < 0.5:  # anywhere: neck, skull, background
+        out.append(((rng.uniform(0, spine.size), rng.uniform(0, spine.size)), NOT_DISC))
+    return out
+
+
+def draw_many(seed: int | tuple[int, ...], n: int, herniation_spec: CropSpec, level_spec: CropSpec,
+              augment: bool = True, detect: Detect | None = None) -> CropBatch:
+    """``n`` patients' crops; patient i is a function of (seed, i) (and ``detect``) only."""
+    seeds = (seed,) if isinstance(seed, int) else tuple(seed)
+    return CropBatch.cat([draw(np.random.default_rng([*seeds, i]), herniation_spec, level_spec, augment, detect)
+                          for i in range(n)])
+
+
+def calibration_studies(n: int, seed: int, n_slices: int = 15):  # type: ignore[no-untyped-def]
+    """``n`` labelled synthetic studies from our own generator (half hard), for calibration:
+    yields (volume [S, H, W], pixel spacing (row, col) mm, {level: herniated}); a level is
+    herniated when its herniation protrudes at least ``LABEL_THRESHOLD_MM``."""
+    from detector.data.synthetic import make_study
+
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        study = make_study(rng, hard=bool(i % 2), n_slices=n_slices, adjust=widen)
+        truth = {lv: p >= LABEL_THRESHOLD_MM for lv, p in zip(LEVELS, study.level_protrusion)}
+        yield study.volume, (study.pixel_spacing, study.pixel_spacing), truth

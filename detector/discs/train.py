@@ -1,0 +1,143 @@
+"""Training of the second stage on crops streamed fresh every epoch (``meddet train-discs``).
+
+Every epoch draws new synthetic patients (``detector.discs.samples``, our own generator only),
+randomises the crops' look (``detector.discs.randomize``) and makes one pass over them. The
+herniation net learns the call (BCE at ``LABEL_THRESHOLD_MM``) and the protrusion in mm
+(smooth L1); the level net the disc level or "not a disc" (cross-entropy). A fixed
+validation set from other seeds of the same generator picks the best epoch; the held-out
+generator is never used here. ``OUT/last.pt`` resumes; ``OUT/best.pt`` holds the best
+``DiscModels`` payload.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from detector.discs.model import DiscModels, DiscNet
+from detector.discs.crops import normalize_crops
+from detector.discs.randomize import randomize
+from detector.discs.samples import LABEL_THRESHOLD_MM, CropBatch, Detect, draw_many
+
+
+@dataclass(frozen=True)
+class DiscTrainConfig:
+    epochs: int = 20
+    patients_per_epoch: int = 500
+    val_patients: int = 150
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    mm_loss_weight: float = 0.15
+    seed: int = 5150
+
+
+def train_discs(cfg: DiscTrainConfig, out: Path, log: Callable[[str], None] = print,
+                resume: bool = True, init: DiscModels | None = None, detect: Detect | None = None) -> Path:
+    """Train (or resume) into ``out``; returns the path of ``best.pt``. ``detect``: the
+    detector whose boxes the herniation net will see (half the training crops sit on them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    models = init or DiscModels.new()
+    params = list(models.herniation.parameters()) + list(models.level.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs, pct_start=0.15)
+    start, best = 0, -1.0
+    last = out / "last.pt"
+    if resume and last.is_file():
+        state = torch.load(last, weights_only=False)
+        models = DiscModels.from_payload(state["models"])
+        params = list(models.herniation.parameters()) + list(models.level.parameters())
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs, pct_start=0.15)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, best = state["epoch"] + 1, state["best"]
+        log(f"resumed at epoch {start} (best {best:.4f})")
+    val = draw_many((cfg.seed, 1), cfg.val_patients, models.herniation_crop, models.level_crop, augment=False)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        batch = draw_many((cfg.seed, 2, epoch), cfg.patients_per_epoch, models.herniation_crop, models.level_crop,
+                          detect=detect)
+        t_data = time.perf_counter() - t0
+        losses = _epoch(models, batch, opt, cfg, gen)
+        sched.step()
+        metrics = validate(models, val)
+        score = metrics["herniation_auc"] + metrics["level_accuracy"]
+        if score > best:
+            best = score
+            torch.save(models.to_payload(half=False), out / "best.pt")
+        torch.save({"models": models.to_payload(half=False), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "epoch": epoch, "best": best, "config": asdict(cfg)}, last)
+        log(f"epoch {epoch + 1}/{cfg.epochs}: {len(batch)} discs, loss {losses['herniation']:.3f} "
+            f"/ mm {losses['mm']:.3f} / level {losses['level']:.3f}; val herniation AUC "
+            f"{metrics['herniation_auc']:.3f}, mm MAE {metrics['mm_mae']:.2f}, level acc "
+            f"{metrics['level_accuracy']:.3f} ({t_data:.0f} s data, {time.perf_counter() - t0:.0f} s total)")
+    return out / "best.pt"
+
+
+def _epoch(models: DiscModels, batch: CropBatch, opt: torch.optim.Optimizer, cfg: DiscTrainConfig,
+           gen: torch.Generator) -> dict[str, float]:
+    models.herniation.train()
+    models.level.train()
+    herniation = normalize_crops(randomize(batch.herniation, gen))
+    level = normalize_crops(randomize(batch.level, gen))
+    target = (batch.protrusion_mm >= LABEL_THRESHOLD_MM).float()
+    # herniations sit at one disc in ~6: weigh the classes equally
+    pos_weight = ((1 - target).sum() / target.sum().clamp_min(1)).clamp(1, 10)
+    sums = {"herniation": 0.0, "mm": 0.0, "level": 0.0}
+    steps = max(1, len(herniation) // cfg.batch_size)
+    h_perm = torch.randperm(len(herniation), generator=gen)
+    l_perm = torch.randperm(len(level), generator=gen)
+    l_size = max(1, len(level) // steps)
+    for k in range(steps):
+        hi = h_perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+        li = l_perm[k * l_size:(k + 1) * l_size]
+        out = models.herniation(herniation[hi])
+        bce = F.binary_cross_entropy_with_logits(out[:, 0], target[hi], pos_weight=pos_weight)
+        mm = F.smooth_l1_loss(out[:, 1], batch.protrusion_mm[hi])
+        ce = F.cross_entropy(models.level(level[li]), batch.level_class[li], label_smoothing=0.05)
+        loss = bce + cfg.mm_loss_weight * mm + ce
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sums["herniation"] += float(bce) / steps
+        sums["mm"] += float(mm) / steps
+        sums["level"] += float(ce) / steps
+    return sums
+
+
+@torch.inference_mode()
+def validate(models: DiscModels, val: CropBatch) -> dict[str, float]:
+    """Crop-level herniation AUC and protrusion MAE, and level accuracy, on un-randomised crops."""
+    models.eval()
+    out = _run(models.herniation, normalize_crops(val.herniation))
+    target = (val.protrusion_mm >= LABEL_THRESHOLD_MM).numpy()
+    logits = _run(models.level, normalize_crops(val.level))
+    return {
+        "herniation_auc": auc(out[:, 0].numpy(), target),
+        "mm_mae": float((out[:, 1] - val.protrusion_mm).abs().mean()),
+        "level_accuracy": float((logits.argmax(1) == val.level_class).float().mean()),
+    }
+
+
+def _run(net: DiscNet, x: Tensor, chunk: int = 256) -> Tensor:
+    net.eval()
+    return torch.cat([net(x[i:i + chunk]) for i in range(0, len(x), chunk)]) if len(x) else x.new_zeros(0, 2)
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC by ranks (ties count half); NaN with one class only."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
+    pos, neg = scores[labels], scores[~labels]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))

@@ -1,0 +1,84 @@
+"""Level names anchored on anatomy: align the chain of discs with C2-C3 .. T1-T2 (pure numpy).
+
+The level net says, for every position of the series' disc chain (cranial first), how likely
+it is each disc level or not a disc at all (``LEVEL_CLASSES``). Discs are consecutive, so the
+whole chain has one unknown: the level of its top position. ``name_chain`` scores every
+alignment (offset) by the summed log-probabilities of its positions and keeps the best. The
+C2-C3 disc, just under C2 with its dens and C1 above it, is the anchor: the alignment must
+place it on a position of the chain and the net must see it there, or levels are not named.
+Positions above it are "not a disc" (e.g. the base of the dens); positions below T1-T2 are
+thoracic discs the net was not taught, scored neutrally.
+
+Failure is explicit: no anchor, or an alignment barely likelier than another, gives
+``status`` "unknown" with a reason, and every disc's level is reported as unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.levels import LEVELS
+
+N_LEVEL_CLASSES = 8  # C2-C3 .. T1-T2 (7), not a disc
+NOT_DISC = 7
+ANCHOR = 0  # C2-C3
+
+
+@dataclass(frozen=True)
+class Naming:
+    """Per chain position its level name (None above C2-C3 or below C7-T1), and why not."""
+
+    names: list[str | None]
+    status: str  # "found" | "unknown"
+    reason: str | None
+    offset: int  # level index of the chain's first position
+    margin: float  # log-likelihood ratio of the best alignment over the runner-up
+
+
+def name_chain(log_probs: np.ndarray, min_anchor_prob: float = 0.3, min_margin: float = 1.5) -> Naming:
+    """Align a chain [L, 8] of level log-probabilities with the disc levels.
+
+    ``min_anchor_prob``: the level net's probability that the anchor position is C2-C3.
+    ``min_margin``: the best alignment must be at least e**min_margin times likelier than
+    any other.
+    """
+    lp = np.asarray(log_probs, dtype=np.float64)
+    if lp.ndim != 2 or lp.shape[1] != N_LEVEL_CLASSES:
+        raise ValueError(f"log_probs: expected [L, {N_LEVEL_CLASSES}], got {lp.shape}")
+    n = len(lp)
+    if n == 0:
+        return Naming([], "unknown", "no disc found", 0, 0.0)
+    offsets = list(range(-(n - 1), len(LEVELS)))  # the chain must reach a reported level
+    scores = np.array([_score(lp, o) for o in offsets])
+    order = np.argsort(scores)[::-1]
+    best = offsets[int(order[0])]
+    margin = float(scores[order[0]] - scores[order[1]]) if len(order) > 1 else float("inf")
+    names = [LEVELS[j] if 0 <= (j := best + i) < len(LEVELS) else None for i in range(n)]
+    anchor_at = -best
+    if not 0 <= anchor_at < n:
+        return Naming([None] * n, "unknown", "no C2 anchor: the C2-C3 disc below C2 is not in the series' chain "
+                      f"(the top disc looks like {LEVELS[min(best, len(LEVELS) - 1)]})", best, margin)
+    p_anchor = float(np.exp(lp[anchor_at, ANCHOR]))
+    if p_anchor < min_anchor_prob:
+        return Naming([None] * n, "unknown", f"no C2 anchor: the disc under C2 is not recognised "
+                      f"(probability {p_anchor:.2f})", best, margin)
+    if margin < min_margin:
+        return Naming([None] * n, "unknown", "inconsistent chain: counting from C2 and the appearance of the "
+                      f"discs disagree (best alignment only {np.exp(margin):.1f}x likelier than the next)", best, margin)
+    return Naming(names, "found", None, best, margin)
+
+
+def _score(lp: np.ndarray, offset: int) -> float:
+    neutral = -np.log(N_LEVEL_CLASSES)
+    total = 0.0
+    for i in range(len(lp)):
+        j = offset + i
+        if j < 0:
+            total += lp[i, NOT_DISC]
+        elif j < N_LEVEL_CLASSES - 1:
+            total += lp[i, j]
+        else:
+            total += neutral
+    return total

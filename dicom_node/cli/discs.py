@@ -1,0 +1,144 @@
+"""Second-stage commands: train-discs, calibrate (torch imported lazily inside each command)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
+
+import typer
+
+from dicom_node.cli import app, state
+
+
+@app.command("train-discs")
+def train_discs_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (last.pt resumes, best.pt is the result)")] = Path("runs/discs"),
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs; each draws fresh synthetic patients")] = 20,
+    patients: Annotated[int, typer.Option("--patients", help="Synthetic patients per epoch (~5 discs each)")] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the training and validation draws")] = 5150,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present")] = True,
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", help="Detector whose boxes half the herniation crops sit on (default: shipped)")] = None,
+) -> None:
+    """Train the second stage (herniation call + protrusion, disc level) on crops from our own
+    synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
+    payload); `meddet calibrate --discs OUT/best.pt` then puts it in a checkpoint."""
+    import torch
+
+    from detector.discs.train import DiscTrainConfig, train_discs
+    from detector.inference import Detector
+
+    if threads:
+        torch.set_num_threads(threads)
+    detector = Detector.from_checkpoint(checkpoint, device="cpu")
+
+    def detect(image):  # type: ignore[no-untyped-def]
+        return [d.box for d in detector.predict([image])[0] if d.score >= 0.1]
+
+    cfg = DiscTrainConfig(epochs=epochs, patients_per_epoch=patients, seed=seed)
+    best = train_discs(cfg, out, log=typer.echo, resume=resume, detect=detect)
+    typer.echo(f"best second stage: {best}")
+
+
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (may be the input one)")],
+    data: Annotated[str, typer.Option("--data", help="'synthetic' (our generator, seeds below), or a folder of "
+                                      "DICOM series, each beside a ground_truth.json/boxes.json that lists "
+                                      "'herniated_levels'")] = "synthetic",
+    target_sensitivity: Annotated[float, typer.Option("--target-sensitivity", min=0.01, max=1.0,
+                                                      help="Per-level sensitivity the operating point must reach")] = 0.9,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Input checkpoint (default: MEDDET_CHECKPOINT or shipped)")] = None,
+    discs: Annotated[Optional[Path], typer.Option("--discs", help="Install this second stage (best.pt of `meddet train-discs`) first")] = None,
+    studies: Annotated[int, typer.Option("--studies", help="Synthetic studies to calibrate on")] = 120,
+    seed: Annotated[int, typer.Option("--seed", help="Synthetic seed (keep it apart from training and test seeds)")] = 880000,
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
+) -> None:
+    """Fit the calibration of the herniation call (Platt scaling of the per-level logit) and
+    choose the operating point that reaches the target sensitivity, on labelled studies that
+    are not the test set; store both (and what data they came from) in the checkpoint that
+    `meddet serve`, `worker` and `predict` then use by default."""
+    import torch
+
+    from detector import checkpoint as ckpt
+    from detector.analysis import Analyzer, level_logits
+    from detector.discs.calibration import Calibration, calibrate
+    from detector.discs.model import DiscModels
+
+    if threads:
+        torch.set_num_threads(threads)
+    source = checkpoint or state(ctx).settings.checkpoint
+    try:
+        second = DiscModels.from_payload(torch.load(discs, weights_only=True)) if discs is not None else None
+        analyzer = Analyzer.from_checkpoint(source, device="cpu", discs=second)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        _fail(f"checkpoint: {exc}")
+    analyzer.discs = analyzer.discs.with_calibration(Calibration.identity())
+    if data == "synthetic":
+        from detector.discs.samples import calibration_studies
+
+        labelled = calibration_studies(studies, seed)
+        described = f"synthetic (detector.data, widened), {studies} studies, seed {seed}"
+    else:
+        labelled = _folder_studies(Path(data))
+        described = f"folder {Path(data).name}"
+    logits, labels, unnamed = level_logits(analyzer, _progress(labelled, studies if data == "synthetic" else None))
+    if len(labels) == 0:
+        _fail("calibration: no level could be named on this data")
+    try:
+        cal = calibrate(logits, labels, target_sensitivity, described)
+    except ValueError as exc:
+        _fail(f"calibration: {exc}")
+    from detector import SHIPPED_CHECKPOINT
+
+    payload = ckpt.load(Path(source) if source else SHIPPED_CHECKPOINT)
+    payload = ckpt.with_second_stage(payload, analyzer.discs.with_calibration(cal).to_payload())
+    ckpt.save(payload, out)
+    typer.echo(f"{len(labels)} levels ({cal.n_positive} herniated) from {described}; {unnamed} studies unnamed")
+    typer.echo(f"Platt a={cal.a:.3f} b={cal.b:.3f}; operating point p >= {cal.threshold:.3f}: "
+               f"sensitivity {cal.sensitivity:.3f}, specificity {cal.specificity:.3f} (on the calibration data)")
+    typer.echo(f"wrote {out} (version {payload['version']})")
+
+
+def _progress(items, total):  # type: ignore[no-untyped-def]
+    from rich.progress import track
+
+    return track(items, description="calibrating", total=total, transient=True)
+
+
+def _folder_studies(root: Path):  # type: ignore[no-untyped-def]
+    """(volume, spacing, {level: herniated}) of every series beside a box file with levels."""
+    import json
+
+    import numpy as np
+
+    from dicom_node.datasets import BOX_FILES
+    from dicom_node.pixels import SeriesError, read_series
+    from detector.levels import LEVELS
+
+    files = sorted(p for name in BOX_FILES for p in root.rglob(name))
+    if not files:
+        _fail(f"{root}: no {' or '.join(BOX_FILES)} found")
+    for box_file in files:
+        spec = json.loads(box_file.read_text())
+        if "herniated_levels" not in spec:
+            _fail(f"{box_file}: no 'herniated_levels' list: calibration needs per-level truth")
+        unknown = set(spec["herniated_levels"]) - set(LEVELS)
+        if unknown:
+            _fail(f"{box_file}: unknown levels {sorted(unknown)} (expected names from {list(LEVELS)})")
+        try:
+            series = read_series(box_file.parent, spec.get("series_instance_uid"))
+            spacing = series.pixel_spacing
+        except SeriesError as exc:
+            _fail(f"{box_file.parent}: {exc}")
+        truth = {lv: lv in spec["herniated_levels"] for lv in LEVELS}
+        yield np.stack(series.images), spacing, truth
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"Error: {message}", fg="red", err=True)
+    raise typer.Exit(2)

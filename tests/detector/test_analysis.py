@@ -1,0 +1,88 @@
+"""The shipped analysis (detector + second stage + operating point) on our own generator, and
+``meddet calibrate`` writing a checkpoint that the analysis then uses.
+
+These studies come from ``detector.data`` with seeds no training, calibration or model choice
+used (training 5150, calibration 880000); the held-out generator's numbers are in the model
+card and ``benchmarks/generalization.py``, not here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from detector import SHIPPED_CHECKPOINT, checkpoint
+from detector.analysis import UNKNOWN, Analyzer
+from detector.data.synthetic import make_study
+from detector.discs.calibration import Calibration
+from detector.levels import LEVELS, box_iou
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    torch.set_num_threads(1)
+    return Analyzer.from_checkpoint(None, device="cpu")
+
+
+def test_the_shipped_checkpoint_holds_a_calibrated_second_stage(analyzer: Analyzer) -> None:
+    cal = analyzer.calibration
+    assert cal.method == "platt" and cal.target_sensitivity == 0.9
+    assert 0 < cal.threshold < 1 and cal.n_positive > 20 and cal.n_negative > 20
+    assert "synthetic" in cal.data
+    meta = json.loads(SHIPPED_CHECKPOINT.with_suffix(".json").read_text())
+    assert meta["version"] == analyzer.version
+
+
+def test_levels_are_named_from_the_anchor_and_calls_follow_the_truth(analyzer: Analyzer) -> None:
+    named = right = 0
+    probs, truth = [], []
+    for i in range(6):
+        study = make_study(np.random.default_rng([9300, i]), hard=bool(i % 2), n_slices=11)
+        result = analyzer.analyze(list(study.volume), (study.pixel_spacing, study.pixel_spacing))
+        assert result.naming.status == "found", result.naming.reason
+        for f in result.findings:
+            assert f.level in LEVELS
+            boxes, levels = study.boxes[f.slice_index], study.levels[f.slice_index]
+            ious = [box_iou(f.box, b) for b in boxes]
+            named += 1
+            right += bool(ious) and max(ious) >= 0.3 and levels[int(np.argmax(ious))] == f.level
+            probs.append(f.probability)
+            truth.append(f.level in study.herniated_levels)
+            assert f.called == (f.probability >= analyzer.calibration.threshold)
+    assert named >= 30 and right / named >= 0.95
+    probs_, truth_ = np.array(probs), np.array(truth)
+    assert truth_.any() and (~truth_).any()
+    assert probs_[truth_].mean() > probs_[~truth_].mean() + 0.3
+
+
+def test_a_series_without_its_top_discs_gets_unknown_levels_with_a_reason(analyzer: Analyzer) -> None:
+    """Cut away everything above C4: no C2 anchor, so no level names, but the discs are reported."""
+    study = make_study(np.random.default_rng([9400, 0]), n_slices=9, size=288)
+    c4_top = min(b[1] for bs, lv in zip(study.boxes, study.levels) for b, name in zip(bs, lv) if name == "C4-C5")
+    cut = int(c4_top) - 25
+    volume = [im[cut:] for im in study.volume]
+    result = analyzer.analyze(volume, (study.pixel_spacing, study.pixel_spacing))
+    assert result.naming.status == "unknown" and "anchor" in (result.naming.reason or "")
+    assert result.findings and all(f.level == UNKNOWN and f.reason for f in result.findings)
+
+
+def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None:
+    from dicom_node.cli import app
+    import dicom_node.cli.discs  # noqa: F401  (registers the commands)
+
+    out = tmp_path / "calibrated.pt"
+    run = CliRunner().invoke(app, ["calibrate", "--out", str(out), "--studies", "8", "--seed", "123",
+                                   "--target-sensitivity", "0.8", "--threads", "1"])
+    assert run.exit_code == 0, run.output
+    payload = checkpoint.load(out)
+    cal = Calibration.from_dict(payload["discs"]["calibration"])
+    assert cal.target_sensitivity == 0.8 and "seed 123" in cal.data and cal.sensitivity >= 0.8
+    assert payload["version"] != checkpoint.load(SHIPPED_CHECKPOINT)["version"]
+    assert json.loads(out.with_suffix(".json").read_text())["version"] == payload["version"]
+    assert Analyzer.from_checkpoint(out, device="cpu").calibration == cal
+    bad = CliRunner().invoke(app, ["calibrate", "--out", str(out), "--data", str(tmp_path / "nothing")])
+    assert bad.exit_code == 2 and "no boxes.json or ground_truth.json found" in bad.output.replace("\n", " ")

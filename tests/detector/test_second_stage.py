@@ -1,0 +1,128 @@
+"""The second stage's pure parts: physical crops, calibration, naming from the C2 anchor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
+from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, take_crops
+from detector.discs.model import LEVEL_CLASSES, NOT_DISC, DiscModels
+from detector.discs.samples import LABEL_THRESHOLD_MM, draw
+from detector.levels import LEVELS
+from detector.naming import name_chain
+
+
+def _dot_volume(spacing: float, size_mm: float = 60.0, dot_mm: tuple[float, float] = (30.0, 20.0)) -> torch.Tensor:
+    n = int(round(size_mm / spacing))
+    vol = torch.zeros(3, n, n)
+    r, c = int(round(dot_mm[0] / spacing)), int(round(dot_mm[1] / spacing))
+    vol[1, r - 1:r + 2, c - 1:c + 2] = 1.0
+    return vol
+
+
+def test_a_crop_is_the_same_anatomy_whatever_the_matrix() -> None:
+    spec = CropSpec(mm_per_px=0.5, size=32, neighbours=(0,))
+    crops = []
+    for spacing in (0.4, 0.8):
+        vol = _dot_volume(spacing)
+        row, col = 30.0 / spacing, 20.0 / spacing
+        crops.append(take_crops(vol, (spacing, spacing), spec, [CropRequest(1, row, col)])[0, 0])
+    for crop in crops:  # the dot sits at the window centre, whatever the source resolution
+        peak = np.unravel_index(int(crop.argmax()), crop.shape)
+        assert abs(peak[0] - 15.5) <= 1.5 and abs(peak[1] - 15.5) <= 1.5
+    # neighbours become channels, repeated at the ends of the series
+    vol = _dot_volume(0.5)
+    both = take_crops(vol, (0.5, 0.5), CropSpec(0.5, 32, neighbours=(-1, 0, 1)), [CropRequest(0, 60, 40)])
+    assert both.shape == (1, 3, 32, 32)
+    assert float(both[0, 0].max()) == 0.0 and float(both[0, 2].max()) > 0.5  # slice 0 twice, then slice 1
+
+
+def test_crop_offsets_and_anchors_are_in_millimetres() -> None:
+    assert anchor_of_box((10, 20, 30, 40)) == (30.0, 20.0)
+    vol = _dot_volume(0.5)
+    spec = CropSpec(mm_per_px=0.5, size=32, offset_mm=(-5.0, 0.0), neighbours=(0,))
+    crop = take_crops(vol, (0.5, 0.5), spec, [CropRequest(1, 60.0, 40.0)])[0, 0]
+    peak = np.unravel_index(int(crop.argmax()), crop.shape)
+    assert abs(peak[0] - (15.5 + 10)) <= 1.5  # the window sits 5 mm (10 px) higher: the dot is lower in it
+    normed = normalize_crops(torch.rand(2, 1, 16, 16) * 1000 + 50)
+    assert float(normed.min()) >= -0.5 and float(normed.max()) <= 2.0
+
+
+def test_platt_scaling_recovers_a_known_curve_and_the_operating_point_meets_its_target() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, 4000)
+    labels = (rng.random(4000) < 1 / (1 + np.exp(-(0.5 * logits - 1.0)))).astype(int)
+    a, b = fit_platt(logits, labels)
+    assert abs(a - 0.5) < 0.08 and abs(b + 1.0) < 0.15
+    cal = calibrate(logits, labels, 0.9, data="test")
+    assert cal.sensitivity is not None and cal.sensitivity >= 0.9
+    assert cal.specificity is not None and 0 < cal.specificity < 1
+    p = cal.probability(logits)
+    assert ((p >= cal.threshold)[labels == 1]).mean() >= 0.9
+    # the bins of a calibrated model lie near the diagonal
+    for b_ in reliability(p, labels):
+        if b_["count"] > 200:
+            assert abs(b_["predicted"] - b_["observed"]) < 0.08
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    with pytest.raises(ValueError, match="both classes"):
+        fit_platt(np.zeros(3), np.zeros(3))
+    assert operating_point(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0]), 1.0) == 0.8
+
+
+def _chain_log_probs(levels: list[int], confidence: float = 0.9) -> np.ndarray:
+    """A chain whose position i looks like class levels[i] with the given confidence."""
+    out = np.full((len(levels), len(LEVEL_CLASSES)), (1 - confidence) / (len(LEVEL_CLASSES) - 1))
+    for i, c in enumerate(levels):
+        out[i, c] = confidence
+    return np.log(out)
+
+
+def test_the_chain_is_named_from_the_c2_anchor_not_from_the_top() -> None:
+    whole = name_chain(_chain_log_probs([0, 1, 2, 3, 4, 5, 6]))
+    assert whole.status == "found" and whole.names == [*LEVELS, None]
+    # a false disc above C2-C3 (the base of the dens) does not shift the names
+    extra = name_chain(_chain_log_probs([NOT_DISC, 0, 1, 2, 3, 4, 5]))
+    assert extra.names == [None, *LEVELS]
+    # thoracic discs below: named up to C7-T1, the rest left out
+    long = name_chain(_chain_log_probs([0, 1, 2, 3, 4, 5, 6, 6, 6]))
+    assert long.names[:6] == list(LEVELS) and long.names[6:] == [None, None, None]
+    # one ambiguous position in the middle does not break the chain
+    noisy = _chain_log_probs([0, 1, 2, 3, 4, 5])
+    noisy[2] = np.log(np.full(len(LEVEL_CLASSES), 1 / len(LEVEL_CLASSES)))
+    assert name_chain(noisy).names == list(LEVELS)
+
+
+def test_no_anchor_or_a_chain_that_disagrees_gives_unknown_levels_with_a_reason() -> None:
+    top_missing = name_chain(_chain_log_probs([2, 3, 4, 5]))
+    assert top_missing.status == "unknown" and "no C2 anchor" in (top_missing.reason or "")
+    assert top_missing.names == [None] * 4
+    vague = name_chain(_chain_log_probs([0, 1, 2, 3], confidence=0.13))
+    assert vague.status == "unknown" and vague.reason
+    assert name_chain(np.zeros((0, len(LEVEL_CLASSES)))).reason == "no disc found"
+    with pytest.raises(ValueError, match="log_probs"):
+        name_chain(np.zeros((3, 4)))
+
+
+def test_training_crops_carry_their_protrusion_and_level() -> None:
+    models = DiscModels.new()
+    rng = np.random.default_rng([31, 4])
+    batch = draw(rng, models.herniation_crop, models.level_crop)
+    assert batch.herniation.shape[1:] == (3, 96, 96) and batch.level.shape[1:] == (1, 80, 80)
+    assert len(batch.herniation) == len(batch.protrusion_mm) >= 3
+    assert (batch.protrusion_mm >= 0).all() and (batch.protrusion_mm < 8).all()
+    assert set(batch.level_class.tolist()) <= set(range(len(LEVEL_CLASSES)))
+    assert NOT_DISC in batch.level_class.tolist()
+    assert batch.herniation.abs().sum() > 0 and batch.level.abs().sum() > 0
+    assert LABEL_THRESHOLD_MM == models.label_threshold_mm
+
+
+def test_disc_models_round_trip_through_the_checkpoint_dict() -> None:
+    models = DiscModels.new().eval()
+    x = torch.rand(2, 3, 96, 96)
+    again = DiscModels.from_payload(models.to_payload(half=False))
+    torch.testing.assert_close(models.herniation(x), again.herniation(x))
+    bad = {**models.to_payload(), "level_classes": ["a"]}
+    with pytest.raises(ValueError, match="level classes"):
+        DiscModels.from_payload(bad)
