@@ -198,6 +198,15 @@ def key_finding(findings: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return max(findings, key=lambda f: (f["label"] == "herniation", f["score"]))
 
 
+def finding_text(finding: dict[str, Any]) -> str:
+    """As the GSPS writes it: ``C5-C6 herniation 91%``, ``disc (level unknown) normal disc 88%``
+    (the certainty of the stated finding: p for a herniation, 1 - p for a normal disc)."""
+    name = finding["level"] if finding["level"] != "unknown" else "disc (level unknown)"
+    p = finding.get("probability")
+    certainty = finding["score"] if p is None else (p if finding["label"] == "herniation" else 1 - p)
+    return f"{name} {finding['label'].replace('_', ' ')} {certainty:.0%}"
+
+
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
     """Window a slice to 0-255 between its 1st and 99.5th percentiles. [H, W] -> [H, W] uint8."""
     low, high = np.percentile(pixels, [1.0, 99.5])
@@ -220,7 +229,7 @@ def draw_key_slice(source: Dataset, findings: Sequence[dict[str, Any]], out: Pat
         colour = (255, 60, 60) if finding["label"] == "herniation" else (80, 220, 80)
         x0, y0, x1, y1 = (v * scale for v in finding["box"])
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=2)
-        text = f"{finding['level']} {finding['label'].replace('_', ' ')} {finding['score']:.0%}"
+        text = finding_text(finding)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         x = min(max(x0, 0), image.width - (right - left) - 2)  # keep the label inside the image
         y = y0 - (bottom - top) - 4 if y0 - (bottom - top) - 4 >= 0 else y1 + 2
@@ -237,7 +246,7 @@ class LevelRow:
 
     level: str
     label: str
-    score: float
+    score: float  # the herniation probability
     slice_number: int | None
     truth: str
 
@@ -248,7 +257,7 @@ def level_rows(
     """Findings per level, cranial to caudal, with the phantom's ground truth when known."""
     rows = []
     for finding in sorted(findings, key=lambda f: f["level"]):
-        truth = "?" if herniated_truth is None else (
+        truth = "?" if herniated_truth is None or finding["level"] == "unknown" else (
             "herniation" if finding["level"] in herniated_truth else "normal"
         )
         rows.append(LevelRow(

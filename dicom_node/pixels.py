@@ -121,6 +121,19 @@ class Series:
         s = self.slices[index]
         return s.view.to_source_box(box, s.image.shape)
 
+    @property
+    def pixel_spacing(self) -> tuple[float, float]:
+        """(row, column) spacing in mm of the canonical images, from the middle slice.
+
+        Pixel Spacing (or its per-frame / shared functional group); a series without it
+        (e.g. a secondary capture) raises SeriesError: the analysis measures in mm.
+        """
+        s = self.slices[len(self.slices) // 2]
+        spacing = _pixel_spacing(s.source, s.frame - 1)
+        if spacing is None:
+            raise SeriesError(f"instance {s.sop_instance_uid}: no Pixel Spacing; the analysis needs the pixel size in mm")
+        return (spacing[1], spacing[0]) if s.view.transpose else spacing
+
 
 def read_series(path: str | Path | Sequence[str | Path], series_uid: str | None = None,
                 canonical: bool = True) -> Series:
@@ -243,6 +256,17 @@ def _geometry(ds: Dataset, i: int) -> tuple[np.ndarray | None, np.ndarray | None
     if pos is None or iop is None:
         log.warning("no slice geometry, ordering by InstanceNumber", sop_instance_uid=str(ds.SOPInstanceUID))
     return (None if pos is None else np.asarray(pos, float)), (None if iop is None else np.asarray(iop, float))
+
+
+def _pixel_spacing(ds: Dataset, i: int) -> tuple[float, float] | None:
+    """Pixel Spacing (row, column mm) of frame ``i``: top level, per-frame or shared group."""
+    value = ds.get("PixelSpacing")
+    for group in (_frame_group(ds, i), _shared_group(ds)):
+        if value is None and group is not None and "PixelMeasuresSequence" in group:
+            value = group.PixelMeasuresSequence[0].get("PixelSpacing")
+    if value is None or len(value) != 2 or min(float(v) for v in value) <= 0:
+        return None
+    return float(value[0]), float(value[1])
 
 
 def _rescale(ds: Dataset, i: int) -> tuple[float, float]:

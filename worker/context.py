@@ -26,10 +26,11 @@ class RetryPolicy:
 
 
 def load_detector(settings: Settings) -> Any:
-    """The detector of ``settings.checkpoint`` on CUDA when present (imports torch)."""
-    from detector.inference import Detector
+    """The analyzer (detector + second stage + operating point) of ``settings.checkpoint``,
+    on CUDA when present (imports torch)."""
+    from detector.analysis import Analyzer
 
-    return Detector.from_checkpoint(settings.checkpoint, device=settings.device)
+    return Analyzer.from_checkpoint(settings.checkpoint, device=settings.device)
 
 
 @dataclass

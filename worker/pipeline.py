@@ -187,11 +187,16 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
     if version != job.model_version:
         raise PermanentError(f"this worker runs model {version}, the job is for {job.model_version}")
     with step(ctx, job_id, run, "detect", slices=len(series.slices)) as info:
-        detections = detector.predict(series.images)
+        try:
+            spacing = series.pixel_spacing
+        except ValueError as exc:  # SeriesError: no pixel spacing
+            raise BadInputError(str(exc)) from exc
+        analysis = detector.analyze(series.images, spacing)
     ctx.metrics.detector_seconds_per_slice.observe(info["seconds"] / max(1, len(series.slices)))
     with step(ctx, job_id, run, "levels") as info:
-        document = build_findings(series, detections, job.model_version)
+        document = build_findings(series, analysis, job.model_version)
         info["levels"] = len(document["findings"])
+        info["anchor"] = document["levels"]["anchor"]
     with step(ctx, job_id, run, "results") as info:
         objects: list[tuple[str, Dataset]] = []
         if document["findings"]:  # no disc seen: findings.json says so, nothing to send

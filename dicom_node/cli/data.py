@@ -60,8 +60,10 @@ def predict(
         Optional[str], typer.Option("--series", help="Series Instance UID when PATH holds several")
     ] = None,
     threshold: Annotated[
-        float, typer.Option("--threshold", help="Herniation score that calls a level herniated")
-    ] = 0.5,
+        Optional[float],
+        typer.Option("--threshold", help="Calibrated probability that calls a level herniated "
+                     "(default: the operating point stored in the checkpoint by `meddet calibrate`)"),
+    ] = None,
     results: Annotated[
         str, typer.Option("--results", help="DICOM result objects: comma list of sr,seg,gsps,sc,kos, or 'none'")
     ] = "sr,seg,gsps",
@@ -80,13 +82,18 @@ def predict(
         _fail(str(exc), 2)
     ckpt = checkpoint or state(ctx).settings.checkpoint
     try:
-        from detector.inference import Detector
+        from detector.analysis import Analyzer
 
-        detector = Detector.from_checkpoint(ckpt, device=device)
-    except (FileNotFoundError, ImportError) as exc:
+        analyzer = Analyzer.from_checkpoint(ckpt, device=device)
+    except (FileNotFoundError, ImportError, ValueError) as exc:
         _fail(f"detector: {exc}", 2)
-    detections = detector.predict(series.images, batch_size=batch_size)
-    findings = build_findings(series, detections, detector.version, threshold)
+    try:
+        spacing = series.pixel_spacing
+    except SeriesError as exc:
+        _fail(str(exc), 2)
+    detections = analyzer.detector.predict(series.images, batch_size=batch_size)
+    analysis = analyzer.analyze(series.images, spacing, detections)
+    findings = build_findings(series, analysis, analyzer.version, threshold)
     out.mkdir(parents=True, exist_ok=True)
     (out / "findings.json").write_text(json.dumps(findings, indent=1))
     written = _write_result_objects(findings, series.sources, out, results, sr_kind)
@@ -127,13 +134,21 @@ def _print_table(findings: dict, slice_of: dict[str, tuple[int, object]]) -> Non
     from rich.table import Table
 
     table = Table(title=f"series {findings['series_instance_uid']} ({len(slice_of)} slices)")
-    for col in ("level", "finding", "score", "key slice (instance)", "box (x0, y0, x1, y1)"):
+    for col in ("level", "finding", "probability", "protrusion", "key slice (instance)", "box (x0, y0, x1, y1)"):
         table.add_column(col)
     for f in findings["findings"]:
         style = "bold red" if f["label"] == "herniation" else "green"
         k, number = slice_of[f["sop_instance_uid"]]
-        table.add_row(f["level"], f"[{style}]{f['label']}[/]", f"{f['score']:.2f}", f"{k} (#{number})",
+        prot = f.get("protrusion_mm")
+        table.add_row(f["level"], f"[{style}]{f['label']}[/]", f"{f.get('probability', f['score']):.2f}",
+                      "" if prot is None else f"{prot:.1f} mm", f"{k} (#{number})",
                       ", ".join(f"{v:.0f}" for v in f["box"]))
     if not findings["findings"]:
-        table.add_row("-", "no disc found", "", "", "")
+        table.add_row("-", "no disc found", "", "", "", "")
+    point = findings.get("operating_point")
+    if point:
+        table.caption = f"herniation called at probability >= {point['threshold']:.2f} ({point['method']}; {point['data']})"
+    levels = findings.get("levels") or {}
+    if levels.get("reason"):
+        table.caption = f"{table.caption or ''}\nlevels unknown: {levels['reason']}"
     Console().print(table)

@@ -14,6 +14,9 @@ from detector import SHIPPED_CHECKPOINT
 from detector.data.synthetic import make_study
 from detector.levels import LEVELS, box_iou
 from detector.types import CLASS_NAMES, Detection
+from detector.analysis import DiscFinding, SeriesAnalysis
+from detector.discs.calibration import Calibration
+from detector.naming import Naming
 from dicom_node.findings import build_findings
 from dicom_node.pixels import series_from_datasets
 from dicom_node.synth import study_datasets, write_studies
@@ -31,6 +34,20 @@ def truth_detections(study) -> list[list[Detection]]:
             for boxes, labels in zip(study.boxes, study.labels)]
 
 
+def truth_analysis(study, threshold: float = 0.4) -> SeriesAnalysis:
+    """The analysis a perfect model would give: each level on the slice of its largest box."""
+    findings = []
+    for level in LEVELS:
+        k, box = max(((k, b) for k, (bs, lv) in enumerate(zip(study.boxes, study.levels))
+                      for b, name in zip(bs, lv) if name == level), key=lambda kb: kb[1][2] - kb[1][0])
+        p = 0.9 if level in study.herniated_levels else 0.1
+        findings.append(DiscFinding(level, "herniation" if p >= threshold else "normal_disc", p, 0.0, k,
+                                    tuple(float(v) for v in box)))
+    naming = Naming(list(LEVELS), "found", None, 0, 9.0)
+    return SeriesAnalysis(findings, naming, Calibration(threshold=threshold, method="platt", data="test"),
+                          truth_detections(study))
+
+
 def test_findings_from_true_detections_on_a_flipped_series():
     study = make_study(np.random.default_rng(31), n_slices=9, size=128)
     assert study.herniated_levels
@@ -41,8 +58,9 @@ def test_findings_from_true_detections_on_a_flipped_series():
         ds.ImageOrientationPatient = ["0", "-1", "0", "0", "0", "1"]
         datasets.append(ds)
     series = series_from_datasets(datasets)
-    findings = build_findings(series, truth_detections(study), version="test-1")
+    findings = build_findings(series, truth_analysis(study), version="test-1")
     assert findings["model"] == {"name": "meddet", "version": "test-1"}
+    assert findings["operating_point"]["threshold"] == 0.4 and findings["levels"]["anchor"] == "found"
     assert findings["study_instance_uid"] == datasets[0].StudyInstanceUID
     assert [f["level"] for f in findings["findings"]] == list(LEVELS)
     herniated = tuple(f["level"] for f in findings["findings"] if f["label"] == "herniation")
@@ -63,8 +81,19 @@ def test_findings_from_true_detections_on_a_flipped_series():
 def test_findings_need_one_list_per_slice():
     study = make_study(np.random.default_rng(1), n_slices=2, size=96)
     series = series_from_datasets(study_datasets(study, key=("n",), number=1, patient_id="P"))
+    analysis = truth_analysis(study)
     with pytest.raises(ValueError, match="2 slices"):
-        build_findings(series, [[]], version="v")
+        build_findings(series, SeriesAnalysis(analysis.findings, analysis.naming, analysis.calibration, [[]]),
+                       version="v")
+
+
+def test_a_user_threshold_overrides_the_stored_operating_point():
+    study = make_study(np.random.default_rng(31), n_slices=9, size=128)
+    series = series_from_datasets(study_datasets(study, key=("t",), number=1, patient_id="P"))
+    findings = build_findings(series, truth_analysis(study), version="v", threshold=0.95)
+    assert findings["operating_point"]["threshold"] == 0.95
+    assert all(f["label"] == "normal_disc" for f in findings["findings"])  # 0.9 < 0.95
+    assert all(f["probability"] == f["score"] for f in findings["findings"])
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +118,8 @@ def test_predict_cli_writes_findings_json(tmp_path, untrained_checkpoint):
                  "--checkpoint", str(untrained_checkpoint), "--json", "--results", "none", "--device", "cpu")
     assert run.exit_code == 0, run.output
     written = json.loads((tmp_path / "out" / "findings.json").read_text())
-    assert set(written) == {"study_instance_uid", "series_instance_uid", "model", "findings"}
+    assert set(written) == {"study_instance_uid", "series_instance_uid", "model", "operating_point", "levels",
+                            "findings"}
     assert written["model"]["name"] == "meddet" and written["model"]["version"].startswith("tiny-")
     gt = json.loads((tmp_path / "in" / "SYN0001" / "ground_truth.json").read_text())
     assert written["series_instance_uid"] == gt["series_instance_uid"]
