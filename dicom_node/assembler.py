@@ -39,7 +39,7 @@ def due_series(session: Session, now: datetime, quiet_period: float) -> list[Ser
 
 
 def decide(session: Session, series: Series, rules: list[Rule]) -> Decision:
-    """Evaluate the selection rules on the series' first instance header."""
+    """Evaluate the selection rules on the series' first instance header and its size."""
     first = session.scalar(
         select(Instance).where(Instance.series_id == series.id).order_by(Instance.id).limit(1)
     )
@@ -49,7 +49,7 @@ def decide(session: Session, series: Series, rules: list[Rule]) -> Decision:
         ds = dcmread(first.spool_path, stop_before_pixels=True)
     except Exception as exc:  # noqa: BLE001 - recorded as the reason the series is skipped
         return Decision(False, "unreadable_header", f"{type(exc).__name__}: {exc}")
-    return evaluate(rules, series_fields(ds))
+    return evaluate(rules, series_fields(ds, n_instances=series.n_instances))
 
 
 class SeriesAssembler:

@@ -7,11 +7,12 @@ file given with ``--config`` (or ``MEDDET_CONFIG``), then the defaults below.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +24,10 @@ from pydantic_settings import (
 from dicom_node.destinations import Destination
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+MASK = "***"
+# scheme://user:PASSWORD@host: the password runs to the last "@" of the URL.
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*):[^\s'\"]+@")
+_QUERY_PASSWORD = re.compile(r"(?i)\b(?P<key>password|passwd|pwd)=[^&\s'\"]+")
 
 
 class Settings(BaseSettings):
@@ -182,3 +187,35 @@ def setting_sources(settings: Settings, config_file: Path | None = None) -> dict
         else:
             result[name] = "default"
     return result
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with URL passwords (``scheme://user:pw@host``, ``?password=pw``) replaced by ***."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['key']}={MASK}", text)
+
+
+def masked_values(settings: Settings) -> dict[str, Any]:
+    """Effective values for display (``meddet config show``), passwords masked."""
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, str):
+            return mask_secrets(value)
+        if isinstance(value, list):
+            return [mask(item) for item in value]
+        return value
+
+    return {name: mask(value) for name, value in settings.model_dump(mode="json").items()}
+
+
+def describe_config_error(exc: Exception) -> str:
+    """A configuration error for people: each bad setting and why, never the values given
+    (pydantic echoes inputs, and shortens them so a URL's password can lose its scheme)."""
+    if not isinstance(exc, ValidationError):
+        return mask_secrets(str(exc))
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        name = ".".join(str(part) for part in error["loc"])
+        where = f"{name} (MEDDET_{name.upper()})" if name else "settings"
+        lines.append(f"{where}: {error['msg']}")
+    return mask_secrets("\n".join(lines))

@@ -9,15 +9,17 @@ file meta header the spool writes in front of the received bytes.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filereader import data_element_generator
+from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
 from pydicom.tag import Tag
 
 from dicom_node import statuses
@@ -108,6 +110,7 @@ _NEEDED_TAGS = frozenset(
     )
 )
 _PIXEL_DATA = Tag("PixelData")
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 _IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 _DEFLATED = "1.2.840.10008.1.2.1.99"
 
@@ -133,6 +136,7 @@ def _read_needed(dataset: bytes, transfer_syntax: str) -> tuple[Dataset, str, in
     raw: dict[Any, RawDataElement] = {}
     pixel_bytes = None
     for element in data_element_generator(BytesIO(dataset), implicit, True, defer_size=1024):
+        _check_extent(element, len(dataset))
         if element.tag not in _NEEDED_TAGS:
             continue
         if element.value is None:  # skipped: count only the bytes that really arrived
@@ -146,7 +150,43 @@ def _read_needed(dataset: bytes, transfer_syntax: str) -> tuple[Dataset, str, in
     return ds, transfer_syntax, pixel_bytes
 
 
+def _check_extent(element: RawDataElement, dataset_length: int) -> None:
+    """Raise :class:`Rejected` when ``element``'s declared length runs past the data set's end
+    (a truncated file; pydicom would silently read the short value)."""
+    if element.length == _UNDEFINED_LENGTH:
+        return  # encapsulated: a missing delimiter makes the generator raise EOFError
+    end = element.value_tell + element.length
+    if end > dataset_length:
+        raise Rejected(
+            statuses.CANNOT_UNDERSTAND,
+            f"{_keyword(element.tag)} truncated: declares {element.length} bytes, "
+            f"{max(0, dataset_length - element.value_tell)} present",
+        )
+
+
+def _keyword(tag: Any) -> str:
+    return keyword_for_tag(tag) or str(Tag(tag))
+
+
+def _check_all_extents(dataset: bytes, transfer_syntax: str) -> None:
+    """Walk every element of a data set (values skipped) and check none runs past its end."""
+    if transfer_syntax == _DEFLATED:
+        try:
+            dataset = zlib.decompress(dataset, -zlib.MAX_WBITS)
+        except zlib.error as exc:
+            raise Rejected(statuses.CANNOT_UNDERSTAND, f"deflated data set truncated: {exc}") from exc
+    implicit = transfer_syntax == _IMPLICIT_VR_LE
+    for element in data_element_generator(BytesIO(dataset), implicit, True, defer_size=64):
+        _check_extent(element, len(dataset))
+
+
 def _read_file(encoded: bytes) -> tuple[Dataset, str, int | None]:
+    fp = BytesIO(encoded)
+    read_preamble(fp, True)
+    meta = _read_file_meta_info(fp)
+    transfer_syntax = str(meta.get("TransferSyntaxUID", ""))
+    if transfer_syntax:  # without file meta pydicom guesses the encoding; so do not we
+        _check_all_extents(encoded[fp.tell() :], transfer_syntax)
     ds = dcmread(BytesIO(encoded), force=True)
     return ds, str(ds.file_meta.get("TransferSyntaxUID", "")), None
 

@@ -9,6 +9,7 @@ import logging
 import sys
 
 import structlog
+import structlog.tracebacks
 
 
 def configure_logging(level: str = "INFO", json: bool = False) -> None:
@@ -24,7 +25,7 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     )
     shared = [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.dict_tracebacks if json else structlog.processors.StackInfoRenderer(),
+        _json_tracebacks() if json else structlog.processors.StackInfoRenderer(),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -50,6 +51,14 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
         logging.getLogger(chatty).setLevel(
             logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
         )
+
+
+def _json_tracebacks() -> structlog.processors.ExceptionRenderer:
+    """Tracebacks as dicts without frame locals (structlog's `dict_tracebacks` keeps them, and
+    they hold pydicom data sets with patient names and IDs)."""
+    return structlog.processors.ExceptionRenderer(
+        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    )
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -17,7 +17,7 @@ from dicom_node.config import Settings
 from dicom_node.logging import get_logger
 from dicom_node.reactor import start_server
 from dicom_node.recorder import AuditRecorder
-from dicom_node.recovery import reconcile
+from dicom_node.recovery import reconcile, record_missing
 from dicom_node.scp import StoreHandlers, build_ae, tls_context
 from dicom_node.selection import load_rules
 from dicom_node.spool import Spool
@@ -45,7 +45,11 @@ class Node:
             on_selected=on_selected,
             after_commit=after_commit,
         )
-        self.recorder = AuditRecorder(session_factory, on_batch=self.assembler.wake)
+        self.recorder = AuditRecorder(
+            session_factory,
+            on_batch=self.assembler.wake,
+            on_overflow=lambda: record_missing(self.spool, session_factory),
+        )
         self.handlers = StoreHandlers(settings, self.spool, self.recorder.put, count_instance)
         self.ae = build_ae(settings)
         self._session_factory = session_factory
@@ -90,8 +94,7 @@ class Node:
             for assoc in self._server.active_associations:
                 log.warning("aborting association at shutdown", calling_ae=assoc.requestor.ae_title)
                 assoc.abort()
-        self.recorder.flush()
-        self.recorder.stop()
+        self.recorder.stop()  # writes what is queued; gives up after 30 s of a DB still down
         self.assembler.stop()
         log.info("node stopped")
 

@@ -1,7 +1,10 @@
 """Crash recovery: make the audit DB agree with what is on disk.
 
 C-STORE success is given once a file is in the spool; its DB row is written a moment later on
-another thread. After a crash, files without rows are recorded here, before the SCP starts.
+another thread. After a crash, files without rows are recorded here, before the SCP starts;
+after the recorder's queue overflowed, while it runs. Each file is its own transaction: a file
+the DB refuses is reported (log line and failure row), left in place and tried again next time,
+and the node still starts.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node.audit.db import transaction
+from dicom_node.audit.db import TRANSIENT_DB_ERRORS, short_error, transaction
 from dicom_node.audit.models import Instance, QuarantineRecord, utcnow
 from dicom_node.headers import Rejected, inspect_instance
 from dicom_node.logging import get_logger
@@ -23,18 +26,45 @@ log = get_logger(__name__)
 
 
 def reconcile(spool: Spool, session_factory: sessionmaker[Session]) -> int:
-    """Record spool files the DB does not know; returns how many were recorded."""
+    """At start-up, before receiving: clean partial writes, record spool files the DB does not
+    know. Returns how many were recorded."""
     spool.clean_tmp()
+    return record_missing(spool, session_factory)
+
+
+def record_missing(spool: Spool, session_factory: sessionmaker[Session]) -> int:
+    """Record spool files without a DB row, one transaction each (safe while receiving).
+
+    Returns how many were recorded; an unreachable DB raises, a refused file is reported.
+    """
     with session_factory() as session:
         known = set(session.scalars(select(Instance.spool_path)))
     missing = [path for path in spool.iter_files() if str(path) not in known]
-    if not missing:
-        return 0
+    recorded = 0
+    for path in missing:
+        try:
+            with transaction(session_factory) as session:
+                _record_file(session, spool, path)
+        except TRANSIENT_DB_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported; the other files go on
+            _report(session_factory, path, exc)
+        else:
+            recorded += 1
+    if missing:
+        log.warning("recovered spool files missing from the audit DB", files=recorded,
+                    failed=len(missing) - recorded)
+    return recorded
+
+
+def _report(session_factory: sessionmaker[Session], path: Path, exc: Exception) -> None:
+    """A failure row and a log line for a file not recorded (unless the recorder got it)."""
+    reason = f"recovery: could not record: {short_error(exc)}"
     with transaction(session_factory) as session:
-        for path in missing:
-            _record_file(session, spool, path)
-    log.warning("recovered spool files missing from the audit DB", files=len(missing))
-    return len(missing)
+        if session.scalar(select(Instance.id).where(Instance.spool_path == str(path))):
+            return  # recorded meanwhile by the recorder (recovery while receiving)
+        log.error("spool file not recorded", path=str(path), reason=reason)
+        session.add(QuarantineRecord(path=str(path), reason=reason, at=utcnow()))
 
 
 def _record_file(session: Session, spool: Spool, path: Path) -> None:

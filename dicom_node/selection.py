@@ -77,8 +77,20 @@ def _first_in_functional_groups(ds: Dataset, sequence: str, keyword: str) -> Any
     return None
 
 
-def series_fields(ds: Dataset) -> dict[str, Any]:
-    """Header fields the rules read, from a classic or an Enhanced (multi-frame) instance."""
+def slice_count(ds: Dataset, n_instances: int) -> int:
+    """Slices in a series of ``n_instances`` like ``ds``: instances x frames per instance."""
+    try:
+        frames = max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        frames = 1
+    return n_instances * frames
+
+
+def series_fields(ds: Dataset, n_instances: int | None = None) -> dict[str, Any]:
+    """Header fields the rules read, from a classic or an Enhanced (multi-frame) instance.
+
+    With ``n_instances`` (the series' instance count) the derived field ``SliceCount`` is set.
+    """
     fields = {name: ds.get(name) for name in SELECTION_FIELDS}
     if fields["ImageOrientationPatient"] is None:
         fields["ImageOrientationPatient"] = _first_in_functional_groups(
@@ -90,7 +102,10 @@ def series_fields(ds: Dataset) -> dict[str, Any]:
         fields["RepetitionTime"] = _first_in_functional_groups(
             ds, "MRTimingAndRelatedParametersSequence", "RepetitionTime"
         )
-    return {k: _plain(v) for k, v in fields.items()}
+    plain = {k: _plain(v) for k, v in fields.items()}
+    if n_instances is not None:
+        plain["SliceCount"] = slice_count(ds, n_instances)
+    return plain
 
 
 def _plain(value: Any) -> Any:

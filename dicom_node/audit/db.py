@@ -7,7 +7,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
+
+#: Errors that say the database is unreachable or busy (retry later), not that a row is bad.
+TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+
+
+def short_error(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` of a DB error, without the SQL and its parameters."""
+    message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0] if message else ''}"[:limit]
 
 
 def make_engine(url: str) -> Engine:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -24,6 +25,13 @@ AE = String(16)
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def clip(column: Any, value: str | None) -> str | None:
+    """``value`` cut to the length of ``column`` (a mapped String attribute): PostgreSQL refuses
+    longer text, SQLite keeps it, so header values are cut before they reach the DB."""
+    length = getattr(column.type, "length", None)
+    return value[:length] if value and length else value
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -106,8 +114,15 @@ class Series(Base):
 
 
 class Instance(Base):
+    """One spooled file. Revisions are numbered per series folder (``spool.py``), so the same
+    SOP Instance UID may arrive in two series: the key includes the series (migration 0002)."""
+
     __tablename__ = "instances"
-    __table_args__ = (UniqueConstraint("sop_instance_uid", "revision"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "series_id", "sop_instance_uid", "revision", name="uq_instances_series_sop_revision"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)

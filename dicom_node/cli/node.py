@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dicom_node.cli import app, state
-from dicom_node.config import setting_sources
+from dicom_node.config import masked_values, setting_sources
 
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
 db_app = typer.Typer(help="Audit database schema (Alembic).", no_args_is_help=True)
@@ -23,9 +23,12 @@ def config_show(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Print every setting, its value, and where it came from (env, toml or default)."""
+    """Print every setting, its value, and where it came from (env, toml or default).
+
+    Passwords in URLs (database, broker) are shown as ***.
+    """
     settings = state(ctx).settings
-    values = settings.model_dump(mode="json")
+    values = masked_values(settings)
     sources = setting_sources(settings, state(ctx).config_file)
     if as_json:
         typer.echo(json.dumps({k: {"value": v, "source": sources[k]} for k, v in values.items()}, indent=2))

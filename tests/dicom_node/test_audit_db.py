@@ -10,10 +10,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import IntegrityError
 
 from dicom_node.audit.db import make_engine, make_session_factory, transaction
-from dicom_node.audit.models import Base, CleanupRecord, Job, JobState, Series, SeriesState
+from dicom_node.audit.models import Base, CleanupRecord, Instance, Job, JobState, Series, SeriesState
 from dicom_node.audit.queries import parse_since, series_rows
 from dicom_node.config import Settings
 from dicom_node.retention import collect_garbage
@@ -107,3 +108,40 @@ def test_audit_cli_json(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == []
     bad = run("audit", "jobs", "--since", "yesterday")
     assert bad.returncode != 0 and "--since" in bad.stderr
+
+
+def _instance_row(series_id: int, sop: str, revision: int = 0) -> dict[str, object]:
+    return dict(series_id=series_id, sop_instance_uid=sop, revision=revision, sop_class_uid="1.2",
+                transfer_syntax_uid="1.2.840.10008.1.2.1", size_bytes=1, sha256="0" * 64,
+                spool_path=f"/spool/{series_id}/{sop}.r{revision}.dcm", received_at=datetime.now(timezone.utc))
+
+
+def _check_instances_keyed_by_series(url: str) -> None:
+    """From revision 0001 (unique on SOP + revision) to head (unique per series), data kept."""
+    upgrade(url, "0001")
+    engine = make_engine(url)
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        for uid in ("1.1", "1.2"):
+            conn.execute(Series.__table__.insert().values(
+                series_instance_uid=uid, study_instance_uid="1", spool_path="/s", state="receiving",
+                n_instances=0, first_received_at=now, last_received_at=now))
+        conn.execute(Instance.__table__.insert().values(**_instance_row(1, "9.9")))
+    engine.dispose()
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(Instance.__table__.insert().values(**_instance_row(2, "9.9")))  # same SOP, 2nd series
+        assert conn.execute(select(func.count()).select_from(Instance.__table__)).scalar() == 2
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(Instance.__table__.insert().values(**_instance_row(2, "9.9")))
+    engine.dispose()
+
+
+def test_migration_keys_instances_by_series_on_sqlite(tmp_path: Path) -> None:
+    _check_instances_keyed_by_series(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+@pytest.mark.integration
+def test_migration_keys_instances_by_series_on_postgresql(postgres_url: str) -> None:
+    _check_instances_keyed_by_series(postgres_url)

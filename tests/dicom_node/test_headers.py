@@ -1,10 +1,12 @@
+import struct
 from io import BytesIO
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from dicom_node import statuses
-from dicom_node.headers import Rejected, inspect_instance
+from dicom_node.headers import Rejected, inspect_dataset, inspect_instance
 from tests.factories import make_mr_series
 
 
@@ -62,3 +64,54 @@ def test_a_bad_character_set_does_not_stop_the_instance() -> None:
     ds.SpecificCharacterSet = "ISO_IR 999"
     header = inspect_instance(encode(ds))
     assert header.sop_uid == ds.SOPInstanceUID
+
+
+def _overrun_pixel_data(data: bytes, extra: int = 1000) -> bytes:
+    """``data`` with Pixel Data declaring ``extra`` bytes more than the file holds (a cut file
+    whose image happens to be whole: only the declared length tells)."""
+    at = data.rfind(b"\xe0\x7f\x10\x00OW")
+    (length,) = struct.unpack("<I", data[at + 8 : at + 12])
+    assert at + 12 + length == len(data), "Pixel Data must be the last element"
+    return data[: at + 8] + struct.pack("<I", length + extra) + data[at + 12 :]
+
+
+def _data_set(encoded_file: bytes) -> bytes:
+    """The data set of a file written by pydicom (after preamble, DICM and file meta)."""
+    meta = encoded_file[132:]
+    (group_length,) = struct.unpack("<I", meta[8:12])
+    return meta[12 + group_length :]
+
+
+def test_pixel_data_declared_past_the_end_is_refused_from_a_file() -> None:
+    data = _overrun_pixel_data(encode(make_mr_series(1, 16, 16)[0]))
+    with pytest.raises(Rejected) as info:
+        inspect_instance(data)
+    assert info.value.status == statuses.CANNOT_UNDERSTAND
+    assert "PixelData" in info.value.reason and "truncated" in info.value.reason
+
+
+def test_pixel_data_declared_past_the_end_is_refused_at_c_store() -> None:
+    data = _overrun_pixel_data(encode(make_mr_series(1, 16, 16)[0]))
+    with pytest.raises(Rejected) as info:
+        inspect_dataset(_data_set(data), ExplicitVRLittleEndian)
+    assert info.value.status == statuses.CANNOT_UNDERSTAND
+    assert "PixelData" in info.value.reason and "truncated" in info.value.reason
+
+
+def test_truncated_compressed_pixel_data_is_refused() -> None:
+    ds = make_mr_series(1, 16, 16)[0]
+    ds.compress(RLELossless)
+    data = encode(ds)
+    assert inspect_instance(data).transfer_syntax_uid == RLELossless
+    for read in (
+        lambda cut: inspect_instance(cut),
+        lambda cut: inspect_dataset(_data_set(cut), RLELossless),
+    ):
+        with pytest.raises(Rejected) as info:
+            read(data[:-20])
+        assert info.value.status == statuses.CANNOT_UNDERSTAND
+
+
+def test_whole_instances_pass_both_readers() -> None:
+    data = encode(make_mr_series(1, 16, 16)[0])
+    assert inspect_instance(data).sop_uid == inspect_dataset(_data_set(data), ExplicitVRLittleEndian).sop_uid

@@ -12,6 +12,7 @@ GOOD = {
     "SeriesDescription": "SAG T2 TSE",
     "EchoTime": 100.0,
     "RepetitionTime": 3000.0,
+    "SliceCount": 20,
 }
 
 
@@ -33,6 +34,8 @@ def test_default_rules_select_a_sagittal_cervical_t2_series() -> None:
         ({"ImageOrientationPatient": [1, 0, 0, 0, 1, 0]}, "sagittal"),
         ({"BodyPartExamined": "LSPINE", "SeriesDescription": "SAG T2"}, "cervical_spine"),
         ({"SeriesDescription": "SAG T1 CSPINE", "EchoTime": 12.0, "RepetitionTime": 500.0}, "t2_weighted"),
+        ({"SliceCount": 2}, "min_slices"),
+        ({"SliceCount": 4}, "min_slices"),
     ],
 )
 def test_the_first_failing_rule_is_named(change, failed_rule) -> None:  # type: ignore[no-untyped-def]
@@ -46,8 +49,25 @@ def test_t2_from_sequence_parameters_without_description() -> None:
 
 
 def test_fields_are_read_from_a_dataset() -> None:
-    fields = series_fields(make_mr_series(1)[0])
+    fields = series_fields(make_mr_series(1)[0], n_instances=5)
+    assert fields["SliceCount"] == 5
     assert evaluate(load_rules(), fields).selected
+
+
+def test_too_few_slices_are_skipped_with_the_rule_named() -> None:
+    """Issue 12 item 13: a 2-slice "series" is not analysed."""
+    decision = evaluate(load_rules(), series_fields(make_mr_series(2)[0], n_instances=2))
+    assert not decision.selected and decision.failed_rule == "min_slices"
+    assert decision.detail and "5" in decision.detail
+    assert evaluate(load_rules(), {**GOOD, "SliceCount": 5}).selected
+
+
+def test_slices_of_a_multi_frame_instance_count() -> None:
+    ds = make_mr_series(1)[0]
+    ds.NumberOfFrames = 24
+    assert series_fields(ds, n_instances=1)["SliceCount"] == 24
+    ds.NumberOfFrames = 3
+    assert series_fields(ds, n_instances=1)["SliceCount"] == 3
 
 
 def test_custom_rules_file_and_clear_errors(tmp_path: Path) -> None:

@@ -168,6 +168,16 @@ def test_skipped_series_record_the_failed_rule(node: Node, session_factory: sess
         assert session.scalar(select(func.count(Job.id)).where(Job.series_id == series.id)) == 0
 
 
+def test_a_series_with_too_few_slices_is_skipped(node: Node, session_factory: sessionmaker[Session]) -> None:
+    """Issue 12 item 13: a 2-slice sagittal cervical T2 "series" is not analysed."""
+    tiny = make_mr_series(2, 64, 64)
+    assert send(node.port, tiny) == [statuses.SUCCESS] * 2
+    series = wait_for(lambda: completed(session_factory, tiny[0].SeriesInstanceUID))
+    assert series.state == SeriesState.skipped and series.failed_rule == "min_slices"
+    with session_factory() as session:
+        assert session.scalar(select(func.count(Job.id)).where(Job.series_id == series.id)) == 0
+
+
 def test_duplicates_and_revisions(node: Node, session_factory: sessionmaker[Session]) -> None:
     datasets = make_mr_series(2, 64, 64, images_in_acquisition=False)
     assert send(node.port, datasets) == [statuses.SUCCESS] * 2
@@ -186,16 +196,16 @@ def test_duplicates_and_revisions(node: Node, session_factory: sessionmaker[Sess
 def test_late_instance_reopens_a_completed_series_and_requeues_its_job(
     node: Node, session_factory: sessionmaker[Session]
 ) -> None:
-    datasets = make_mr_series(3, 64, 64, images_in_acquisition=False)
-    assert send(node.port, datasets[:2]) == [statuses.SUCCESS] * 2
+    datasets = make_mr_series(6, 64, 64, images_in_acquisition=False)
+    assert send(node.port, datasets[:5]) == [statuses.SUCCESS] * 5
     wait_for(lambda: completed(session_factory, datasets[0].SeriesInstanceUID))
     with session_factory() as session:  # pretend a worker ran it
         job = session.scalar(select(Job))
         job.state = JobState.done
         session.commit()
-    assert send(node.port, datasets[2:]) == [statuses.SUCCESS]
+    assert send(node.port, datasets[5:]) == [statuses.SUCCESS]
     series = wait_for(
-        lambda: (s := completed(session_factory, datasets[0].SeriesInstanceUID)) and s.n_instances == 3 and s
+        lambda: (s := completed(session_factory, datasets[0].SeriesInstanceUID)) and s.n_instances == 6 and s
     )
     with session_factory() as session:
         job = session.scalar(select(Job).where(Job.series_id == series.id))

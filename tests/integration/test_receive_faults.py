@@ -77,11 +77,11 @@ def test_bad_instances_are_quarantined_and_the_next_good_series_is_accepted(
         zero_rows.Rows = 0
         assert send(node.port, [no_uid, zero_rows]) == [statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS] * 2
 
-        bad_charset = make_mr_series(3, 64, 64)
+        bad_charset = make_mr_series(5, 64, 64)  # 5: the default minimum slice count
         for item in bad_charset:
             item.SpecificCharacterSet = "ISO_IR 999"
-        good = make_mr_series(4, 64, 64)
-        assert send(node.port, bad_charset + good) == [statuses.SUCCESS] * 7
+        good = make_mr_series(6, 64, 64)
+        assert send(node.port, bad_charset + good) == [statuses.SUCCESS] * 11
         for series in (bad_charset, good):
             done = wait_for(lambda s=series: completed(session_factory, s[0].SeriesInstanceUID))
             assert done.state == SeriesState.selected and done.n_instances == len(series)
