@@ -87,38 +87,14 @@ def _group(ctx: ResultContext, finding: Finding) -> hd.sr.PlanarROIMeasurementsA
 def _measurements(ctx: ResultContext, finding: Finding) -> list[hd.sr.Measurement]:
     """Certainty of Finding; with calibration the herniation probability and its threshold;
     the protrusion in mm when the document has it."""
-    out = [
-        hd.sr.Measurement(
-            name=CERTAINTY_OF_FINDING,
-            value=round(finding.certainty * 100.0, 2),
-            unit=PERCENT,
-        )
-    ]
+    values = [(CERTAINTY_OF_FINDING, finding.certainty * 100.0, PERCENT)]
     if finding.probability is not None:
-        out.append(
-            hd.sr.Measurement(
-                name=HERNIATION_PROBABILITY,
-                value=round(finding.probability * 100.0, 2),
-                unit=PERCENT,
-            )
-        )
+        values.append((HERNIATION_PROBABILITY, finding.probability * 100.0, PERCENT))
     if ctx.operating_point is not None:
-        out.append(
-            hd.sr.Measurement(
-                name=HERNIATION_THRESHOLD,
-                value=round(ctx.operating_point.threshold * 100.0, 2),
-                unit=PERCENT,
-            )
-        )
+        values.append((HERNIATION_THRESHOLD, ctx.operating_point.threshold * 100.0, PERCENT))
     if finding.protrusion_mm is not None:
-        out.append(
-            hd.sr.Measurement(
-                name=PROTRUSION,
-                value=round(finding.protrusion_mm, 2),
-                unit=MILLIMETER,
-            )
-        )
-    return out
+        values.append((PROTRUSION, finding.protrusion_mm, MILLIMETER))
+    return [hd.sr.Measurement(name=name, value=round(value, 2), unit=unit) for name, value, unit in values]
 
 
 def build_sr(ctx: ResultContext, sr_kind: str = "3d") -> Dataset:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
@@ -167,3 +168,12 @@ def calibrated_findings_for(sources: list[Dataset], multiframe: bool = False) ->
          "box": [20, 44, 40, 52], "reason": "chain of discs inconsistent: 2 gaps", **ref(3)},
     ]
     return doc
+
+
+#: Every result kind, and the highdicom reader of each SR kind.
+ALL_KINDS = ("sr", "seg", "gsps", "sc", "kos")
+SR_READERS = {
+    "3d": hd.sr.Comprehensive3DSR,
+    "comprehensive": hd.sr.ComprehensiveSR,
+    "enhanced": hd.sr.EnhancedSR,
+}

@@ -25,6 +25,8 @@ from dicom_node.results.common import (
 )
 from tests.results.conftest import dciodvfy
 from tests.results.make_sources import (
+    ALL_KINDS,
+    SR_READERS,
     NO_ANCHOR,
     calibrated_findings_for,
     enhanced_mr,
@@ -32,12 +34,7 @@ from tests.results.make_sources import (
     mr_series,
 )
 
-ALL = ("sr", "seg", "gsps", "sc", "kos")
-SR_READERS = {
-    "3d": hd.sr.Comprehensive3DSR,
-    "comprehensive": hd.sr.ComprehensiveSR,
-    "enhanced": hd.sr.EnhancedSR,
-}
+ALL = ALL_KINDS
 TRACKING_IDS = ["C4-C5 disc", "C5-C6 disc", "C6-C7 disc", "unknown disc 1", "unknown disc 2"]
 LEVEL_NAME = re.compile(r"C\d-(C\d|T1)")
 

@@ -24,13 +24,9 @@ from dicom_node.results.common import (
 )
 from dicom_node.results.seg import box_mask
 from tests.results.conftest import assert_valid
+from tests.results.make_sources import ALL_KINDS, SR_READERS
 
-ALL = ("sr", "seg", "gsps", "sc", "kos")
-SR_READERS = {
-    "3d": hd.sr.Comprehensive3DSR,
-    "comprehensive": hd.sr.ComprehensiveSR,
-    "enhanced": hd.sr.EnhancedSR,
-}
+ALL = ALL_KINDS
 
 SR_CLASS_UIDS = {
     "3d": "1.2.840.10008.5.1.4.1.1.88.34",
