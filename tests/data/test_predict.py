@@ -82,7 +82,7 @@ def test_findings_need_one_list_per_slice():
     study = make_study(np.random.default_rng(1), n_slices=2, size=96)
     series = series_from_datasets(study_datasets(study, key=("n",), number=1, patient_id="P"))
     analysis = truth_analysis(study)
-    with pytest.raises(ValueError, match="2 slices"):
+    with pytest.raises(ValueError, match="1 slices analysed, series has 2"):
         build_findings(series, SeriesAnalysis(analysis.findings, analysis.naming, analysis.calibration, [[]]),
                        version="v")
 
