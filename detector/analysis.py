@@ -99,21 +99,25 @@ class Analyzer:
             raise ValueError("images: the series has no slices")
         if detections is None:
             detections = self.detector.predict(images)
-        chain = disc_chain(detections)
-        if chain is None:
+        found = disc_chain(detections)
+        if found is None:
             return SeriesAnalysis([], Naming([], UNKNOWN, "no disc found", 0, 0.0), self.calibration, detections)
         volume = torch.from_numpy(np.stack([np.asarray(im, np.float32) for im in images])).to(self.detector.device)
         spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+        chain = extend_chain(found, volume.shape[1:])
         naming = name_chain(self.level_log_probs(volume, spacing, chain))
+        if naming.status == "found":  # a disc the detector missed, where the count puts one
+            chain = Chain(chain.positions, chain.spacing,
+                          [m or (inferred(chain, i) if naming.names[i] else []) for i, m in enumerate(chain.members)])
         logits = self.herniation_outputs(volume, spacing, chain)
         findings = []
         for i, members in enumerate(chain.members):
             if not members:
-                continue  # a gap in the chain: its level counts, but nothing was seen there
+                continue  # an end or gap position with nothing named or seen there
             if naming.status == "found":
                 level = naming.names[i]
                 if level is None:
-                    continue  # above C2-C3 or below C7-T1: not a reported level
+                    continue  # not a disc, above C2-C3 or below C7-T1: not a reported level
             else:
                 level = UNKNOWN
             findings.append(self._finding(level, members, logits[i], naming.reason))
@@ -157,6 +161,34 @@ class Analyzer:
             probability=probability, protrusion_mm=max(0.0, float(outputs[k, 1])), slice_index=disc.slice_index,
             box=disc.box, reason=reason if level == UNKNOWN else None, logit=float(outputs[k, 0]),
         )
+
+
+def extend_chain(chain: Chain, shape: tuple[int, ...]) -> Chain:
+    """The chain with one more position beyond each end (one step along the spine, where it
+    is inside the image [H, W]), so that a top or bottom disc the detector missed, e.g. C2-C3
+    under the skull base, can still be recognised by the level net and anchor the count."""
+    pos, members = list(chain.positions), list(chain.members)
+    if len(pos) >= 2:
+        h, w = shape[-2], shape[-1]
+        inside = lambda p: 0 <= p[0] < w and 0 <= p[1] < h  # noqa: E731
+        top, bottom = pos[0] - (pos[1] - pos[0]), pos[-1] + (pos[-1] - pos[-2])
+        if inside(top):
+            pos, members = [top, *pos], [[], *members]
+        if inside(bottom):
+            pos, members = [*pos, bottom], [*members, []]
+    return Chain(np.stack(pos), chain.spacing, members)
+
+
+def inferred(chain: Chain, i: int) -> list[Disc]:
+    """Discs at chain position ``i``, where nothing was detected: the nearest seen position's
+    boxes moved there (same slices), so the herniation net can judge that disc too."""
+    seen = [j for j, m in enumerate(chain.members) if m]
+    if not seen:
+        return []
+    j = min(seen, key=lambda k: abs(k - i))
+    dx, dy = (chain.positions[i] - chain.positions[j]).tolist()
+    return [Disc(d.slice_index, d.center + np.array([dx, dy]), (d.box[0] + dx, d.box[1] + dy, d.box[2] + dx, d.box[3] + dy),
+                 0.0, 0.0) for d in key_members(chain.members[j])]
 
 
 def key_members(members: list[Disc], min_fraction: float = 0.35) -> list[Disc]:

@@ -37,16 +37,28 @@ class Naming:
     margin: float  # log-likelihood ratio of the best alignment over the runner-up
 
 
-def name_chain(log_probs: np.ndarray, min_anchor_prob: float = 0.3, min_margin: float = 1.5) -> Naming:
+def name_chain(log_probs: np.ndarray, min_anchor_prob: float = 0.3, min_margin: float = 1.5,
+               not_disc: float = 0.6) -> Naming:
     """Align a chain [L, 8] of level log-probabilities with the disc levels.
 
     ``min_anchor_prob``: the level net's probability that the anchor position is C2-C3.
     ``min_margin``: the best alignment must be at least e**min_margin times likelier than
-    any other.
+    any other. ``not_disc``: a position the net calls "not a disc" with at least this
+    probability (a facet or a vertebral body the detector boxed) is left out of the count.
     """
     lp = np.asarray(log_probs, dtype=np.float64)
     if lp.ndim != 2 or lp.shape[1] != N_LEVEL_CLASSES:
         raise ValueError(f"log_probs: expected [L, {N_LEVEL_CLASSES}], got {lp.shape}")
+    keep = np.flatnonzero(np.exp(lp[:, NOT_DISC]) < not_disc)
+    inner = _name_discs(lp[keep], min_anchor_prob, min_margin)
+    names: list[str | None] = [None] * len(lp)
+    for i, name in zip(keep, inner.names):
+        names[int(i)] = name
+    return Naming(names, inner.status, inner.reason, inner.offset, inner.margin)
+
+
+def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float) -> Naming:
+    """``name_chain`` on positions that are all discs."""
     n = len(lp)
     if n == 0:
         return Naming([], "unknown", "no disc found", 0, 0.0)
