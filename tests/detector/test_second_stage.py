@@ -126,3 +126,24 @@ def test_disc_models_round_trip_through_the_checkpoint_dict() -> None:
     bad = {**models.to_payload(), "level_classes": ["a"]}
     with pytest.raises(ValueError, match="level classes"):
         DiscModels.from_payload(bad)
+
+
+def test_the_chain_reaches_one_step_beyond_its_ends_and_missed_discs_borrow_a_neighbours_boxes() -> None:
+    from detector.analysis import extend_chain, inferred
+    from detector.levels import Chain, Disc
+
+    def disc(k: int, x: float, y: float, score: float) -> Disc:
+        return Disc(k, np.array([x, y]), (x - 10, y - 3, x + 10, y + 3), score, 0.0)
+
+    positions = np.array([[50.0, 40.0], [52.0, 60.0], [54.0, 80.0]])
+    members = [[disc(3, 50, 40, 0.9)], [disc(3, 52, 60, 0.8), disc(4, 52, 60, 0.1)], []]
+    longer = extend_chain(Chain(positions, 20.0, members), (200, 200))
+    np.testing.assert_allclose(longer.positions[[0, -1]], [[48.0, 20.0], [56.0, 100.0]])
+    assert longer.members[0] == [] and longer.members[-1] == [] and len(longer.members) == 5
+    # near the image's upper edge there is no room above: only the bottom is added
+    assert len(extend_chain(Chain(positions, 20.0, members), (200, 200)).positions) == 5
+    assert len(extend_chain(Chain(positions - [0, 30], 20.0, members), (200, 200)).positions) == 4
+    # the missed third disc takes the second's boxes (its faint one on slice 4 left out), moved 20 px down
+    moved = inferred(Chain(positions, 20.0, members), 2)
+    assert [d.slice_index for d in moved] == [3]
+    assert moved[0].box == pytest.approx((44.0, 77.0, 64.0, 83.0))
