@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     )
     sr_kind: str = Field("3d", description="SR IOD: 3d (88.34), comprehensive (88.33), enhanced")
     send_retries: int = Field(5, ge=0, description="Retries per job when a PACS is unreachable")
+    job_lease_seconds: float = Field(
+        60.0, gt=0, description="A running job's lease; its worker renews it every third of this"
+    )
+    max_deliveries: int = Field(
+        3, ge=1, description="A job whose worker is lost (lease expired) this often is failed"
+    )
 
     # Operations
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from dicom_node.audit.models import Job, JobEvent, JobState, Outbox, Series, utcnow
@@ -63,7 +63,8 @@ def transition(
 ) -> JobEvent:
     """Move ``job`` to ``state`` (validated against :data:`ALLOWED`) and record the event.
 
-    For ``failed`` and ``quarantined`` the detail text becomes the job's ``reason``.
+    For ``failed`` and ``quarantined`` the detail text becomes the job's ``reason``. A final
+    state or ``queued`` ends the lease of whichever delivery held the job.
     """
     state = JobState(state)
     if state not in ALLOWED[JobState(job.state)]:
@@ -76,6 +77,9 @@ def transition(
         job.reason = text
     elif state is S.queued:
         job.reason = None
+    if state in FINAL_STATES or state is S.queued:
+        job.lease_token = None
+        job.lease_expires_at = None
     event = JobEvent(job_id=job.id, state=state.value, at=now, detail=text)
     session.add(event)
     return event
@@ -126,10 +130,12 @@ def enqueue_series(session: Session, series: Series, model_version: str) -> Job:
 
 
 def requeue(session: Session, job: Job, reason: str) -> Outbox:
-    """Start a new run of ``job``: bump ``run``, reset retries, state queued, new outbox row."""
+    """Start a new run of ``job``: bump ``run``, reset retries and lost deliveries, state
+    queued, new outbox row."""
     transition(session, job, S.queued, reason)
     job.run += 1
     job.retries = 0
+    job.lost_deliveries = 0
     session.flush()
     return add_outbox(session, job)
 
@@ -158,6 +164,28 @@ def next_unpublished(session: Session) -> Outbox | None:
     ).first()
 
 
+def reserve_next(session: Session, job_id: int | None = None) -> tuple[int, int, str] | None:
+    """Mark the oldest unpublished row (of ``job_id`` if given) published, in one UPDATE, and
+    return (row id, job id, task name); None when there is none.
+
+    Two relays (or ``meddet retry`` beside a node) never both take a row, on SQLite too: the
+    row is marked before it is published, in the caller's transaction, which the caller
+    commits after publishing or rolls back when the broker refuses.
+    """
+    pick = select(Outbox.id).where(Outbox.published_at.is_(None))
+    if job_id is not None:
+        pick = pick.where(Outbox.job_id == job_id)
+    pick = pick.order_by(Outbox.id).limit(1).with_for_update(skip_locked=True).scalar_subquery()
+    marked = session.execute(
+        update(Outbox)
+        .where(Outbox.id == pick, Outbox.published_at.is_(None))
+        .values(published_at=utcnow(), attempts=Outbox.attempts + 1, last_error=None)
+        .returning(Outbox.id, Outbox.job_id, Outbox.task_name)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return None if marked is None else (marked[0], marked[1], marked[2])
+
+
 def mark_published(session: Session, row_id: int) -> None:
     row = session.get(Outbox, row_id)
     if row is not None and row.published_at is None:
@@ -171,6 +199,18 @@ def mark_publish_failed(session: Session, row_id: int, error: str) -> None:
     if row is not None:
         row.attempts += 1
         row.last_error = error[:2000]
+
+
+def latest_run_wrote_results(session: Session, job_id: int) -> bool:
+    """Whether the job's current run reached ``results_written`` (each run starts ``queued``)."""
+    def last(state: JobState) -> int:
+        return session.scalar(
+            select(func.max(JobEvent.id)).where(
+                JobEvent.job_id == job_id, JobEvent.state == state.value
+            )
+        ) or 0
+
+    return last(S.results_written) > last(S.queued)
 
 
 # ---- audit queries (``meddet audit jobs``) -------------------------------------------------

@@ -3,11 +3,15 @@
 A series folder is removed once its series is skipped, or every job of it is ``done``, and it
 has been finished for ``spool_retention_hours``. Quarantine files go after
 ``quarantine_retention_days``. Every removal is a :class:`CleanupRecord`.
+
+The node keeps receiving while retention runs, so a removal deletes only the files its plan
+listed, after checking under the series' row lock that the series is still finished; the
+folder goes only once it is empty. An instance acknowledged after the plan stays on disk (and
+reopens its series); the spool makes a removed folder again for a late instance.
 """
 
 from __future__ import annotations
 
-import shutil
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -30,29 +34,27 @@ class Removal:
     kind: str  # spool / quarantine
     size_bytes: int
     reason: str
+    files: tuple[Path, ...] = ()  # spool: the files planned (later arrivals are kept)
+    series_id: int | None = None
+    completed_at: datetime | None = None  # spool: the completion the plan saw
 
 
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def is_finished(series: Series, before: datetime) -> bool:
+    """Skipped, or selected with every job done, and completed before ``before``."""
+    completed = series.completed_at
+    if completed is None or completed > before:
+        return False
+    if series.state == SeriesState.skipped:
+        return True
+    return series.state == SeriesState.selected and bool(series.jobs) and all(
+        job.state == JobState.done for job in series.jobs
+    )
 
 
 def finished_series(session: Session, before: datetime) -> list[Series]:
     """Series whose work is over (skipped, or all jobs done) since before ``before``."""
-    result = []
-    for series in session.scalars(
-        select(Series).where(Series.state.in_([SeriesState.skipped, SeriesState.selected]))
-    ):
-        completed = series.completed_at
-        if completed is None or completed > before:
-            continue
-        if series.state == SeriesState.selected and (
-            not series.jobs or any(job.state != JobState.done for job in series.jobs)
-        ):
-            continue
-        result.append(series)
-    return result
+    query = select(Series).where(Series.state.in_([SeriesState.skipped, SeriesState.selected]))
+    return [series for series in session.scalars(query) if is_finished(series, before)]
 
 
 def plan(settings: Settings, session: Session, now: datetime) -> list[Removal]:
@@ -61,9 +63,12 @@ def plan(settings: Settings, session: Session, now: datetime) -> list[Removal]:
     spool_cutoff = now - timedelta(hours=settings.spool_retention_hours)
     for series in finished_series(session, spool_cutoff):
         folder = Path(series.spool_path)
-        if folder.exists():
+        if folder.is_dir():
             why = "series skipped" if series.state == SeriesState.skipped else "all jobs done"
-            removals.append(Removal(folder, "spool", _size(folder), f"{why}, retention passed"))
+            files = tuple(sorted(p for p in folder.iterdir() if p.is_file()))
+            size = sum(p.stat().st_size for p in files)
+            removals.append(Removal(folder, "spool", size, f"{why}, retention passed", files,
+                                    series.id, series.completed_at))
     q_cutoff = (now - timedelta(days=settings.quarantine_retention_days)).timestamp()
     if settings.quarantine_dir.exists():
         for path in sorted(settings.quarantine_dir.glob("*.dcm")):
@@ -86,13 +91,11 @@ def collect_garbage(
         removals = plan(settings, session, now)
     if dry_run or not removals:
         return removals
-    with transaction(session_factory) as session:
-        for removal in removals:
-            if removal.path.is_dir():
-                shutil.rmtree(removal.path, ignore_errors=True)
-            else:
-                removal.path.unlink(missing_ok=True)
-                removal.path.with_suffix(".json").unlink(missing_ok=True)
+    done = []
+    for removal in removals:
+        with transaction(session_factory) as session:
+            if not _remove(session, removal):
+                continue
             session.add(
                 CleanupRecord(
                     path=str(removal.path),
@@ -102,8 +105,35 @@ def collect_garbage(
                     at=now,
                 )
             )
-    log.info("retention removed files", count=len(removals), bytes=sum(r.size_bytes for r in removals))
-    return removals
+        done.append(removal)
+    log.info("retention removed files", count=len(done), bytes=sum(r.size_bytes for r in done))
+    return done
+
+
+def _remove(session: Session, removal: Removal) -> bool:
+    """Delete what ``removal`` planned; False when its series came back to life meanwhile."""
+    if removal.kind != "spool":
+        removal.path.unlink(missing_ok=True)
+        removal.path.with_suffix(".json").unlink(missing_ok=True)
+        return True
+    series = session.get(Series, removal.series_id, with_for_update=True)
+    planned = removal.completed_at
+    if series is None or series.completed_at != planned or not is_finished(series, planned):
+        log.info("retention skipped a series that received more", series_id=removal.series_id)
+        return False
+    for path in removal.files:
+        path.unlink(missing_ok=True)
+    _remove_if_empty(removal.path)
+    _remove_if_empty(removal.path.parent)  # the study folder, once its last series is gone
+    return True
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """rmdir: a folder that received a file after the plan stays (ENOTEMPTY)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 class RetentionLoop:

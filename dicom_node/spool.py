@@ -62,6 +62,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _replace(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` into place; a series folder that retention removed meanwhile (this
+    process or ``meddet spool gc``) is made again, so a late instance is never refused."""
+    try:
+        os.replace(tmp, final)
+    except FileNotFoundError:
+        if final.parent.is_dir() or not tmp.exists():
+            raise
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+
+
 class Spool:
     """Atomic, duplicate-aware storage of received instances."""
 
@@ -91,7 +103,7 @@ class Spool:
                 handle.flush()
                 if self.durable:
                     os.fsync(handle.fileno())
-            os.replace(tmp, final)
+            _replace(tmp, final)
             if self.durable:
                 _fsync_dir(final.parent)
         except OSError as exc:

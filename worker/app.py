@@ -141,6 +141,7 @@ def run_worker(
             log.exception("model_load_failed", checkpoint=str(settings.checkpoint))
 
     worker_process_init.connect(_warm_up, weak=False)
+    sweeper = _start_sweeper(settings)
     argv = [
         "worker",
         f"--concurrency={concurrency}",
@@ -152,4 +153,18 @@ def run_worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    app.worker_main(argv)
+    try:
+        app.worker_main(argv)
+    finally:
+        sweeper.stop()
+
+
+def _start_sweeper(settings: Settings):  # type: ignore[no-untyped-def]
+    """The lease sweeper in the worker's main process: jobs of a pool process that was killed
+    (out of memory, hard time limit) are requeued or failed even when no node runs one.
+    Unpooled, so the pool processes forked later hold none of its connections."""
+    from dicom_node.audit.db import make_engine, make_session_factory
+    from worker.dispatch import make_sweeper
+
+    engine = make_engine(settings.effective_database_url, pooled=False)
+    return make_sweeper(settings, make_session_factory(engine), lambda: None).start()

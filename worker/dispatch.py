@@ -4,7 +4,11 @@
   rows to Celery by task name (no torch, no task code in the node) and marks them published.
   A broker that is down leaves the rows where they are; the relay backs off and tries again.
 - Embedded (no broker): :class:`EmbeddedWorker` runs the same task function in this process,
-  on one thread; a row is marked published only once its run ended, so a crash re-runs it.
+  on one thread; a row is marked published only once its run ended, so a crash re-runs it
+  (and the job's lease counts the crash: a job that kills the node is failed after
+  ``max_deliveries``, not re-run forever).
+- Both modes run a :class:`dicom_node.leases.LeaseSweeper` (:func:`make_sweeper`) that takes
+  back jobs whose lease expired.
 
 Both poll the outbox (the source of truth) and wake early on :meth:`notify`.
 """
@@ -18,7 +22,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node import jobs
+from dicom_node import jobs, leases
 from dicom_node.audit.db import transaction
 from dicom_node.config import Settings
 from dicom_node.logging import get_logger
@@ -122,25 +126,55 @@ class OutboxRelay(_OutboxLoop):
         self._failures = 0
 
     def tick(self) -> float:
-        """Publish rows one transaction each: lock the row, publish, mark it (at least once)."""
-        errors = broker_errors()
+        """Publish every pending row, one transaction each (at least once; see
+        :func:`publish_next`); back off while the broker is down."""
         while not self._stopping.is_set():
-            with transaction(self.sessions) as session:
-                row = jobs.next_unpublished(session)
-                if row is None:
+            try:
+                if publish_next(self.sessions, self.publish) is None:
                     return self.poll_interval
-                try:
-                    self.publish(row.task_name, row.job_id)
-                except errors as exc:
-                    self._failures += 1
-                    jobs.mark_publish_failed(session, row.id, f"{type(exc).__name__}: {exc}")
-                    delay = min(self.max_backoff, self.poll_interval * 2**self._failures)
-                    log.warning("broker_unavailable", job_id=row.job_id, retry_in=delay, error=str(exc))
-                    return delay
-                jobs.mark_published(session, row.id)
-                self._failures = 0
-                log.info("job_published", job_id=row.job_id, task=row.task_name)
+            except PublishFailed as exc:
+                self._failures += 1
+                delay = min(self.max_backoff, self.poll_interval * 2**self._failures)
+                log.warning("broker_unavailable", job_id=exc.job_id, retry_in=delay, error=str(exc))
+                return delay
+            self._failures = 0
         return self.poll_interval
+
+
+class PublishFailed(Exception):
+    """The broker refused or could not be reached; the row stays unpublished."""
+
+    def __init__(self, job_id: int, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.job_id = job_id
+
+
+def publish_next(
+    sessions: sessionmaker[Session], publish: Publish, job_id: int | None = None
+) -> int | None:
+    """Publish the oldest pending row (of ``job_id`` if given); its job id, or None if none.
+
+    The row is marked published with a compare-and-set before the publish, in the same
+    transaction, which commits after it: another relay never publishes it too, and a broker
+    that refuses rolls the mark back (PublishFailed). A crash between publish and commit
+    publishes the row again; the task's lease claim makes that second delivery a no-op.
+    """
+    errors = broker_errors()
+    row: tuple[int, int, str] | None = None
+    try:
+        with transaction(sessions) as session:
+            row = jobs.reserve_next(session, job_id)
+            if row is None:
+                return None
+            publish(row[2], row[1])
+    except errors as exc:
+        if row is None:
+            raise
+        with transaction(sessions) as session:
+            jobs.mark_publish_failed(session, row[0], f"{type(exc).__name__}: {exc}")
+        raise PublishFailed(row[1], exc) from exc
+    log.info("job_published", job_id=row[1], task=row[2])
+    return row[1]
 
 
 class EmbeddedWorker(_OutboxLoop):
@@ -153,6 +187,7 @@ class EmbeddedWorker(_OutboxLoop):
         self.context = context
         self._attempts: dict[int, int] = {}
         self._not_before: dict[int, float] = {}
+        self._leases: dict[int, tuple[int, str]] = {}  # row -> (job, token) awaiting a retry
 
     def _prepare(self) -> None:
         try:  # load the model now, off the node's threads, not on the first series
@@ -160,31 +195,50 @@ class EmbeddedWorker(_OutboxLoop):
         except Exception:  # each job will fail with the reason; the node keeps receiving
             log.exception("model_load_failed", checkpoint=str(self.context.settings.checkpoint))
 
-    def tick(self) -> float:
-        from worker.tasks import run_job, schedule_retry
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop, and give up the leases of jobs waiting for a retry: the next start (or the
+        sweeper) takes them up without counting a lost delivery."""
+        super().stop(timeout)
+        for job_id, token in self._leases.values():
+            try:
+                leases.release(self.sessions, job_id, token)
+            except Exception:  # the lease expires on its own
+                log.exception("lease_not_released", job_id=job_id)
 
+    def tick(self) -> float:
         for row_id, job_id, _task in self._pending():
             if self._stopping.is_set():
                 break
             if self._not_before.get(row_id, 0.0) > time.monotonic():
                 continue
-            try:
-                run_job(self.context, job_id)
-            except RetriableError as exc:
-                attempt = self._attempts.get(row_id, 0)
-                countdown = schedule_retry(self.context, job_id, exc, attempt)
-                if countdown is not None:
-                    self._attempts[row_id] = attempt + 1
-                    self._not_before[row_id] = time.monotonic() + countdown
-                    continue
-            except Exception:  # the job is already marked failed with the reason
-                log.exception("embedded_job_crashed", job_id=job_id)
+            if self._run(row_id, job_id):
+                continue
             self._attempts.pop(row_id, None)
             self._not_before.pop(row_id, None)
+            self._leases.pop(row_id, None)
             with transaction(self.sessions) as session:
                 jobs.mark_published(session, row_id)
         waits = [t - time.monotonic() for t in self._not_before.values()]
         return max(0.05, min([self.poll_interval, *waits]))
+
+    def _run(self, row_id: int, job_id: int) -> bool:
+        """One delivery of the row's job; True when it waits for a retry."""
+        from worker.tasks import run_job, schedule_retry
+
+        token = self._leases.get(row_id, (job_id, leases.new_token()))[1]
+        try:
+            run_job(self.context, job_id, token)
+        except RetriableError as exc:
+            attempt = self._attempts.get(row_id, 0)
+            countdown = schedule_retry(self.context, job_id, exc, attempt, token)
+            if countdown is not None:
+                self._attempts[row_id] = attempt + 1
+                self._not_before[row_id] = time.monotonic() + countdown
+                self._leases[row_id] = (job_id, token)
+                return True
+        except Exception:  # the job is already marked failed with the reason
+            log.exception("embedded_job_crashed", job_id=job_id)
+        return False
 
 
 def celery_publisher(settings: Settings) -> Publish:
@@ -218,3 +272,11 @@ def make_dispatcher(
         context = WorkerContext(settings, session_factory, metrics, retry=retry)
         return EmbeddedWorker(context, poll_interval)
     return OutboxRelay(session_factory, metrics, celery_publisher(settings), poll_interval)
+
+
+def make_sweeper(
+    settings: Settings, session_factory: sessionmaker[Session], on_requeued: Callable[[], None]
+) -> leases.LeaseSweeper:
+    """The lease sweeper of ``meddet serve`` and ``meddet worker``; call start()."""
+    interval = leases.sweep_interval(settings.job_lease_seconds)
+    return leases.LeaseSweeper(session_factory, settings.max_deliveries, interval, on_requeued)

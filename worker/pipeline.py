@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from dicom_node.destinations import RESULT_KINDS
 from dicom_node.logging import get_logger
 from worker.context import WorkerContext
 from worker.errors import BadInputError, PermanentError, RetriableError, StaleRunError
+from worker.lease import current_lease
 
 log = get_logger(__name__)
 
@@ -51,7 +54,8 @@ class JobInput:
 
 @contextmanager
 def job_session(ctx: WorkerContext, job_id: int, run: int) -> Iterator[tuple[Session, Job]]:
-    """A transaction holding the job; raises StaleRunError when a newer run superseded ``run``.
+    """A transaction holding the job; raises StaleRunError when a newer run superseded ``run``
+    or when this thread's delivery no longer holds the job's lease (the sweeper took it back).
 
     A busy or unreachable database is a RetriableError.
     """
@@ -62,6 +66,9 @@ def job_session(ctx: WorkerContext, job_id: int, run: int) -> Iterator[tuple[Ses
                 raise PermanentError(f"job {job_id} does not exist")
             if job.run != run:
                 raise StaleRunError(f"job {job_id} run {run} superseded by run {job.run}")
+            token = current_lease.get()
+            if token is not None and job.lease_token != token:
+                raise StaleRunError(f"job {job_id}: this delivery no longer holds its lease")
             yield session, job
     except OperationalError as exc:
         raise RetriableError(f"audit database: {exc.orig}") from exc
@@ -130,11 +137,16 @@ def load_job_input(ctx: WorkerContext, job_id: int, run: int) -> JobInput:
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write through a temp file unique to this process, thread and call, then rename."""
+    unique = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+    tmp = path.with_name(f".{path.name}.{unique}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_results(

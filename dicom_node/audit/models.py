@@ -151,7 +151,12 @@ class QuarantineRecord(Base):
 
 
 class Job(Base):
-    """One (series, model version). Re-runs (late instances, resend) bump ``run``."""
+    """One (series, model version). Re-runs (late instances, resend) bump ``run``.
+
+    A delivery that runs the job holds its lease (``lease_token`` until ``lease_expires_at``,
+    renewed while it runs); ``lost_deliveries`` counts leases that expired in this run
+    (migration 0003).
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (UniqueConstraint("series_instance_uid", "model_version"),)
@@ -169,6 +174,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     results_path: Mapped[str | None] = mapped_column(Text)
+    lease_token: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    lost_deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     series: Mapped[Series] = relationship(back_populates="jobs")
     events: Mapped[list["JobEvent"]] = relationship(

@@ -69,7 +69,7 @@ def serve(ctx: typer.Context) -> None:
     from dicom_node.node import Node
     from dicom_node.retention import RetentionLoop
     from migrations import upgrade
-    from worker.dispatch import make_dispatcher
+    from worker.dispatch import make_dispatcher, make_sweeper
 
     settings = state(ctx).settings
     upgrade(settings.effective_database_url)
@@ -92,6 +92,7 @@ def serve(ctx: typer.Context) -> None:
         count_instance=lambda outcome: metrics.instances_received.labels(outcome=outcome).inc(),
     )
     retention = RetentionLoop(settings, factory)
+    sweeper = make_sweeper(settings, factory, dispatcher.notify)
 
     def shutdown(signum: int, _frame: object) -> None:
         typer.echo(f"received signal {signum}, stopping", err=True)
@@ -102,6 +103,7 @@ def serve(ctx: typer.Context) -> None:
     dispatcher.start()
     node.start()
     retention.start()
+    sweeper.start()
     mode = "embedded worker" if settings.embedded else "broker"
     typer.echo(
         f"MedDet node {settings.ae_title} listening on {settings.host}:{node.port} "
@@ -109,6 +111,7 @@ def serve(ctx: typer.Context) -> None:
         err=True,
     )
     node.wait()
+    sweeper.stop()
     retention.stop()
     dispatcher.stop()
 

@@ -59,19 +59,26 @@ def resend(
     job: Annotated[int, typer.Argument(help="Job id (see `meddet audit jobs`)")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Send a job's stored results again to every destination (same SOP Instance UIDs)."""
+    """Send a job's stored results again to every destination (same SOP Instance UIDs).
+
+    Only the latest run's results are sent. Exit code 2: refused, nothing sent (the job is not
+    finished, a worker runs it, or its latest run wrote no results: `meddet retry` it);
+    exit code 1: a destination could not take them.
+    """
     from worker.context import build_context
     from worker.errors import PipelineError
-    from worker.tasks import resend_job
+    from worker.tasks import ResendRefused, resend_job
 
     context = build_context(state(ctx).settings)
     try:
         outcome = resend_job(context, job)
     except PipelineError as exc:
+        code = 2 if isinstance(exc, ResendRefused) else 1
+        outcome = "refused" if code == 2 else "error"
         if as_json:
-            typer.echo(json.dumps({"job": job, "outcome": "error", "reason": exc.reason}))
-            raise typer.Exit(1) from exc
-        _fail(f"job {job}: {exc.reason}")
+            typer.echo(json.dumps({"job": job, "outcome": outcome, "reason": str(exc)}))
+            raise typer.Exit(code) from exc
+        _fail(f"job {job}: {exc}", code)
     typer.echo(json.dumps({"job": job, "outcome": outcome}) if as_json else f"job {job}: {outcome}")
 
 
@@ -98,13 +105,22 @@ def retry(
         jobs.requeue(session, row, "retry requested by operator")
         run = row.run
     published = False
-    if not settings.embedded:  # publish now; a running node's relay would also pick it up
-        from dicom_node.metrics import Metrics
-        from worker.dispatch import OutboxRelay, celery_publisher
-
-        relay = OutboxRelay(sessions, Metrics(), celery_publisher(settings))
-        relay.tick()
-        with transaction(sessions) as session:
-            published = not any(r.job_id == job for r in jobs.pending_outbox(session))
+    if not settings.embedded:  # publish this job's rows now; a node's relay would too, later
+        published = _publish_job(settings, sessions, job)
     result = {"job": job, "state": "queued", "run": run, "published": published}
     typer.echo(json.dumps(result) if as_json else f"job {job}: queued (run {run})")
+
+
+def _publish_job(settings, sessions, job: int) -> bool:  # type: ignore[no-untyped-def]
+    """Publish the pending outbox rows of ``job`` (no other job's); False if the broker is down."""
+    from worker.dispatch import PublishFailed, celery_publisher, publish_next
+
+    publish = celery_publisher(settings)
+    try:
+        while publish_next(sessions, publish, job) is not None:
+            pass
+    except PublishFailed as exc:
+        typer.secho(f"job {job}: broker unavailable ({exc}); the node's relay publishes it later",
+                    fg="yellow", err=True)
+        return False
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 import redis
 from sqlalchemy import select
 
@@ -92,3 +93,35 @@ def test_two_relays_never_hold_the_same_row_on_postgresql(tmp_path):
             with transaction(sessions) as third:
                 assert jobs.next_unpublished(third) is None
         sessions.kw["bind"].dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_relays_publish_a_row_once(backend, sessions, tmp_path):
+    """Issue 12 item 9: SQLite has no row locks; the row is marked with a compare-and-set
+    before it is published, so a second relay (or `meddet retry`) never publishes it too."""
+    if backend == "postgresql":
+        with fresh_postgres_database() as url:
+            pg = migrated_sessions(url)
+            _race_two_relays(pg, tmp_path)
+            pg.kw["bind"].dispose()
+    else:
+        _race_two_relays(sessions, tmp_path)
+
+
+def _race_two_relays(sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
+    published: list[tuple[str, int]] = []
+    second = OutboxRelay(sessions, Metrics(), lambda task, job: published.append(("second", job)))
+    racer = threading.Thread(target=second.tick)
+
+    def publish_slowly(task: str, job: int) -> None:
+        racer.start()  # another relay looks while this one publishes
+        racer.join(0.5)
+        published.append(("first", job))
+
+    OutboxRelay(sessions, Metrics(), publish_slowly).tick()
+    racer.join(10)
+    assert published == [("first", job_id)]
+    assert _published(sessions) == [True]

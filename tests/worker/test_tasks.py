@@ -112,7 +112,7 @@ def test_resend_needs_stored_results_and_a_finished_job(sessions, tmp_path):
     with pytest.raises(PermanentError, match="is queued: resend needs a finished job"):
         resend_job(ctx, job_id)
     _move(sessions, job_id, JobState.running, JobState.failed)
-    with pytest.raises(PermanentError, match="no stored results"):
+    with pytest.raises(PermanentError, match="run 1 wrote no results"):
         resend_job(ctx, job_id)
     assert job_state(sessions, job_id) == "failed"
 

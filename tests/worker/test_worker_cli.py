@@ -38,8 +38,8 @@ def test_retry_requeues_only_failed_jobs_and_resend_explains(tmp_path, monkeypat
         jobs.transition(session, job, JobState.running)
         jobs.transition(session, job, JobState.failed, "PACS down")
     resend = runner.invoke(app, ["resend", str(job_id), "--json"])
-    assert resend.exit_code == 1
-    assert "no stored results" in json.loads(resend.output)["reason"]
+    assert resend.exit_code == 2  # refused: nothing to send
+    assert "run 1 wrote no results" in json.loads(resend.output)["reason"]
     retried = runner.invoke(app, ["retry", str(job_id), "--json"])
     assert retried.exit_code == 0, retried.output
     assert json.loads(retried.output) == {"job": job_id, "state": "queued", "run": 2, "published": False}
@@ -59,3 +59,71 @@ def test_worker_loads_the_model_on_cuda_when_present(tmp_path):
     settings = Settings(data_dir=tmp_path, checkpoint=checkpoint_for_tests(tmp_path))
     context = build_context(settings)
     assert context.detector().device.type == "cuda"
+
+
+def test_retry_publishes_only_its_own_job(tmp_path, monkeypatch, redis_url):
+    """Issue 12 item 9: `meddet retry` published every pending row (other jobs' too)."""
+    import base64
+
+    import redis
+
+    monkeypatch.setenv("MEDDET_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MEDDET_BROKER_URL", redis_url)
+    sessions = migrated_sessions(Settings(data_dir=tmp_path).effective_database_url)
+    failed = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "a", "v1")
+    waiting = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "b", "v1")
+    with transaction(sessions) as session:
+        for row in jobs.pending_outbox(session):
+            if row.job_id == failed:
+                jobs.mark_published(session, row.id)
+        job = session.get(Job, failed)
+        jobs.transition(session, job, JobState.running)
+        jobs.transition(session, job, JobState.failed, "model crashed")
+    result = CliRunner().invoke(app, ["retry", str(failed), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["published"] is True
+    client = redis.Redis.from_url(redis_url)
+    bodies = [json.loads(base64.b64decode(json.loads(raw)["body"])) for raw in client.lrange("gpu", 0, -1)]
+    client.close()
+    assert [args for args, _kwargs, _ in bodies] == [[failed]]
+    with sessions() as session:
+        assert [r.job_id for r in jobs.pending_outbox(session)] == [waiting]  # left to the relay
+
+
+def test_resend_after_a_failed_rerun_refuses_and_sends_nothing(tmp_path, monkeypatch):
+    """Issue 12 item 10: run 1 wrote and sent results; run 2 failed before writing any.
+    `meddet resend` sent run 1's objects and marked the job done; it must refuse (exit 2)."""
+    from dicom_node.metrics import Metrics
+    from tests.worker.fakes import FakeAnalyze, failing_analyze
+    from tests.worker.support import RecordingSCP
+    from worker import pipeline
+    from worker.context import WorkerContext
+    from worker.tasks import run_job
+
+    scp = RecordingSCP().start()
+    try:
+        monkeypatch.setenv("MEDDET_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("MEDDET_DESTINATIONS", scp.destination)
+        monkeypatch.delenv("MEDDET_BROKER_URL", raising=False)
+        settings = Settings()
+        sessions = migrated_sessions(settings.effective_database_url)
+        ctx = WorkerContext(settings, sessions, Metrics())
+        job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
+        monkeypatch.setattr(pipeline, "analyze", FakeAnalyze())
+        assert run_job(ctx, job_id) == "done" and len(scp.received) == 1
+        with transaction(sessions) as session:  # late instances: run 2
+            jobs.requeue(session, session.get(Job, job_id), "series reopened; run 2")
+        monkeypatch.setattr(pipeline, "analyze", failing_analyze("cannot decode series"))
+        assert run_job(ctx, job_id) == "failed"
+        result = CliRunner().invoke(app, ["resend", str(job_id), "--json"])
+        assert result.exit_code == 2, result.output
+        answer = json.loads(result.output.strip().splitlines()[-1])
+        assert answer["outcome"] == "refused"
+        assert "run 2 wrote no results" in answer["reason"] and "earlier run" in answer["reason"]
+        assert len(scp.received) == 1  # nothing sent again
+        with sessions() as session:
+            assert session.get(Job, job_id).state is JobState.failed
+        plain = CliRunner().invoke(app, ["resend", str(job_id)])
+        assert plain.exit_code == 2 and "meddet retry" in plain.output
+    finally:
+        scp.stop()

@@ -1,0 +1,135 @@
+"""A real ``meddet worker`` whose job kills its pool process (issue 12 items 5 and 6).
+
+The analysis is a stand-in patched into the worker (no model needed): it dies mid-job (out of
+memory: the message is redelivered at once) or hangs past Celery's hard time limit (the
+message is acknowledged and nothing redelivers it). Either way the job must end ``failed``
+with the reason after ``max_deliveries``, through the lease claim and the worker's own
+sweeper, and never stay ``running`` or run forever.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicom_node import jobs
+from dicom_node.audit.models import Job
+from dicom_node.config import Settings
+from dicom_node.metrics import Metrics
+from tests.factories import make_mr_series
+from tests.worker.support import claimed_redis_db, job_state, migrated_sessions, register_series, wait_for
+from worker.dispatch import make_dispatcher
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).parents[2]
+
+# Runs `meddet worker` with the analysis replaced; the pool processes inherit it (fork).
+WORKER = """
+import signal, sys, time
+from tests.worker import fakes
+from worker import app, context, pipeline
+
+mode = sys.argv.pop(1)
+context.WorkerContext.warm_up = lambda self: None  # no model
+if mode == "oom":
+    pipeline.analyze = fakes.killed_analyze
+elif mode == "retry_once":
+    pipeline.analyze = fakes.retry_once_analyze
+else:  # stuck where the soft time limit cannot stop it (native code): killed at the hard one
+    def stuck(ctx, job_id, run):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # Celery's soft limit
+        time.sleep(600)
+
+    pipeline.analyze = stuck
+    config = app.celery_config
+    app.celery_config = lambda *a: {**config(*a), "task_soft_time_limit": 1, "task_time_limit": 2}
+from dicom_node.cli import main
+main()
+"""
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with claimed_redis_db() as url:
+        yield url
+
+
+def _worker(mode: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    args = ["worker", "--concurrency", "1", "--retry-backoff", "0.5", "--visibility-timeout", "30"]
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, mode, *args], cwd=ROOT, env=env,
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.mark.parametrize("mode", ["oom", "hard_time_limit"])
+def test_a_job_that_kills_its_worker_fails_after_max_deliveries(mode, tmp_path, redis_url):
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    env = {
+        **os.environ, "MEDDET_DATA_DIR": str(tmp_path / "data"), "MEDDET_DATABASE_URL": url,
+        "MEDDET_BROKER_URL": redis_url, "MEDDET_JOB_LEASE_SECONDS": "3",
+        "OMP_NUM_THREADS": "1",
+    }
+    sessions = migrated_sessions(url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, broker_url=redis_url)
+    relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
+    log = tmp_path / "worker.log"
+    worker = _worker(mode, env, log)
+    relay.start()
+    try:
+        job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
+        relay.notify()
+        wait_for(lambda: job_state(sessions, job_id) == "failed", 150, 0.2,
+                 f"the job to fail ({mode}); log: {log}")
+    finally:
+        relay.stop()
+        _stop(worker)
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert "worker lost on 3 deliveries" in job.reason, job.reason
+        history = [e["state"] for e in jobs.job_history(session, job_id)]
+    assert history.count("running") == 3, history
+
+
+def test_a_celery_retry_keeps_its_lease_and_runs(tmp_path, redis_url):
+    """The retry message carries the delivery's lease token: it runs the job, no loss counted."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    env = {
+        **os.environ, "MEDDET_DATA_DIR": str(tmp_path / "data"), "MEDDET_DATABASE_URL": url,
+        "MEDDET_BROKER_URL": redis_url, "MEDDET_JOB_LEASE_SECONDS": "3", "OMP_NUM_THREADS": "1",
+    }
+    sessions = migrated_sessions(url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, broker_url=redis_url)
+    relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
+    worker = _worker("retry_once", env, tmp_path / "worker.log")
+    relay.start()
+    try:
+        job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
+        relay.notify()
+        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed"), 90, 0.2, "the job")
+    finally:
+        relay.stop()
+        _stop(worker)
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        history = [e["state"] for e in jobs.job_history(session, job_id)]
+        assert (job.state.value, job.lost_deliveries, job.retries) == ("done", 0, 1), history
+    assert history == ["queued", "running", "retry", "running", "results_written", "sent", "done"]
