@@ -95,7 +95,7 @@ class Analyzer:
                 detections: list[list[Detection]] | None = None) -> SeriesAnalysis:
         """Slices [H, W] (raw values, canonical view, one in-plane spacing (row, col) mm) ->
         findings, cranial first."""
-        if not images:
+        if len(images) == 0:
             raise ValueError("images: the series has no slices")
         if detections is None:
             detections = self.detector.predict(images)

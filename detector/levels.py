@@ -158,6 +158,7 @@ def _chain(discs: list[Disc]) -> tuple[np.ndarray, float]:
     support = [sum(d.score for d in c) for c in clusters]
     kept = [(s, _mean(c)) for s, c in zip(support, clusters) if s >= 0.2 * max(support)]
     kept.sort(key=lambda sc: sc[1][1])
+    kept = _drop_off_line(_merge_close(kept, 0.6 * spacing), 0.4 * spacing)
     # more positions than levels: an end that is clearly weaker than the rest is not a disc
     # (e.g. the dens base above C2-C3 on some slices)
     while len(kept) > len(LEVELS):
@@ -174,6 +175,42 @@ def _chain(discs: list[Disc]) -> tuple[np.ndarray, float]:
         chain += [a + (p - a) * m / (missing + 1) for m in range(1, missing + 1)]
         chain.append(p)
     return np.stack(chain), spacing
+
+
+def _merge_close(kept: list[tuple[float, np.ndarray]], distance: float) -> list[tuple[float, np.ndarray]]:
+    """Neighbouring clusters closer than ``distance`` are one disc seen twice (e.g. its lateral
+    slices drift): one position, support-weighted."""
+    out = [kept[0]]
+    for s, c in kept[1:]:
+        s0, c0 = out[-1]
+        if float(np.linalg.norm(c - c0)) < distance:
+            out[-1] = (s0 + s, (c0 * s0 + c * s) / (s0 + s))
+        else:
+            out.append((s, c))
+    return out
+
+
+def _drop_off_line(kept: list[tuple[float, np.ndarray]], tolerance: float) -> list[tuple[float, np.ndarray]]:
+    """Drop, worst first, inner positions lying more than ``tolerance`` off the line through
+    their two neighbours: the discs follow the spine; a box beside that curve (an articular
+    pillar on a lateral slice) is not the next disc."""
+    kept = list(kept)
+    while len(kept) >= 3:
+        devs = [_off_line(kept[i][1], kept[i - 1][1], kept[i + 1][1]) for i in range(1, len(kept) - 1)]
+        worst = int(np.argmax(devs))
+        if devs[worst] <= tolerance:
+            break
+        kept.pop(worst + 1)
+    return kept
+
+
+def _off_line(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Distance of point p from the line through a and b."""
+    d = b - a
+    n = float(np.linalg.norm(d))
+    if n == 0:
+        return float(np.linalg.norm(p - a))
+    return abs(float(d[0] * (p[1] - a[1]) - d[1] * (p[0] - a[0]))) / n
 
 
 def _typical_spacing(discs: list[Disc]) -> float:

@@ -78,6 +78,12 @@ def _bend(spine: Spine, cx: np.ndarray, cy: np.ndarray, delta: float) -> tuple[n
     return bx - bx[k] + cx[k], by - by[k] + cy[k]
 
 
+def _calibration_spine(spine: Spine, rng: np.random.Generator) -> Spine:
+    wide = widen(spine, rng)
+    sizes = [float(rng.uniform(0.3, 1.2) if rng.random() < 0.25 else rng.uniform(1.5, 6.5)) for _ in wide.hernias]
+    return replace(wide, hernias=tuple(replace(h, size=size) for h, size in zip(wide.hernias, sizes)))
+
+
 def _protrusion(rng: np.random.Generator) -> float:
     """Herniation sizes: half of them near the 1.5 mm label threshold."""
     return float(rng.uniform(0.3, 2.8) if rng.random() < 0.5 else rng.uniform(2.8, 6.5))
@@ -213,11 +219,13 @@ def draw_many(seed: int | tuple[int, ...], n: int, herniation_spec: CropSpec, le
 def calibration_studies(n: int, seed: int, n_slices: int = 15):  # type: ignore[no-untyped-def]
     """``n`` labelled synthetic studies from our own generator (half hard), for calibration:
     yields (volume [S, H, W], pixel spacing (row, col) mm, {level: herniated}); a level is
-    herniated when its herniation protrudes at least ``LABEL_THRESHOLD_MM``."""
+    herniated when its herniation protrudes at least ``LABEL_THRESHOLD_MM``. Geometry as in
+    training (``widen``); protrusions either clearly below the threshold (0.3-1.2 mm, a quarter)
+    or at or above it (1.5-6.5 mm): a truth within a pixel of the threshold is no truth."""
     from detector.data.synthetic import make_study
 
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        study = make_study(rng, hard=bool(i % 2), n_slices=n_slices, adjust=widen)
+        study = make_study(rng, hard=bool(i % 2), n_slices=n_slices, adjust=_calibration_spine)
         truth = {lv: p >= LABEL_THRESHOLD_MM for lv, p in zip(LEVELS, study.level_protrusion)}
         yield study.volume, (study.pixel_spacing, study.pixel_spacing), truth

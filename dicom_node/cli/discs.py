@@ -62,6 +62,8 @@ def calibrate_cmd(
     choose the operating point that reaches the target sensitivity, on labelled studies that
     are not the test set; store both (and what data they came from) in the checkpoint that
     `meddet serve`, `worker` and `predict` then use by default."""
+    import json
+
     import torch
 
     from detector import checkpoint as ckpt
@@ -95,7 +97,11 @@ def calibrate_cmd(
         _fail(f"calibration: {exc}")
     from detector import SHIPPED_CHECKPOINT
 
-    payload = ckpt.load(Path(source) if source else SHIPPED_CHECKPOINT)
+    source_path = Path(source) if source else SHIPPED_CHECKPOINT
+    payload = ckpt.load(source_path)
+    sidecar = source_path.with_suffix(".json")
+    if sidecar.is_file():  # its metric blocks (e.g. the model card's hard_set) travel along
+        payload["metrics"] = {**payload.get("metrics", {}), **json.loads(sidecar.read_text()).get("metrics", {})}
     payload = ckpt.with_second_stage(payload, analyzer.discs.with_calibration(cal).to_payload())
     ckpt.save(payload, out)
     typer.echo(f"{len(labels)} levels ({cal.n_positive} herniated) from {described}; {unnamed} studies unnamed")
