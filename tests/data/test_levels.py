@@ -131,3 +131,25 @@ def test_a_seventh_consistent_but_weaker_position_at_an_end_is_dropped(extra_y):
 def test_seven_equally_strong_positions_are_named_from_the_top():
     found = assign_levels([column(ys=(20, 50, 80, 110, 140, 170, 200))])
     assert [f.level for f in found] == list(LEVELS) and found[0].box[1] == 15
+
+
+def test_a_pillar_boxed_on_lateral_slices_beside_the_spine_is_not_a_disc():
+    """A box 40 px behind the disc column, between two discs, on the lateral slices only."""
+    from detector.levels import disc_chain
+
+    central = [column() for _ in range(5)]
+    lateral = [[disc(125, score=0.6, x=140)] for _ in range(2)]
+    chain = disc_chain([*lateral, *central, *lateral])
+    assert chain is not None and len(chain.positions) == 6
+    np.testing.assert_allclose(chain.positions[:, 1], [50, 80, 110, 140, 170, 200])
+    assert [f.level for f in assign_levels([*lateral, *central, *lateral])] == list(LEVELS)
+
+
+def test_one_disc_drifting_across_slices_is_one_position():
+    """Disc C4-C5 at y=110 on central slices, 13 px lower on lateral ones (its boxes drift)."""
+    from detector.levels import disc_chain
+
+    slices = [column() for _ in range(4)] + [column(ys=(50, 80, 123, 140, 170, 200)) for _ in range(3)]
+    chain = disc_chain(slices)
+    assert chain is not None and len(chain.positions) == 6
+    assert [len({d.slice_index for d in m}) for m in chain.members] == [7] * 6
