@@ -22,6 +22,14 @@ from pydantic_settings import (
 )
 
 from dicom_node.destinations import Destination
+from dicom_node.limits import (
+    DEFAULT_ACSE_TIMEOUT,
+    DEFAULT_ASSOCIATION_TIME_LIMIT,
+    DEFAULT_MAX_INSTANCE_BYTES,
+    DEFAULT_MAX_PDU,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_NETWORK_TIMEOUT,
+)
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 MASK = "***"
@@ -51,6 +59,32 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, description="PEM certificate: enables TLS")
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert")
     tls_ca: Path | None = Field(None, description="CA bundle: require client certificates")
+
+    # Limits on what one peer can make the node hold (issue 12)
+    max_pdu: int = Field(
+        DEFAULT_MAX_PDU, ge=4096, le=1 << 30,
+        description="Largest PDU accepted and announced (bytes); a longer one aborts",
+    )
+    max_instance_bytes: int = Field(
+        DEFAULT_MAX_INSTANCE_BYTES, ge=1 << 16,
+        description="Largest instance, as received or inflated (bytes); bigger: refused 0xA701",
+    )
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=1 << 16,
+        description="Largest image, Rows x Columns x frames, per instance and per analysed series",
+    )
+    network_timeout: float = Field(
+        DEFAULT_NETWORK_TIMEOUT, gt=0,
+        description="Seconds an association may idle, or take to deliver one PDU",
+    )
+    acse_timeout: float = Field(
+        DEFAULT_ACSE_TIMEOUT, gt=0,
+        description="Seconds for the TLS handshake and for the association request",
+    )
+    association_time_limit: float = Field(
+        DEFAULT_ASSOCIATION_TIME_LIMIT, gt=0,
+        description="Seconds an association may last in all; then it is aborted",
+    )
 
     # Storage
     data_dir: Path = Field(Path("meddet-data"), description="Spool, quarantine, results, DB")

@@ -15,7 +15,7 @@ from dicom_node.assembler import OnSelected, SeriesAssembler
 from dicom_node.audit.models import Series
 from dicom_node.config import Settings
 from dicom_node.logging import get_logger
-from dicom_node.reactor import start_server
+from dicom_node.guards import Limits, start_server
 from dicom_node.recorder import AuditRecorder
 from dicom_node.recovery import reconcile, record_missing
 from dicom_node.scp import StoreHandlers, build_ae, tls_context
@@ -70,6 +70,8 @@ class Node:
             (self.settings.host, self.settings.port),
             evt_handlers=self.handlers.bindings(),
             ssl_context=tls_context(self.settings),
+            limits=Limits.from_settings(self.settings),
+            screen=self.handlers.screen,
         )
         log.info(
             "node listening",

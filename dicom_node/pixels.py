@@ -11,6 +11,10 @@ Sagittal slices are turned to the detector's view (``canonical=True``): head up,
 the left, i.e. rows run to the feet and columns to the back, as with orientation
 [0, 1, 0, 0, 0, -1]. ``Series.to_source_box`` maps a box back to the stored pixels.
 Errors are ``SeriesError``s that name the file or UID and what is missing.
+
+Nothing is decoded beyond ``max_pixels`` (Rows x Columns x frames as the headers declare
+them, summed over the series; default :data:`~dicom_node.limits.DEFAULT_MAX_PIXELS`): a
+1 KB instance can declare terabytes of pixels.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicom_node.limits import DEFAULT_MAX_PIXELS, declared_pixels, too_many_pixels
 from dicom_node.logging import get_logger
 
 log = get_logger(__name__)
@@ -136,7 +141,7 @@ class Series:
 
 
 def read_series(path: str | Path | Sequence[str | Path], series_uid: str | None = None,
-                canonical: bool = True) -> Series:
+                canonical: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> Series:
     """Read one series from a folder, a file or a list of files (see the module docstring)."""
     files = _files(path)
     datasets = []
@@ -149,11 +154,12 @@ def read_series(path: str | Path | Sequence[str | Path], series_uid: str | None 
         raise SeriesError(f"{path}: no DICOM files found")
     if not any(_is_image(ds) for ds in datasets):
         raise SeriesError(f"{path}: no DICOM image found ({len(datasets)} non-image files, e.g. SR/SEG/PR)")
-    return series_from_datasets(datasets, series_uid, canonical, where=str(path))
+    return series_from_datasets(datasets, series_uid, canonical, where=str(path), max_pixels=max_pixels)
 
 
 def series_from_datasets(datasets: Sequence[Dataset], series_uid: str | None = None,
-                         canonical: bool = True, where: str = "datasets") -> Series:
+                         canonical: bool = True, where: str = "datasets",
+                         max_pixels: int = DEFAULT_MAX_PIXELS) -> Series:
     """Decode and order already-read datasets of one series (see ``read_series``)."""
     groups: dict[str, list[Dataset]] = {}
     for ds in datasets:
@@ -171,9 +177,25 @@ def series_from_datasets(datasets: Sequence[Dataset], series_uid: str | None = N
         raise SeriesError(f"{where}: holds {len(groups)} series, pick one: {found}")
     else:
         chosen = next(iter(groups.values()))
-    slices = [s for ds in chosen for s in dataset_slices(ds, canonical)]
+    _check_pixel_budget(chosen, max_pixels, where)
+    slices = [s for ds in chosen for s in dataset_slices(ds, canonical, max_pixels)]
     slices.sort(key=lambda s: (s.position, s.sop_instance_uid, s.frame))
     return Series(tuple(slices))
+
+
+def _check_pixel_budget(datasets: Sequence[Dataset], max_pixels: int, where: str) -> None:
+    """Raise SeriesError when the series declares more than ``max_pixels`` in all."""
+    total = 0
+    for ds in datasets:
+        rows, columns, frames = declared_pixels(ds)
+        total += rows * columns * frames
+    if total > max_pixels:
+        uid = datasets[0].get("SeriesInstanceUID", "?")
+        raise SeriesError(
+            f"{where}: series {uid} declares {total} pixels (Rows x Columns x frames over "
+            f"{len(datasets)} instances), over the limit of {max_pixels} (MEDDET_MAX_PIXELS); "
+            "not decoded"
+        )
 
 
 def _is_image(ds: Dataset) -> bool:
@@ -202,9 +224,11 @@ def _require(ds: Dataset, *keywords: str) -> None:
         raise SeriesError(f"instance {uid}: missing {', '.join(missing)}")
 
 
-def dataset_slices(ds: Dataset, canonical: bool = True) -> list[Slice]:
+def dataset_slices(ds: Dataset, canonical: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Slice]:
     """The decoded slices (frames) of one dataset, in frame order."""
     _require(ds, "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns", "PixelData")
+    if (too_large := too_many_pixels(ds, max_pixels)) is not None:
+        raise SeriesError(f"instance {ds.SOPInstanceUID}: {too_large}; not decoded")
     if ds.get("SamplesPerPixel", 1) != 1:
         raise SeriesError(f"instance {ds.SOPInstanceUID}: colour images (SamplesPerPixel "
                           f"{ds.SamplesPerPixel}) are not MR slices")

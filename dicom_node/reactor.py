@@ -30,7 +30,7 @@ How it is installed: :func:`start_server` starts pynetdicom's threaded server wi
 :class:`EventDrivenRequestHandler`, which converts each new acceptor association with
 :func:`accelerate` before it starts. Checked against pynetdicom 3.0.x (pyproject pins
 ``<3.1``). If the internals it relies on are missing (:func:`supported`), :func:`start_server`
-logs a warning and falls back to stock ``AE.start_server``.
+logs a warning and falls back to stock associations. dicom_node/guards.py adds limits on top.
 """
 
 from __future__ import annotations
@@ -376,29 +376,32 @@ def start_server(
     evt_handlers: list[Any],
     ssl_context: ssl.SSLContext | None = None,
     event_driven: bool = True,
+    server_class: type[ThreadedAssociationServer] = ThreadedAssociationServer,
+    request_handler: type[RequestHandler] = EventDrivenRequestHandler,
+    **server_options: Any,
 ) -> ThreadedAssociationServer:
     """Like ``ae.start_server(address, block=False, ...)``, with event-driven associations.
 
-    Falls back to the stock server (and says so) when ``event_driven`` is off or this
+    Falls back to stock associations (and says so) when ``event_driven`` is off or this
     pynetdicom's internals differ from the versions this module was checked against.
+    ``server_class``, ``request_handler`` and ``server_options``: subclasses and the server's
+    keyword arguments (dicom_node/guards.py).
     """
     if event_driven and not supported():
         log.warning(
-            "pynetdicom internals differ from the tested versions; using stock polling reactors",
+            "pynetdicom internals differ from the tested versions; using stock polling reactors"
+            " (and no PDU, instance size or association time limits)",
             pynetdicom=pynetdicom.__version__,
             tested=TESTED_VERSIONS,
         )
         event_driven = False
-    if not event_driven:
-        return ae.start_server(
-            address, block=False, evt_handlers=evt_handlers, ssl_context=ssl_context
-        )
     server = ae.make_server(
         address,
         evt_handlers=evt_handlers,
         ssl_context=ssl_context,
-        server_class=ThreadedAssociationServer,
-        request_handler=EventDrivenRequestHandler,
+        server_class=server_class,
+        request_handler=request_handler if event_driven else RequestHandler,
+        **server_options,
     )
     thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
     thread.start()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from io import BytesIO
 from threading import Lock
 
+from pydicom.dataset import Dataset
 from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
@@ -24,6 +26,7 @@ from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[
 from dicom_node import statuses
 from dicom_node.audit.models import utcnow
 from dicom_node.config import Settings
+from dicom_node.guards import DiscardedDataSet
 from dicom_node.headers import Rejected, encode_file_meta, inspect_dataset
 from dicom_node.logging import get_logger
 from dicom_node.recorder import (
@@ -85,7 +88,6 @@ class StoreHandlers:
 
     def bindings(self) -> list[tuple[evt.InterventionEvent | evt.NotificationEvent, Callable]]:
         return [
-            (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_REJECTED, self.on_rejected),
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_RELEASED, self.on_closed),
@@ -95,40 +97,37 @@ class StoreHandlers:
         ]
 
     # --- association policy -------------------------------------------------------------
-    # Calling AE titles are checked by pynetdicom itself (``ae.require_calling_aet``, set in
-    # build_ae), which rejects with "calling AE title not recognised"; source addresses here.
-    def refusal(self, calling_ae: str, address: str) -> str | None:
-        """Why an association from ``calling_ae`` at ``address`` is refused, or None."""
-        if self.settings.allowed_aes and calling_ae not in self.settings.allowed_aes:
-            return f"calling AE {calling_ae!r} is not in the allow-list"
-        if self.settings.allowed_ips and address not in self.settings.allowed_ips:
-            return f"address {address} is not in the allow-list"
-        return None
-
-    def on_requested(self, event: evt.Event) -> None:
-        assoc = event.assoc
-        address = assoc.requestor.address
-        if self.settings.allowed_ips and address not in self.settings.allowed_ips:
-            assoc.acse.send_reject(0x01, 0x01, 0x01)  # rejected-permanent, user, no reason given
-            self._record_rejection(event, f"address {address} is not in the allow-list")
-            assoc.kill()  # as pynetdicom's ACSE does after its own rejections
+    # Source addresses are checked when the connection is accepted, before any PDU is read
+    # (:meth:`screen`, called by guards.GuardedServer). Calling AE titles are checked by
+    # pynetdicom itself (``ae.require_calling_aet``, set in build_ae), which rejects with
+    # "calling AE title not recognised".
+    def screen(self, address: str, port: int) -> str | None:
+        """Why a connection from ``address`` is refused (and recorded), or None."""
+        if not self.settings.allowed_ips or address in self.settings.allowed_ips:
+            return None
+        reason = f"address {address} is not in the allow-list"
+        self._record_rejection("", "", address, port, reason)
+        return reason
 
     def on_rejected(self, event: evt.Event) -> None:
-        calling = event.assoc.requestor.primitive.calling_ae_title.strip()
-        reason = self.refusal(calling, event.assoc.requestor.address)
-        self._record_rejection(event, reason or "too many concurrent associations")
-
-    def _record_rejection(self, event: evt.Event, reason: str) -> None:
         assoc = event.assoc
         primitive = assoc.requestor.primitive
         calling = primitive.calling_ae_title.strip()
-        log.warning("association refused", calling_ae=calling, address=assoc.requestor.address, reason=reason)
+        if self.settings.allowed_aes and calling not in self.settings.allowed_aes:
+            reason = f"calling AE {calling!r} is not in the allow-list"
+        else:
+            reason = "too many concurrent associations"
+        called = primitive.called_ae_title.strip()
+        self._record_rejection(calling, called, assoc.requestor.address, assoc.requestor.port, reason)
+
+    def _record_rejection(self, calling: str, called: str, address: str, port: int | None, reason: str) -> None:
+        log.warning("association refused", calling_ae=calling, address=address, reason=reason)
         self.record(
             AssociationRejected(
                 calling_ae=calling[:16],
-                called_ae=primitive.called_ae_title.strip()[:16],
-                address=assoc.requestor.address,
-                port=assoc.requestor.port,
+                called_ae=called[:16],
+                address=address,
+                port=port,
                 reason=reason,
                 at=utcnow(),
             )
@@ -164,31 +163,44 @@ class StoreHandlers:
     def on_c_echo(self, event: evt.Event) -> int:
         return statuses.SUCCESS
 
-    def on_c_store(self, event: evt.Event) -> int:
+    def on_c_store(self, event: evt.Event) -> int | Dataset:
         status = self._store(event)
-        self.count("success" if status == statuses.SUCCESS else f"0x{status:04X}")
+        code = status if isinstance(status, int) else int(status.Status)
+        self.count("success" if code == statuses.SUCCESS else f"0x{code:04X}")
         stats = self._stats.get(id(event.assoc))
         if stats is not None:
-            if status == statuses.SUCCESS:
+            if code == statuses.SUCCESS:
                 stats.stored += 1
             else:
                 stats.failed += 1
         return status
 
-    def _store(self, event: evt.Event) -> int:
+    def _store(self, event: evt.Event) -> int | Dataset:
         key = id(event.assoc)
         sop_uid = str(event.request.AffectedSOPInstanceUID or "")
         if self.spool.disk_used_percent() >= self.settings.disk_watermark:
             log.error("spool disk above watermark; refusing", sop_uid=sop_uid)
             return statuses.OUT_OF_RESOURCES
+        too_large = self._size_refusal(event.request.DataSet)
+        if too_large is not None:
+            log.warning("instance refused", sop_uid=sop_uid, reason=too_large)
+            return with_comment(statuses.INSTANCE_TOO_LARGE, too_large)
         dataset = event.request.DataSet.getvalue()
         data = file_meta(event) + dataset  # == event.encoded_dataset(include_meta=True)
         try:
-            header = inspect_dataset(dataset, str(event.context.transfer_syntax), sop_uid or None)
+            header = inspect_dataset(
+                dataset,
+                str(event.context.transfer_syntax),
+                sop_uid or None,
+                max_pixels=self.settings.max_pixels,
+                max_bytes=self.settings.max_instance_bytes,
+            )
         except Rejected as rejected:
             path = self.spool.quarantine(data, rejected.reason, sop_instance_uid=sop_uid or None)
             self.record(InstanceQuarantined(key, sop_uid or None, path, rejected.reason, utcnow()))
             log.warning("instance quarantined", sop_uid=sop_uid, reason=rejected.reason, path=str(path))
+            if rejected.status == statuses.INSTANCE_TOO_LARGE:
+                return with_comment(rejected.status, rejected.reason)
             return rejected.status
         try:
             stored = self.spool.store(data, header.study_uid, header.series_uid, header.sop_uid)
@@ -197,6 +209,30 @@ class StoreHandlers:
             return statuses.OUT_OF_RESOURCES
         self.record(InstanceStored(key, header, stored, utcnow()))
         return statuses.SUCCESS
+
+    def _size_refusal(self, received: BytesIO) -> str | None:
+        """Why a received data set is too big to keep (MEDDET_MAX_INSTANCE_BYTES), or None.
+
+        guards.GuardedDIMSE stops keeping a data set at the limit; the length check covers
+        stock associations (pynetdicom internals not supported), which keep it all.
+        """
+        limit = self.settings.max_instance_bytes
+        if isinstance(received, DiscardedDataSet):
+            size = received.received
+        else:
+            with received.getbuffer() as view:
+                size = view.nbytes
+        if size <= limit:
+            return None
+        return f"instance over MEDDET_MAX_INSTANCE_BYTES ({limit} bytes)"
+
+
+def with_comment(status: int, comment: str) -> Dataset:
+    """A C-STORE response status with an Error Comment (at most 64 characters, LO)."""
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = comment[:64]
+    return response
 
 
 def file_meta(event: evt.Event) -> bytes:
@@ -220,10 +256,10 @@ def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
     ae.require_calling_aet = settings.allowed_aes
-    ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs
-    ae.network_timeout = 60
-    ae.acse_timeout = 30
-    ae.dimse_timeout = 60
+    ae.maximum_pdu_size = settings.max_pdu  # announced; guards.GuardedDUL enforces it
+    ae.network_timeout = settings.network_timeout
+    ae.acse_timeout = settings.acse_timeout
+    ae.dimse_timeout = settings.network_timeout
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     for uid in image_storage_classes().values():
         ae.add_supported_context(uid, TRANSFER_SYNTAXES)

@@ -7,6 +7,10 @@ SUCCESS = 0x0000
 WARNING_ELEMENTS_DISCARDED = 0xB006
 #: Refused: out of resources (the spool disk is above its watermark).
 OUT_OF_RESOURCES = 0xA700
+#: Refused: out of resources, for this instance: it exceeds a configured limit
+#: (MEDDET_MAX_INSTANCE_BYTES, as received or inflated; MEDDET_MAX_PIXELS). The reason is
+#: in the response's Error Comment or the quarantine record.
+INSTANCE_TOO_LARGE = 0xA701
 #: Error: data set does not match SOP class (missing UIDs, no pixels, zero rows).
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 #: Error: cannot understand (unparseable data set).

@@ -91,3 +91,21 @@ def write_series(datasets: list[Dataset], folder: Path) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def make_size_bomb(rows: int = 65535, columns: int = 65535, frames: int = 10000) -> Dataset:
+    """A ~1 KB RLE MR instance whose header declares ``rows`` x ``columns`` x ``frames`` pixels.
+
+    The pixel data is one tiny fragment: nothing decodes it, but a reader that trusts the
+    header would allocate ``rows * columns * frames`` samples (65535^2 x 10000 by default).
+    """
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    ds = make_mr_series(1, 8, 8)[0]
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    ds.PixelData = encapsulate([b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return ds

@@ -190,7 +190,8 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
 
     with step(ctx, job_id, run, "decode", instances=len(job.files)) as info:
         try:
-            series = read_series(list(job.files), series_uid=job.series_instance_uid)
+            series = read_series(list(job.files), series_uid=job.series_instance_uid,
+                                 max_pixels=ctx.settings.max_pixels)
         except (ValueError, KeyError, AttributeError) as exc:  # SeriesError is a ValueError
             raise BadInputError(f"cannot decode series: {exc}") from exc
         info["slices"] = len(series.slices)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import statuses
@@ -50,4 +53,28 @@ def test_tls_association_stores_and_plain_tcp_is_refused(
         refused = plain.associate("127.0.0.1", node.port, ae_title="MEDDET")
         assert not refused.is_established
     finally:
+        node.stop(timeout=5)
+
+
+def test_a_silent_tcp_connection_does_not_stop_tls_associations(
+    node_settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Issue 12 item 3: the TLS handshake must not run on the single accept thread."""
+    cert, key = self_signed(tmp_path)
+    node = start_node(node_settings.model_copy(update={"tls_cert": cert, "tls_key": key}), session_factory)
+    silent = socket.create_connection(("127.0.0.1", node.port))  # connects, never says a word
+    try:
+        time.sleep(0.3)  # the node has accepted it by now
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        ae = AE(ae_title="TLSSCU")
+        ae.add_requested_context(Verification)
+        ae.connection_timeout = ae.acse_timeout = 5  # before the fix the handshake hangs here
+        started = time.monotonic()
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="MEDDET", tls_args=(client, "127.0.0.1"))
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == statuses.SUCCESS
+        assoc.release()
+        assert time.monotonic() - started < 4
+    finally:
+        silent.close()
         node.stop(timeout=5)
