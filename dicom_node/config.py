@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from dicom_node.allowlist import parse_network
 from dicom_node.destinations import Destination
 from dicom_node.limits import (
     DEFAULT_ACSE_TIMEOUT,
@@ -48,9 +49,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the SCP binds to")
     port: int = Field(11112, ge=0, le=65535, description="DICOM port (0 = pick a free one)")
     allowed_aes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Calling AE allow-list")
-    allowed_ips: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Source IP allow-list")
+    allowed_ips: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Source IP allow-list: addresses or CIDR ranges")
     accept_any_ae: bool = Field(
         False, description="Required to bind beyond loopback without an allow-list"
+    )
+    accept_any_called_ae: bool = Field(
+        False, description="Accept associations whatever Called AE Title they ask for"
     )
     max_associations: int = Field(16, ge=1, description="Concurrent associations")
     disk_watermark: float = Field(
@@ -98,8 +102,16 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="Redis URL; unset = embedded worker")
     checkpoint: Path | None = Field(None, description="Detector checkpoint (default: shipped)")
     device: str = Field("auto", description="torch device for the detector: auto, cpu, cuda")
+    destination_tls_ca: Path | None = Field(
+        None, description="CA bundle that destinations with ?tls=1 are verified against (default: system CAs)"
+    )
+    destination_tls_cert: Path | None = Field(
+        None, description="PEM client certificate sent to destinations with ?tls=1 (mutual TLS)"
+    )
+    destination_tls_key: Path | None = Field(None, description="PEM private key for destination_tls_cert")
     destinations: Annotated[list[Destination], NoDecode] = Field(
-        default_factory=list, description="Where results go: AE@host:port, comma-separated"
+        default_factory=list,
+        description="Where results go: AE@host:port[?tls=1][&objects=sr+gsps], comma-separated",
     )
     result_objects: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["sr", "seg", "gsps"],
@@ -129,12 +141,30 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("allowed_ips")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_network(entry)
+        return value
+
     @field_validator("destinations", mode="before")
     @classmethod
     def _parse_destinations(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [item.strip() for item in value.split(",") if item.strip()]
         return [Destination.parse(v) if isinstance(v, str) else v for v in value]
+
+    @field_validator("destinations")
+    @classmethod
+    def _destination_tls_files(cls, value: list[Destination], info: ValidationInfo) -> list[Destination]:
+        """Give each ``?tls=1`` destination the MEDDET_DESTINATION_TLS_* files."""
+        files = {
+            "tls_ca": info.data.get("destination_tls_ca"),
+            "tls_cert": info.data.get("destination_tls_cert"),
+            "tls_key": info.data.get("destination_tls_key"),
+        }
+        return [d.model_copy(update=files) if d.tls else d for d in value]
 
     @field_validator("sr_kind")
     @classmethod
@@ -153,6 +183,8 @@ class Settings(BaseSettings):
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
+        if (self.destination_tls_cert is None) != (self.destination_tls_key is None):
+            raise ValueError("destination_tls_cert and destination_tls_key must be set together")
         return self
 
     @classmethod

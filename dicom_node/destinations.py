@@ -1,7 +1,9 @@
-"""A DICOM destination (``AE@host:port[?objects=sr+gsps]``): where result objects are sent."""
+"""A DICOM destination (``AE@host:port[?tls=1&objects=sr+gsps]``): where result objects are sent."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, Field, field_validator
@@ -20,6 +22,10 @@ class Destination(BaseModel):
     objects: tuple[str, ...] | None = Field(
         None, description="Result kinds this destination gets (None: the global result_objects)"
     )
+    tls: bool = Field(False, description="Send over TLS (``?tls=1``)")
+    tls_ca: Path | None = Field(None, description="CA bundle to verify the peer (None: system CAs)")
+    tls_cert: Path | None = Field(None, description="Client certificate (mutual TLS)")
+    tls_key: Path | None = Field(None, description="Private key of tls_cert")
 
     @field_validator("objects")
     @classmethod
@@ -32,21 +38,23 @@ class Destination(BaseModel):
     @classmethod
     def parse(cls, text: str) -> "Destination":
         """Parse ``AE@host:port`` (IPv6 in brackets: ``AE@[::1]:104``), optionally followed by
-        ``?objects=sr+gsps`` for a PACS that should get only some kinds of result objects."""
+        ``?objects=sr+gsps`` for a PACS that should get only some kinds of result objects and
+        ``tls=1`` to send over TLS (``AE@host:port?tls=1&objects=sr``)."""
         address, _, query = text.partition("?")
         try:
             ae, location = address.split("@", 1)
             host, port = location.rsplit(":", 1)
             options = parse_qs(query, strict_parsing=bool(query), keep_blank_values=False)
         except ValueError as exc:
-            raise ValueError(f"destination {text!r} is not AE@host:port[?objects=sr+seg]") from exc
-        unknown = set(options) - {"objects"}
+            raise ValueError(f"destination {text!r} is not AE@host:port[?tls=1&objects=sr+seg]") from exc
+        unknown = set(options) - {"objects", "tls"}
         if unknown:
             raise ValueError(f"destination {text!r}: unknown option(s) {sorted(unknown)}")
         objects = None
         if "objects" in options:
             objects = tuple(k for item in options["objects"] for k in item.replace(" ", "+").split("+") if k)
-        return cls(ae_title=ae, host=host.strip("[]"), port=int(port), objects=objects)
+        tls = _flag(text, options.get("tls", ["0"])[-1])
+        return cls(ae_title=ae, host=host.strip("[]"), port=int(port), objects=objects, tls=tls)
 
     def kinds(self, default: list[str] | tuple[str, ...]) -> tuple[str, ...]:
         """The result kinds to send here: this destination's own choice, else ``default``."""
@@ -54,5 +62,27 @@ class Destination(BaseModel):
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        suffix = f"?objects={'+'.join(self.objects)}" if self.objects is not None else ""
+        options = ["tls=1"] if self.tls else []
+        if self.objects is not None:
+            options.append(f"objects={'+'.join(self.objects)}")
+        suffix = f"?{'&'.join(options)}" if options else ""
         return f"{self.ae_title}@{host}:{self.port}{suffix}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client TLS context for this destination (peer verified), or None without TLS."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.tls_ca)
+        if self.tls_cert is not None:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
+
+
+def _flag(text: str, value: str) -> bool:
+    """``tls=1`` / ``tls=0`` (also true/false, yes/no)."""
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"destination {text!r}: tls={value!r}, use tls=1 or tls=0")

@@ -24,6 +24,7 @@ from pynetdicom import (
 from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
 
 from dicom_node import statuses
+from dicom_node.allowlist import is_allowed
 from dicom_node.audit.models import utcnow
 from dicom_node.config import Settings
 from dicom_node.guards import DiscardedDataSet
@@ -98,12 +99,12 @@ class StoreHandlers:
 
     # --- association policy -------------------------------------------------------------
     # Source addresses are checked when the connection is accepted, before any PDU is read
-    # (:meth:`screen`, called by guards.GuardedServer). Calling AE titles are checked by
-    # pynetdicom itself (``ae.require_calling_aet``, set in build_ae), which rejects with
-    # "calling AE title not recognised".
+    # (:meth:`screen`, called by guards.GuardedServer). Calling and called AE titles are
+    # checked by pynetdicom itself (``ae.require_calling_aet`` / ``require_called_aet``, set
+    # in build_ae), which rejects with "calling (called) AE title not recognised".
     def screen(self, address: str, port: int) -> str | None:
         """Why a connection from ``address`` is refused (and recorded), or None."""
-        if not self.settings.allowed_ips or address in self.settings.allowed_ips:
+        if is_allowed(address, self.settings.allowed_ips):
             return None
         reason = f"address {address} is not in the allow-list"
         self._record_rejection("", "", address, port, reason)
@@ -113,11 +114,13 @@ class StoreHandlers:
         assoc = event.assoc
         primitive = assoc.requestor.primitive
         calling = primitive.calling_ae_title.strip()
+        called = primitive.called_ae_title.strip()
         if self.settings.allowed_aes and calling not in self.settings.allowed_aes:
             reason = f"calling AE {calling!r} is not in the allow-list"
+        elif not self.settings.accept_any_called_ae and called != self.settings.ae_title:
+            reason = f"called AE {called!r} is not ours ({self.settings.ae_title!r})"
         else:
             reason = "too many concurrent associations"
-        called = primitive.called_ae_title.strip()
         self._record_rejection(calling, called, assoc.requestor.address, assoc.requestor.port, reason)
 
     def _record_rejection(self, calling: str, called: str, address: str, port: int | None, reason: str) -> None:
@@ -256,6 +259,7 @@ def build_ae(settings: Settings) -> AE:
     ae = AE(ae_title=settings.ae_title)
     ae.maximum_associations = settings.max_associations
     ae.require_calling_aet = settings.allowed_aes
+    ae.require_called_aet = not settings.accept_any_called_ae
     ae.maximum_pdu_size = settings.max_pdu  # announced; guards.GuardedDUL enforces it
     ae.network_timeout = settings.network_timeout
     ae.acse_timeout = settings.acse_timeout

@@ -5,13 +5,15 @@ syntax (plus implicit VR little endian for uncompressed ones, the syntax every S
 Every C-STORE response is checked: only a success or warning status counts as stored. Objects
 not stored because the peer was unreachable, aborted, or out of resources are retried with
 exponential backoff on a new association; refusals (SOP class not accepted, a failure status
-such as "cannot understand") are final. With a ``session_factory`` every attempt of every object
-becomes a ``SendAttempt`` row.
+such as "cannot understand") are final. A ``?tls=1`` destination is reached over TLS, its
+certificate verified (``MEDDET_DESTINATION_TLS_CA``, else the system CAs). With a
+``session_factory`` every attempt of every object becomes a ``SendAttempt`` row.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -150,6 +152,15 @@ def _store_all(assoc: Association, pending: list[tuple[str, Dataset]]) -> list[O
     return results
 
 
+def _tls_args(destination: Destination) -> tuple[ssl.SSLContext, str] | None:
+    """pynetdicom ``tls_args`` for ``destination``: its client context and the name checked."""
+    try:
+        context = destination.ssl_context()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"destination {destination}: cannot load its TLS files: {exc}") from exc
+    return None if context is None else (context, destination.host)
+
+
 def _retriable(outcome: ObjectOutcome) -> bool:
     if outcome.outcome == UNREACHABLE:
         return True
@@ -206,6 +217,7 @@ def send_objects(
     if retries < 0 or backoff < 0:
         raise ValueError(f"retries ({retries}) and backoff ({backoff}) must be >= 0")
     where = str(destination)
+    tls_args = _tls_args(destination)
     pending = [_kind(item) for item in datasets]
     final: dict[str, ObjectOutcome] = {}
     errors: list[str] = []
@@ -223,6 +235,7 @@ def send_objects(
             destination.port,
             ae_title=destination.ae_title,
             evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+            tls_args=tls_args,
         )
         if assoc.is_established:
             outcomes = _store_all(assoc, pending)

@@ -13,7 +13,7 @@ from dicom_node.cli import app, state
 from dicom_node.config import masked_values, setting_sources
 
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
-db_app = typer.Typer(help="Audit database schema (Alembic).", no_args_is_help=True)
+db_app = typer.Typer(help="Audit database: schema (Alembic) and retention.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 
@@ -50,6 +50,39 @@ def db_upgrade(
     settings = state(ctx).settings
     upgrade(settings.effective_database_url, revision)
     typer.echo(f"audit database at revision {revision}")
+
+
+@db_app.command("prune")
+def db_prune(
+    ctx: typer.Context,
+    older_than: Annotated[str, typer.Option("--older-than", help="Age (90d, 12w, 36h) or a date (2026-01-01)")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would go; delete nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Delete audit rows, results folders and failed jobs' spools older than --older-than.
+
+    Finished jobs (with events, outbox rows, send attempts), idle series without jobs, closed
+    associations, quarantine and cleanup records; each prune is recorded (`cleanup`, kind prune).
+    """
+    from dicom_node.audit.db import make_engine, make_session_factory
+    from dicom_node.audit.queries import parse_since
+    from dicom_node.prune import prune
+
+    settings = state(ctx).settings
+    try:
+        cutoff = parse_since(older_than)
+        assert cutoff is not None
+        factory = make_session_factory(make_engine(settings.effective_database_url))
+        report = prune(settings, factory, cutoff, dry_run=dry_run)
+    except ValueError as exc:
+        typer.secho(f"db prune: {str(exc).replace('--since', '--older-than')}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    typer.echo(("would delete " if dry_run else "deleted ") + report.summary())
+    for folder in report.folders:
+        typer.echo(f"  {folder.kind}: {folder.path} ({folder.size_bytes} bytes)")
 
 
 @app.command()
