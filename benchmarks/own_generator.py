@@ -26,17 +26,7 @@ import torch  # noqa: E402
 from detector.analysis import Analyzer  # noqa: E402
 from detector.data.synthetic import make_study  # noqa: E402
 from detector.heldout.metrics import roc_auc, wilson_interval  # noqa: E402
-from detector.levels import LEVELS, assign_levels, box_iou  # noqa: E402
-
-
-def true_level(study, k: int, box) -> str | None:  # type: ignore[no-untyped-def]
-    """The true disc under ``box`` on slice k or the nearest slice that boxes one."""
-    for dk in (0, -1, 1, -2, 2):
-        if 0 <= k + dk < len(study.boxes):
-            ious = [box_iou(box, b) for b in study.boxes[k + dk]]
-            if ious and max(ious) >= 0.3:
-                return study.levels[k + dk][int(np.argmax(ious))]
-    return None
+from detector.levels import LEVELS, assign_levels  # noqa: E402
 
 
 def rate(k: int, n: int) -> str:
@@ -65,7 +55,7 @@ def main() -> None:
                 by_level = {}
                 for f in findings:
                     if f.level in LEVELS:
-                        named[name][0] += true_level(st, f.slice_index, f.box) == f.level
+                        named[name][0] += st.level_under(f.slice_index, f.box) == f.level
                         named[name][1] += 1
                         p = f.score if name == "after" or f.label == "herniation" else 1 - f.score
                         by_level[f.level] = (p, f.label == "herniation")

@@ -14,7 +14,7 @@ Everything is deterministic given the ``numpy.random.Generator`` (or the seed).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +40,18 @@ class SyntheticStudy:
     slice_offsets: np.ndarray  # float32 [S] lateral position of each slice (mm, + = patient left)
     herniated_levels: tuple[str, ...]  # levels holding a herniation (seen on >= 1 slice)
     level_protrusion: tuple[float, ...] = ()  # per LEVELS, the largest protrusion (mm) of its herniation
+
+    def level_under(self, k: int, box: Sequence[float], min_iou: float = 0.3) -> str | None:
+        """The level of the true disc under ``box`` on slice k, or on the nearest slice (up to
+        two away) that boxes one: a key slice may be too lateral for the phantom to box it."""
+        from detector.levels import box_iou
+
+        for dk in (0, -1, 1, -2, 2):
+            if 0 <= k + dk < len(self.boxes):
+                ious = [box_iou(box, b) for b in self.boxes[k + dk]]
+                if ious and max(ious) >= min_iou:
+                    return self.levels[k + dk][int(np.argmax(ious))]
+        return None
 
 
 def make_study(rng: np.random.Generator, hard: bool = False, n_slices: int = 15,

@@ -19,7 +19,7 @@ from detector import SHIPPED_CHECKPOINT, checkpoint
 from detector.analysis import UNKNOWN, Analyzer
 from detector.data.synthetic import make_study
 from detector.discs.calibration import Calibration
-from detector.levels import LEVELS, box_iou
+from detector.levels import LEVELS
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_levels_are_named_from_the_anchor_and_calls_follow_the_truth(analyzer: A
         for f in result.findings:
             assert f.level in LEVELS
             named += 1
-            right += _true_level(study, f.slice_index, f.box) == f.level
+            right += study.level_under(f.slice_index, f.box) == f.level
             probs.append(f.probability)
             truth.append(f.level in study.herniated_levels)
             assert f.called == (f.probability >= analyzer.calibration.threshold)
@@ -55,17 +55,6 @@ def test_levels_are_named_from_the_anchor_and_calls_follow_the_truth(analyzer: A
     probs_, truth_ = np.array(probs), np.array(truth)
     assert truth_.any() and (~truth_).any()
     assert probs_[truth_].mean() > probs_[~truth_].mean() + 0.3
-
-
-def _true_level(study, k: int, box) -> str | None:  # type: ignore[no-untyped-def]
-    """The level of the true disc under ``box`` on slice k, or on the nearest slice that has
-    one (a key slice may be too lateral for the phantom to box the disc there)."""
-    for dk in (0, -1, 1, -2, 2):
-        if 0 <= k + dk < len(study.boxes):
-            ious = [box_iou(box, b) for b in study.boxes[k + dk]]
-            if ious and max(ious) >= 0.3:
-                return study.levels[k + dk][int(np.argmax(ious))]
-    return None
 
 
 def test_a_series_without_its_top_discs_gets_unknown_levels_with_a_reason(analyzer: Analyzer) -> None:
