@@ -23,7 +23,7 @@ from pydicom.filereader import _read_file_meta_info, data_element_generator, rea
 from pydicom.tag import Tag
 
 from dicom_node import statuses
-from dicom_node.limits import DEFAULT_MAX_INSTANCE_BYTES, DEFAULT_MAX_PIXELS, too_many_pixels
+from dicom_node.limits import DEFAULT_MAX_INSTANCE_BYTES, DEFAULT_MAX_PIXELS, positive_int, too_many_pixels
 from dicom_node.spool import is_valid_uid
 
 
@@ -57,16 +57,8 @@ _NATIVE_SYNTAXES = {
 }
 
 
-def _int_or_none(value: Any) -> int | None:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
 def _expected_pixel_bytes(ds: Dataset) -> int:
-    frames = _int_or_none(ds.get("NumberOfFrames")) or 1
+    frames = positive_int(ds.get("NumberOfFrames")) or 1
     samples = int(ds.get("SamplesPerPixel", 1))
     bits = int(ds.BitsAllocated)
     total_bits = int(ds.Rows) * int(ds.Columns) * samples * bits * frames
@@ -90,7 +82,7 @@ def check_image(
             raise Rejected(
                 statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"missing or invalid {keyword}"
             )
-    rows, columns = _int_or_none(ds.get("Rows")), _int_or_none(ds.get("Columns"))
+    rows, columns = positive_int(ds.get("Rows")), positive_int(ds.get("Columns"))
     if rows is None or columns is None:
         raise Rejected(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, "Rows/Columns missing or zero")
     if "PixelData" not in ds and "FloatPixelData" not in ds:
@@ -303,8 +295,8 @@ def inspect_instance(
 
 
 def _header(ds: Dataset, transfer_syntax: str) -> InstanceHeader:
-    frames = _int_or_none(ds.get("NumberOfFrames"))
-    expected = 1 if frames and frames > 1 else _int_or_none(ds.get("ImagesInAcquisition"))
+    frames = positive_int(ds.get("NumberOfFrames"))
+    expected = 1 if frames and frames > 1 else positive_int(ds.get("ImagesInAcquisition"))
     return InstanceHeader(
         study_uid=str(ds.StudyInstanceUID),
         series_uid=str(ds.SeriesInstanceUID),
