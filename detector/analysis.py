@@ -106,9 +106,10 @@ class Analyzer:
         spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
         chain = extend_chain(found, volume.shape[1:])
         naming = name_chain(self.level_log_probs(volume, spacing, chain))
+        judged = [key_members(m) for m in chain.members]
         if naming.status == "found":  # a disc the detector missed, where the count puts one
-            chain = Chain(chain.positions, chain.spacing,
-                          [m or (inferred(chain, i) if naming.names[i] else []) for i, m in enumerate(chain.members)])
+            judged = [m or (inferred(chain, i) if naming.names[i] else []) for i, m in enumerate(judged)]
+        chain = Chain(chain.positions, chain.spacing, judged)
         logits = self.herniation_outputs(volume, spacing, chain)
         findings = []
         for i, members in enumerate(chain.members):
@@ -138,10 +139,11 @@ class Analyzer:
     @torch.inference_mode()
     def herniation_outputs(self, volume: torch.Tensor, spacing: tuple[float, float],
                            chain: Chain) -> list[np.ndarray]:
-        """Per chain position, [M, 2] (logit, protrusion mm) for each of its discs."""
+        """Per chain position, [M, 2] (logit, protrusion mm) for each of its discs (``members``
+        already reduced by ``key_members``)."""
         requests, owner = [], []
         for i, members in enumerate(chain.members):
-            for disc in key_members(members):
+            for disc in members:
                 row, col = anchor_of_box(disc.box)
                 requests.append(CropRequest(disc.slice_index, row, col))
                 owner.append(i)
@@ -155,7 +157,7 @@ class Analyzer:
     def _finding(self, level: str, members: list[Disc], outputs: np.ndarray, reason: str | None) -> DiscFinding:
         k = int(np.argmax(outputs[:, 0]))
         probability = float(self.calibration.probability(outputs[k, 0]))
-        disc = key_members(members)[k]
+        disc = members[k]
         return DiscFinding(
             level=level, label="herniation" if probability >= self.calibration.threshold else "normal_disc",
             probability=probability, protrusion_mm=max(0.0, float(outputs[k, 1])), slice_index=disc.slice_index,
