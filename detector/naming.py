@@ -1,15 +1,16 @@
-"""Level names anchored on anatomy: align the chain of discs with C2-C3 .. T1-T2 (pure numpy).
+"""Level names anchored on anatomy: count the chain of discs down from C2-C3 (pure numpy).
 
 The level net says, for every position of the series' disc chain (cranial first), how likely
 it is each disc level or not a disc at all (``LEVEL_CLASSES``). Discs are consecutive, so the
-whole chain has one unknown: the level of its top position. ``name_chain`` scores every
-alignment (offset) by the summed log-probabilities of its positions and keeps the best. The
-C2-C3 disc, just under C2 with its dens and C1 above it, is the anchor: the alignment must
-place it on a position of the chain and the net must see it there, or levels are not named.
-Positions above it are "not a disc" (e.g. the base of the dens); positions below T1-T2 are
-thoracic discs the net was not taught, scored neutrally.
+whole chain has one unknown: which position is C2-C3, the disc just under C2 with its dens
+and C1 above it. ``name_chain`` scores every placement of that anchor by the summed
+log-probabilities of what the placement says each position is: "not a disc" above the
+anchor (e.g. the base of the dens), C2-C3 at it, "some other disc" below it; then it counts
+down. Only the anchor's identity is read from the net; which lower level a disc looks like
+is not (that appearance differs between scanners and anatomies far more than "the first
+disc under C2" does).
 
-Failure is explicit: no anchor, or an alignment barely likelier than another, gives
+Failure is explicit: no anchor, or a placement barely likelier than another, gives
 ``status`` "unknown" with a reason, and every disc's level is reported as unknown.
 """
 
@@ -62,7 +63,7 @@ def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float) -> Na
     n = len(lp)
     if n == 0:
         return Naming([], "unknown", "no disc found", 0, 0.0)
-    offsets = list(range(-(n - 1), len(LEVELS)))  # the chain must reach a reported level
+    offsets = list(range(-(n - 1), 2))  # the anchor at each position, or (1) above the chain
     scores = np.array([_score(lp, o) for o in offsets])
     order = np.argsort(scores)[::-1]
     best = offsets[int(order[0])]
@@ -70,8 +71,8 @@ def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float) -> Na
     names = [LEVELS[j] if 0 <= (j := best + i) < len(LEVELS) else None for i in range(n)]
     anchor_at = -best
     if not 0 <= anchor_at < n:
-        return Naming([None] * n, "unknown", "no C2 anchor: the C2-C3 disc below C2 is not in the series' chain "
-                      f"(the top disc looks like {LEVELS[min(best, len(LEVELS) - 1)]})", best, margin)
+        return Naming([None] * n, "unknown", "no C2 anchor: no disc of the series' chain looks like C2-C3, "
+                      "the disc below C2", best, margin)
     p_anchor = float(np.exp(lp[anchor_at, ANCHOR]))
     if p_anchor < min_anchor_prob:
         return Naming([None] * n, "unknown", f"no C2 anchor: the disc under C2 is not recognised "
@@ -83,14 +84,11 @@ def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float) -> Na
 
 
 def _score(lp: np.ndarray, offset: int) -> float:
-    neutral = -np.log(N_LEVEL_CLASSES)
+    """Log-likelihood of the placement that gives the chain's first position level ``offset``."""
+    p = np.exp(lp)
+    below = np.log(np.clip(1.0 - p[:, ANCHOR] - p[:, NOT_DISC], 1e-6, None))
     total = 0.0
     for i in range(len(lp)):
         j = offset + i
-        if j < 0:
-            total += lp[i, NOT_DISC]
-        elif j < N_LEVEL_CLASSES - 1:
-            total += lp[i, j]
-        else:
-            total += neutral
-    return total
+        total += lp[i, NOT_DISC] if j < 0 else lp[i, ANCHOR] if j == 0 else below[i]
+    return float(total)

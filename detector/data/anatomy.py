@@ -67,6 +67,8 @@ class Spine:
     phi: np.ndarray  # angle of the centre line from the image vertical (+ = heading anterior)
     fov: float
     size: int
+    dens_len: float = 16.0  # dens tip above the top of the C2 body
+    skull_gap: float = 28.0  # foramen magnum above the top of the C2 body
 
     @property
     def pixel_spacing(self) -> float:

@@ -98,8 +98,8 @@ def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float,
     img *= 1 + c.texture * texture[0]
 
     # the posterior fossa above the foramen magnum
-    head = u < -28
-    skull_base = -28 - 0.025 * np.clip(v - canal_c, 0, None) ** 2  # u of the occipital bone, curving up
+    head = u < -sp.skull_gap
+    skull_base = -sp.skull_gap - 0.025 * np.clip(v - canal_c, 0, None) ** 2  # u of the occipital bone, curving up
     img[(u < skull_base) & (v > front - 5)] = c.brain
     img[(np.abs(u - skull_base) < 3) & (v > canal_p) & (v < canal_p + 45)] = c.cortex
 
@@ -122,9 +122,10 @@ def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float,
     img[body] = c.marrow * (1 + 2 * c.texture * texture[1][body])
     img[rim] = c.cortex
     if abs(d) < 5:
-        dens = (u < 0) & (u > -16) & (np.abs(v + 1) < 4.5 - np.clip(-u - 12, 0, 4)) & ~head
+        tip = sp.dens_len
+        dens = (u < 0) & (u > -tip) & (np.abs(v + 1) < 4.5 - np.clip(-u - tip + 4, 0, 4)) & ~head
         img[dens] = c.marrow
-        img[(u > -14) & (u < -6) & (np.abs(v - front + 5) < 3)] = c.marrow * 0.8  # C1 arch
+        img[(u > 2 - tip) & (u < 10 - tip) & (np.abs(v - front + 5) < 3)] = c.marrow * 0.8  # C1 arch
 
     # discs: annulus with a bright (or degenerated) nucleus, and their posterior protrusions
     edge = 0.8 * (du_disc / disc_h) ** 2

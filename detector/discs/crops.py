@@ -53,8 +53,9 @@ class CropSpec:
 #: back of the disc, the canal, the cord). Anchored on the box centre, not its posterior edge:
 #: a detector's box often stops short of a protrusion's tip, its centre moves half as much.
 HERNIATION_CROP = CropSpec(mm_per_px=0.3, size=96, offset_mm=(0.0, 7.0))
-#: Level identity: 88 mm, reaching ~56 mm above the disc (C2 with its dens, C1, skull base).
-LEVEL_CROP = CropSpec(mm_per_px=1.1, size=80, offset_mm=(-12.0, 0.0), neighbours=(0,))
+#: Level identity: 108 mm, reaching ~72 mm above the disc (C2 with its dens, C1, the skull
+#: base even under a tall C2), coarse enough that the shapes count more than the texture.
+LEVEL_CROP = CropSpec(mm_per_px=1.5, size=72, offset_mm=(-18.0, 0.0), neighbours=(0,))
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class CropRequest:
     col: float
     angle: float = 0.0  # radians, in-plane rotation of the window
     zoom: float = 1.0  # > 1 shows more anatomy (a smaller-looking spine)
+    stretch: float = 1.0  # extra zoom of the window's cranio-caudal axis only
 
 
 def anchor_of_box(box: Sequence[float]) -> tuple[float, float]:
@@ -99,7 +101,7 @@ def _grid(requests: Sequence[CropRequest], spec: CropSpec, spacing: tuple[float,
     out = []
     for r in requests:
         ca, sa = float(np.cos(r.angle)), float(np.sin(r.angle))
-        my, mx = (dy * ca - dx * sa) * r.zoom, (dy * sa + dx * ca) * r.zoom
+        my, mx = (dy * r.stretch * ca - dx * sa) * r.zoom, (dy * r.stretch * sa + dx * ca) * r.zoom
         rows = r.row + (spec.offset_mm[0] * r.zoom + my) / spacing[0]
         cols = r.col + (spec.offset_mm[1] * r.zoom + mx) / spacing[1]
         out.append(torch.stack([cols * 2 / max(w - 1, 1) - 1, rows * 2 / max(h - 1, 1) - 1], dim=-1))

@@ -66,7 +66,20 @@ def widen(spine: Spine, rng: np.random.Generator) -> Spine:
         cx, cy = _bend(spine, cx, cy, float(rng.uniform(-0.6, 0.0)))
     if rng.random() < 0.3:  # the top of C2 close under the image's upper edge (skull base cut off)
         cy = cy - (float(np.interp(0.0, spine.s, cy)) - float(rng.uniform(8.0, 30.0)))
-    return replace(spine, fov=spine.fov + extra, cy=cy, cx=cx, hernias=hernias, disc_bulge=bulge)
+    wide = replace(spine, fov=spine.fov + extra, cy=cy, cx=cx, hernias=hernias, disc_bulge=bulge)
+    return _vary_craniovertebral(wide, rng) if rng.random() < 0.75 else wide
+
+
+def _vary_craniovertebral(spine: Spine, rng: np.random.Generator) -> Spine:
+    """Other proportions at the anchor: a C2 body up to 8 mm taller (everything below moves
+    down), a dens of 10-22 mm and the foramen magnum 5-20 mm above its tip. Another anatomy
+    model (or a real neck) draws C2 differently; the level net must not learn one drawing."""
+    grow = float(rng.uniform(-1.0, 8.0))
+    top, bot = spine.body_top.copy(), spine.body_bot + grow
+    top[1:] += grow
+    dens = float(rng.uniform(10.0, 22.0))
+    return replace(spine, body_top=top, body_bot=bot, disc_center=spine.disc_center + grow,
+                   dens_len=dens, skull_gap=dens + float(rng.uniform(5.0, 20.0)))
 
 
 def _bend(spine: Spine, cx: np.ndarray, cy: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -130,8 +143,7 @@ def draw(rng: np.random.Generator, herniation_spec: CropSpec, level_spec: CropSp
 
     l_req, l_cls = [], []
     for point, cls in _level_points(spine, d, boxes, names, rng):
-        angle, zoom = jitter()
-        l_req.append(CropRequest(1, point[0], point[1], angle * 1.5, zoom ** 2))
+        l_req.append(_level_request(rng, point) if augment else CropRequest(1, point[0], point[1]))
         l_cls.append(cls)
     return CropBatch(
         herniation=take_crops(volume, spacing, herniation_spec, h_req),
@@ -184,6 +196,13 @@ def _jitter_box(rng: np.random.Generator, box: np.ndarray, mm_per_px: float) -> 
     return box + rng.uniform(-1, 1, 4) * scale
 
 
+def _level_request(rng: np.random.Generator, point: tuple[float, float]) -> CropRequest:
+    """A level crop with its geometry randomised: rotation up to 20 degrees, zoom 0.8-1.25
+    and a stretch of the cranio-caudal axis 0.85-1.18 (other vertebral proportions)."""
+    return CropRequest(1, point[0], point[1], float(rng.uniform(-0.35, 0.35)), float(np.exp(rng.uniform(-0.22, 0.22))),
+                       float(np.exp(rng.uniform(-0.16, 0.16))))
+
+
 def _level_points(spine: Spine, d: float, boxes: np.ndarray, names: list[str],
                   rng: np.random.Generator) -> list[tuple[tuple[float, float], int]]:
     """(row, col) points with their LEVEL_CLASSES index: boxed discs, T1-T2, non-discs."""
@@ -198,7 +217,9 @@ def _level_points(spine: Spine, d: float, boxes: np.ndarray, names: list[str],
     body_c = (spine.body_top + spine.body_bot) / 2
     for k in rng.choice(len(body_c), size=2, replace=False):
         points_uv.append((body_c[k], rng.uniform(-4, 4), NOT_DISC))
-    points_uv.append((rng.uniform(-14, -2), rng.uniform(-3, 2), NOT_DISC))  # dens / C1-C2
+    points_uv.append((rng.uniform(-spine.dens_len + 2, -2), rng.uniform(-3, 2), NOT_DISC))  # dens / C1-C2
+    step = spine.disc_center[1] - spine.disc_center[0]  # where a chain extended above C2-C3 looks
+    points_uv.append((spine.disc_center[0] - step * rng.uniform(0.8, 1.3), back[0] - depth[0] / 2, NOT_DISC))
     for u, v, cls in points_uv:
         col, row = to_pixels(spine, np.array([u]), np.array([v]))
         if 0 <= row[0] < spine.size and 0 <= col[0] < spine.size:

@@ -37,6 +37,7 @@ class DiscTrainConfig:
     weight_decay: float = 1e-4
     mm_loss_weight: float = 0.15
     seed: int = 5150
+    nets: tuple[str, ...] = ("herniation", "level")  # which nets learn; the others stay as given
 
 
 def train_discs(cfg: DiscTrainConfig, out: Path, log: Callable[[str], None] = print,
@@ -44,8 +45,10 @@ def train_discs(cfg: DiscTrainConfig, out: Path, log: Callable[[str], None] = pr
     """Train (or resume) into ``out``; returns the path of ``best.pt``. ``detect``: the
     detector whose boxes the herniation net will see (half the training crops sit on them)."""
     out.mkdir(parents=True, exist_ok=True)
+    if not cfg.nets or set(cfg.nets) - {"herniation", "level"}:
+        raise ValueError(f"nets: choose from 'herniation' and 'level', got {cfg.nets}")
     models = init or DiscModels.new()
-    params = list(models.herniation.parameters()) + list(models.level.parameters())
+    params = _trained_params(models, cfg)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs, pct_start=0.15)
     start, best = 0, -1.0
@@ -53,7 +56,7 @@ def train_discs(cfg: DiscTrainConfig, out: Path, log: Callable[[str], None] = pr
     if resume and last.is_file():
         state = torch.load(last, weights_only=False)
         models = DiscModels.from_payload(state["models"])
-        params = list(models.herniation.parameters()) + list(models.level.parameters())
+        params = _trained_params(models, cfg)
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs, pct_start=0.15)
         opt.load_state_dict(state["optimizer"])
@@ -83,10 +86,15 @@ def train_discs(cfg: DiscTrainConfig, out: Path, log: Callable[[str], None] = pr
     return out / "best.pt"
 
 
+def _trained_params(models: DiscModels, cfg: DiscTrainConfig) -> list[torch.nn.Parameter]:
+    return [p for name in cfg.nets for p in getattr(models, name).parameters()]
+
+
 def _epoch(models: DiscModels, batch: CropBatch, opt: torch.optim.Optimizer, cfg: DiscTrainConfig,
            gen: torch.Generator) -> dict[str, float]:
-    models.herniation.train()
-    models.level.train()
+    models.eval()
+    for name in cfg.nets:
+        getattr(models, name).train()
     herniation = normalize_crops(randomize(batch.herniation, gen))
     level = normalize_crops(randomize(batch.level, gen))
     target = (batch.protrusion_mm >= LABEL_THRESHOLD_MM).float()
@@ -100,10 +108,13 @@ def _epoch(models: DiscModels, batch: CropBatch, opt: torch.optim.Optimizer, cfg
     for k in range(steps):
         hi = h_perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
         li = l_perm[k * l_size:(k + 1) * l_size]
-        out = models.herniation(herniation[hi])
-        bce = F.binary_cross_entropy_with_logits(out[:, 0], target[hi], pos_weight=pos_weight)
-        mm = F.smooth_l1_loss(out[:, 1], batch.protrusion_mm[hi])
-        ce = F.cross_entropy(models.level(level[li]), batch.level_class[li], label_smoothing=0.05)
+        bce = mm = ce = torch.zeros(())
+        if "herniation" in cfg.nets:
+            out = models.herniation(herniation[hi])
+            bce = F.binary_cross_entropy_with_logits(out[:, 0], target[hi], pos_weight=pos_weight)
+            mm = F.smooth_l1_loss(out[:, 1], batch.protrusion_mm[hi])
+        if "level" in cfg.nets:
+            ce = F.cross_entropy(models.level(level[li]), batch.level_class[li], label_smoothing=0.05)
         loss = bce + cfg.mm_loss_weight * mm + ce
         opt.zero_grad(set_to_none=True)
         loss.backward()

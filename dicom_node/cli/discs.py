@@ -20,6 +20,8 @@ def train_discs_cmd(
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
     checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", help="Detector whose boxes half the herniation crops sit on (default: shipped)")] = None,
+    only: Annotated[Optional[str], typer.Option(
+        "--only", help="Train only this net ('level' or 'herniation'); the other is the checkpoint's second stage")] = None,
 ) -> None:
     """Train the second stage (herniation call + protrusion, disc level) on crops from our own
     synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
@@ -36,11 +38,33 @@ def train_discs_cmd(
     def detect(image):  # type: ignore[no-untyped-def]
         return [d.box for d in detector.predict([image])[0] if d.score >= 0.1]
 
-    cfg = DiscTrainConfig(epochs=epochs, patients_per_epoch=patients, seed=seed)
-    best = train_discs(cfg, out, log=typer.echo, resume=resume, detect=detect)
+    init, nets = None, ("herniation", "level")
+    if only is not None:
+        if only not in nets:
+            _fail(f"--only: expected 'level' or 'herniation', got {only!r}")
+        init, nets = _start_from(checkpoint, only), (only,)
+    cfg = DiscTrainConfig(epochs=epochs, patients_per_epoch=patients, seed=seed, nets=nets)
+    best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init, detect=detect)
     typer.echo(f"best second stage: {best}")
 
 
+
+
+def _start_from(checkpoint: Optional[Path], fresh: str):  # type: ignore[no-untyped-def]
+    """The checkpoint's second stage with the ``fresh`` net new (at today's crop spec)."""
+    from dataclasses import replace
+
+    from detector import SHIPPED_CHECKPOINT
+    from detector import checkpoint as ckpt
+    from detector.discs.model import DiscModels
+
+    stored = ckpt.load(checkpoint or SHIPPED_CHECKPOINT).get("discs")
+    if stored is None:
+        _fail(f"--only: {checkpoint or SHIPPED_CHECKPOINT} holds no second stage to keep the other net from")
+    kept, new = DiscModels.from_payload(stored), DiscModels.new()
+    if fresh == "level":
+        return replace(kept, level=new.level, level_crop=new.level_crop)
+    return replace(kept, herniation=new.herniation, herniation_crop=new.herniation_crop)
 
 
 @app.command("calibrate")

@@ -92,6 +92,9 @@ def test_the_chain_is_named_from_the_c2_anchor_not_from_the_top() -> None:
     noisy = _chain_log_probs([0, 1, 2, 3, 4, 5])
     noisy[2] = np.log(np.full(len(LEVEL_CLASSES), 1 / len(LEVEL_CLASSES)))
     assert name_chain(noisy).names == list(LEVELS)
+    # below the anchor the count names the discs, not what each looks like
+    mislooking = name_chain(_chain_log_probs([0, 3, 3, 1, 6, 2]))
+    assert mislooking.status == "found" and mislooking.names == list(LEVELS)[:6]
 
 
 def test_no_anchor_or_a_chain_that_disagrees_gives_unknown_levels_with_a_reason() -> None:
@@ -109,7 +112,7 @@ def test_training_crops_carry_their_protrusion_and_level() -> None:
     models = DiscModels.new()
     rng = np.random.default_rng([31, 4])
     batch = draw(rng, models.herniation_crop, models.level_crop)
-    assert batch.herniation.shape[1:] == (3, 96, 96) and batch.level.shape[1:] == (1, 80, 80)
+    assert batch.herniation.shape[1:] == (3, 96, 96) and batch.level.shape[1:] == (1, 72, 72)
     assert len(batch.herniation) == len(batch.protrusion_mm) >= 3
     assert (batch.protrusion_mm >= 0).all() and (batch.protrusion_mm < 8).all()
     assert set(batch.level_class.tolist()) <= set(range(len(LEVEL_CLASSES)))
@@ -147,3 +150,18 @@ def test_the_chain_reaches_one_step_beyond_its_ends_and_missed_discs_borrow_a_ne
     moved = inferred(Chain(positions, 20.0, members), 2)
     assert [d.slice_index for d in moved] == [3]
     assert moved[0].box == pytest.approx((44.0, 77.0, 64.0, 83.0))
+
+
+def test_level_training_draws_other_craniovertebral_proportions() -> None:
+    from detector.data.anatomy import sample_spine
+    from detector.discs.samples import _vary_craniovertebral
+
+    rng = np.random.default_rng(8)
+    spine = sample_spine(rng, hard=False, size=256)
+    varied = [_vary_craniovertebral(spine, rng) for _ in range(20)]
+    for v in varied:  # C2 grows or shrinks, and the rest of the spine moves with it
+        assert v.body_top[0] == spine.body_top[0]
+        np.testing.assert_allclose(v.disc_center - v.body_bot[0], spine.disc_center - spine.body_bot[0])
+        np.testing.assert_allclose(np.diff(v.body_top[1:]), np.diff(spine.body_top[1:]))
+        assert v.skull_gap > v.dens_len
+    assert np.ptp([v.body_bot[0] for v in varied]) > 4 and np.ptp([v.dens_len for v in varied]) > 5
