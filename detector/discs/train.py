@@ -95,8 +95,8 @@ def _epoch(models: DiscModels, batch: CropBatch, opt: torch.optim.Optimizer, cfg
     models.eval()
     for name in cfg.nets:
         getattr(models, name).train()
-    herniation = normalize_crops(randomize(batch.herniation, gen))
-    level = normalize_crops(randomize(batch.level, gen))
+    herniation = normalize_crops(randomize(batch.herniation, gen)) if "herniation" in cfg.nets else batch.herniation
+    level = normalize_crops(randomize(batch.level, gen)) if "level" in cfg.nets else batch.level
     target = (batch.protrusion_mm >= LABEL_THRESHOLD_MM).float()
     # herniations sit at one disc in ~6: weigh the classes equally
     pos_weight = ((1 - target).sum() / target.sum().clamp_min(1)).clamp(1, 10)
@@ -119,9 +119,9 @@ def _epoch(models: DiscModels, batch: CropBatch, opt: torch.optim.Optimizer, cfg
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sums["herniation"] += float(bce) / steps
-        sums["mm"] += float(mm) / steps
-        sums["level"] += float(ce) / steps
+        sums["herniation"] += float(bce.detach()) / steps
+        sums["mm"] += float(mm.detach()) / steps
+        sums["level"] += float(ce.detach()) / steps
     return sums
 
 
