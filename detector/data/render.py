@@ -122,10 +122,10 @@ def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float,
     img[body] = c.marrow * (1 + 2 * c.texture * texture[1][body])
     img[rim] = c.cortex
     if abs(d) < 5:
-        tip = sp.dens_len
-        dens = (u < 0) & (u > -tip) & (np.abs(v + 1) < 4.5 - np.clip(-u - tip + 4, 0, 4)) & ~head
+        top = sp.dens_len
+        dens = (u < 0) & (u > -top) & (np.abs(v + 1) < 4.5 - np.clip(-u - top + 4, 0, 4)) & ~head
         img[dens] = c.marrow
-        img[(u > 2 - tip) & (u < 10 - tip) & (np.abs(v - front + 5) < 3)] = c.marrow * 0.8  # C1 arch
+        img[(u > 2 - top) & (u < 10 - top) & (np.abs(v - front + 5) < 3)] = c.marrow * 0.8  # C1 arch
 
     # discs: annulus with a bright (or degenerated) nucleus, and their posterior protrusions
     edge = 0.8 * (du_disc / disc_h) ** 2

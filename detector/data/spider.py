@@ -109,7 +109,7 @@ class LabelPolicy:
             lookup = {k.strip().lower(): v for k, v in self.grades.items()}
             if grade not in lookup:
                 raise ValueError(f"{self.grade_column} {grade!r} is not in the label policy {sorted(lookup)}")
-            return CLASS_NAMES.index(lookup[grade])  # type: ignore[arg-type]
+            return CLASS_NAMES.index(lookup[grade])
         hern = _binary(row.get(self.herniation_column))
         if hern is None:
             raise ValueError(f"{self.herniation_column} is {row.get(self.herniation_column)!r}, not 0 or 1")
@@ -120,7 +120,7 @@ class LabelPolicy:
             if bulge is None:
                 raise ValueError(f"{self.bulging_column} is {row.get(self.bulging_column)!r}, not 0 or 1")
             if bulge:
-                return CLASS_NAMES.index(self.bulging)  # type: ignore[arg-type]
+                return CLASS_NAMES.index(self.bulging)
         return CLASS_NAMES.index("normal_disc")
 
 

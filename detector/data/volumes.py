@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -152,7 +153,7 @@ def read_nifti(path: Path) -> Volume:
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise ImportError(f"{path}: reading NIfTI needs nibabel (pip install nibabel)") from exc
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
     except Exception as exc:  # nibabel raises several kinds for bad files
         raise ValueError(f"{path}: not a readable NIfTI file ({exc})") from exc
     array = np.asanyarray(img.dataobj)
@@ -220,7 +221,7 @@ def disc_boxes(mask: np.ndarray, discs: set[int] | None = None, min_fraction: fl
     return out
 
 
-def _volume(array: np.ndarray, spacing, origin, direction: np.ndarray, path: Path) -> Volume:  # type: ignore[no-untyped-def]
+def _volume(array: np.ndarray, spacing, origin, direction: np.ndarray, path: Path) -> Volume:
     if abs(np.linalg.det(direction)) < 1e-3:
         raise ValueError(f"{path}: direction matrix {direction.round(3).tolist()} is singular")
     return Volume(array, tuple(float(v) for v in spacing), tuple(float(v) for v in origin),  # type: ignore[arg-type]
@@ -247,7 +248,7 @@ def _metaimage_header(raw: bytes, path: Path) -> tuple[dict[str, str], int]:
     raise ValueError(f"{path}: no ElementDataFile line in the header: not a MetaImage file")
 
 
-def _numbers(text: str, kind: type, path: Path, name: str) -> list:  # type: ignore[type-arg]
+def _numbers(text: str, kind: type, path: Path, name: str) -> list:
     try:
         return [kind(float(v)) if kind is int else kind(v) for v in text.split()]
     except ValueError as exc:

@@ -46,7 +46,8 @@ class CropSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> CropSpec:
-        return cls(float(d["mm_per_px"]), int(d["size"]), tuple(d["offset_mm"]), tuple(d["neighbours"]))  # type: ignore[arg-type]
+        row, col = (float(v) for v in d["offset_mm"])
+        return cls(float(d["mm_per_px"]), int(d["size"]), (row, col), tuple(int(k) for k in d["neighbours"]))
 
 
 #: Herniation call: 29 mm from ~7 mm in front of the disc's centre to ~21 mm behind it (the
@@ -70,7 +71,7 @@ class CropRequest:
     stretch: float = 1.0  # extra zoom of the window's cranio-caudal axis only
 
 
-def anchor_of_box(box: Sequence[float]) -> tuple[float, float]:
+def anchor_of_box(box: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """The anchor point (row, col) of a disc box (x0, y0, x1, y1): its centre."""
     x0, y0, x1, y1 = (float(v) for v in box)
     return (y0 + y1) / 2, (x0 + x1) / 2

@@ -16,7 +16,7 @@ around the label threshold oversampled, and bulges up to 1.3 mm that stay "norma
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -122,7 +122,8 @@ def draw(rng: np.random.Generator, herniation_spec: CropSpec, level_spec: CropSp
 
     boxes, _, names = disc_boxes(spine, d)
     prot = protrusions(spine, d)
-    h_req, h_mm = [], []
+    h_req: list[CropRequest] = []
+    h_mm: list[float] = []
     for box, name in zip(boxes, names):
         row, col = anchor_of_box(_jitter_box(rng, box, spine.pixel_spacing) if augment else box)
         angle, zoom = jitter()
@@ -141,9 +142,10 @@ def draw(rng: np.random.Generator, herniation_spec: CropSpec, level_spec: CropSp
             h_req.append(CropRequest(1, point[0], point[1], angle, 1.0))
             h_mm.append(point[2])
 
-    l_req, l_cls = [], []
-    for point, cls in _level_points(spine, d, boxes, names, rng):
-        l_req.append(_level_request(rng, point) if augment else CropRequest(1, point[0], point[1]))
+    l_req: list[CropRequest] = []
+    l_cls: list[int] = []
+    for level_point, cls in _level_points(spine, d, boxes, names, rng):
+        l_req.append(_level_request(rng, level_point) if augment else CropRequest(1, *level_point))
         l_cls.append(cls)
     return CropBatch(
         herniation=take_crops(volume, spacing, herniation_spec, h_req),
@@ -183,9 +185,9 @@ def _stray_points(spine: Spine, d: float, names: list[str], rng: np.random.Gener
     for _ in range(2):
         u = float(rng.uniform(-20.0, body_c[-2]))
         v = float(rng.uniform(-4.0, 30.0))
-        col, row = to_pixels(spine, np.array([u]), np.array([v]))
-        if 0 <= row[0] < spine.size and 0 <= col[0] < spine.size and min(abs(u - spine.disc_center)) > 4.0:
-            out.append((float(row[0]), float(col[0]), 0.0))
+        cols, rows = to_pixels(spine, np.array([u]), np.array([v]))
+        if 0 <= rows[0] < spine.size and 0 <= cols[0] < spine.size and min(abs(u - spine.disc_center)) > 4.0:
+            out.append((float(rows[0]), float(cols[0]), 0.0))
     return out
 
 
@@ -221,9 +223,9 @@ def _level_points(spine: Spine, d: float, boxes: np.ndarray, names: list[str],
     step = spine.disc_center[1] - spine.disc_center[0]  # where a chain extended above C2-C3 looks
     points_uv.append((spine.disc_center[0] - step * rng.uniform(0.8, 1.3), back[0] - depth[0] / 2, NOT_DISC))
     for u, v, cls in points_uv:
-        col, row = to_pixels(spine, np.array([u]), np.array([v]))
-        if 0 <= row[0] < spine.size and 0 <= col[0] < spine.size:
-            out.append(((float(row[0]), float(col[0])), cls))
+        cols, rows = to_pixels(spine, np.array([u]), np.array([v]))
+        if 0 <= rows[0] < spine.size and 0 <= cols[0] < spine.size:
+            out.append(((float(rows[0]), float(cols[0])), cls))
     if rng.random() < 0.5:  # anywhere: neck, skull, background
         out.append(((rng.uniform(0, spine.size), rng.uniform(0, spine.size)), NOT_DISC))
     return out
@@ -237,7 +239,7 @@ def draw_many(seed: int | tuple[int, ...], n: int, herniation_spec: CropSpec, le
                           for i in range(n)])
 
 
-def calibration_studies(n: int, seed: int, n_slices: int = 15):  # type: ignore[no-untyped-def]
+def calibration_studies(n: int, seed: int, n_slices: int = 15):
     """``n`` labelled synthetic studies from our own generator (half hard), for calibration:
     yields (volume [S, H, W], pixel spacing (row, col) mm, {level: herniated}); a level is
     herniated when its herniation protrudes at least ``LABEL_THRESHOLD_MM``. Geometry as in
