@@ -91,9 +91,9 @@ def teachers(a: argparse.Namespace, out: Path) -> list[tuple[GFL, str]]:
         run = out / "ckpt" / name
 
         def fit() -> dict[str, Any]:
-            res = train(cfg, tr, None, run, config_name=name, progress=False)
+            res = train(cfg, tr, None, run, config_name=name, progress=False)  # noqa: B023 (cached() calls fit now)
             model, _ = load_teacher(res.last)  # type: ignore[arg-type]
-            return {"name": name, **scores(evaluate_model(model, te, cfg.preprocess)),
+            return {"name": name, **scores(evaluate_model(model, te, cfg.preprocess)),  # noqa: B023
                     **complexity(model, a.size), "history": res.history}
 
         cached(out, f"teacher_{name}", fit)

@@ -17,7 +17,8 @@ Target = dict[str, np.ndarray]  # {"boxes": [N, 4], "labels": [N]}
 def _coco_gt(targets: Sequence[Target], sizes: Sequence[tuple[int, int]], class_names: Sequence[str]) -> Any:
     from pycocotools.coco import COCO
 
-    images, anns = [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
     for i, (t, (h, w)) in enumerate(zip(targets, sizes)):
         images.append({"id": i, "height": int(h), "width": int(w)})
         for box, label in zip(np.asarray(t["boxes"]).reshape(-1, 4), np.asarray(t["labels"]).reshape(-1)):

@@ -57,7 +57,7 @@ class Detector:
         self.version = version
         self.channels_last = channels_last
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # not in torch's stubs
 
     @classmethod
     def from_checkpoint(cls, path: Path | str | None = None, device: str | torch.device | None = None) -> Detector:

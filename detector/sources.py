@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
@@ -21,15 +21,23 @@ from detector.config import TrainConfig
 VAL_SEED_OFFSET = 1_000_003  # validation slices never share a seed with training slices
 
 
-def synthetic_split(tc: TrainConfig, hard_only: bool = False) -> tuple[Dataset, Dataset]:
+class SliceDataset(Protocol):
+    """Map-style: ``len(ds)`` and ``ds[i] -> (image float32 [H, W], {"boxes", "labels"})``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+def synthetic_split(tc: TrainConfig, hard_only: bool = False) -> tuple[SliceDataset, SliceDataset]:
     from detector.data.synthetic import SyntheticSliceDataset
 
     n_hard = tc.train_images if hard_only else round(tc.train_images * tc.hard_fraction)
-    parts: list[Dataset] = [SyntheticSliceDataset(n_hard, tc.seed * 2 + 1, hard=True)]
+    parts: list[SliceDataset] = [SyntheticSliceDataset(n_hard, tc.seed * 2 + 1, hard=True)]
     if tc.train_images - n_hard > 0:
         parts.append(SyntheticSliceDataset(tc.train_images - n_hard, tc.seed * 2, hard=False))
     val = SyntheticSliceDataset(tc.val_images, tc.seed + VAL_SEED_OFFSET, hard=True)
-    return ConcatDataset(parts), val
+    return ConcatDataset(cast("list[Dataset[Any]]", parts)), val
 
 
 SPIDER_PREFIX = "spider:"
@@ -49,7 +57,7 @@ def spider_spec(spec: str) -> str | None:
     return spec if Path(spec).is_dir() and is_volume_folder(Path(spec)) else None
 
 
-def folder_dataset(root: Path) -> Dataset:
+def folder_dataset(root: Path) -> SliceDataset:
     """A COCO (``*.json`` at the top), YOLO (``labels/`` folder) or SPIDER-layout (``images/`` +
     ``masks/`` volumes, all patients) dataset at ``root``."""
     if is_volume_folder(root):

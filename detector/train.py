@@ -1,4 +1,4 @@
-"""Training loop: AdamW + warmup/cosine schedule, progress bar, resumable checkpoints.
+"""Detector training: AdamW + warmup/cosine schedule, resumable checkpoints (``detector.loop``).
 
 ``train(cfg, train_set, val_set, out_dir)`` writes ``out_dir/last.pt`` every epoch (full state,
 resumable), ``out_dir/best.pt`` (best validation AP50) and returns the history. Datasets yield
@@ -7,24 +7,29 @@ resumable), ``out_dir/best.pt`` (best validation AP50) and returns the history. 
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from detector import checkpoint as ckpt
+from detector import loop
 from detector.config import DetectorConfig
 from detector.evaluate import evaluate_model
 from detector.inference import pick_device
+from detector.loop import lr_lambda, seed_everything
 from detector.models import build_detector
 from detector.preprocess import preprocess
+
+__all__ = [
+    "Augmentation", "PreparedDataset", "TrainResult", "collate", "default_augment", "init_from",
+    "lr_lambda", "seed_everything", "train",
+]
 
 Augmentation = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -66,13 +71,6 @@ def default_augment(cfg: DetectorConfig) -> Augmentation | None:
     return Augment()
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
 def init_from(model: torch.nn.Module, path: Path | str) -> list[str]:
     """Copy the weights of checkpoint ``path`` into ``model`` where names and shapes match
     (fine-tuning, another input size, or a student gaining an nmODE² head); returns the names
@@ -84,18 +82,6 @@ def init_from(model: torch.nn.Module, path: Path | str) -> list[str]:
         raise ValueError(f"init_from: no tensor of {path} fits the model")
     model.load_state_dict(hits, strict=False)
     return sorted(set(own) - set(hits))
-
-
-def lr_lambda(total: int, warmup: int, floor: float = 0.05) -> Callable[[int], float]:
-    """Linear warmup over ``warmup`` iterations, then cosine decay to ``floor`` x lr."""
-
-    def f(it: int) -> float:
-        if it < warmup:
-            return (it + 1) / warmup
-        t = min(1.0, (it - warmup) / max(1, total - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return f
 
 
 @dataclass
@@ -121,12 +107,8 @@ def train(
 ) -> TrainResult:
     """Train ``cfg`` on ``train_set``; validate on ``val_set`` each epoch (AP50 picks ``best.pt``).
     ``init``: a checkpoint whose matching weights start the run (ignored when resuming)."""
-    from tqdm import tqdm
-
     tc = cfg.train
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
-    gen = seed_everything(tc.seed)
+    gen = loop.start(tc)
     dev = pick_device(device)
     out_dir = Path(out_dir)
     model = build_detector(cfg)
@@ -135,59 +117,42 @@ def train(
         log(f"initialised from {init}" + (f" ({len(fresh)} tensors left fresh)" if fresh else ""))
     model = model.to(dev)
     prepared = PreparedDataset(train_set, cfg, augment if augment is not None else default_augment(cfg))
-    loader = DataLoader(prepared, batch_size=tc.batch_size, shuffle=True, collate_fn=collate, generator=gen, drop_last=len(prepared) > tc.batch_size)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
-    total = tc.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, min(tc.warmup_iters, total // 2)))
-    result = TrainResult(last=out_dir / "last.pt", best=out_dir / "best.pt")
+    loader = loop.make_loader(prepared, tc, collate, gen)
+    optimizer = loop.adamw(model.parameters(), tc)
+    scheduler = loop.warmup_cosine(optimizer, tc, len(loader))
+    last, best = out_dir / "last.pt", out_dir / "best.pt"
+    result = TrainResult(last=last, best=best)
     start_epoch = 0
-    if resume and result.last.is_file():
-        state = ckpt.load(result.last, map_location=dev)
+    state = loop.resume(last, scheduler, gen, log, map_location=dev) if resume else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["rng"]["loader"])
-        torch.set_rng_state(state["rng"]["torch"])
         start_epoch = state["epoch"]
         result.history = state.get("history", [])
         result.best_map50 = state.get("best_map50", -1.0)
-        log(f"resumed from {result.last} at epoch {start_epoch}")
 
-    for epoch in range(start_epoch, tc.epochs):
-        model.train()
-        sums: dict[str, float] = {}
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
-        for images, targets in bar:
-            images = images.to(dev)
-            targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
-            losses = model.forward_train(images, targets)
-            loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            for k, v in {"loss": loss, **losses}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        row = {"epoch": epoch + 1, **{k: v / max(1, len(loader)) for k, v in sums.items()}}
-        metrics: dict[str, Any] = {}
-        if val_set is not None:
-            metrics = evaluate_model(model, val_set, cfg.preprocess)
-            row.update(map50=metrics["map50"], map=metrics["map"], recall50=metrics["recall50"])
-        result.history.append(row)
-        log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    def step(batch: tuple[Tensor, list[dict[str, Tensor]]]) -> tuple[Tensor, dict[str, float]]:
+        images, targets = batch
+        losses = model.forward_train(images.to(dev), [{k: v.to(dev) for k, v in t.items()} for t in targets])
+        loss = cast(Tensor, sum(losses.values()))
+        return loss, {k: float(v.detach()) for k, v in {"loss": loss, **losses}.items()}
+
+    def save(epoch: int, metrics: dict[str, Any]) -> None:
         is_best = val_set is not None and metrics["map50"] > result.best_map50
         if is_best:
             result.best_map50 = metrics["map50"]
         payload = ckpt.make_payload(
-            model, cfg, config_name, epoch=epoch + 1, history=result.history, best_map50=result.best_map50,
-            metrics=metrics, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            rng={"loader": gen.get_state(), "torch": torch.get_rng_state()},
+            model, cfg, config_name, epoch=epoch, history=result.history, best_map50=result.best_map50,
+            metrics=metrics, optimizer=optimizer.state_dict(), **loop.loop_state(scheduler, gen),
         )
-        ckpt.save(payload, result.last)
+        ckpt.save(payload, last)
         if is_best or val_set is None:
-            ckpt.save(payload, result.best)
+            ckpt.save(payload, best)
+
+    loop.fit(
+        step, loader, optimizer=optimizer, scheduler=scheduler, modules=[model], clip=model.parameters(),
+        grad_clip=tc.grad_clip, epochs=tc.epochs, history=result.history, start_epoch=start_epoch,
+        validate=None if val_set is None else lambda: evaluate_model(model, val_set, cfg.preprocess),
+        save=save, log=log, progress=progress,
+    )
     return result

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, Field, field_validator
 
-RESULT_KINDS = ("sr", "seg", "gsps", "sc", "kos")
+from dicom_node.kinds import RESULT_KINDS, ResultKind, result_kinds
+
+__all__ = ["RESULT_KINDS", "Destination"]
 
 
 class Destination(BaseModel):
@@ -19,7 +22,7 @@ class Destination(BaseModel):
     ae_title: str = Field(min_length=1, max_length=16)
     host: str
     port: int = Field(ge=1, le=65535)
-    objects: tuple[str, ...] | None = Field(
+    objects: tuple[ResultKind, ...] | None = Field(
         None, description="Result kinds this destination gets (None: the global result_objects)"
     )
     tls: bool = Field(False, description="Send over TLS (``?tls=1``)")
@@ -27,12 +30,11 @@ class Destination(BaseModel):
     tls_cert: Path | None = Field(None, description="Client certificate (mutual TLS)")
     tls_key: Path | None = Field(None, description="Private key of tls_cert")
 
-    @field_validator("objects")
+    @field_validator("objects", mode="before")
     @classmethod
-    def _known_kinds(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        unknown = set(value or ()) - set(RESULT_KINDS)
-        if unknown:
-            raise ValueError(f"unknown result kinds {sorted(unknown)}; use {', '.join(RESULT_KINDS)}")
+    def _known_kinds(cls, value: object) -> object:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(result_kinds(value))
         return value
 
     @classmethod
@@ -56,7 +58,7 @@ class Destination(BaseModel):
         tls = _flag(text, options.get("tls", ["0"])[-1])
         return cls(ae_title=ae, host=host.strip("[]"), port=int(port), objects=objects, tls=tls)
 
-    def kinds(self, default: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    def kinds(self, default: Sequence[ResultKind]) -> tuple[ResultKind, ...]:
         """The result kinds to send here: this destination's own choice, else ``default``."""
         return self.objects if self.objects is not None else tuple(default)
 

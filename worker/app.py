@@ -1,8 +1,8 @@
 """The Celery app (distributed mode): Redis broker and result backend from ``MEDDET_BROKER_URL``.
 
-The node publishes by task name only (it never imports torch); workers consume queue ``gpu``
-with late acks, one message at a time, and load the model once per process, on CUDA when the
-host has it.
+The node publishes by task name only (``dicom_node.outbox``: no task code, no torch); workers
+consume queue ``gpu`` with late acks, one message at a time, and load the model once per
+process, on CUDA when the host has it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from celery import Celery
 
 from dicom_node.config import Settings
 from dicom_node.logging import get_logger
+from dicom_node.outbox import QUEUE, broker_config
 from worker.context import RetryPolicy, WorkerContext, build_context
-from worker.tasks import TASK_NAME, register_tasks
+from worker.tasks import register_tasks
 
 log = get_logger(__name__)
-
-QUEUE = "gpu"
+POOL_START_SECONDS = 300.0  # for a pool process to load the model and report up
 
 
 @dataclass(frozen=True)
@@ -35,33 +35,25 @@ class WorkerOptions:
 
 
 def celery_config(settings: Settings, options: WorkerOptions) -> dict:
-    """The Celery configuration as plain data (testable without a broker)."""
+    """The Celery configuration as plain data (testable without a broker): the broker part the
+    node's relay shares (:func:`dicom_node.outbox.broker_config`), then the workers' own."""
     if not settings.broker_url:
         raise ValueError("broker_url: distributed mode needs MEDDET_BROKER_URL (a Redis URL)")
-    # A lost worker's unacked message is restored on a sweep after ``visibility_timeout``;
-    # kombu sweeps every interval x throttle seconds (100 by default): make it the interval.
-    transport = {
-        "visibility_timeout": options.visibility_timeout,
-        "unacked_restore_interval": max(1, min(10, int(options.visibility_timeout / 3))),
-        "unacked_restore_throttle": 1,
-    }
+    shared = broker_config(settings.broker_url, options.visibility_timeout)
     return {
-        "broker_url": settings.broker_url,
+        **shared,
         "result_backend": settings.broker_url,
-        "broker_transport_options": transport,
-        "result_backend_transport_options": transport,
-        "broker_connection_retry_on_startup": True,
-        "task_default_queue": QUEUE,
-        "task_routes": {TASK_NAME: {"queue": QUEUE}},
+        "result_backend_transport_options": shared["broker_transport_options"],
         "task_acks_late": True,
         # Broker connection lost: stop the running job (its message will be redelivered)
         # rather than finish it and run it again.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_serializer": "json",
+        # A new pool process loads the model before it reports up (worker_process_init); Celery
+        # kills one silent for 4 s, then forks the next one, forever, on a host slow enough.
+        "worker_proc_alive_timeout": POOL_START_SECONDS,
         "result_serializer": "json",
-        "accept_content": ["json"],
         "task_soft_time_limit": options.soft_time_limit,
         "task_time_limit": options.time_limit,
         "result_expires": 24 * 3600,
@@ -69,12 +61,6 @@ def celery_config(settings: Settings, options: WorkerOptions) -> dict:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,
-        # A relay that cannot reach Redis gives up fast and retries later (rows stay in the outbox).
-        "task_publish_retry_policy": {
-            "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5
-        },
-        "redis_socket_connect_timeout": 2,
-        "broker_connection_timeout": 2,
     }
 
 
@@ -164,7 +150,7 @@ def _start_sweeper(settings: Settings):  # type: ignore[no-untyped-def]
     (out of memory, hard time limit) are requeued or failed even when no node runs one.
     Unpooled, so the pool processes forked later hold none of its connections."""
     from dicom_node.audit.db import make_engine, make_session_factory
-    from worker.dispatch import make_sweeper
+    from dicom_node.outbox import make_sweeper
 
     engine = make_engine(settings.effective_database_url, pooled=False)
     return make_sweeper(settings, make_session_factory(engine), lambda: None).start()

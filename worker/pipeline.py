@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from dicom_node import jobs
 from dicom_node.audit.db import transaction
 from dicom_node.audit.models import Instance, Job, JobState, Series
-from dicom_node.destinations import RESULT_KINDS
+from dicom_node.kinds import RESULT_KINDS
 from dicom_node.logging import get_logger
 from worker.context import WorkerContext
 from worker.errors import BadInputError, PermanentError, RetriableError, StaleRunError

@@ -32,6 +32,7 @@ class LevelFusion(nn.Module):
             eye = torch.eye(channels).repeat(1, num_teachers) / num_teachers
             with torch.no_grad():
                 self.mix.weight.copy_(eye[:, :, None, None])
+                assert self.mix.bias is not None
                 self.mix.bias.zero_()
 
     def weights(self) -> Tensor | None:
@@ -62,4 +63,4 @@ class LWFF(nn.Module):
 
     def forward(self, per_teacher: Sequence[Sequence[Tensor]]) -> list[Tensor]:
         """per_teacher[k][l]: [B, C, H_l, W_l] -> per level [B, C, H_l, W_l]."""
-        return [fuse([t[l] for t in per_teacher]) for l, fuse in enumerate(self.levels)]
+        return [fuse([t[level] for t in per_teacher]) for level, fuse in enumerate(self.levels)]

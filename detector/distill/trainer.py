@@ -16,13 +16,14 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from detector import checkpoint as ckpt
+from detector import loop
 from detector.config import DetectorConfig
 from detector.distill.aatm import AATM
 from detector.distill.afa import AFA
@@ -32,7 +33,7 @@ from detector.distill.lwff import LWFF
 from detector.evaluate import evaluate_model
 from detector.models import GFL, build_detector
 from detector.models.nmode import NMODE2Block, NMODE2Refiner
-from detector.train import PreparedDataset, collate, init_from, lr_lambda, seed_everything
+from detector.train import PreparedDataset, collate, default_augment, init_from
 
 
 def load_teacher(path: Path | str) -> tuple[GFL, str]:
@@ -57,9 +58,9 @@ def build_student(cfg: DetectorConfig, ode: str) -> tuple[GFL, DetectorConfig]:
     cfg = cfg.replace(head={"ode": "nmode2" if ode == "head" else "none"})
     model = build_detector(cfg)
     if ode == "fpn":
-        model.neck = nn.Sequential(model.neck, NMODE2Block([cfg.neck.channels] * cfg.neck.num_outs))
+        model.neck = nn.Sequential(model.neck, NMODE2Block([cfg.neck.channels] * cfg.neck.num_outs))  # type: ignore[assignment]
     elif ode == "backbone":
-        model.backbone = nn.Sequential(model.backbone, NMODE2Block(model.backbone.out_channels))
+        model.backbone = nn.Sequential(model.backbone, NMODE2Block(model.backbone.out_channels))  # type: ignore[assignment]
     return model, cfg
 
 
@@ -74,11 +75,13 @@ def absorb_nmode_offset(model: GFL) -> None:
     if not isinstance(refiner, NMODE2Refiner):
         return
     for proj in (refiner.cls_proj, refiner.reg_proj):
+        assert proj.bias is not None
         proj.weight.zero_()
         proj.bias.zero_()
     zero = head.gfl_cls.weight.new_zeros(1, head.gfl_cls.in_channels, 1, 1)
     c = float(refiner([zero], [zero])[0][0].mean())
     for conv in (head.gfl_cls, head.gfl_reg):
+        assert conv.bias is not None
         conv.bias -= c * conv.weight.sum((1, 2, 3))
 
 
@@ -171,12 +174,8 @@ def distill(
     Returns the per-epoch history (det, mse, adv_g, adv_d, and val map50/map/recall50 when
     ``val_set`` is given) and writes ``last.pt`` (resumable) and ``student.pt``.
     """
-    from tqdm import tqdm
-
     tc = student_cfg.train
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
-    gen = seed_everything(tc.seed)
+    gen = loop.start(tc)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     teachers = [freeze(t) for t in teachers]
@@ -192,11 +191,7 @@ def distill(
             raise ValueError(f"teachers: every teacher needs {levels} FPN levels, got {t.cfg.neck.num_outs}")
     mods = DistillModules([t.cfg.neck.channels for t in teachers], student_cfg.neck.channels, levels, dcfg)
 
-    augment = None
-    if dcfg.cache == "none" and tc.augment:
-        from detector.train import default_augment
-
-        augment = default_augment(student_cfg)
+    augment = default_augment(student_cfg) if dcfg.cache == "none" and tc.augment else None
     prepared = PreparedDataset(train_set, student_cfg, augment)
     cache: list[list[Tensor]] | None = None
     if dcfg.cache != "none":
@@ -209,93 +204,84 @@ def distill(
             if dcfg.cache == "disk":
                 torch.save(cache, path)
 
-    loader = DataLoader(_Indexed(prepared), batch_size=tc.batch_size, shuffle=True, collate_fn=_collate,
-                        generator=gen, drop_last=len(prepared) > tc.batch_size)
+    loader = loop.make_loader(_Indexed(prepared), tc, _collate, gen)
     params = [p for p in student.parameters()] + mods.student_params()
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
+    opt = loop.adamw(params, tc)
     opt_d = torch.optim.Adam(mods.aatm.discriminators.parameters(), lr=dcfg.d_lr, betas=(0.5, 0.999))
-    total = tc.epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, min(tc.warmup_iters, total // 2)))
+    sched = loop.warmup_cosine(opt, tc, len(loader))
 
-    result = DistillResult(student=out_dir / "student.pt", last=out_dir / "last.pt")
+    last, student_path = out_dir / "last.pt", out_dir / "student.pt"
+    result = DistillResult(student=student_path, last=last)
     start = 0
-    if resume and result.last.is_file():
-        state = ckpt.load(result.last)
+    state = loop.resume(last, sched, gen, log) if resume else None
+    if state is not None:
         student.load_state_dict(state["model"])
         mods.load_state_dict(state["distill_modules"])
         opt.load_state_dict(state["optimizer"]["student"])
         opt_d.load_state_dict(state["optimizer"]["discriminator"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["rng"]["loader"])
-        torch.set_rng_state(state["rng"]["torch"])
         start, result.history = state["epoch"], state.get("history", [])
-        log(f"resumed from {result.last} at epoch {start}")
 
     discs = list(mods.aatm.discriminators.parameters())
-    for epoch in range(start, tc.epochs):
-        student.train()
-        mods.train()
-        sums: dict[str, float] = {}
-        bar = tqdm(loader, desc=f"distill {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
-        for idx, images, targets in bar:
-            if cache is not None:
-                t_feats: list[list[Tensor]] = [[lvl[idx] for lvl in teacher] for teacher in cache]
-            else:
-                with torch.no_grad():
-                    t_feats = [t.extract_feats(images) for t in teachers]
-            s_feats = student.extract_feats(images)
-            det = student.head.loss(*student.head(s_feats), [t["boxes"] for t in targets], [t["labels"] for t in targets])
-            sizes = [tuple(f.shape[-2:]) for f in s_feats]
-            fused = mods.fused_teacher(t_feats, sizes)  # type: ignore[arg-type]
-            generated = mods.aatm.generate(s_feats)
-            # the fused teacher is a fixed target for the student side; AFA/LWFF learn from
-            # the student's head detecting on it, so it stays meaningful in the student's space
-            mse = feature_mse(generated, [f.detach() for f in fused], dcfg.normalize)
-            logs = {k: float(v.detach()) for k, v in det.items()}
-            loss = sum(det.values()) + dcfg.alpha * mse
-            if dcfg.gamma > 0:
-                fdet = student.head.loss(*student.head(fused), [t["boxes"] for t in targets], [t["labels"] for t in targets])
-                loss = loss + dcfg.gamma * sum(fdet.values())
-                logs["fused_det"] = float(sum(fdet.values()).detach())
-            if dcfg.adversarial and dcfg.beta > 0:
-                d_loss = discriminator_loss(mods.aatm.discriminate([f.detach() for f in fused]),
-                                            mods.aatm.discriminate([g.detach() for g in generated]))
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                for p in discs:
-                    p.requires_grad_(False)
-                g_loss = generator_loss(mods.aatm.discriminate(generated))
-                for p in discs:
-                    p.requires_grad_(True)
-                loss = loss + dcfg.beta * g_loss
-                logs.update(adv_d=float(d_loss.detach()), adv_g=float(g_loss.detach()))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-            opt.step()
-            sched.step()
-            logs.update(loss=float(loss.detach()), det=float(sum(det.values()).detach()), mse=float(mse.detach()))
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{logs['loss']:.3f}", mse=f"{logs['mse']:.3f}")
-        row: dict[str, float] = {"epoch": epoch + 1, **{k: v / max(1, len(loader)) for k, v in sums.items()}}
-        if val_set is not None:
-            result.metrics = evaluate_model(student, val_set, student_cfg.preprocess)
-            row.update(map50=result.metrics["map50"], map=result.metrics["map"], recall50=result.metrics["recall50"])
-        result.history.append(row)
-        log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+
+    def step(batch: tuple[Tensor, Tensor, list[dict[str, Tensor]]]) -> tuple[Tensor, dict[str, float]]:
+        """Discriminators first (adversarial), then the student side's loss for ``fit``."""
+        idx, images, targets = batch
+        if cache is not None:
+            t_feats: list[list[Tensor]] = [[lvl[idx] for lvl in teacher] for teacher in cache]
+        else:
+            with torch.no_grad():
+                t_feats = [t.extract_feats(images) for t in teachers]
+        s_feats = student.extract_feats(images)
+        boxes, labels = [t["boxes"] for t in targets], [t["labels"] for t in targets]
+        cls_scores, box_preds = student.head(s_feats)
+        det = student.head.loss(cls_scores, box_preds, boxes, labels)
+        det_loss = cast(Tensor, sum(det.values()))
+        sizes = [tuple(f.shape[-2:]) for f in s_feats]
+        fused = mods.fused_teacher(t_feats, sizes)  # type: ignore[arg-type]
+        generated = mods.aatm.generate(s_feats)
+        # the fused teacher is a fixed target for the student side; AFA/LWFF learn from
+        # the student's head detecting on it, so it stays meaningful in the student's space
+        mse = feature_mse(generated, [f.detach() for f in fused], dcfg.normalize)
+        logs = {k: float(v.detach()) for k, v in det.items()}
+        loss = det_loss + dcfg.alpha * mse
+        if dcfg.gamma > 0:
+            fused_scores, fused_preds = student.head(fused)
+            fdet = student.head.loss(fused_scores, fused_preds, boxes, labels)
+            fused_loss = cast(Tensor, sum(fdet.values()))
+            loss = loss + dcfg.gamma * fused_loss
+            logs["fused_det"] = float(fused_loss.detach())
+        if dcfg.adversarial and dcfg.beta > 0:
+            d_loss = discriminator_loss(mods.aatm.discriminate([f.detach() for f in fused]),
+                                        mods.aatm.discriminate([g.detach() for g in generated]))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            for p in discs:
+                p.requires_grad_(False)
+            g_loss = generator_loss(mods.aatm.discriminate(generated))
+            for p in discs:
+                p.requires_grad_(True)
+            loss = loss + dcfg.beta * g_loss
+            logs.update(adv_d=float(d_loss.detach()), adv_g=float(g_loss.detach()))
+        logs.update(loss=float(loss.detach()), det=float(det_loss.detach()), mse=float(mse.detach()))
+        return loss, logs
+
+    def save(epoch: int, metrics: dict[str, Any]) -> None:
+        result.metrics = metrics
         payload = ckpt.make_payload(
-            student, student_cfg, config_name, epoch=epoch + 1, history=result.history, metrics=result.metrics,
+            student, student_cfg, config_name, epoch=epoch, history=result.history, metrics=result.metrics,
             distill=dcfg.to_dict(), teachers=list(teacher_versions), init=str(init) if init else None,
         )
         ckpt.save({**payload, "distill_modules": mods.state_dict(),
                    "optimizer": {"student": opt.state_dict(), "discriminator": opt_d.state_dict()},
-                   "scheduler": sched.state_dict(), "rng": {"loader": gen.get_state(), "torch": torch.get_rng_state()}},
-                  result.last)
-        ckpt.save(payload, result.student)
+                   **loop.loop_state(sched, gen)}, last)
+        ckpt.save(payload, student_path)
+
+    loop.fit(
+        step, loader, optimizer=opt, scheduler=sched, modules=[student, mods], clip=params,
+        grad_clip=tc.grad_clip, epochs=tc.epochs, history=result.history, start_epoch=start,
+        validate=None if val_set is None else lambda: evaluate_model(student, val_set, student_cfg.preprocess),
+        save=save, log=log, progress=progress, desc="distill", postfix=("loss", "mse"),
+    )
     result.model = student.eval()
     return result

@@ -27,14 +27,14 @@ def atss_assign(
     centers = (anchors[:, :2] + anchors[:, 2:]) / 2
     distances = torch.cdist(centers, gt_centers)  # [A, G]
 
-    candidates = []
+    per_level = []
     start = 0
     for n in num_per_level:
         k = min(topk, n)
         _, idx = distances[start : start + n].topk(k, dim=0, largest=False)
-        candidates.append(idx + start)
+        per_level.append(idx + start)
         start += n
-    candidates = torch.cat(candidates, dim=0)  # [K, G]
+    candidates = torch.cat(per_level, dim=0)  # [K, G]
     cand_iou = overlaps.gather(0, candidates)  # [K, G]
     threshold = cand_iou.mean(0) + cand_iou.std(0).nan_to_num(0.0)  # one candidate: std is NaN
     is_pos = cand_iou >= threshold[None, :]

@@ -22,6 +22,7 @@ class FPN(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
+                assert m.bias is not None
                 nn.init.zeros_(m.bias)
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:

@@ -50,6 +50,8 @@ def build_refiner(cfg: HeadConfig) -> nn.Module:
 
 
 class GFLHead(nn.Module):
+    project: Tensor  # buffer: the bin values 0..reg_max of the box distributions
+
     def __init__(self, num_classes: int, in_channels: int, cfg: HeadConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -67,6 +69,7 @@ class GFLHead(nn.Module):
         for m in [*self.cls_convs.modules(), *self.reg_convs.modules(), self.gfl_cls, self.gfl_reg]:
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.01)
+        assert self.gfl_cls.bias is not None and self.gfl_reg.bias is not None
         nn.init.constant_(self.gfl_cls.bias, -math.log(99.0))  # prior probability 0.01
         nn.init.zeros_(self.gfl_reg.bias)
 

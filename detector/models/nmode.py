@@ -127,10 +127,10 @@ def solve_nmode2(u: Tensor, solver: ODESolver) -> Tensor:
     if solver.adjoint:
         y0 = (torch.zeros_like(u), u)
         ys, _ = odeint_adjoint(
-            NMODE2AugmentedFunc(), y0, t, adjoint_params=(), **kwargs  # type: ignore[arg-type]
+            NMODE2AugmentedFunc(), y0, t, adjoint_params=(), **kwargs
         )
         return ys[-1]
-    return odeint(NMODE2Func(u), torch.zeros_like(u), t, **kwargs)[-1]  # type: ignore[arg-type]
+    return odeint(NMODE2Func(u), torch.zeros_like(u), t, **kwargs)[-1]
 
 
 def _nhwc(u: Tensor) -> bool:
@@ -157,6 +157,7 @@ def solve_many(us: Sequence[Tensor], solver: ODESolver) -> list[Tensor]:
 def _proj(channels: int) -> nn.Conv2d:
     conv = nn.Conv2d(channels, channels, kernel_size=1)
     nn.init.normal_(conv.weight, std=0.01)
+    assert conv.bias is not None
     nn.init.zeros_(conv.bias)
     return conv
 

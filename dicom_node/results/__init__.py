@@ -13,7 +13,9 @@ from typing import Any
 from pydicom import Dataset
 
 from dicom_node.logging import get_logger
-from dicom_node.results.common import KINDS, SR_KINDS, FindingsError, ResultContext
+from dicom_node.kinds import RESULT_KINDS as KINDS
+from dicom_node.kinds import SR_KINDS
+from dicom_node.results.common import FindingsError, ResultContext
 
 __all__ = ["KINDS", "SR_KINDS", "FindingsError", "build_result_objects", "write_result_objects"]
 

@@ -23,8 +23,6 @@ from dicom_node.results.sources import prepare_sources
 
 MANUFACTURER = "MedDet Node"
 DEVICE_SERIAL_NUMBER = "meddet-node"
-KINDS = ("sr", "seg", "gsps", "sc", "kos")
-SR_KINDS = ("3d", "comprehensive", "enhanced")
 
 # SNOMED CT concepts not (yet) in pydicom's dictionary.
 #: 73589001 |Herniation of intervertebral disc (disorder)|

@@ -36,7 +36,7 @@ def test_fusion_modes_start_as_the_teacher_mean(mode: str) -> None:
     fusion = LWFF(num_teachers=3, channels=8, num_levels=3, mode=mode)  # type: ignore[arg-type]
     teachers = [feats(8, seed=k) for k in range(3)]
     fused = fusion(teachers)
-    mean = [torch.stack([t[l] for t in teachers]).mean(0) for l in range(3)]
+    mean = [torch.stack([t[level] for t in teachers]).mean(0) for level in range(3)]
     for f, m in zip(fused, mean):
         assert f.shape == m.shape
         assert torch.allclose(f, m, atol=1e-5)
@@ -62,7 +62,7 @@ def test_aatm_shapes_and_gradients() -> None:
     gen = aatm.generate(s)
     logits = aatm.discriminate(gen)
     assert [g.shape for g in gen] == [x.shape for x in s]
-    assert [tuple(l.shape) for l in logits] == [(2, 1, h, w) for h, w in SIZES]
+    assert [tuple(x.shape) for x in logits] == [(2, 1, h, w) for h, w in SIZES]
     generator_loss(logits).backward()
     assert s[0].grad is not None and s[0].grad.abs().sum() > 0
 

@@ -15,7 +15,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE
-from pynetdicom.sop_class import BasicTextSRStorage, MRImageStorage, Verification
+from pynetdicom.sop_class import BasicTextSRStorage, Verification
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,7 +26,6 @@ from dicom_node.audit.models import (
     Job,
     JobState,
     Outbox,
-    QuarantineRecord,
     Series,
     SeriesState,
 )

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import statuses
 from dicom_node.audit.db import make_engine, make_session_factory
-from dicom_node.audit.models import Association, Instance, QuarantineRecord, Series, SeriesState
+from dicom_node.audit.models import Association, Instance, QuarantineRecord, SeriesState
 from dicom_node.config import Settings
 from tests.conftest import free_port, storescu
 from tests.factories import make_mr_series, write_series
