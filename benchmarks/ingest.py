@@ -1,24 +1,31 @@
 """Ingest benchmark: our node against dcmtk's storescp, same instances, same run.
 
-    python benchmarks/ingest.py [--instances 500] [--rounds 5] [--series-size 20] [--json]
+    python benchmarks/ingest.py [--instances 500] [--rounds 3] [--associations 4]
+                                [--per-association 250] [--series-size 20] [--json]
 
-Makes ``--instances`` synthetic MR instances (256x256, 16 bit, explicit VR LE), then runs
-``--rounds`` interleaved rounds: dcmtk ``storescu`` sends all of them on one association to
-(a) dcmtk ``storescp`` writing to a fresh temp folder and (b) our node (``Node`` in a
-subprocess, fresh data dir and SQLite DB each round), and (c) the same node with the spool's
-fsync off. It prints the median instances/s of each, the ratio node/storescp (target >= 0.8,
-DESIGN.md section 6) and the node's peak RSS while receiving (target < 300 MB). Every dcmtk
-process gets ``TCP_NODELAY=1`` (without it Nagle's algorithm makes them crawl and the ratio
-lies).
+Makes ``--instances`` synthetic MR instances (256x256, 16 bit, explicit VR LE) and runs
+``--rounds`` interleaved rounds of:
 
-storescp never fsyncs; the node fsyncs file and folder before answering success (C-STORE
-success means "safely on disk"), and storescu waits for each answer, so the disk's flush
-latency is a floor per instance. The benchmark measures that floor in the same run (median
-of an atomic durable 130 KB write) and prints the ceiling it implies; (c) shows what the
-receive path does when the flush is free (e.g. a disk with a power-loss-protected cache).
+- one association (dcmtk ``storescu`` sends all of them) to: dcmtk ``storescp`` writing to a
+  fresh temp folder; our node (``Node`` in a subprocess, fresh data dir and SQLite audit DB
+  each round, selection hand-off a no-op, so no model runs) with ``MEDDET_DURABILITY=group``
+  (the default); the same with ``per-instance``; the same with group commit's flush switched
+  off (``none``: what the receive path costs when the flush is free);
+- ``--associations`` concurrent associations of ``--per-association`` instances each
+  (4 x 250): storescp with ``--fork`` (one process per association) and without, and the
+  node in ``group`` mode.
 
-``--serve DIR [--no-fsync]`` is the node subprocess (internal): it prints its port, serves
-until its stdin closes, then prints the number of instances the audit DB recorded.
+It prints the median instances/s of each, the ratio to storescp (one association: storescp;
+concurrent: the faster of the two storescp variants), the node's peak RSS while receiving
+(target < 300 MB), the cost of one durable write on this disk (temp file, fsync, rename,
+fsync of the folder: what ``per-instance`` pays per instance) and the group committer's
+flushes. Every dcmtk process gets ``TCP_NODELAY=1`` (without it Nagle's algorithm makes them
+crawl and the ratio lies). Targets (issue 14): >= 0.8x storescp in ``group`` mode, one
+association and concurrent.
+
+``--serve DIR --durability MODE`` is the node subprocess (internal): it prints its port,
+serves until its stdin closes, then prints the instances the audit DB recorded, the lane's
+count and the committer's flush statistics as JSON.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STORESCP = "/usr/bin/storescp"  # /usr/bin: a pip package shadows storescu on PATH
 STORESCU = "/usr/bin/storescu"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+MODES = ("group", "per-instance", "none")
 
 
 def make_instances(n: int, series_size: int, folder: Path) -> list[Path]:
@@ -73,18 +81,23 @@ def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) 
     raise TimeoutError(f"nothing listening on port {port}")
 
 
-def send(port: int, files: list[Path], called_ae: str) -> float:
-    """Send every file on one association with dcmtk storescu; returns the seconds it took."""
+def send(port: int, files: list[Path], called_ae: str, associations: int = 1) -> float:
+    """Send ``files`` with dcmtk storescu, split over ``associations`` concurrent processes
+    (one association each); returns the seconds until the last one finished."""
+    parts = [files[i::associations] for i in range(associations)]
     start = time.perf_counter()
-    result = subprocess.run(
-        [STORESCU, "-aec", called_ae, "127.0.0.1", str(port), *map(str, files)],
-        env=DCMTK_ENV,
-        capture_output=True,
-        text=True,
-    )
+    senders = [
+        subprocess.Popen(
+            [STORESCU, "-aec", called_ae, "127.0.0.1", str(port), *map(str, part)],
+            env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for part in parts
+    ]
+    errors = [(p.wait(), p.stderr.read() if p.stderr else "") for p in senders]
     elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"storescu failed ({result.returncode}): {result.stderr[-1000:]}")
+    for code, err in errors:
+        if code != 0:
+            raise RuntimeError(f"storescu failed ({code}): {err[-1000:]}")
     return elapsed
 
 
@@ -115,19 +128,17 @@ class RssSampler:
         self._thread.join()
 
 
-def storescp_round(files: list[Path]) -> float:
+def storescp_round(files: list[Path], associations: int = 1, fork: bool = False) -> float:
     """Instances/s of dcmtk storescp receiving ``files`` into a fresh folder."""
     with tempfile.TemporaryDirectory(prefix="bench-storescp-") as out:
         port = free_port()
         server = subprocess.Popen(
-            [STORESCP, "-od", out, str(port)],
-            env=DCMTK_ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [STORESCP, *(["--fork"] if fork else []), "-od", out, str(port)],
+            env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
             wait_listening(port, server)
-            elapsed = send(port, files, "STORESCP")
+            elapsed = send(port, files, "STORESCP", associations)
         finally:
             server.terminate()
             server.wait(10)
@@ -137,32 +148,29 @@ def storescp_round(files: list[Path]) -> float:
     return len(files) / elapsed
 
 
-def node_round(files: list[Path], durable: bool = True) -> tuple[float, float]:
-    """Instances/s of our node receiving ``files`` and its peak RSS (MB) while receiving."""
+def node_round(files: list[Path], mode: str = "group", associations: int = 1) -> tuple[float, float, dict]:
+    """Instances/s of our node receiving ``files``, its peak RSS (MB) and its statistics."""
     with tempfile.TemporaryDirectory(prefix="bench-node-") as data_dir:
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", data_dir, *([] if durable else ["--no-fsync"])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
+            [sys.executable, __file__, "--serve", data_dir, "--durability", mode],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
         assert server.stdin is not None and server.stdout is not None
         try:
             port = int(server.stdout.readline())
             wait_listening(port, server)
             with RssSampler(server.pid) as rss:
-                elapsed = send(port, files, "MEDDET")
+                elapsed = send(port, files, "MEDDET", associations)
             server.stdin.close()
-            recorded = int(server.stdout.readline())
+            stats = json.loads(server.stdout.readline())
             server.wait(60)
         finally:
             if server.poll() is None:
                 server.kill()
         spooled = len(list(Path(data_dir, "spool").glob("*/*/*.dcm")))
-        if spooled != len(files) or recorded != len(files):
-            raise RuntimeError(f"node spooled {spooled}, recorded {recorded} of {len(files)}")
-    return len(files) / elapsed, rss.peak_kb / 1024
+        if spooled != len(files) or stats["recorded"] != len(files):
+            raise RuntimeError(f"node spooled {spooled}, recorded {stats['recorded']} of {len(files)}")
+    return len(files) / elapsed, rss.peak_kb / 1024, stats
 
 
 def durable_write_ms(folder: Path, size: int = 132_000, n: int = 40) -> float:
@@ -183,7 +191,7 @@ def durable_write_ms(folder: Path, size: int = 132_000, n: int = 40) -> float:
     return statistics.median(times) * 1000
 
 
-def serve(data_dir: Path, durable: bool = True) -> None:
+def serve(data_dir: Path, mode: str) -> None:
     """The node under test: ``Node`` with a no-op selection hand-off (no model runs)."""
     sys.path.insert(0, str(ROOT))
     from sqlalchemy import func, select
@@ -196,50 +204,103 @@ def serve(data_dir: Path, durable: bool = True) -> None:
     from migrations import upgrade
 
     configure_logging("WARNING")
-    settings = Settings(data_dir=data_dir, port=0, quiet_period=30.0)
+    durability = "per-instance" if mode == "per-instance" else "group"
+    settings = Settings(data_dir=data_dir, port=0, quiet_period=30.0, durability=durability)
     upgrade(settings.effective_database_url)
     factory = make_session_factory(make_engine(settings.effective_database_url))
     node = Node(settings, factory, on_selected=lambda session, series: None)
-    node.spool.durable = durable
+    if mode == "none" and node.committer is not None:
+        node.committer.flush = lambda folder, paths: None  # the receive path without the flush
     node.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.stdin.close())
     print(node.port, flush=True)
+    cpu_start = thread_cpu()
     sys.stdin.read()  # until the parent closes our stdin
+    cpu = {name: round(seconds - cpu_start.get(name, 0.0), 3) for name, seconds in thread_cpu().items()}
     node.stop()
+    committer = node.committer
     with factory() as session:
-        print(session.scalar(select(func.count()).select_from(Instance)), flush=True)
+        recorded = session.scalar(select(func.count()).select_from(Instance))
+    print(json.dumps({
+        "recorded": recorded,
+        "flush_groups": committer.groups if committer else 0,
+        "flushed_files": committer.files if committer else 0,
+        "slowest_flush_ms": round(1000 * committer.slowest_flush_s, 1) if committer else 0,
+        "via_pynetdicom_handler": node.handlers.handler_stores,
+        "cpu_s": cpu,
+    }), flush=True)
 
 
-def run(instances: int, rounds: int, series_size: int) -> dict:
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's long-lived threads by name, and of the
+    association threads (those that came and went: the process total minus the rest)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(stat: str) -> float:
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    result: dict[str, float] = {}
+    for tid, name in names.items():
+        if name.startswith("AcceptorThread") or "run_reactor" in name:
+            continue
+        try:
+            result[name] = seconds(Path(f"/proc/self/task/{tid}/stat").read_text())
+        except OSError:
+            continue
+    total = seconds(Path("/proc/self/stat").read_text())
+    result["associations and the rest"] = total - sum(result.values())
+    return result
+
+
+def run(instances: int, rounds: int, series_size: int, associations: int, per_association: int) -> dict:
+    results: dict[str, list[float]] = {}
+    rss: list[float] = []
+    flush: list[float] = []
+    groups: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
-        files = make_instances(instances, series_size, Path(folder))
+        every = make_instances(max(instances, associations * per_association), series_size, Path(folder))
+        files, concurrent = every[:instances], every[: associations * per_association]
         send_bytes = sum(f.stat().st_size for f in files)
-        dcmtk, node, no_fsync, rss, flush = [], [], [], [], []
         for _ in range(rounds):  # interleaved, so drift in machine load hits all alike
-            dcmtk.append(storescp_round(files))
-            rate, peak = node_round(files)
-            node.append(rate)
+            results.setdefault("storescp", []).append(storescp_round(files))
+            for mode in MODES:
+                rate, peak, stats = node_round(files, mode)
+                results.setdefault(f"node {mode}", []).append(rate)
+                rss.append(peak)
+                if mode == "group":
+                    groups.append(stats)
+            results.setdefault("storescp concurrent", []).append(storescp_round(concurrent, associations))
+            results.setdefault("storescp --fork concurrent", []).append(
+                storescp_round(concurrent, associations, fork=True)
+            )
+            rate, peak, _ = node_round(concurrent, "group", associations)
+            results.setdefault("node group concurrent", []).append(rate)
             rss.append(peak)
-            no_fsync.append(node_round(files, durable=False)[0])
-            with tempfile.TemporaryDirectory(prefix="bench-flush-") as scratch:
+            with tempfile.TemporaryDirectory(prefix="bench-flush-", dir=ROOT) as scratch:
                 flush.append(durable_write_ms(Path(scratch)))
-    storescp_rate, node_rate = statistics.median(dcmtk), statistics.median(node)
-    no_fsync_rate, flush_ms = statistics.median(no_fsync), statistics.median(flush)
+    median = {name: statistics.median(values) for name, values in results.items()}
+    best_concurrent = max(median["storescp concurrent"], median["storescp --fork concurrent"])
+    ratios = {
+        name: round(rate / (best_concurrent if "concurrent" in name else median["storescp"]), 3)
+        for name, rate in median.items()
+    }
+    flush_ms = statistics.median(flush)
     return {
         "instances": instances,
+        "associations": associations,
+        "per_association": per_association,
         "rounds": rounds,
         "mb_per_round": round(send_bytes / 1e6, 1),
-        "storescp_inst_per_s": round(storescp_rate, 1),
-        "node_inst_per_s": round(node_rate, 1),
-        "ratio": round(node_rate / storescp_rate, 3),
+        "inst_per_s": {name: round(rate, 1) for name, rate in median.items()},
+        "ratio": ratios,
+        "rounds_inst_per_s": {name: [round(r, 1) for r in values] for name, values in results.items()},
         "node_peak_rss_mb": round(max(rss), 1),
-        "node_no_fsync_inst_per_s": round(no_fsync_rate, 1),
-        "ratio_no_fsync": round(no_fsync_rate / storescp_rate, 3),
         "durable_write_ms": round(flush_ms, 2),
-        "durable_ceiling_inst_per_s": round(1000 / flush_ms, 1),
-        "storescp_rounds": [round(r, 1) for r in dcmtk],
-        "node_rounds": [round(r, 1) for r in node],
-        "node_no_fsync_rounds": [round(r, 1) for r in no_fsync],
+        "per_instance_ceiling_inst_per_s": round(1000 / flush_ms, 1),
+        "group_commit": groups[len(groups) // 2] if groups else {},
+        "load_average": os.getloadavg(),
         "targets": {"ratio": 0.8, "rss_mb": 300},
     }
 
@@ -247,28 +308,31 @@ def run(instances: int, rounds: int, series_size: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--instances", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--associations", type=int, default=4, help="concurrent senders")
+    parser.add_argument("--per-association", type=int, default=250, help="instances each")
     parser.add_argument("--series-size", type=int, default=20, help="instances per series")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--no-fsync", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--durability", choices=MODES, default="group", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve is not None:
-        serve(args.serve, durable=not args.no_fsync)
+        serve(args.serve, args.durability)
         return
-    result = run(args.instances, args.rounds, args.series_size)
+    result = run(args.instances, args.rounds, args.series_size, args.associations, args.per_association)
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{result['instances']} MR instances 256x256, {result['rounds']} interleaved rounds (medians)")
-    print(f"  dcmtk storescp : {result['storescp_inst_per_s']:8.1f} instances/s  {result['storescp_rounds']}")
-    print(f"  meddet node    : {result['node_inst_per_s']:8.1f} instances/s  {result['node_rounds']}")
-    print(f"  node, no fsync : {result['node_no_fsync_inst_per_s']:8.1f} instances/s  {result['node_no_fsync_rounds']}")
-    print(f"  ratio node/storescp: {result['ratio']:.3f}  (target >= 0.8); without fsync {result['ratio_no_fsync']:.3f}")
-    print(
-        f"  one durable write (fsync file + folder) takes {result['durable_write_ms']:.2f} ms here: "
-        f"at most {result['durable_ceiling_inst_per_s']:.0f} instances/s for a sender that waits for each answer"
-    )
+    n, k, m = result["instances"], result["associations"], result["per_association"]
+    print(f"{n} MR instances 256x256 ({result['mb_per_round']} MB), {result['rounds']} interleaved rounds, "
+          f"medians; load average {', '.join(f'{x:.1f}' for x in result['load_average'])}")
+    for name, rate in result["inst_per_s"].items():
+        where = f"{k} assoc x {m}" if "concurrent" in name else f"1 assoc x {n}"
+        print(f"  {name:28s} {where:14s} {rate:8.1f} instances/s  ratio {result['ratio'][name]:.3f}  "
+              f"{result['rounds_inst_per_s'][name]}")
+    print(f"  one durable write (fsync file + folder) here: {result['durable_write_ms']:.2f} ms "
+          f"(per-instance ceiling {result['per_instance_ceiling_inst_per_s']:.0f}/s)")
+    print(f"  group commit (median round): {result['group_commit']}")
     print(f"  node peak RSS while receiving: {result['node_peak_rss_mb']:.0f} MB  (target < 300)")
 
 

@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from dicom_node.allowlist import parse_network
 from dicom_node.destinations import Destination
+from dicom_node.kinds import RESULT_KINDS, SR_KINDS, ResultKind, SrKind, result_kinds, sr_kind
 from dicom_node.limits import (
     DEFAULT_ACSE_TIMEOUT,
     DEFAULT_ASSOCIATION_TIME_LIMIT,
@@ -90,11 +91,34 @@ class Settings(BaseSettings):
         description="Seconds an association may last in all; then it is aborted",
     )
 
+    # Durability and Storage Commitment (issue 14; docs/conformance.md 2.4)
+    durability: Literal["group", "per-instance"] = Field(
+        "group",
+        description="group: C-STORE success after the atomic write, fsync in groups every <= 20 ms; "
+        "per-instance: fsync before each success",
+    )
+    commitment_association: Literal["same", "new"] = Field(
+        "same",
+        description="Storage Commitment N-EVENT-REPORT: on the requesting association while it is "
+        "open (else a new one), or always on a new association",
+    )
+    commitment_peers: Annotated[list[Destination], NoDecode] = Field(
+        default_factory=list,
+        description="Where N-EVENT-REPORTs on new associations go, by requesting AE: AE@host:port, comma-separated",
+    )
+    commitment_timeout: float = Field(
+        60.0, gt=0, description="Seconds a Storage Commitment waits for its instances to be flushed and recorded"
+    )
+
     # Storage
     data_dir: Path = Field(Path("meddet-data"), description="Spool, quarantine, results, DB")
     database_url: str | None = Field(None, description="SQLAlchemy URL (default: SQLite)")
     spool_retention_hours: float = Field(72.0, ge=0, description="Keep finished spool files")
     quarantine_retention_days: float = Field(30.0, ge=0, description="Keep quarantined files")
+    prune_older_than_days: float | None = Field(
+        None, gt=0,
+        description="The node's retention pass also runs `meddet db prune` for this age (days); unset = off",
+    )
 
     # Pipeline
     quiet_period: float = Field(30.0, gt=0, description="Seconds without instances = complete")
@@ -113,11 +137,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Where results go: AE@host:port[?tls=1][&objects=sr+gsps], comma-separated",
     )
-    result_objects: Annotated[list[str], NoDecode] = Field(
+    result_objects: Annotated[list[ResultKind], NoDecode] = Field(
         default_factory=lambda: ["sr", "seg", "gsps"],
-        description="Result objects to write: sr, seg, gsps, sc, kos",
+        description=f"Result objects to write: {', '.join(RESULT_KINDS)}",
     )
-    sr_kind: str = Field("3d", description="SR IOD: 3d (88.34), comprehensive (88.33), enhanced")
+    sr_kind: SrKind = Field("3d", description=f"SR IOD: {', '.join(SR_KINDS)} (3d: 88.34, comprehensive: 88.33)")
     send_retries: int = Field(5, ge=0, description="Retries per job when a PACS is unreachable")
     job_lease_seconds: float = Field(
         60.0, gt=0, description="A running job's lease; its worker renews it every third of this"
@@ -134,11 +158,32 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_json: bool = Field(False, description="JSON log lines instead of console format")
 
-    @field_validator("allowed_aes", "allowed_ips", "result_objects", mode="before")
+    # Web console (issue 15; dicom_node/console)
+    console_host: str = Field("127.0.0.1", description="Address the web console binds to")
+    console_port: int = Field(8080, ge=0, le=65535, description="Web console port (0 = off)")
+    console_tls_cert: Path | None = Field(None, description="PEM certificate: console over HTTPS")
+    console_tls_key: Path | None = Field(None, description="PEM private key for console_tls_cert")
+    console_session_hours: float = Field(12.0, gt=0, description="A console login lasts this long")
+    console_lockout_attempts: int = Field(
+        5, ge=1, description="Wrong passwords in a row that lock a console user out"
+    )
+    console_lockout_minutes: float = Field(15.0, gt=0, description="How long a lock-out lasts")
+
+    @field_validator("allowed_aes", "allowed_ips", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("result_objects", mode="before")
+    @classmethod
+    def _check_result_objects(cls, value: Any) -> Any:
+        """Comma-separated or a list; an unknown kind stops the start with the allowed list."""
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return result_kinds(value)
         return value
 
     @field_validator("allowed_ips")
@@ -148,7 +193,7 @@ class Settings(BaseSettings):
             parse_network(entry)
         return value
 
-    @field_validator("destinations", mode="before")
+    @field_validator("destinations", "commitment_peers", mode="before")
     @classmethod
     def _parse_destinations(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -166,12 +211,10 @@ class Settings(BaseSettings):
         }
         return [d.model_copy(update=files) if d.tls else d for d in value]
 
-    @field_validator("sr_kind")
+    @field_validator("sr_kind", mode="before")
     @classmethod
-    def _check_sr_kind(cls, value: str) -> str:
-        if value not in {"3d", "comprehensive", "enhanced"}:
-            raise ValueError("sr_kind must be one of: 3d, comprehensive, enhanced")
-        return value
+    def _check_sr_kind(cls, value: Any) -> Any:
+        return sr_kind(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_exposure(self) -> "Settings":
@@ -185,6 +228,8 @@ class Settings(BaseSettings):
             raise ValueError("tls_cert and tls_key must be set together")
         if (self.destination_tls_cert is None) != (self.destination_tls_key is None):
             raise ValueError("destination_tls_cert and destination_tls_key must be set together")
+        if (self.console_tls_cert is None) != (self.console_tls_key is None):
+            raise ValueError("console_tls_cert and console_tls_key must be set together")
         return self
 
     @classmethod

@@ -46,6 +46,7 @@ from dicom_node.limits import (
     DEFAULT_NETWORK_TIMEOUT,
 )
 from dicom_node.logging import get_logger
+from dicom_node.negotiation import SharedUIDContexts
 from dicom_node.reactor import EventDrivenAssociation, EventDrivenDUL, EventDrivenRequestHandler
 from dicom_node.store_response import FastStoreResponses
 
@@ -111,8 +112,9 @@ def read_pdu(sock: socket.socket, limits: Limits) -> bytearray:
     """
     deadline = time.monotonic() + limits.network_timeout
     try:
-        data = _read_exactly(sock, 6, deadline, first=True)
-        pdu_type, _, length = struct.unpack(">BBL", data)
+        header = bytearray(6)
+        _read_exactly(sock, memoryview(header), deadline, first=True)
+        pdu_type, _, length = struct.unpack(">BBL", header)
         if pdu_type not in _PDU_TYPES:
             raise InvalidPDU(f"unknown PDU type 0x{pdu_type:02X}", diagnostic=1)
         limit = limits.max_pdu if pdu_type == _P_DATA_TF else CONTROL_PDU_LIMIT
@@ -120,7 +122,9 @@ def read_pdu(sock: socket.socket, limits: Limits) -> bytearray:
             raise InvalidPDU(
                 f"PDU type 0x{pdu_type:02X} declares {length} bytes, limit {limit}", diagnostic=6
             )
-        data += _read_exactly(sock, length, deadline)
+        data = bytearray(6 + length)
+        data[:6] = header
+        _read_exactly(sock, memoryview(data)[6:], deadline)
         return data
     finally:
         try:
@@ -129,21 +133,20 @@ def read_pdu(sock: socket.socket, limits: Limits) -> bytearray:
             pass  # closed under us
 
 
-def _read_exactly(sock: socket.socket, size: int, deadline: float, first: bool = False) -> bytearray:
-    """``size`` bytes; ``first``: these start a PDU (a close before them is :class:`PeerClosed`)."""
-    data = bytearray()
-    while len(data) < size:
+def _read_exactly(sock: socket.socket, into: memoryview, deadline: float, first: bool = False) -> None:
+    """Fill ``into``; ``first``: these bytes start a PDU (a close before them is :class:`PeerClosed`)."""
+    size, got = len(into), 0
+    while got < size:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"PDU incomplete after network_timeout ({len(data)} of {size} bytes)")
+            raise TimeoutError(f"PDU incomplete after network_timeout ({got} of {size} bytes)")
         sock.settimeout(left)
-        chunk = sock.recv(min(size - len(data), 1 << 16))
-        if not chunk:
-            if not data and first:
+        count = sock.recv_into(into[got:], min(size - got, 1 << 20))
+        if not count:
+            if not got and first:
                 raise PeerClosed("connection closed")
-            raise ConnectionError(f"connection closed part way through a PDU ({len(data)} of {size} bytes)")
-        data += chunk
-    return data
+            raise ConnectionError(f"connection closed part way through a PDU ({got} of {size} bytes)")
+        got += count
 
 
 class GuardedDUL(EventDrivenDUL):
@@ -181,6 +184,10 @@ class GuardedDUL(EventDrivenDUL):
             log.warning("connection lost or too slow mid-PDU; closing", reason=str(exc))
             self._hang_up(sock)
             return
+        self._take_pdu(data)
+
+    def _take_pdu(self, data: bytearray) -> None:
+        """Decode a PDU and queue its event, as stock (dicom_node/fastlane.py overrides this)."""
         try:
             pdu, event = self._decode_pdu(data)
         except Exception as exc:  # noqa: BLE001 - as stock: any decoding failure is Evt19
@@ -286,6 +293,7 @@ class GuardedServer(ThreadedAssociationServer):
         self.screen = screen
         self._pending = threading.BoundedSemaphore(limits.pending_connections)
         super().__init__(*args, **kwargs)
+        self.contexts = SharedUIDContexts(self.contexts)  # cheap per-association copies
 
     def get_request(self) -> tuple[socket.socket, Any]:
         """Accept only; TLS is set up on the connection's thread (:meth:`_admit`)."""
@@ -382,10 +390,13 @@ def start_server(
     ssl_context: Any,
     limits: Limits,
     screen: Screen,
+    server_class: type[GuardedServer] = GuardedServer,
+    request_handler: type[GuardedRequestHandler] = GuardedRequestHandler,
+    **server_options: Any,
 ) -> GuardedServer:
     """``reactor.start_server`` with the guards of this module (see the module docstring)."""
     server = reactor.start_server(
-        ae, address, evt_handlers, ssl_context=ssl_context, server_class=GuardedServer,
-        request_handler=GuardedRequestHandler, limits=limits, screen=screen,
+        ae, address, evt_handlers, ssl_context=ssl_context, server_class=server_class,
+        request_handler=request_handler, limits=limits, screen=screen, **server_options,
     )
     return server  # type: ignore[return-value]

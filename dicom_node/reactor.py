@@ -273,11 +273,11 @@ class EventDrivenAssociation(Association):
                 self._wait_for_input()
                 self.wakeups += 1
             self._inbox.clear()  # cleared before looking: a later put sets it again
-            # Paused while a send_*() on this association waits for its own responses
-            if not self._reactor_checkpoint.is_set():
-                self._stop_driving()
+            # Paused while a send_*() on this association (any thread) waits for its own
+            # responses: never wait holding the DUL, or its thread cannot send or read them
             self._is_paused = True
-            self._reactor_checkpoint.wait()
+            while not self._reactor_checkpoint.wait(0 if self._driving else MAX_WAIT):
+                self._stop_driving()
             self._is_paused = False
 
             context_id, msg = self.dimse.get_msg(block=False)

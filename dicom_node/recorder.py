@@ -19,8 +19,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -32,12 +30,23 @@ from dicom_node.audit.models import (
     Instance,
     QuarantineRecord,
     Series,
-    SeriesState,
     clip,
 )
-from dicom_node.headers import InstanceHeader
+from dicom_node.events import (  # noqa: F401 - re-exported: the events' old home
+    AssociationClosed,
+    AssociationOpened,
+    AssociationRejected,
+    Barrier,
+    Event,
+    InstanceQuarantined,
+    InstanceStored,
+)
 from dicom_node.logging import get_logger
-from dicom_node.spool import StoredFile
+from dicom_node.recording import (  # noqa: F401 - record_instance: recovery's import
+    has_all_expected,
+    record_instance,
+    record_instances,
+)
 
 log = get_logger(__name__)
 
@@ -49,57 +58,6 @@ MAX_PENDING = 20_000
 #: Retry delays while the DB is unreachable: doubling from the first, capped.
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 2.0
-
-
-@dataclass(frozen=True)
-class AssociationOpened:
-    key: int
-    calling_ae: str
-    called_ae: str
-    address: str
-    port: int | None
-    at: datetime
-
-
-@dataclass(frozen=True)
-class AssociationClosed:
-    key: int
-    outcome: str  # released / aborted
-    n_stored: int
-    n_failed: int
-    at: datetime
-
-
-@dataclass(frozen=True)
-class AssociationRejected:
-    calling_ae: str
-    called_ae: str
-    address: str
-    port: int | None
-    reason: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class InstanceStored:
-    key: int | None  # association key; None for files found by recovery
-    header: InstanceHeader
-    stored: StoredFile
-    at: datetime
-
-
-@dataclass(frozen=True)
-class InstanceQuarantined:
-    key: int | None
-    sop_uid: str | None
-    path: Path
-    reason: str
-    at: datetime
-
-
-Event = (
-    AssociationOpened | AssociationClosed | AssociationRejected | InstanceStored | InstanceQuarantined
-)
 
 
 class AuditRecorder:
@@ -122,6 +80,7 @@ class AuditRecorder:
         self._overflowed = threading.Event()
         self._dropped_lock = threading.Lock()
         self.dropped = 0
+        self.before_flush: Callable[[], object] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -139,7 +98,10 @@ class AuditRecorder:
                 log.error("audit queue full; event dropped, spool files are recorded later", dropped=dropped)
 
     def flush(self) -> None:
-        """Block until every queued event is written (tests, shutdown)."""
+        """Block until every queued event is written (tests, shutdown), including those the
+        group committer still holds (``before_flush``, set by the node)."""
+        if self.before_flush is not None:
+            self.before_flush()
         self._queue.join()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -166,9 +128,12 @@ class AuditRecorder:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            events = [e for e in batch if e is not None]
-            if events:
-                self._write_batch(events)
+            events: list[Event] = [e for e in batch if e is not None and not isinstance(e, Barrier)]
+            written = self._write_batch(events) if events else True
+            if written:  # barriers pass once everything queued before them is committed
+                for barrier in batch:
+                    if isinstance(barrier, Barrier):
+                        barrier.done.set()
             if self._overflowed.is_set() and self._queue.empty():
                 self._catch_up()
             for _ in batch:
@@ -176,8 +141,9 @@ class AuditRecorder:
             if None in batch:
                 return
 
-    def _write_batch(self, events: list[Event]) -> None:
-        """Write ``events`` in one transaction; if the DB refuses it, one by one."""
+    def _write_batch(self, events: list[Event]) -> bool:
+        """Write ``events`` in one transaction; if the DB refuses it, one by one. False when
+        given up at shutdown with the DB unreachable."""
         pending = list(events)
         one_by_one = len(pending) == 1
         ready: set[str] = set()
@@ -189,7 +155,7 @@ class AuditRecorder:
             except TRANSIENT_DB_ERRORS as exc:
                 attempt += 1
                 if not self._wait_for_db(exc, attempt, len(pending)):
-                    return
+                    return False
                 continue
             except Exception as exc:  # noqa: BLE001 - a refused row: isolated, then recorded
                 if not one_by_one:
@@ -202,13 +168,27 @@ class AuditRecorder:
             attempt = 0
         if ready and self._on_batch is not None:
             self._on_batch(ready)  # complete by count: no need to wait for the next poll
+        return True
 
     def _commit(self, events: list[Event]) -> set[str]:
         """One transaction; returns the series brought to their expected count."""
         saved = dict(self._assoc_ids)  # ids handed out by a rolled-back transaction are void
         try:
             with transaction(self._factory) as session:
-                touched = {s for e in events if (s := self.apply(session, e))}
+                touched: set[Series] = set()
+                stores: list[InstanceStored] = []
+                for event in [*events, None]:  # runs of InstanceStored are written as batches
+                    if isinstance(event, InstanceStored):
+                        stores.append(event)
+                        continue
+                    if stores:
+                        touched |= record_instances(session, [
+                            (e.header, e.stored, e.at, self._assoc_ids.get(e.key) if e.key is not None else None)
+                            for e in stores
+                        ])
+                        stores = []
+                    if event is not None and (series := self.apply(session, event)):
+                        touched.add(series)
                 return {s.series_instance_uid for s in touched if has_all_expected(s)}
         except BaseException:
             self._assoc_ids = saved
@@ -315,79 +295,3 @@ def _subject(event: Event) -> tuple[Path | None, str | None]:
     if isinstance(event, InstanceQuarantined):
         return event.path, event.sop_uid
     return None, None
-
-
-def has_all_expected(series: Series) -> bool:
-    return bool(series.expected_instances) and series.n_instances >= series.expected_instances
-
-
-def _modality(header: InstanceHeader) -> str | None:
-    """Modality as stored: DICOM's CS allows 16 characters, and so does the column."""
-    modality = clip(Series.modality, header.modality)
-    if modality != header.modality:
-        log.warning("over-long Modality cut to 16 characters", series_uid=header.series_uid,
-                    length=len(header.modality or ""))
-    return modality
-
-
-def record_instance(
-    session: Session,
-    header: InstanceHeader,
-    stored: StoredFile,
-    at: datetime,
-    association_id: int | None,
-) -> Series | None:
-    """Insert the instance and update (or reopen) its series. Duplicates change nothing.
-
-    ``n_instances`` counts distinct SOP Instance UIDs: revision 0 is the first of each.
-    """
-    series = session.scalar(
-        select(Series).where(Series.series_instance_uid == header.series_uid)
-    )
-    if series is None:
-        series = Series(
-            series_instance_uid=header.series_uid,
-            study_instance_uid=header.study_uid,
-            modality=_modality(header),
-            spool_path=str(stored.path.parent),
-            n_instances=0,
-            first_received_at=at,
-            last_received_at=at,
-            expected_instances=header.expected_in_series,
-        )
-        session.add(series)
-        session.flush()
-    if stored.duplicate:
-        log.info("duplicate instance ignored", sop_uid=header.sop_uid, series_uid=header.series_uid)
-        return None
-    session.add(
-        Instance(
-            series_id=series.id,
-            association_id=association_id,
-            sop_instance_uid=header.sop_uid,
-            revision=stored.revision,
-            sop_class_uid=header.sop_class_uid,
-            transfer_syntax_uid=header.transfer_syntax_uid,
-            size_bytes=stored.size,
-            sha256=stored.sha256,
-            spool_path=str(stored.path),
-            received_at=at,
-        )
-    )
-    if stored.revision > 0:
-        log.warning(
-            "instance re-sent with different bytes; kept as a revision",
-            sop_uid=header.sop_uid,
-            revision=stored.revision,
-        )
-    if stored.revision == 0:
-        series.n_instances += 1
-    series.last_received_at = max(series.last_received_at, at)
-    if header.expected_in_series and not series.expected_instances:
-        series.expected_instances = header.expected_in_series
-    if series.state != SeriesState.receiving:
-        log.info("late instance reopens series", series_uid=header.series_uid, was=series.state.value)
-        series.state = SeriesState.receiving
-        series.completed_at = None
-    return series
-

@@ -10,6 +10,7 @@ and the node still starts.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.audit.db import TRANSIENT_DB_ERRORS, short_error, transaction
 from dicom_node.audit.models import Instance, QuarantineRecord, utcnow
+from dicom_node.durability import flush_files
 from dicom_node.headers import Rejected, inspect_instance
 from dicom_node.logging import get_logger
 from dicom_node.recorder import record_instance
@@ -32,14 +34,23 @@ def reconcile(spool: Spool, session_factory: sessionmaker[Session]) -> int:
     return record_missing(spool, session_factory)
 
 
-def record_missing(spool: Spool, session_factory: sessionmaker[Session]) -> int:
+def record_missing(
+    spool: Spool,
+    session_factory: sessionmaker[Session],
+    flush: Callable[[Path, list[Path]], None] = flush_files,
+) -> int:
     """Record spool files without a DB row, one transaction each (safe while receiving).
 
-    Returns how many were recorded; an unreachable DB raises, a refused file is reported.
+    The files are flushed first (group commit, dicom_node/durability.py): a file renamed into
+    the spool just before a crash may still be only in the page cache, and nothing unflushed
+    may be recorded. Returns how many were recorded; an unreachable DB raises, a refused file
+    is reported.
     """
     with session_factory() as session:
         known = set(session.scalars(select(Instance.spool_path)))
     missing = [path for path in spool.iter_files() if str(path) not in known]
+    if missing:
+        flush(spool.spool_dir, missing)
     recorded = 0
     for path in missing:
         try:

@@ -1,8 +1,10 @@
 """The Storage SCP: small pynetdicom event handlers that spool and hand off.
 
-Handlers do little: check policy, parse the header, write the file atomically, put an event on
-the audit recorder's queue and return a named status. DB writes, series assembly and job
-creation happen on other threads.
+Handlers do little: check policy, hand the data set to dicom_node/intake.py (header, atomic
+write, an event for the recorder) and return a named status. With the event-driven reactors
+C-STOREs do not even reach pynetdicom's handler: the fast lane (dicom_node/fastlane.py)
+streams them to the same intake. DB writes, series assembly and job creation happen on other
+threads.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from io import BytesIO
 from threading import Lock
 
 from pydicom.dataset import Dataset
@@ -21,24 +22,22 @@ from pynetdicom import (
     PYNETDICOM_IMPLEMENTATION_VERSION,
     evt,
 )
-from pynetdicom.sop_class import _STORAGE_CLASSES, Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    _STORAGE_CLASSES,
+    StorageCommitmentPushModel,
+    Verification,
+)
 
 from dicom_node import statuses
 from dicom_node.allowlist import is_allowed
 from dicom_node.audit.models import utcnow
 from dicom_node.config import Settings
+from dicom_node.events import AssociationClosed, AssociationOpened, AssociationRejected, Event
 from dicom_node.guards import DiscardedDataSet
-from dicom_node.headers import Rejected, encode_file_meta, inspect_dataset
+from dicom_node.headers import encode_file_meta
+from dicom_node.intake import DataSetSink, Intake, Outcome
 from dicom_node.logging import get_logger
-from dicom_node.recorder import (
-    AssociationClosed,
-    AssociationOpened,
-    AssociationRejected,
-    Event,
-    InstanceQuarantined,
-    InstanceStored,
-)
-from dicom_node.spool import Spool, SpoolError
+from dicom_node.spool import Spool
 
 log = get_logger(__name__)
 
@@ -86,6 +85,12 @@ class StoreHandlers:
     count: Callable[[str], None] = lambda outcome: None  # metrics hook: success/failure/refused
     _stats: dict[int, _AssocStats] = field(default_factory=dict)
     _lock: Lock = field(default_factory=Lock)
+    intake: Intake = field(init=False)
+    #: C-STOREs that came through pynetdicom's handler instead of the fast lane.
+    handler_stores: int = 0
+
+    def __post_init__(self) -> None:
+        self.intake = Intake(self.settings, self.spool, self.record)
 
     def bindings(self) -> list[tuple[evt.InterventionEvent | evt.NotificationEvent, Callable]]:
         return [
@@ -96,6 +101,16 @@ class StoreHandlers:
             (evt.EVT_C_ECHO, self.on_c_echo),
             (evt.EVT_C_STORE, self.on_c_store),
         ]
+
+    # --- the fast lane's entry points (dicom_node/fastlane.py) ---------------------------
+    def open_sink(self, file_meta: bytes) -> DataSetSink:
+        return self.intake.open(file_meta)
+
+    def finish_store(self, key: int, sink: DataSetSink, sop_uid: str, transfer_syntax: str) -> Outcome:
+        """Decide a streamed C-STORE (see :meth:`Intake.finish`) and count it."""
+        status, comment = self.intake.finish(key, sink, sop_uid, transfer_syntax)
+        self._count(key, status)
+        return status, comment
 
     # --- association policy -------------------------------------------------------------
     # Source addresses are checked when the connection is accepted, before any PDU is read
@@ -167,67 +182,29 @@ class StoreHandlers:
         return statuses.SUCCESS
 
     def on_c_store(self, event: evt.Event) -> int | Dataset:
-        status = self._store(event)
-        code = status if isinstance(status, int) else int(status.Status)
+        """pynetdicom's C-STORE handler (stock reactors; the fast lane bypasses it)."""
+        self.handler_stores += 1
+        request = event.request
+        sink = self.intake.open(file_meta(event))
+        received = request.DataSet
+        if isinstance(received, DiscardedDataSet):  # guards.GuardedDIMSE kept none of it
+            sink.skip(received.received)
+        else:
+            with received.getbuffer() as view:
+                sink.write(view)
+        key = id(event.assoc)
+        sop_uid = str(request.AffectedSOPInstanceUID or "")
+        status, comment = self.finish_store(key, sink, sop_uid, str(event.context.transfer_syntax))
+        return status if comment is None else with_comment(status, comment)
+
+    def _count(self, key: int, code: int) -> None:
         self.count("success" if code == statuses.SUCCESS else f"0x{code:04X}")
-        stats = self._stats.get(id(event.assoc))
+        stats = self._stats.get(key)
         if stats is not None:
             if code == statuses.SUCCESS:
                 stats.stored += 1
             else:
                 stats.failed += 1
-        return status
-
-    def _store(self, event: evt.Event) -> int | Dataset:
-        key = id(event.assoc)
-        sop_uid = str(event.request.AffectedSOPInstanceUID or "")
-        if self.spool.disk_used_percent() >= self.settings.disk_watermark:
-            log.error("spool disk above watermark; refusing", sop_uid=sop_uid)
-            return statuses.OUT_OF_RESOURCES
-        too_large = self._size_refusal(event.request.DataSet)
-        if too_large is not None:
-            log.warning("instance refused", sop_uid=sop_uid, reason=too_large)
-            return with_comment(statuses.INSTANCE_TOO_LARGE, too_large)
-        dataset = event.request.DataSet.getvalue()
-        data = file_meta(event) + dataset  # == event.encoded_dataset(include_meta=True)
-        try:
-            header = inspect_dataset(
-                dataset,
-                str(event.context.transfer_syntax),
-                sop_uid or None,
-                max_pixels=self.settings.max_pixels,
-                max_bytes=self.settings.max_instance_bytes,
-            )
-        except Rejected as rejected:
-            path = self.spool.quarantine(data, rejected.reason, sop_instance_uid=sop_uid or None)
-            self.record(InstanceQuarantined(key, sop_uid or None, path, rejected.reason, utcnow()))
-            log.warning("instance quarantined", sop_uid=sop_uid, reason=rejected.reason, path=str(path))
-            if rejected.status == statuses.INSTANCE_TOO_LARGE:
-                return with_comment(rejected.status, rejected.reason)
-            return rejected.status
-        try:
-            stored = self.spool.store(data, header.study_uid, header.series_uid, header.sop_uid)
-        except SpoolError as exc:
-            log.error("spool write failed", sop_uid=sop_uid, error=str(exc))
-            return statuses.OUT_OF_RESOURCES
-        self.record(InstanceStored(key, header, stored, utcnow()))
-        return statuses.SUCCESS
-
-    def _size_refusal(self, received: BytesIO) -> str | None:
-        """Why a received data set is too big to keep (MEDDET_MAX_INSTANCE_BYTES), or None.
-
-        guards.GuardedDIMSE stops keeping a data set at the limit; the length check covers
-        stock associations (pynetdicom internals not supported), which keep it all.
-        """
-        limit = self.settings.max_instance_bytes
-        if isinstance(received, DiscardedDataSet):
-            size = received.received
-        else:
-            with received.getbuffer() as view:
-                size = view.nbytes
-        if size <= limit:
-            return None
-        return f"instance over MEDDET_MAX_INSTANCE_BYTES ({limit} bytes)"
 
 
 def with_comment(status: int, comment: str) -> Dataset:
@@ -265,6 +242,7 @@ def build_ae(settings: Settings) -> AE:
     ae.acse_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.network_timeout
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(StorageCommitmentPushModel)  # dicom_node/commitment.py (PS3.4 J)
     for uid in image_storage_classes().values():
         ae.add_supported_context(uid, TRANSFER_SYNTAXES)
     return ae

@@ -7,12 +7,16 @@ Layout under ``data_dir``::
     spool/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.r<N>.dcm   later, different bytes
     quarantine/<timestamp>-<n>.dcm + .json                   what could not be accepted, and why
 
-A write is atomic (temp file, fsync, rename, fsync of the folder), so a file in ``spool/`` is
-always complete: that is what C-STORE success promises.
+A write is atomic (temp file, rename), so a file in ``spool/`` is always complete. With
+``durable`` (``MEDDET_DURABILITY=per-instance``) the temp file and the folder are fsynced
+before a write returns; otherwise (``group``) dicom_node/durability.py flushes written files
+in groups before anything records them. The receive path streams each data set into a temp
+file as it arrives (dicom_node/intake.py) and hands it to :meth:`Spool.place`.
 """
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import itertools
 import json
@@ -62,6 +66,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _replace(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` into place; a series folder that retention removed meanwhile (this
     process or ``meddet spool gc``) is made again, so a late instance is never refused."""
@@ -88,15 +100,30 @@ class Spool:
         self._counter = itertools.count()
         self._lock = threading.Lock()  # serialises revision numbering per process
         self._known_dirs: set[Path] = set()
-        #: fsync file and folder before a write returns (what C-STORE success promises).
-        #: Off only in benchmarks, to measure the receive path without the disk's flush.
+        #: fsync file and folder before a write returns (``MEDDET_DURABILITY=per-instance``);
+        #: off with group commit (dicom_node/durability.py flushes in groups).
         self.durable = durable
 
     def series_dir(self, study_uid: str, series_uid: str) -> Path:
         return self.spool_dir / study_uid / series_uid
 
+    def temp_path(self) -> Path:
+        """A fresh name in ``tmp/`` (same file system as the spool: renamed into place)."""
+        return self.tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._counter)}.part"
+
+    def _series_folder(self, study_uid: str, series_uid: str) -> Path:
+        folder = self.series_dir(study_uid, series_uid)
+        if folder not in self._known_dirs:
+            new = not folder.is_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            if new and self.durable:  # the new folders' own entries, too
+                _fsync_dir(folder.parent)
+                _fsync_dir(self.spool_dir)
+            self._known_dirs.add(folder)
+        return folder
+
     def _write_atomic(self, data: bytes, final: Path) -> None:
-        tmp = self.tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._counter)}.part"
+        tmp = self.temp_path()
         try:
             with open(tmp, "wb") as handle:
                 handle.write(data)
@@ -120,10 +147,7 @@ class Spool:
             if not is_valid_uid(uid):
                 raise ValueError(f"invalid {name} UID {uid!r}")
         digest = hashlib.sha256(data).hexdigest()
-        folder = self.series_dir(study_uid, series_uid)
-        if folder not in self._known_dirs:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._known_dirs.add(folder)
+        folder = self._series_folder(study_uid, series_uid)
         with self._lock:
             revision = 0
             while True:
@@ -136,6 +160,52 @@ class Spool:
                 revision += 1
             self._write_atomic(data, path)
         return StoredFile(path, revision, digest, len(data), duplicate=False)
+
+    def place(
+        self, tmp: Path, size: int, sha256: str, study_uid: str, series_uid: str, sop_uid: str
+    ) -> StoredFile:
+        """Rename a complete temp file (written by the receive path) into the spool, as
+        :meth:`store` does with bytes; a duplicate's temp file is removed."""
+        for name, uid in (("study", study_uid), ("series", series_uid), ("SOP instance", sop_uid)):
+            if not is_valid_uid(uid):
+                raise ValueError(f"invalid {name} UID {uid!r}")
+        try:
+            folder = self._series_folder(study_uid, series_uid)
+            with self._lock:
+                revision = 0
+                while True:
+                    name = f"{sop_uid}.dcm" if revision == 0 else f"{sop_uid}.r{revision}.dcm"
+                    path = folder / name
+                    if not path.exists():
+                        break
+                    if path.stat().st_size == size and filecmp.cmp(path, tmp, shallow=False):
+                        tmp.unlink(missing_ok=True)
+                        return StoredFile(path, revision, sha256, size, duplicate=True)
+                    revision += 1
+                if self.durable:
+                    _fsync_file(tmp)
+                _replace(tmp, path)
+                if self.durable:
+                    _fsync_dir(folder)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SpoolError(f"could not store {sop_uid}.dcm: {exc}") from exc
+        return StoredFile(path, revision, sha256, size, duplicate=False)
+
+    def quarantine_file(self, tmp: Path, reason: str, **context: str | None) -> Path:
+        """Move a received temp file to ``quarantine/`` with its reason (see :meth:`quarantine`)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        path = self.quarantine_dir / f"{stamp}-{os.getpid()}-{next(self._counter)}.dcm"
+        try:
+            if self.durable:
+                _fsync_file(tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SpoolError(f"could not quarantine: {exc}") from exc
+        meta = {"reason": reason, "received_at": stamp, **context}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        return path
 
     def quarantine(self, data: bytes, reason: str, **context: str | None) -> Path:
         """Keep bytes we could not accept, with a JSON file saying why. Never raises on content."""

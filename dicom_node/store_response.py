@@ -18,9 +18,12 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
 
-def encode_store_response(message_id: int, sop_class: str, sop_instance: str, status: int) -> bytes:
+def encode_store_response(
+    message_id: int, sop_class: str, sop_instance: str, status: int, error_comment: str | None = None
+) -> bytes:
     """A C-STORE-RSP command set (implicit VR little endian, PS3.7 9.3.1.2), as pynetdicom
-    encodes it but without building and validating a pydicom dataset per response."""
+    encodes it but without building and validating a pydicom dataset per response.
+    ``error_comment``: Error Comment (0000,0902), LO, at most 64 characters."""
 
     def element(tag: int, value: bytes) -> bytes:
         return struct.pack("<HHI", 0x0000, tag, len(value)) + value
@@ -29,6 +32,10 @@ def encode_store_response(message_id: int, sop_class: str, sop_instance: str, st
         raw = value.encode("ascii")
         return raw + b"\0" if len(raw) % 2 else raw
 
+    def text(value: str) -> bytes:
+        raw = value.encode("ascii", "replace")
+        return raw + b" " if len(raw) % 2 else raw
+
     body = b"".join(
         (
             element(0x0002, uid(sop_class)),
@@ -36,6 +43,7 @@ def encode_store_response(message_id: int, sop_class: str, sop_instance: str, st
             element(0x0120, struct.pack("<H", message_id)),
             element(0x0800, struct.pack("<H", 0x0101)),  # no data set
             element(0x0900, struct.pack("<H", status)),
+            element(0x0902, text(error_comment[:64])) if error_comment is not None else b"",
             element(0x1000, uid(sop_instance)),
         )
     )

@@ -72,8 +72,8 @@ def same_sop_in_a_second_series(ds: Dataset) -> Dataset:
 def run_recorder(sessions: sessionmaker[Session], events: list[InstanceStored], **kwargs) -> AuditRecorder:  # type: ignore[no-untyped-def]
     """Queue every event before the thread starts, so they form one batch; wait until written."""
     recorder = AuditRecorder(sessions, **kwargs)
-    for event in events:
-        recorder.put(event)
+    for stored in events:
+        recorder.put(stored)
     recorder.start()
     recorder.flush()
     recorder.stop()

@@ -129,3 +129,24 @@ def test_store_response_bytes_equal_pynetdicoms(sop_uid: str, status: int) -> No
     (pdata,) = message.encode_msg(1, 16384)
     ((context_id, pdv),) = pdata.presentation_data_value_list
     assert pdv == b"\x03" + encode_store_response(7, MRImageStorage, sop_uid, status)
+
+
+@pytest.mark.parametrize("comment", ["instance over MEDDET_MAX_INSTANCE_BYTES (100000 bytes)", "odd length"])
+def test_store_response_with_an_error_comment_equals_pynetdicoms(comment: str) -> None:
+    """The fast lane answers refusals with an Error Comment (0000,0902) as pynetdicom does."""
+    from pynetdicom.dimse_messages import C_STORE_RSP
+    from pynetdicom.dimse_primitives import C_STORE
+
+    from dicom_node.store_response import encode_store_response
+
+    primitive = C_STORE()
+    primitive.MessageIDBeingRespondedTo = 3
+    primitive.AffectedSOPClassUID = MRImageStorage
+    primitive.AffectedSOPInstanceUID = "1.2.3.4"
+    primitive.Status = statuses.INSTANCE_TOO_LARGE
+    primitive.ErrorComment = comment
+    message = C_STORE_RSP()
+    message.primitive_to_message(primitive)
+    (pdata,) = message.encode_msg(1, 16384)
+    ((_, pdv),) = pdata.presentation_data_value_list
+    assert pdv == b"\x03" + encode_store_response(3, MRImageStorage, "1.2.3.4", statuses.INSTANCE_TOO_LARGE, comment)
