@@ -45,11 +45,12 @@ def decide(session: Session, series: Series, rules: list[Rule]) -> Decision:
     )
     if first is None:
         return Decision(False, "no_instances", "the series has no stored instance")
-    try:
+    try:  # values are decoded when read: a bad one (an unknown VR) fails in series_fields
         ds = dcmread(first.spool_path, stop_before_pixels=True)
+        fields = series_fields(ds, n_instances=series.n_instances)
     except Exception as exc:  # noqa: BLE001 - recorded as the reason the series is skipped
         return Decision(False, "unreadable_header", f"{type(exc).__name__}: {exc}")
-    return evaluate(rules, series_fields(ds, n_instances=series.n_instances))
+    return evaluate(rules, fields)
 
 
 class SeriesAssembler:
@@ -95,17 +96,21 @@ class SeriesAssembler:
                 log.exception("series assembly pass failed")
 
     def complete_due(self, now: datetime) -> list[Series]:
-        """One pass: complete, select or skip every due series (one transaction each)."""
+        """One pass: complete, select or skip every due series (one transaction each; one that
+        fails is logged and left receiving for the next pass, the others go on)."""
         with self._factory() as session:
             due = [s.id for s in due_series(session, now, self._quiet_period)]
         completed = []
         for series_id in due:
-            with transaction(self._factory) as session:
-                series = session.get(Series, series_id, with_for_update=True)
-                if series is None or series.state != SeriesState.receiving:
-                    continue
-                self._complete(session, series, now)
-                completed.append(series)
+            try:
+                with transaction(self._factory) as session:
+                    series = session.get(Series, series_id, with_for_update=True)
+                    if series is None or series.state != SeriesState.receiving:
+                        continue
+                    self._complete(session, series, now)
+                    completed.append(series)
+            except Exception:  # one series must not hold up the others; it is tried again
+                log.exception("series completion failed", series_id=series_id)
         if completed:
             self._after_commit(completed)
         return completed

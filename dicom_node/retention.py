@@ -137,7 +137,8 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 class RetentionLoop:
-    """Runs :func:`collect_garbage` every ``interval`` seconds on a daemon thread."""
+    """Runs :func:`collect_garbage` every ``interval`` seconds on a daemon thread, then, when
+    ``prune_older_than_days`` is set, :func:`dicom_node.prune.prune` for that age."""
 
     def __init__(
         self, settings: Settings, session_factory: sessionmaker[Session], interval: float = 600.0
@@ -157,7 +158,22 @@ class RetentionLoop:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                collect_garbage(self._settings, self._factory)
-            except Exception:  # keep serving; the next pass retries
-                log.exception("retention pass failed")
+            self.run_once()
+
+    def run_once(self) -> None:
+        """One pass: retention, then the scheduled prune (if set); failures are logged and the
+        next pass retries."""
+        try:
+            collect_garbage(self._settings, self._factory)
+        except Exception:  # keep serving; the next pass retries
+            log.exception("retention pass failed")
+        days = self._settings.prune_older_than_days
+        if days is None:
+            return
+        from dicom_node.prune import prune
+
+        now = datetime.now(timezone.utc)
+        try:
+            prune(self._settings, self._factory, now - timedelta(days=days), now=now)
+        except Exception:  # the database may be down: the next pass retries
+            log.exception("scheduled prune failed", older_than_days=days)

@@ -32,7 +32,9 @@ from dicom_node.audit.models import (
 from dicom_node.cli import app
 from dicom_node.cli import node as _node_commands  # noqa: F401  (registers the commands)
 from dicom_node.config import Settings
+from dicom_node.retention import RetentionLoop
 from migrations import upgrade
+from tests.worker.support import wait_for
 
 NOW = datetime.now(timezone.utc)
 OLD = NOW - timedelta(days=200)
@@ -187,3 +189,34 @@ def test_older_than_must_be_an_age_or_a_date(tmp_path: Path) -> None:
     env = {"MEDDET_DATA_DIR": str(tmp_path)}
     result = CliRunner().invoke(app, ["db", "prune", "--older-than", "ninety days"], env=env)
     assert result.exit_code == 2 and "--older-than" in result.output
+
+
+def test_the_node_prunes_on_its_retention_pass_when_told_how_old(world: World) -> None:
+    """MEDDET_PRUNE_OLDER_THAN_DAYS: the retention loop of ``meddet serve`` runs the prune."""
+    settings = world.settings.model_copy(update={"prune_older_than_days": 90.0})
+    loop = RetentionLoop(settings, world.sessions, interval=0.05)
+    loop.start()
+    try:
+        wait_for(lambda: count(world, Job) == 2, 30, 0.05, "the scheduled prune")
+    finally:
+        loop.stop()
+    with world.sessions() as session:
+        assert {j.id for j in session.scalars(select(Job))} == {world.jobs[n] for n in ("failed_recently", "running")}
+        reasons = [r.reason for r in session.scalars(select(CleanupRecord).where(CleanupRecord.kind == "prune"))]
+    assert reasons and "jobs 2" in reasons[0]
+    assert not world.folders["orphan_old"].exists() and world.folders["orphan_recent"].exists()
+
+
+def test_without_the_setting_the_retention_pass_prunes_nothing(world: World) -> None:
+    before = snapshot(world)
+    RetentionLoop(world.settings, world.sessions).run_once()
+    after = snapshot(world)
+    assert after.pop("cleanup") == before.pop("cleanup") + 1  # retention took the done series' spool
+    assert after == before and world.folders["orphan_old"].exists()
+
+
+def test_the_prune_age_is_a_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MEDDET_PRUNE_OLDER_THAN_DAYS", "90")
+    assert Settings(data_dir=tmp_path).prune_older_than_days == 90.0
+    monkeypatch.delenv("MEDDET_PRUNE_OLDER_THAN_DAYS")
+    assert Settings(data_dir=tmp_path).prune_older_than_days is None

@@ -41,6 +41,9 @@ if mode == "oom":
     pipeline.analyze = fakes.killed_analyze
 elif mode == "retry_once":
     pipeline.analyze = fakes.retry_once_analyze
+elif mode == "slow_warm_up":  # the model takes longer to load than Celery's 4 s default allows
+    context.WorkerContext.warm_up = lambda self: time.sleep(6)
+    pipeline.analyze = fakes.killed_once_analyze
 else:  # stuck where the soft time limit cannot stop it (native code): killed at the hard one
     def stuck(ctx, job_id, run):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # Celery's soft limit
@@ -133,3 +136,33 @@ def test_a_celery_retry_keeps_its_lease_and_runs(tmp_path, redis_url):
         history = [e["state"] for e in jobs.job_history(session, job_id)]
         assert (job.state.value, job.lost_deliveries, job.retries) == ("done", 0, 1), history
     assert history == ["queued", "running", "retry", "running", "results_written", "sent", "done"]
+
+
+def test_a_pool_process_that_loads_its_model_slowly_replaces_a_killed_one(tmp_path, redis_url):
+    """Issue 12 fault suite: after its pool process was killed, the worker forks a new one that
+    loads the model again; Celery killed any that took over 4 s to start (a loaded host), again
+    and again, so the worker never ran another job."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    env = {
+        **os.environ, "MEDDET_DATA_DIR": str(tmp_path / "data"), "MEDDET_DATABASE_URL": url,
+        "MEDDET_BROKER_URL": redis_url, "MEDDET_JOB_LEASE_SECONDS": "3", "OMP_NUM_THREADS": "1",
+    }
+    sessions = migrated_sessions(url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, broker_url=redis_url)
+    relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
+    log = tmp_path / "worker.log"
+    worker = _worker("slow_warm_up", env, log)
+    relay.start()
+    try:
+        job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
+        relay.notify()
+        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed"), 90, 0.2, f"the job; log: {log}")
+    finally:
+        relay.stop()
+        _stop(worker)
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        history = [e["state"] for e in jobs.job_history(session, job_id)]
+        assert job.state.value == "done", (job.reason, history)
+    assert history.count("running") == 2, history
+    assert "Timed out waiting for UP message" not in log.read_text()

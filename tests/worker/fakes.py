@@ -72,3 +72,13 @@ def retry_once_analyze(ctx: Any, job_id: int, run: int) -> list[tuple[str, Datas
         flag.touch()
         raise RetriableError("database busy")
     return FakeAnalyze(objects=[])(ctx, job_id, run)
+
+
+def killed_once_analyze(ctx: Any, job_id: int, run: int) -> list[tuple[str, Dataset]]:
+    """The process dies on the first call in this results folder (as an OOM kill), then results."""
+    flag = pipeline.results_dir(ctx, job_id).parent / f".{job_id}.killed"
+    if not flag.exists():
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
+        os._exit(137)
+    return FakeAnalyze(objects=[])(ctx, job_id, run)
