@@ -216,15 +216,30 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 def draw_key_slice(source: Dataset, findings: Sequence[dict[str, Any]], out: Path, scale: int = 2) -> Path:
     """Save ``source``'s pixels as a PNG with the boxes of the findings on that slice drawn."""
+    image = render_key_slice(source, findings, scale, "MedDet demo - synthetic data, not for diagnosis")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    return out
+
+
+def render_key_slice(
+    source: Dataset, findings: Sequence[dict[str, Any]], scale: int = 2, banner: str | None = None,
+    frame: int = 1,
+) -> Any:
+    """``source``'s pixels (``frame``, 1-based, of a multi-frame source) as an RGB PIL image,
+    ``scale`` times larger, with the boxes and texts of the findings on that slice drawn."""
     from PIL import Image, ImageDraw, ImageFont
 
     uid = str(source.SOPInstanceUID)
-    image = Image.fromarray(to_uint8(source.pixel_array)).convert("RGB")
+    pixels = source.pixel_array
+    if int(source.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[frame - 1]
+    image = Image.fromarray(to_uint8(pixels)).convert("RGB")
     image = image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=8 * scale)
     for finding in findings:
-        if finding["sop_instance_uid"] != uid:
+        if finding["sop_instance_uid"] != uid or int(finding.get("frame", 1)) != frame:
             continue
         colour = (255, 60, 60) if finding["label"] == "herniation" else (80, 220, 80)
         x0, y0, x1, y1 = (v * scale for v in finding["box"])
@@ -234,10 +249,9 @@ def draw_key_slice(source: Dataset, findings: Sequence[dict[str, Any]], out: Pat
         x = min(max(x0, 0), image.width - (right - left) - 2)  # keep the label inside the image
         y = y0 - (bottom - top) - 4 if y0 - (bottom - top) - 4 >= 0 else y1 + 2
         draw.text((x, y), text, fill=colour, font=font)
-    draw.text((6, 6), "MedDet demo - synthetic data, not for diagnosis", fill=(255, 255, 0), font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image.save(out)
-    return out
+    if banner:
+        draw.text((6, 6), banner, fill=(255, 255, 0), font=font)
+    return image
 
 
 @dataclass(frozen=True)

@@ -258,9 +258,15 @@ def list_jobs(
     status: JobState | str | Sequence[JobState | str] | None = None,
     since: datetime | None = None,
     limit: int | None = 200,
+    series_uid: str | None = None,
+    job_id: int | None = None,
 ) -> list[JobSummary]:
-    """Jobs, newest first, optionally filtered by state(s) and last update time."""
+    """Jobs, newest first, optionally filtered by state(s), last update time, series or id."""
     query = select(Job).order_by(Job.updated_at.desc(), Job.id.desc())
+    if series_uid is not None:
+        query = query.where(Job.series_instance_uid == series_uid)
+    if job_id is not None:
+        query = query.where(Job.id == job_id)
     if status is not None:
         states = [status] if isinstance(status, (str, JobState)) else list(status)
         query = query.where(Job.state.in_([JobState(s) for s in states]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from dicom_node.audit import accounts  # noqa: F401  (console tables join the metadata)
 from dicom_node.audit.models import Base
 
 config = context.config

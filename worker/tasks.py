@@ -233,7 +233,7 @@ def register_tasks(app, context: Callable[[], WorkerContext]):  # type: ignore[n
                 return "failed"
             raise self.retry(
                 exc=exc, countdown=countdown, max_retries=None, kwargs={"lease": token}
-            )
+            ) from exc
 
     return analyze_series
 
@@ -291,3 +291,38 @@ def _take_for_resend(ctx: WorkerContext, job_id: int, token: str) -> int:
         assert job is not None
         jobs.record_event(session, job, "resend", {"from_state": state.value})
     return snapshot.run
+
+
+class RetryRefused(PermanentError):
+    """Nothing was queued: the job does not exist, or is neither failed nor quarantined."""
+
+
+def retry_job(settings, sessions, job_id: int, reason: str = "retry requested by operator") -> dict:  # type: ignore[no-untyped-def]
+    """Queue a failed (or quarantined) job again: a new run, state ``queued``, an outbox row.
+
+    ``meddet retry`` and the web console both call this. In distributed mode the job's outbox
+    rows are published now (a node's relay would too, later); ``published`` is False when the
+    broker was down. Returns ``{"job", "state", "run", "published"}``; RetryRefused otherwise.
+    """
+    with transaction(sessions) as session:
+        row = session.get(Job, job_id)
+        if row is None:
+            raise RetryRefused(f"job {job_id} does not exist")
+        if JobState(row.state) not in (JobState.failed, JobState.quarantined):
+            raise RetryRefused(
+                f"job {job_id} is {JobState(row.state).value}; only failed or quarantined jobs retry"
+            )
+        jobs.requeue(session, row, reason)
+        run = row.run
+    published = False
+    if not settings.embedded:
+        from worker.dispatch import PublishFailed, celery_publisher, publish_next
+
+        publish = celery_publisher(settings)
+        try:
+            while publish_next(sessions, publish, job_id) is not None:
+                pass
+            published = True
+        except PublishFailed as exc:
+            log.warning("retry_not_published", job_id=job_id, error=str(exc))
+    return {"job": job_id, "state": "queued", "run": run, "published": published}

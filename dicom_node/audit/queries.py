@@ -6,11 +6,11 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from dicom_node import jobs
-from dicom_node.audit.models import Association, Job, QuarantineRecord, SendAttempt, Series
+from dicom_node.audit.models import Association, Instance, Job, QuarantineRecord, SendAttempt, Series
 
 _DURATION = re.compile(r"^(?P<n>\d+(\.\d+)?)(?P<unit>[smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -35,13 +35,31 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def series_rows(
-    session: Session, since: datetime | None = None, status: str | None = None, limit: int = 100
+    session: Session, since: datetime | None = None, status: str | None = None, limit: int = 100,
+    *, until: datetime | None = None, modality: str | None = None, calling_ae: str | None = None,
+    uid: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Series, newest first. The keyword filters are the web console's: received before
+    ``until``, ``modality``, sent by ``calling_ae``, series or study UID starting with ``uid``."""
     query = select(Series).order_by(Series.last_received_at.desc()).limit(limit)
     if since:
         query = query.where(Series.last_received_at >= since)
+    if until:
+        query = query.where(Series.last_received_at < until)
     if status:
         query = query.where(Series.state == status)
+    if modality:
+        query = query.where(Series.modality == modality)
+    if calling_ae:
+        senders = (
+            select(Instance.series_id)
+            .join(Association, Instance.association_id == Association.id)
+            .where(Association.calling_ae == calling_ae)
+        )
+        query = query.where(Series.id.in_(senders))
+    if uid:
+        query = query.where(or_(Series.series_instance_uid.startswith(uid, autoescape=True),
+                                Series.study_instance_uid.startswith(uid, autoescape=True)))
     return [
         {
             "series_instance_uid": s.series_instance_uid,
@@ -61,10 +79,13 @@ def series_rows(
 
 
 def job_rows(
-    session: Session, since: datetime | None = None, status: str | None = None, limit: int = 100
+    session: Session, since: datetime | None = None, status: str | None = None, limit: int = 100,
+    *, series_uid: str | None = None, job_id: int | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
-    for summary in jobs.list_jobs(session, status=status, since=since, limit=limit):
+    found = jobs.list_jobs(session, status=status, since=since, limit=limit,
+                           series_uid=series_uid, job_id=job_id)
+    for summary in found:
         row = summary.as_dict()
         rows.append({"job_id": row.pop("id"), **row})
     return rows
@@ -81,13 +102,13 @@ def job_history(session: Session, job_id: int) -> list[dict[str, Any]]:
     ]
     rows += [
         {
-            "at": _iso(s.at),
+            "at": s.at.isoformat(),  # as precise as the events': sorted among them by time
             "what": f"send {s.kind or ''} -> {s.destination}",
             "detail": f"{s.outcome} status={s.status if s.status is None else hex(s.status)} {s.error or ''}".strip(),
         }
         for s in sends
     ]
-    return sorted(rows, key=lambda row: row["at"] or "")
+    return sorted(rows, key=lambda row: datetime.fromisoformat(row["at"]))
 
 
 def association_rows(

@@ -60,6 +60,6 @@ def _root(
 
 
 def main() -> None:
-    from dicom_node.cli import data, demo, discs, distill, ml, node, ops  # noqa: F401  (commands register)
+    from dicom_node.cli import console, data, demo, discs, distill, ml, node, ops  # noqa: F401  (commands register)
 
     app()

@@ -137,13 +137,27 @@ def serve(ctx: typer.Context) -> None:
     node.start()
     retention.start()
     sweeper.start()
+    web = None
+    if settings.console_port:  # 0 = no web console
+        from dicom_node.cli.console import job_operations
+        from dicom_node.console.server import ConsoleThread
+
+        try:
+            web = ConsoleThread(settings, factory, model_version, metrics.registry, job_operations()).start()
+        except RuntimeError as exc:  # the node receives anyway; the console is an extra
+            typer.secho(f"web console not started: {exc}", fg="yellow", err=True)
     mode = "embedded worker" if settings.embedded else "broker"
     typer.echo(
         f"MedDet node {settings.ae_title} listening on {settings.host}:{node.port} "
         f"({mode}, model {model_version}, data in {settings.data_dir})",
         err=True,
     )
+    if web is not None:
+        scheme = "https" if settings.console_tls_cert else "http"
+        typer.echo(f"web console on {scheme}://{settings.console_host}:{settings.console_port}/", err=True)
     node.wait()
+    if web is not None:
+        web.stop()
     sweeper.stop()
     retention.stop()
     dispatcher.stop()

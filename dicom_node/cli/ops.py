@@ -89,38 +89,17 @@ def retry(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Queue a failed (or quarantined) job again; the node's dispatcher or a worker runs it."""
-    from dicom_node import jobs
-    from dicom_node.audit.db import make_engine, make_session_factory, transaction
-    from dicom_node.audit.models import Job, JobState
+    from dicom_node.audit.db import make_engine, make_session_factory
+    from worker.tasks import RetryRefused, retry_job
 
     settings = state(ctx).settings
     sessions = make_session_factory(make_engine(settings.effective_database_url))
-    with transaction(sessions) as session:
-        row = session.get(Job, job)
-        if row is None:
-            _fail(f"job {job} does not exist")
-        assert row is not None
-        if JobState(row.state) not in (JobState.failed, JobState.quarantined):
-            _fail(f"job {job} is {JobState(row.state).value}; only failed or quarantined jobs retry")
-        jobs.requeue(session, row, "retry requested by operator")
-        run = row.run
-    published = False
-    if not settings.embedded:  # publish this job's rows now; a node's relay would too, later
-        published = _publish_job(settings, sessions, job)
-    result = {"job": job, "state": "queued", "run": run, "published": published}
-    typer.echo(json.dumps(result) if as_json else f"job {job}: queued (run {run})")
-
-
-def _publish_job(settings, sessions, job: int) -> bool:  # type: ignore[no-untyped-def]
-    """Publish the pending outbox rows of ``job`` (no other job's); False if the broker is down."""
-    from worker.dispatch import PublishFailed, celery_publisher, publish_next
-
-    publish = celery_publisher(settings)
     try:
-        while publish_next(sessions, publish, job) is not None:
-            pass
-    except PublishFailed as exc:
-        typer.secho(f"job {job}: broker unavailable ({exc}); the node's relay publishes it later",
+        result = retry_job(settings, sessions, job)
+    except RetryRefused as exc:
+        _fail(str(exc))
+        return
+    if not settings.embedded and not result["published"]:
+        typer.secho(f"job {job}: broker unavailable; the node's relay publishes it later",
                     fg="yellow", err=True)
-        return False
-    return True
+    typer.echo(json.dumps(result) if as_json else f"job {job}: queued (run {result['run']})")
