@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import highdicom as hd
 import numpy as np
+from highdicom.color import CIELabColor
 from pydicom import Dataset
 
 from dicom_node.results.common import (
@@ -20,6 +21,19 @@ from dicom_node.results.common import (
     ResultContext,
     finish,
 )
+
+
+#: Recommended display colours (sRGB) of segments 1, 2, ...: warm, distinct, red first, as in the
+#: demo's key-slice image; without them viewers pick their own (OHIF: red, green, blue...), and a
+#: herniation drawn in green reads as "normal" at a glance.
+SEGMENT_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (255, 60, 60), (255, 150, 30), (230, 60, 230), (255, 220, 40), (255, 110, 160), (190, 90, 255),
+)
+
+
+def segment_colour(number: int) -> CIELabColor:
+    """The recommended display colour of segment ``number`` (1-based), as CIELab."""
+    return CIELabColor.from_rgb(*SEGMENT_COLOURS[(number - 1) % len(SEGMENT_COLOURS)])
 
 
 def segment_label(finding: Finding) -> str:
@@ -80,6 +94,7 @@ def build_seg(ctx: ResultContext) -> Dataset:
             tracking_id=finding.tracking_id,
             # no anatomic region for an unknown level: we do not name a level we do not know
             anatomic_regions=[LEVEL_SITES[finding.level]] if finding.level_known else None,
+            display_color=segment_colour(number),
         )
         for number, finding in enumerate(herniations, start=1)
     ]

@@ -1,11 +1,20 @@
-"""TID 1500 Measurement Report: one planar ROI group (TID 1410) per disc.
+"""TID 1500 Measurement Report: per disc, a planar ROI group (TID 1410) and a measurement group
+(TID 1501) that share the disc's tracking identifier and UID.
 
-Each group holds the tracking identifier and UID, the box as an Image Region (POLYLINE on the
-key slice, with its source image), the qualitative finding (Finding = herniation or
-normal, with its category) and finding site, the Certainty of Finding in percent and the
-algorithm (TID 4019, with the operating point as Algorithm Parameters). Calibrated documents
-add the herniation probability and its threshold (NUM, %), and the protrusion (NUM, mm) when
-known. A disc whose level is unknown has no finding site; a TEXT Comment says why.
+The planar ROI group holds the box as an Image Region (POLYLINE on the key slice, with its
+source image), the qualitative finding (Finding = herniation or normal, with its category), the
+finding site, the algorithm (TID 4019, with the operating point as Algorithm Parameters) and a
+TEXT Comment with the label a reader sees ("C5-C6 herniation 91%"). The measurement group holds
+the same finding, site and algorithm with the numbers: the Certainty of Finding in percent;
+calibrated documents add the herniation probability and its threshold (NUM, %), and the
+protrusion (NUM, mm) when known. A disc whose level is unknown has no finding site; a second
+TEXT Comment says why.
+
+Why two groups: OHIF (cornerstone's SR adapters) loads a planar ROI group as a measurement only
+when the group holds no NUM without coordinates of its own, and TID 1410 allows none; a TID 1501
+group's NUMs are not drawn. Split this way, OHIF lists one measurement per disc, labelled with the
+Comment, and its SR overlay (which merges groups by tracking UID) shows the numbers beside the box
+(docs/conformance.md, section 6). The tracking UID is what ties the two, as TID 1500 intends.
 The document is PRELIMINARY and UNVERIFIED: an AI result, not a signed report.
 """
 
@@ -43,7 +52,10 @@ SR_CLASSES: dict[str, type[hd.sr.Comprehensive3DSR | hd.sr.ComprehensiveSR | hd.
 }
 
 
-def _group(ctx: ResultContext, finding: Finding) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+def _groups(
+    ctx: ResultContext, finding: Finding
+) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.MeasurementsAndQualitativeEvaluations]:
+    """The disc's planar ROI group (box, finding, site, label) and its measurement group (NUMs)."""
     source = ctx.source(finding.sop_instance_uid)
     frames = [finding.frame] if int(source.get("NumberOfFrames", 1) or 1) > 1 else None
     region = hd.sr.ImageRegion(
@@ -55,13 +67,8 @@ def _group(ctx: ResultContext, finding: Finding) -> hd.sr.PlanarROIMeasurementsA
             referenced_frame_numbers=frames,
         ),
     )
-    label_code = LABELS[finding.label]
-    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=ctx.tracking_uid(finding), identifier=finding.tracking_id
-        ),
-        referenced_region=region,
-        finding_type=label_code,
+    common = dict(
+        finding_type=LABELS[finding.label],
         finding_category=MORPHOLOGICALLY_ABNORMAL if finding.is_herniation else ANATOMICAL_STRUCTURE,
         # A disc whose level is unknown gets no site: we do not name a level we do not know.
         finding_sites=(
@@ -70,18 +77,29 @@ def _group(ctx: ResultContext, finding: Finding) -> hd.sr.PlanarROIMeasurementsA
             else None
         ),
         algorithm_id=ctx.sr_algorithm(),
-        measurements=_measurements(ctx, finding),
     )
+    roi = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(ctx, finding), referenced_region=region, **common
+    )
+    # TID 1410 "$QualType" rows: TEXT answers in the group (CONTAINS). The first is the label
+    # viewers show for the region (OHIF takes a group's first Comment as the measurement label).
+    comments = [finding.text]
     if not finding.level_known:
-        # TID 1410 "$QualType" row: a TEXT answer in the group (CONTAINS), here the reason.
-        group[0].ContentSequence.append(
+        comments.append(f"Disc level unknown: {finding.reason}")
+    for text in comments:
+        roi[0].ContentSequence.append(
             hd.sr.TextContentItem(
-                name=COMMENT,
-                value=f"Disc level unknown: {finding.reason}",
-                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                name=COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
             )
         )
-    return group
+    numbers = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(ctx, finding), measurements=_measurements(ctx, finding), **common
+    )
+    return [roi, numbers]
+
+
+def _tracking(ctx: ResultContext, finding: Finding) -> hd.sr.TrackingIdentifier:
+    return hd.sr.TrackingIdentifier(uid=ctx.tracking_uid(finding), identifier=finding.tracking_id)
 
 
 def _measurements(ctx: ResultContext, finding: Finding) -> list[hd.sr.Measurement]:
@@ -113,7 +131,7 @@ def build_sr(ctx: ResultContext, sr_kind: str = "3d") -> Dataset:
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=MRI_REPORT,
-        imaging_measurements=[_group(ctx, f) for f in ctx.findings] or None,
+        imaging_measurements=[group for f in ctx.findings for group in _groups(ctx, f)] or None,
     )
     evidence = list(ctx.sources)
     sr = SR_CLASSES[sr_kind](

@@ -174,7 +174,9 @@ def _sr_findings(sr_ds: Dataset) -> dict[str, SRFinding]:
     sr = hd.sr.Comprehensive3DSR.from_dataset(sr_ds)
     result = {}
     for group in sr.content.get_planar_roi_measurement_groups():
-        (certainty,) = group.get_measurements(name=hd.sr.CodedConcept("111012", "DCM", "Certainty of Finding"))
+        # the numbers are in the disc's TID 1501 group, which shares the ROI group's tracking UID
+        (numbers,) = sr.content.get_image_measurement_groups(tracking_uid=group.tracking_uid)
+        (certainty,) = numbers.get_measurements(name=hd.sr.CodedConcept("111012", "DCM", "Certainty of Finding"))
         points = group.roi.value
         (source,) = group.roi.ContentSequence
         result[group.tracking_identifier.removesuffix(" disc")] = SRFinding(

@@ -57,6 +57,14 @@ def _texts(group, concept) -> list[str]:
     ]
 
 
+def _numbers(sr, group):
+    """The disc's measurement group (TID 1501, its NUMs): same tracking UID as its ROI group."""
+    (numbers,) = sr.content.get_image_measurement_groups(tracking_uid=group.tracking_uid)
+    assert numbers.tracking_identifier == group.tracking_identifier
+    assert group.get_measurements() == []  # the ROI group holds no NUM (OHIF, docs/conformance.md)
+    return numbers
+
+
 def _value(group, name) -> float | None:
     found = group.get_measurements(name=name)
     assert len(found) <= 1
@@ -79,29 +87,34 @@ def test_sr_carries_probability_operating_point_protrusion_and_unknown_levels(tm
     for item, group in zip(doc["findings"], groups):
         p = item["probability"]
         herniation = item["label"] == "herniation"
-        assert group.finding_type == (HERNIATION if herniation else NORMAL)
+        numbers = _numbers(sr, group)
+        assert group.finding_type == numbers.finding_type == (HERNIATION if herniation else NORMAL)
         # Certainty of Finding is about the stated finding; the probability is of herniation.
-        assert _value(group, CERTAINTY_OF_FINDING) == pytest.approx(100 * (p if herniation else 1 - p))
-        assert _value(group, HERNIATION_PROBABILITY) == pytest.approx(100 * p)
-        (probability,) = group.get_measurements(name=HERNIATION_PROBABILITY)
+        assert _value(numbers, CERTAINTY_OF_FINDING) == pytest.approx(100 * (p if herniation else 1 - p))
+        assert _value(numbers, HERNIATION_PROBABILITY) == pytest.approx(100 * p)
+        (probability,) = numbers.get_measurements(name=HERNIATION_PROBABILITY)
         assert probability.unit == codes.UCUM.Percent
-        assert _value(group, HERNIATION_THRESHOLD) == pytest.approx(31.0)
-        params = _texts(group, codes.DCM.AlgorithmParameters)
-        assert "herniation_threshold=0.31" in params and "target_sensitivity=0.9" in params
-        assert "calibration=platt" in params
+        assert _value(numbers, HERNIATION_THRESHOLD) == pytest.approx(31.0)
+        for g in (group, numbers):
+            params = _texts(g, codes.DCM.AlgorithmParameters)
+            assert "herniation_threshold=0.31" in params and "target_sensitivity=0.9" in params
+            assert "calibration=platt" in params
         if item.get("protrusion_mm") is None:
-            assert _value(group, PROTRUSION) is None
+            assert _value(numbers, PROTRUSION) is None
         else:
-            (protrusion,) = group.get_measurements(name=PROTRUSION)
+            (protrusion,) = numbers.get_measurements(name=PROTRUSION)
             assert float(protrusion.value) == pytest.approx(item["protrusion_mm"])
             assert protrusion.unit == codes.UCUM.Millimeter
+        # The first Comment is the label a viewer shows (as the GSPS text); then the reason.
+        label = f"{item['level']} {'herniation' if herniation else 'normal'} {round(100 * (p if herniation else 1 - p))}%"
         if item["level"] == "unknown":
-            assert group.finding_sites == []  # no level claimed
-            (comment,) = _texts(group, codes.DCM.Comment)
-            assert comment == f"Disc level unknown: {item['reason']}"
+            assert group.finding_sites == numbers.finding_sites == []  # no level claimed
+            label = label.replace("unknown", "disc (level unknown)", 1)
+            assert _texts(group, codes.DCM.Comment) == [label, f"Disc level unknown: {item['reason']}"]
         else:
             assert [s.value for s in group.finding_sites] == [LEVEL_SITES[item["level"]]]
-            assert _texts(group, codes.DCM.Comment) == []
+            assert [s.value for s in numbers.finding_sites] == [LEVEL_SITES[item["level"]]]
+            assert _texts(group, codes.DCM.Comment) == [label]
     assert NO_ANCHOR in proc.stdout or "Disc level unknown" in proc.stdout
 
 
@@ -148,8 +161,9 @@ def test_old_document_without_calibration_works_as_before(tmp_path):
     groups = sr.content.get_planar_roi_measurement_groups()
     assert [g.tracking_identifier for g in groups] == ["C4-C5 disc", "C5-C6 disc", "C6-C7 disc"]
     for item, group in zip(doc["findings"], groups):
-        assert _value(group, CERTAINTY_OF_FINDING) == pytest.approx(100 * item["score"])
-        assert [m.name for m in group.get_measurements()] == [CERTAINTY_OF_FINDING]
+        numbers = _numbers(sr, group)
+        assert _value(numbers, CERTAINTY_OF_FINDING) == pytest.approx(100 * item["score"])
+        assert [m.name for m in numbers.get_measurements()] == [CERTAINTY_OF_FINDING]
         assert _texts(group, codes.DCM.AlgorithmParameters) == []
     seg = hd.seg.Segmentation.from_dataset(objects["seg"])
     assert "AlgorithmParameters" not in (
@@ -195,7 +209,7 @@ def test_reason_falls_back_to_the_document_levels_reason():
         item.pop("reason", None)
     ((_, ds),) = build_result_objects(doc, sources, ("sr",))
     groups = hd.sr.Comprehensive3DSR.from_dataset(ds).content.get_planar_roi_measurement_groups()
-    assert [_texts(g, codes.DCM.Comment) for g in groups[3:]] == [[f"Disc level unknown: {NO_ANCHOR}"]] * 2
+    assert [_texts(g, codes.DCM.Comment)[1:] for g in groups[3:]] == [[f"Disc level unknown: {NO_ANCHOR}"]] * 2
 
 
 def test_probability_alone_is_enough_and_score_follows_it():
@@ -204,8 +218,9 @@ def test_probability_alone_is_enough_and_score_follows_it():
     for item in doc["findings"]:
         del item["score"]
     ((_, ds),) = build_result_objects(doc, sources, ("sr",))
-    groups = hd.sr.Comprehensive3DSR.from_dataset(ds).content.get_planar_roi_measurement_groups()
-    assert _value(groups[1], CERTAINTY_OF_FINDING) == pytest.approx(91.0)
+    sr = hd.sr.Comprehensive3DSR.from_dataset(ds)
+    groups = sr.content.get_planar_roi_measurement_groups()
+    assert _value(_numbers(sr, groups[1]), CERTAINTY_OF_FINDING) == pytest.approx(91.0)
 
 
 @pytest.mark.parametrize(

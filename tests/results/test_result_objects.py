@@ -79,7 +79,13 @@ def test_sr_reads_back_to_the_findings(tmp_path, sources, findings, sr_kind):
         assert [s.value for s in group.finding_sites] == [LEVEL_SITES[item["level"]]]
         if item["label"] == "herniation":
             assert group.finding_category == MORPHOLOGICALLY_ABNORMAL
-        (certainty,) = group.get_measurements(name=CERTAINTY_OF_FINDING)
+        # The NUMs are in the disc's measurement group (TID 1501, same tracking UID); its ROI group
+        # holds none, and carries the label a viewer lists (docs/conformance.md, section 6).
+        assert group.get_measurements() == []
+        (numbers,) = sr.content.get_image_measurement_groups(tracking_uid=group.tracking_uid)
+        assert (numbers.tracking_identifier, numbers.finding_type) == (group.tracking_identifier, expected)
+        assert [s.value for s in numbers.finding_sites] == [LEVEL_SITES[item["level"]]]
+        (certainty,) = numbers.get_measurements(name=CERTAINTY_OF_FINDING)
         assert certainty.value == pytest.approx(item["score"] * 100, abs=0.01)
         assert certainty.unit == codes.UCUM.Percent
         assert group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
@@ -95,6 +101,8 @@ def test_sr_reads_back_to_the_findings(tmp_path, sources, findings, sr_kind):
         }
         assert texts[codes.DCM.AlgorithmName.value] == "meddet"
         assert texts[codes.DCM.AlgorithmVersion.value] == "0.1.0-test"
+        label = f"{item['level']} {item['label'].replace('_disc', '')} {round(100 * item['score'])}%"
+        assert texts[codes.DCM.Comment.value] == label
     assert len(uids) == len(findings["findings"])
     assert ds.Manufacturer == MANUFACTURER
 
@@ -191,3 +199,32 @@ def test_sc_burns_in_boxes_and_kos_references_key_images_and_results(tmp_path, s
     key_slices = {f["sop_instance_uid"] for f in findings["findings"] if f["label"] == "herniation"}
     results = {objects[n].SOPInstanceUID for n in ("sr", "seg", "gsps", "sc", "sc-2")}
     assert referenced == key_slices | results
+
+
+def test_gsps_is_applied_by_dcmtk_to_its_key_slice_with_our_boxes_and_texts(tmp_path, sources, findings):
+    """dcmtk's presentation state renderer (dcmp2pgm, dcmpstat) reads our GSPS against a key slice:
+    it finds the slice referenced, the MEDDET layer, each herniation's box and text. It does not
+    draw graphic annotations into its bitmap (the output equals the slice rendered without the
+    GSPS): no renderer we can run here shows the boxes, so the burned-in SC is the documented
+    fallback (docs/conformance.md, section 6). A dcmtk that starts drawing them fails the last
+    assert: then update that section."""
+    objects = _written(tmp_path, findings, sources)
+    gsps_path = tmp_path / "out" / "gsps.dcm"
+    key = 2  # sources[2] holds the C5-C6 herniation
+    source_path = tmp_path / "key.dcm"
+    sources[key].save_as(source_path, enforce_file_format=True)
+    with_ps = subprocess.run(
+        ["/usr/bin/dcmp2pgm", "-v", "-p", str(gsps_path), str(source_path), str(tmp_path / "with.pgm")],
+        capture_output=True, text=True, errors="replace", timeout=60,
+    )
+    assert with_ps.returncode == 0, with_ps.stdout + with_ps.stderr
+    log = with_ps.stdout + with_ps.stderr
+    assert "Graphic Layer #1 [MEDDET]" in log
+    assert 'text 1: "C5-C6 herniation 91%"' in log
+    assert "graphic 1: points=5 type=polyline filled=no units=pixel" in log
+    assert "22\\24, 42\\24, 42\\33, 22\\33, 22\\24" in log  # the finding's box, closed
+    assert objects["gsps"].GraphicAnnotationSequence  # and it is only on the key slices
+    without = subprocess.run(["/usr/bin/dcmp2pgm", str(source_path), str(tmp_path / "without.pgm")],
+                             capture_output=True, timeout=60)
+    assert without.returncode == 0
+    assert (tmp_path / "with.pgm").read_bytes() == (tmp_path / "without.pgm").read_bytes()
