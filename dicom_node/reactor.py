@@ -41,6 +41,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +120,17 @@ class EventDrivenDUL(DULServiceProvider):
         self.__dict__["_kill_flag"] = value
         if value:
             self.wake()
+
+    def receive_pdu(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """Stock, except that a wait also ends (None) once this DUL has stopped: a peer that
+        closed before its A-ASSOCIATE-RQ would otherwise hold an association slot until the
+        ACSE timeout (found by the fault suite's PDU fuzz)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = MAX_WAIT if end is None else min(MAX_WAIT, end - time.monotonic())
+            item = super().receive_pdu(wait=wait and left > 0, timeout=max(left, 0.0) if wait else None)
+            if item is not None or not wait or left <= 0 or not self.is_alive():
+                return item
 
     def wake(self) -> None:
         """Make a blocked :meth:`_wait_for_input` return (cheap; safe from any thread)."""

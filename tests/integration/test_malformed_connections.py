@@ -3,8 +3,8 @@
 Found by the fault suite's PDU fuzz (benchmarks/faults.py, 100 examples): each such connection
 stays counted as an active association until MEDDET_ACSE_TIMEOUT (30 s) although the peer has
 gone, so ``max_associations`` of them within 30 s make the node refuse every sender ("too many
-concurrent associations"). The fix belongs in the receive path (dicom_node/reactor.py,
-guards.py); until then this test is an expected failure.
+concurrent associations"). Fixed in ``EventDrivenDUL.receive_pdu`` (dicom_node/reactor.py):
+the wait for the request ends as soon as the DUL has stopped.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ def garbage_connection(port: int, data: bytes) -> None:
             pass
 
 
-@pytest.mark.xfail(strict=True, reason="open defect: closed pre-association connections hold a slot "
-                   "until MEDDET_ACSE_TIMEOUT (reactor.py/guards.py)")
 def test_closed_garbage_connections_free_their_association_slots(
     node_settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
