@@ -25,6 +25,7 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,26 @@ def _fsync_dir(path: Path) -> None:
     finally:
         os.close(fd)
 
+
+
+def _check_uids(study_uid: str, series_uid: str, sop_uid: str) -> None:
+    for name, uid in (("study", study_uid), ("series", series_uid), ("SOP instance", sop_uid)):
+        if not is_valid_uid(uid):
+            raise ValueError(f"invalid {name} UID {uid!r}")
+
+
+def _free_revision(folder: Path, sop_uid: str, size: int, same: Callable[[Path], bool]) -> tuple[Path, int, bool]:
+    """The first revision name of ``sop_uid`` in ``folder`` that is free, or the one already
+    holding the same bytes (``same``, asked only of files of ``size`` bytes): (path, revision,
+    whether it is that duplicate)."""
+    revision = 0
+    while True:
+        path = folder / (f"{sop_uid}.dcm" if revision == 0 else f"{sop_uid}.r{revision}.dcm")
+        if not path.exists():
+            return path, revision, False
+        if path.stat().st_size == size and same(path):
+            return path, revision, True
+        revision += 1
 
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -143,21 +164,13 @@ class Spool:
         Identical bytes for a SOP Instance UID already spooled are not written again; different
         bytes become the next revision, so nothing already accepted is ever overwritten.
         """
-        for name, uid in (("study", study_uid), ("series", series_uid), ("SOP instance", sop_uid)):
-            if not is_valid_uid(uid):
-                raise ValueError(f"invalid {name} UID {uid!r}")
+        _check_uids(study_uid, series_uid, sop_uid)
         digest = hashlib.sha256(data).hexdigest()
         folder = self._series_folder(study_uid, series_uid)
         with self._lock:
-            revision = 0
-            while True:
-                name = f"{sop_uid}.dcm" if revision == 0 else f"{sop_uid}.r{revision}.dcm"
-                path = folder / name
-                if not path.exists():
-                    break
-                if path.stat().st_size == len(data) and path.read_bytes() == data:
-                    return StoredFile(path, revision, digest, len(data), duplicate=True)
-                revision += 1
+            path, revision, same = _free_revision(folder, sop_uid, len(data), lambda p: p.read_bytes() == data)
+            if same:
+                return StoredFile(path, revision, digest, len(data), duplicate=True)
             self._write_atomic(data, path)
         return StoredFile(path, revision, digest, len(data), duplicate=False)
 
@@ -166,22 +179,15 @@ class Spool:
     ) -> StoredFile:
         """Rename a complete temp file (written by the receive path) into the spool, as
         :meth:`store` does with bytes; a duplicate's temp file is removed."""
-        for name, uid in (("study", study_uid), ("series", series_uid), ("SOP instance", sop_uid)):
-            if not is_valid_uid(uid):
-                raise ValueError(f"invalid {name} UID {uid!r}")
+        _check_uids(study_uid, series_uid, sop_uid)
         try:
             folder = self._series_folder(study_uid, series_uid)
             with self._lock:
-                revision = 0
-                while True:
-                    name = f"{sop_uid}.dcm" if revision == 0 else f"{sop_uid}.r{revision}.dcm"
-                    path = folder / name
-                    if not path.exists():
-                        break
-                    if path.stat().st_size == size and filecmp.cmp(path, tmp, shallow=False):
-                        tmp.unlink(missing_ok=True)
-                        return StoredFile(path, revision, sha256, size, duplicate=True)
-                    revision += 1
+                path, revision, same = _free_revision(folder, sop_uid, size,
+                                                      lambda p: filecmp.cmp(p, tmp, shallow=False))
+                if same:
+                    tmp.unlink(missing_ok=True)
+                    return StoredFile(path, revision, sha256, size, duplicate=True)
                 if self.durable:
                     _fsync_file(tmp)
                 _replace(tmp, path)
