@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, description="PEM certificate: enables TLS")
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert")
     tls_ca: Path | None = Field(None, description="CA bundle: require client certificates")
+    tls_bind_ae: bool = Field(
+        True, description="With client certificates (tls_ca): the calling AE title must be the "
+        "certificate's subject CN or one of its DNS names, so one certificate cannot speak as another AE"
+    )
 
     # Limits on what one peer can make the node hold (issue 12)
     max_pdu: int = Field(

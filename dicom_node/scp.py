@@ -94,6 +94,7 @@ class StoreHandlers:
 
     def bindings(self) -> list[tuple[evt.InterventionEvent | evt.NotificationEvent, Callable]]:
         return [
+            (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_REJECTED, self.on_rejected),
             (evt.EVT_ACCEPTED, self.on_accepted),
             (evt.EVT_RELEASED, self.on_closed),
@@ -124,6 +125,25 @@ class StoreHandlers:
         reason = f"address {address} is not in the allow-list"
         self._record_rejection("", "", address, port, reason)
         return reason
+
+    def on_requested(self, event: evt.Event) -> None:
+        """Mutual TLS ties the calling AE to the client certificate (``tls_bind_ae``): an AE
+        title the certificate does not name is rejected (A-ASSOCIATE-RJ, rejected-permanent,
+        service-user, calling AE title not recognised; PS3.8 9.3.4) and recorded."""
+        if self.settings.tls_ca is None or not self.settings.tls_bind_ae:
+            return
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        calling = primitive.calling_ae_title.strip()
+        sock = getattr(assoc.dul.socket, "socket", None)
+        peer = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
+        if calling in certificate_names(peer):
+            return
+        reason = f"calling AE {calling!r} is not named by the peer's TLS client certificate"
+        self._record_rejection(calling, primitive.called_ae_title.strip(), assoc.requestor.address,
+                               assoc.requestor.port, reason)
+        assoc.acse.send_reject(0x01, 0x01, 0x03)
+        assoc.kill()  # as pynetdicom after its own rejections: returns once the RJ is sent
 
     def on_rejected(self, event: evt.Event) -> None:
         assoc = event.assoc
@@ -246,6 +266,15 @@ def build_ae(settings: Settings) -> AE:
     for uid in image_storage_classes().values():
         ae.add_supported_context(uid, TRANSFER_SYNTAXES)
     return ae
+
+
+def certificate_names(cert: dict | None) -> set[str]:
+    """The names a verified peer certificate (``SSLSocket.getpeercert()``) gives its holder:
+    subject commonName and DNS subjectAltNames."""
+    if not cert:
+        return set()
+    names = {value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"}
+    return names | {value for key, value in cert.get("subjectAltName", ()) if key == "DNS"}
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:

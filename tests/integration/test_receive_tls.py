@@ -78,3 +78,58 @@ def test_a_silent_tcp_connection_does_not_stop_tls_associations(
     finally:
         silent.close()
         node.stop(timeout=5)
+
+
+def _ca_and_client(tmp_path: Path, client_cn: str) -> tuple[Path, Path, Path, Path, Path]:
+    """A CA, the node's certificate and a client certificate for ``client_cn``, all signed by it."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    ca, ca_key = tmp_path / "ca.crt", tmp_path / "ca.key"
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test CA",
+        "-keyout", str(ca_key), "-out", str(ca))
+    made = []
+    for name, subj, ext in (("node", "/CN=localhost", "subjectAltName=IP:127.0.0.1"),
+                            ("client", f"/CN={client_cn}", "extendedKeyUsage=clientAuth")):
+        key, csr, crt = tmp_path / f"{name}.key", tmp_path / f"{name}.csr", tmp_path / f"{name}.crt"
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", subj, "-keyout", str(key), "-out", str(csr))
+        (tmp_path / f"{name}.ext").write_text(ext + "\n")
+        run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "1", "-extfile", str(tmp_path / f"{name}.ext"), "-out", str(crt))
+        made += [crt, key]
+    return ca, made[0], made[1], made[2], made[3]
+
+
+def test_mutual_tls_ties_the_calling_ae_to_the_client_certificate(
+    node_settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from sqlalchemy import select
+
+    from dicom_node.audit.models import Association
+
+    ca, node_crt, node_key, client_crt, client_key = _ca_and_client(tmp_path, "CTSCANNER1")
+    settings = node_settings.model_copy(update={"tls_cert": node_crt, "tls_key": node_key, "tls_ca": ca})
+    node = start_node(settings, session_factory)
+    try:
+        ds = make_mr_series(1, 32, 32)[0]
+
+        def associate(calling: str):  # type: ignore[no-untyped-def]
+            client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+            client.load_cert_chain(client_crt, client_key)
+            ae = AE(ae_title=calling)
+            ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+            ae.acse_timeout = 5
+            return ae.associate("127.0.0.1", node.port, ae_title="MEDDET", tls_args=(client, "127.0.0.1"))
+
+        own = associate("CTSCANNER1")
+        assert own.is_established
+        assert own.send_c_store(ds).Status == statuses.SUCCESS
+        own.release()
+        other = associate("PACS")  # a valid certificate, but not PACS's
+        assert other.is_rejected and not other.is_established
+        node.recorder.flush()
+        with session_factory() as session:
+            reasons = session.scalars(select(Association.reason).where(Association.outcome == "rejected")).all()
+        assert any("not named by the peer's TLS client certificate" in (r or "") for r in reasons)
+    finally:
+        node.stop(timeout=5)
