@@ -24,6 +24,7 @@ import numpy as np
 from pydicom import Dataset, dcmread
 
 from dicom_node import statuses
+from dicom_node.analysis import FINDINGS_FILE, read_manifest
 
 T = TypeVar("T")
 
@@ -174,14 +175,16 @@ class JobResults:
 def find_results(data_dir: Path, series_uid: str) -> JobResults | None:
     """The finished results of ``series_uid`` under the node's data dir, None while there are none.
 
-    The manifest (objects.json) is written last, so its presence means the run is complete.
+    The folders have the layout of :func:`dicom_node.analysis.write_results`: the manifest
+    (objects.json) is written last, so its presence means the run is complete.
     """
     for folder in sorted(p for p in (data_dir / "results").glob("*") if p.is_dir()):
-        findings, manifest = folder / "findings.json", folder / "objects.json"
-        if manifest.is_file() and findings.is_file():
+        findings = folder / FINDINGS_FILE
+        manifest = read_manifest(folder)
+        if manifest is not None and findings.is_file():
             document = json.loads(findings.read_text())
             if document["series_instance_uid"] == series_uid:
-                return JobResults(folder, document, json.loads(manifest.read_text()))
+                return JobResults(folder, document, manifest)
     return None
 
 

@@ -29,6 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicom_node.atomic import fsync_dir as _fsync_dir
+from dicom_node.atomic import fsync_file as _fsync_file
+
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _REVISION_RE = re.compile(r"^(?P<sop>[0-9.]+?)(\.r(?P<rev>[0-9]+))?\.dcm$")
 
@@ -59,14 +62,6 @@ def parse_spool_name(name: str) -> tuple[str, int] | None:
     return match["sop"], int(match["rev"] or 0)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 
 def _check_uids(study_uid: str, series_uid: str, sop_uid: str) -> None:
     for name, uid in (("study", study_uid), ("series", series_uid), ("SOP instance", sop_uid)):
@@ -86,14 +81,6 @@ def _free_revision(folder: Path, sop_uid: str, size: int, same: Callable[[Path],
         if path.stat().st_size == size and same(path):
             return path, revision, True
         revision += 1
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _replace(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` into place; a series folder that retention removed meanwhile (this

@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicom_node.analysis import Detector
 from dicom_node.config import Settings
 from dicom_node.metrics import Metrics
 
@@ -25,7 +24,7 @@ class RetryPolicy:
         return min(self.max_seconds, self.base_seconds * (2**attempt))
 
 
-def load_detector(settings: Settings) -> Any:
+def load_detector(settings: Settings) -> Detector:
     """The analyzer (detector + second stage + operating point) of ``settings.checkpoint``,
     on CUDA when present (imports torch)."""
     from detector.analysis import Analyzer
@@ -41,11 +40,11 @@ class WorkerContext:
     sessions: sessionmaker[Session]
     metrics: Metrics
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    detector_factory: Callable[[Settings], Any] = load_detector
-    _detector: Any = field(default=None, init=False, repr=False)
+    detector_factory: Callable[[Settings], Detector] = load_detector
+    _detector: Detector | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def detector(self) -> Any:
+    def detector(self) -> Detector:
         with self._lock:
             if self._detector is None:
                 self._detector = self.detector_factory(self.settings)

@@ -4,27 +4,26 @@ disc level -> result objects on disk -> sent to every destination.
 Each step records a JobEvent with its timing (``step:<name>``, detail ``{"seconds": ...}``) and
 each state change goes through :func:`dicom_node.jobs.transition`, in short transactions, so
 the audit trail shows where a job is while it runs. Torch is imported only by the detector.
+The analysis itself (detect, levels, result objects) and the results folder are
+:func:`dicom_node.analysis.analyze_series` and :func:`dicom_node.analysis.write_results`, the
+ones ``meddet predict`` uses; this module adds the job: its audit trail, errors and sending.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from dicom_node import jobs
+from dicom_node import analysis, jobs
 from dicom_node.audit.db import transaction
 from dicom_node.audit.models import Instance, Job, JobState, Series
 from dicom_node.kinds import RESULT_KINDS
@@ -35,8 +34,10 @@ from worker.lease import current_lease
 
 log = get_logger(__name__)
 
-FINDINGS_FILE = "findings.json"
-MANIFEST_FILE = "objects.json"  # written last: the results of a run are complete on disk
+# The results folder of a job is the one layout of dicom_node.analysis (``meddet predict``
+# writes the same): findings.json, NN-<kind>.dcm, objects.json last.
+write_results = analysis.write_results
+read_results = analysis.read_results
 
 
 @dataclass(frozen=True)
@@ -136,47 +137,6 @@ def load_job_input(ctx: WorkerContext, job_id: int, run: int) -> JobInput:
         )
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temp file unique to this process, thread and call, then rename."""
-    unique = f"{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
-    tmp = path.with_name(f".{path.name}.{unique}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_results(
-    out_dir: Path, document: dict[str, Any], objects: Sequence[tuple[str, Dataset]]
-) -> list[dict[str, str]]:
-    """findings.json, ``NN-<kind>.dcm`` per object, then the manifest; each file atomic."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(
-        out_dir / FINDINGS_FILE, lambda p: p.write_text(json.dumps(document, indent=2) + "\n")
-    )
-    manifest = []
-    for index, (kind, ds) in enumerate(objects):
-        name = f"{index:02d}-{kind}.dcm"
-        _write_atomic(out_dir / name, lambda p, ds=ds: ds.save_as(p, enforce_file_format=True))
-        manifest.append({"kind": kind, "file": name, "sop_instance_uid": str(ds.SOPInstanceUID)})
-    _write_atomic(
-        out_dir / MANIFEST_FILE, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n")
-    )
-    return manifest
-
-
-def read_results(out_dir: Path) -> list[tuple[str, Dataset]] | None:
-    """The result objects of a finished write, or None when the manifest is not there."""
-    manifest_path = out_dir / MANIFEST_FILE
-    if not manifest_path.is_file():
-        return None
-    manifest = json.loads(manifest_path.read_text())
-    return [(item["kind"], dcmread(out_dir / item["file"])) for item in manifest]
-
-
 def results_dir(ctx: WorkerContext, job_id: int) -> Path:
     return ctx.settings.results_dir / str(job_id)
 
@@ -184,9 +144,8 @@ def results_dir(ctx: WorkerContext, job_id: int) -> Path:
 def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Dataset]]:
     """Run the detector on the job's series and write its results; state -> results_written."""
     job = load_job_input(ctx, job_id, run)
-    from dicom_node.findings import build_findings
-    from dicom_node.pixels import read_series
-    from dicom_node.results import build_result_objects
+    from dicom_node.pixels import SeriesError, read_series
+    from dicom_node.results import FindingsError
 
     with step(ctx, job_id, run, "decode", instances=len(job.files)) as info:
         try:
@@ -196,33 +155,32 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
             raise BadInputError(f"cannot decode series: {exc}") from exc
         info["slices"] = len(series.slices)
     detector = ctx.detector()
-    version = getattr(detector, "version", job.model_version)
-    if version != job.model_version:
-        raise PermanentError(f"this worker runs model {version}, the job is for {job.model_version}")
-    with step(ctx, job_id, run, "detect", slices=len(series.slices)) as info:
-        try:
-            spacing = series.pixel_spacing
-        except ValueError as exc:  # SeriesError: no pixel spacing
-            raise BadInputError(str(exc)) from exc
-        analysis = detector.analyze(series.images, spacing)
-    ctx.metrics.detector_seconds_per_slice.observe(info["seconds"] / max(1, len(series.slices)))
-    with step(ctx, job_id, run, "levels") as info:
-        document = build_findings(series, analysis, job.model_version)
-        info["levels"] = len(document["findings"])
-        info["anchor"] = document["levels"]["anchor"]
-    with step(ctx, job_id, run, "results") as info:
-        objects: list[tuple[str, Dataset]] = []
-        if document["findings"]:  # no disc seen: findings.json says so, nothing to send
-            try:
-                objects = build_result_objects(
-                    document, series.sources, kinds_to_build(ctx.settings), ctx.settings.sr_kind
-                )
-            except ValueError as exc:  # FindingsError names the missing attribute
-                raise BadInputError(f"cannot build result objects: {exc}") from exc
-        info["objects"] = [kind for kind, _ in objects]
+    if detector.version != job.model_version:
+        raise PermanentError(
+            f"this worker runs model {detector.version}, the job is for {job.model_version}"
+        )
+    seconds: dict[str, float] = {}
+
+    @contextmanager
+    def job_step(name: str, **detail: Any) -> Iterator[dict]:
+        with step(ctx, job_id, run, name, **detail) as info:
+            yield info
+        seconds[name] = info["seconds"]
+
+    try:
+        result = analysis.analyze_series(
+            series, detector, kinds=kinds_to_build(ctx.settings), sr_kind=ctx.settings.sr_kind,
+            step=job_step,
+        )
+    except FindingsError as exc:  # names the missing attribute
+        raise BadInputError(f"cannot build result objects: {exc}") from exc
+    except SeriesError as exc:  # no pixel spacing
+        raise BadInputError(str(exc)) from exc
+    ctx.metrics.detector_seconds_per_slice.observe(seconds["detect"] / max(1, len(series.slices)))
+    objects = result.objects
     out_dir = results_dir(ctx, job_id)
     with step(ctx, job_id, run, "write", path=str(out_dir)):
-        write_results(out_dir, document, objects)
+        write_results(out_dir, result.findings, objects)
     with job_session(ctx, job_id, run) as (session, job_row):
         job_row.results_path = str(out_dir)
         jobs.transition(

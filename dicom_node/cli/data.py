@@ -52,7 +52,11 @@ def synth(
 def predict(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="DICOM series folder or file")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder for findings.json and result objects")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output folder: findings.json, NN-<kind>.dcm result objects, objects.json "
+                     "(the worker's results layout)"),
+    ],
     checkpoint: Annotated[
         Optional[Path], typer.Option("--checkpoint", help="Detector checkpoint (default: MEDDET_CHECKPOINT or shipped)")
     ] = None,
@@ -72,9 +76,14 @@ def predict(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print findings.json instead of a table")] = False,
 ) -> None:
-    """Find disc herniations in a sagittal cervical MR series; writes OUT/findings.json."""
-    from dicom_node.findings import build_findings
+    """Find disc herniations in a sagittal cervical MR series.
+
+    Writes OUT/findings.json, one OUT/NN-<kind>.dcm per result object (00-sr.dcm, 01-seg.dcm...)
+    and OUT/objects.json (the manifest, written last): the same layout as the worker's results.
+    """
+    from dicom_node.analysis import FINDINGS_FILE, MANIFEST_FILE, analyze_series, write_results
     from dicom_node.pixels import SeriesError, read_series
+    from dicom_node.results import FindingsError
 
     try:
         series = read_series(path, series_uid)
@@ -87,45 +96,25 @@ def predict(
         analyzer = Analyzer.from_checkpoint(ckpt, device=device)
     except (FileNotFoundError, ImportError, ValueError) as exc:
         _fail(f"detector: {exc}", 2)
+    kinds = [k.strip() for k in results.split(",") if k.strip() and k.strip() != "none"]
     try:
-        spacing = series.pixel_spacing
-    except SeriesError as exc:
+        result = analyze_series(series, analyzer, kinds=kinds, sr_kind=sr_kind, threshold=threshold,
+                                batch_size=batch_size)
+    except FindingsError as exc:
+        _fail(f"result objects: {exc}", 1)
+    except SeriesError as exc:  # no pixel spacing
         _fail(str(exc), 2)
-    detections = analyzer.detector.predict(series.images, batch_size=batch_size)
-    analysis = analyzer.analyze(series.images, spacing, detections)
-    findings = build_findings(series, analysis, analyzer.version, threshold)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "findings.json").write_text(json.dumps(findings, indent=1))
-    written = _write_result_objects(findings, series.sources, out, results, sr_kind)
+    findings = result.findings
+    if kinds and not findings["findings"]:
+        typer.secho("no disc found: no result objects written", fg="yellow", err=True)
+    manifest = write_results(out, findings, result.objects)
     if as_json:
         typer.echo(json.dumps(findings, indent=1))
         return
     numbers = {s.sop_instance_uid: (k, s.source.get("InstanceNumber")) for k, s in enumerate(series.slices)}
     _print_table(findings, numbers)
-    for p in [out / "findings.json", *written]:
-        typer.echo(f"wrote {p}")
-
-
-def _write_result_objects(findings: dict, sources: list, out: Path, results: str, sr_kind: str) -> list[Path]:
-    """The one place where predict hands over to the DICOM result objects (SR/SEG/GSPS...)."""
-    kinds = [k.strip() for k in results.split(",") if k.strip() and k.strip() != "none"]
-    if not kinds:
-        return []
-    if not findings["findings"]:
-        typer.secho("no disc found: no result objects written", fg="yellow", err=True)
-        return []
-    try:
-        from dicom_node.results import write_result_objects
-    except ImportError:
-        typer.secho("result objects: dicom_node.results is not available; wrote findings.json only",
-                    fg="yellow", err=True)
-        return []
-    from dicom_node.results import FindingsError
-
-    try:
-        return write_result_objects(findings, sources, out, kinds=kinds, sr_kind=sr_kind)
-    except FindingsError as exc:
-        _fail(f"result objects: {exc}", 1)
+    for name in [FINDINGS_FILE, *(item["file"] for item in manifest), MANIFEST_FILE]:
+        typer.echo(f"wrote {out / name}")
 
 
 def _print_table(findings: dict, slice_of: dict[str, tuple[int, object]]) -> None:

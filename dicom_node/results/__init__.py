@@ -1,7 +1,8 @@
 """DICOM result objects built with highdicom from the findings dict (DESIGN.md sections 3-4).
 
-``build_result_objects`` is pure (datasets in, datasets out); ``write_result_objects`` is the
-edge that writes ``<kind>.dcm`` files (``meddet predict``, the worker).
+``build_result_objects`` is pure (datasets in, datasets out); ``write_result_objects`` builds
+and writes them in the one results layout (``dicom_node.analysis.write_results``: findings.json,
+``NN-<kind>.dcm``, objects.json), as ``meddet predict`` and the worker do.
 """
 
 from __future__ import annotations
@@ -65,16 +66,6 @@ def build_result_objects(
     return out
 
 
-def file_names(objects: Sequence[tuple[str, Dataset]]) -> list[str]:
-    """``sr.dcm``, ``seg.dcm``...; repeated kinds get ``sc-2.dcm``, ``sc-3.dcm``..."""
-    seen: dict[str, int] = {}
-    names = []
-    for kind, _ in objects:
-        seen[kind] = seen.get(kind, 0) + 1
-        names.append(f"{kind}.dcm" if seen[kind] == 1 else f"{kind}-{seen[kind]}.dcm")
-    return names
-
-
 def write_result_objects(
     findings: Mapping[str, Any],
     sources: Sequence[Dataset],
@@ -82,15 +73,14 @@ def write_result_objects(
     kinds: Sequence[str] = ("sr", "seg", "gsps"),
     sr_kind: str = "3d",
 ) -> list[Path]:
-    """Build the objects and write them as DICOM files (with file meta) into ``out_dir``."""
+    """Build the objects and write them with the findings into ``out_dir``, in the one results
+    layout of :func:`dicom_node.analysis.write_results` (``NN-<kind>.dcm`` + ``objects.json``).
+    Returns the paths of the DICOM files, in build order."""
+    from dicom_node.analysis import write_results
+
     objects = build_result_objects(findings, sources, kinds, sr_kind)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for (kind, ds), name in zip(objects, file_names(objects)):
-        path = out_dir / name
-        tmp = path.with_suffix(".dcm.tmp")
-        ds.save_as(tmp, enforce_file_format=True)
-        tmp.replace(path)
-        paths.append(path)
-        log.info("result written", kind=kind, sop_instance_uid=ds.SOPInstanceUID, path=str(path))
-    return paths
+    manifest = write_results(out_dir, dict(findings), objects)
+    for item in manifest:
+        log.info("result written", kind=item["kind"], sop_instance_uid=item["sop_instance_uid"],
+                 path=str(out_dir / item["file"]))
+    return [out_dir / item["file"] for item in manifest]

@@ -157,7 +157,9 @@ def test_predict_with_the_shipped_checkpoint_end_to_end(tmp_path):
         assert f["level"] in truth["levels"]
         assert box_iou(f["box"], truth["boxes"][truth["levels"].index(f["level"])]) > 0.5
     written = sorted(p.name for p in out.glob("*.dcm"))
-    assert "sr.dcm" in written and "gsps.dcm" in written
+    assert "00-sr.dcm" in written and any(name.endswith("-gsps.dcm") for name in written)
+    manifest = json.loads((out / "objects.json").read_text())
+    assert [item["file"] for item in manifest] == written
     for path in out.glob("*.dcm"):
         check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         assert "Error" not in check.stdout + check.stderr, path

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import highdicom as hd
 import numpy as np
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -177,3 +178,14 @@ SR_READERS = {
     "comprehensive": hd.sr.ComprehensiveSR,
     "enhanced": hd.sr.EnhancedSR,
 }
+
+
+def by_kind(paths: list[Path]) -> dict[str, Dataset]:
+    """Written result objects (``NN-<kind>.dcm``) by kind: ``sr``, ``seg``, ``sc``, ``sc-2``..."""
+    seen: dict[str, int] = {}
+    objects = {}
+    for path in paths:
+        kind = path.stem.split("-", 1)[1]
+        seen[kind] = seen.get(kind, 0) + 1
+        objects[kind if seen[kind] == 1 else f"{kind}-{seen[kind]}"] = dcmread(path)
+    return objects

@@ -25,6 +25,7 @@ from dicom_node.results.common import (
 )
 from tests.results.conftest import dciodvfy
 from tests.results.make_sources import (
+    by_kind,
     ALL_KINDS,
     SR_READERS,
     NO_ANCHOR,
@@ -45,7 +46,7 @@ def _written_clean(tmp_path: Path, findings, sources, sr_kind: str = "3d") -> di
     for path in paths:
         errors, warnings = dciodvfy(path)
         assert not errors and not warnings, f"{path.name}: {errors + warnings}"
-    return {p.stem: pydicom.dcmread(p) for p in paths}
+    return by_kind(paths)
 
 
 def _texts(group, concept) -> list[str]:
@@ -76,7 +77,7 @@ def test_sr_carries_probability_operating_point_protrusion_and_unknown_levels(tm
     sources = mr_series()
     doc = calibrated_findings_for(sources)
     objects = _written_clean(tmp_path, doc, sources, sr_kind)
-    proc = subprocess.run(["/usr/bin/dsrdump", str(tmp_path / "out" / "sr.dcm")],
+    proc = subprocess.run(["/usr/bin/dsrdump", str(tmp_path / "out" / "00-sr.dcm")],
                           capture_output=True, text=True, errors="replace")
     assert proc.returncode == 0 and "E:" not in proc.stderr, proc.stderr
 

@@ -12,7 +12,7 @@ import pytest
 
 from dicom_node.results import FindingsError, build_result_objects, write_result_objects
 from tests.results.conftest import assert_valid
-from tests.results.make_sources import enhanced_mr, findings_for, mr_series
+from tests.results.make_sources import by_kind, enhanced_mr, findings_for, mr_series
 
 ALL = ("sr", "seg", "gsps", "sc", "kos")
 
@@ -21,7 +21,7 @@ def _write_valid(tmp_path: Path, findings, sources, sr_kind: str = "3d") -> dict
     paths = write_result_objects(findings, sources, tmp_path / "out", ALL, sr_kind)
     for path in paths:
         print(path.name, "dciodvfy warnings:", assert_valid(path))
-    return {p.stem: pydicom.dcmread(p) for p in paths}
+    return by_kind(paths)
 
 
 def test_unknown_charset_from_disk_gives_utf8_objects(tmp_path):
@@ -142,7 +142,7 @@ def test_seg_needs_frame_of_reference(tmp_path):
         build_result_objects(findings_for(sources), sources, kinds=("seg",))
     # Objects that do not need it are still built and valid.
     paths = write_result_objects(findings_for(sources), sources, tmp_path, ("sr", "gsps", "kos"))
-    assert [p.name for p in paths] == ["sr.dcm", "gsps.dcm", "kos.dcm"]
+    assert [p.name for p in paths] == ["00-sr.dcm", "01-gsps.dcm", "02-kos.dcm"]
     for path in paths:
         assert_valid(path)
 

@@ -24,7 +24,7 @@ from dicom_node.results.common import (
 )
 from dicom_node.results.seg import box_mask
 from tests.results.conftest import assert_valid
-from tests.results.make_sources import ALL_KINDS, SR_READERS
+from tests.results.make_sources import ALL_KINDS, SR_READERS, by_kind
 
 ALL = ALL_KINDS
 
@@ -40,7 +40,7 @@ def _written(tmp_path: Path, findings, sources, sr_kind: str = "3d") -> dict[str
     for path in paths:
         warnings = assert_valid(path)
         print(path.name, "dciodvfy warnings:", warnings)  # allowed; shown with -s
-    return {p.stem: pydicom.dcmread(p) for p in paths}
+    return by_kind(paths)
 
 
 @pytest.mark.parametrize("sr_kind", ["3d", "comprehensive", "enhanced"])
@@ -49,7 +49,7 @@ def test_every_object_passes_dciodvfy_and_sr_passes_dsrdump(tmp_path, sources, f
     assert set(objects) == {"sr", "seg", "gsps", "sc", "sc-2", "kos"}
     assert objects["sr"].SOPClassUID == SR_CLASS_UIDS[sr_kind]
     proc = subprocess.run(
-        ["/usr/bin/dsrdump", str(tmp_path / "out" / "sr.dcm")],
+        ["/usr/bin/dsrdump", str(tmp_path / "out" / "00-sr.dcm")],
         capture_output=True,
         text=True,
         errors="replace",
@@ -209,7 +209,7 @@ def test_gsps_is_applied_by_dcmtk_to_its_key_slice_with_our_boxes_and_texts(tmp_
     fallback (docs/conformance.md, section 6). A dcmtk that starts drawing them fails the last
     assert: then update that section."""
     objects = _written(tmp_path, findings, sources)
-    gsps_path = tmp_path / "out" / "gsps.dcm"
+    gsps_path = tmp_path / "out" / "02-gsps.dcm"
     key = 2  # sources[2] holds the C5-C6 herniation
     source_path = tmp_path / "key.dcm"
     sources[key].save_as(source_path, enforce_file_format=True)

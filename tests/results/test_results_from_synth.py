@@ -40,10 +40,10 @@ def test_objects_from_a_compressed_synthetic_study(tmp_path: Path, syntax: str) 
     paths = write_result_objects(findings, sources, tmp_path / "out", ("sr", "seg", "gsps", "sc", "kos"))
     for path in paths:
         print(path.name, "dciodvfy warnings:", assert_valid(path))
-    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(tmp_path / "out" / "sr.dcm"))
+    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(tmp_path / "out" / "00-sr.dcm"))
     levels = {g.tracking_identifier.split()[0] for g in sr.content.get_planar_roi_measurement_groups()}
     assert levels == {f["level"] for f in findings["findings"]}
     herniated = {f["level"] for f in findings["findings"] if f["label"] == "herniation"}
     assert herniated == set(study.herniated_levels) and herniated  # seed 7: C5-C6, C6-C7
-    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(tmp_path / "out" / "seg.dcm"))
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(tmp_path / "out" / "01-seg.dcm"))
     assert seg.number_of_segments == len(herniated)

@@ -113,6 +113,8 @@ def test_two_deliveries_of_one_job_at_once_run_it_once(any_sessions, tmp_path, s
 
 def test_results_temp_files_are_unique_per_writer(tmp_path):
     """Two runs writing one results folder at once never share a temp file."""
+    from dicom_node.atomic import write_atomic
+
     target = tmp_path / "findings.json"
     temps: list[Path] = []
 
@@ -123,9 +125,9 @@ def test_results_temp_files_are_unique_per_writer(tmp_path):
     def outer(path: Path) -> None:
         temps.append(path)
         path.write_text("first")
-        pipeline._write_atomic(target, inner)  # another run, in the middle of this write
+        write_atomic(target, inner)  # another run, in the middle of this write
 
-    pipeline._write_atomic(target, outer)
+    write_atomic(target, outer)
     assert temps[0] != temps[1]
     assert target.read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["findings.json"]  # no temp left
