@@ -72,5 +72,10 @@ def test_orthanc_storage_commitment_is_confirmed_by_the_node(namespace: NetNames
     assert result["Status"] == "Success", result
     assert {item["SOPInstanceUID"] for item in result["Success"]} == {str(ds.SOPInstanceUID) for ds in datasets}
     assert result["Failures"] == []
-    log = node_log.read_text()
-    assert "storage commitment report delivered" in log and "route=new" in log
+    # Orthanc has the report before the node hears its N-EVENT-REPORT-RSP and logs delivery
+    def delivered() -> str | None:
+        text = node_log.read_text()
+        return text if "storage commitment report delivered" in text else None
+
+    log = wait_for(delivered, 30, lambda: f"the node logging the delivery\n{node_log.read_text()[-3000:]}")
+    assert "route=new" in log
