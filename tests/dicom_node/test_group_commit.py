@@ -77,8 +77,10 @@ def test_one_flush_per_window_while_instances_keep_arriving(tmp_path: Path) -> N
         took = time.monotonic() - started
     finally:
         committer.stop()
-    assert len(calls) <= took / 0.02 + 2  # grouped: far fewer flushes than instances
-    assert all(b - a >= 0.019 for a, b in zip(calls, calls[1:]))
+    # grouped: at most one flush per window (not one per instance). The gaps between the
+    # flush calls themselves are not asserted: a flusher preempted between deciding and
+    # calling shortens the gap it measures (failed once in CI on a loaded machine).
+    assert len(calls) <= took / 0.02 + 2
     assert committer.files == 200
 
 
