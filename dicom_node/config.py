@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         3, ge=1, description="A job whose worker is lost (lease expired) this often is failed"
     )
+    job_republish_seconds: float = Field(
+        600.0, gt=0, description="A queued job no worker has claimed this long after its message "
+        "went out is published again (a broker restarted without persistence loses its queue)"
+    )
 
     # Operations
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint")

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import jobs
 from dicom_node.audit.db import TRANSIENT_DB_ERRORS, short_error, transaction
-from dicom_node.audit.models import Job, JobState, utcnow
+from dicom_node.audit.models import Job, JobState, Outbox, utcnow
 from dicom_node.logging import get_logger
 
 log = get_logger(__name__)
@@ -183,6 +183,31 @@ def sweep(
     return SweepReport(tuple(requeued), tuple(failed))
 
 
+def republish_unclaimed(sessions: sessionmaker[Session], older_than: float,
+                        now: datetime | None = None) -> tuple[int, ...]:
+    """Publish again every job that is still ``queued``, unclaimed, ``older_than`` seconds after
+    its message went out: the broker lost it (Redis restarted without persistence drops its
+    queue), and nothing else would ever look at it (no lease to expire, an outbox row marked
+    published). A second delivery is safe: a claim takes a lease. The job ids."""
+    cutoff = (now or utcnow()) - timedelta(seconds=older_than)
+    with transaction(sessions) as session:
+        rows = session.scalars(
+            select(Outbox).join(Job, Job.id == Outbox.job_id).where(
+                Job.state == JobState.queued.value, Job.lease_token.is_(None),
+                Outbox.published_at.is_not(None), Outbox.published_at <= cutoff,
+            ).order_by(Outbox.id)
+        ).all()
+        latest = {row.job_id: row for row in rows}  # one message per job
+        for row in latest.values():
+            row.published_at = None
+            job = session.get(Job, row.job_id)
+            assert job is not None
+            jobs.record_event(session, job, "republished", {"unclaimed_seconds": older_than})
+    if latest:
+        log.warning("queued jobs never claimed: published again", jobs=sorted(latest))
+    return tuple(sorted(latest))
+
+
 def _sweep_one(
     sessions: sessionmaker[Session], job_id: int, max_deliveries: int, now: datetime
 ) -> str:
@@ -213,8 +238,10 @@ class LeaseSweeper:
         max_deliveries: int,
         interval: float,
         on_requeued: Callable[[], None] = lambda: None,
+        republish_after: float | None = None,
     ) -> None:
         self._sessions = sessions
+        self._republish_after = republish_after
         self._max = max_deliveries
         self._interval = interval
         self._on_requeued = on_requeued
@@ -234,13 +261,15 @@ class LeaseSweeper:
         while not self._stop.wait(self._interval):
             try:
                 report = sweep(self._sessions, self._max)
+                again = (republish_unclaimed(self._sessions, self._republish_after)
+                         if self._republish_after is not None else ())
             except TRANSIENT_DB_ERRORS as exc:
                 log.warning("lease_sweep_failed", error=short_error(exc))
                 continue
             except Exception:  # keep sweeping; the next pass retries
                 log.exception("lease_sweep_failed")
                 continue
-            if report.requeued:
+            if report.requeued or again:
                 self._on_requeued()
 
 

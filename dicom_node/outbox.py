@@ -228,4 +228,5 @@ def make_sweeper(
 ) -> leases.LeaseSweeper:
     """The lease sweeper of ``meddet serve`` and ``meddet worker``; call start()."""
     interval = leases.sweep_interval(settings.job_lease_seconds)
-    return leases.LeaseSweeper(session_factory, settings.max_deliveries, interval, on_requeued)
+    return leases.LeaseSweeper(session_factory, settings.max_deliveries, interval, on_requeued,
+                               republish_after=settings.job_republish_seconds)

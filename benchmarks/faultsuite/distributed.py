@@ -28,6 +28,7 @@ from tests.worker.support import RedisServer, wait_for
 # Longer than the PostgreSQL outage (a lease renewed just before it must outlive it), short
 # enough that a delivery lost with the killed pool process is swept back soon.
 LEASE_SECONDS = "12"
+REPUBLISH_SECONDS = "30"  # a job whose message the Redis restart dropped is published again soon
 
 
 def running_pid(database_url: str) -> tuple[int, int] | None:
@@ -63,7 +64,8 @@ def run(ctx: Context) -> Row:
     else:
         database_url = postgres.url
     env = suite_env(ctx.destination.destination, ctx.checkpoint, ctx.workdir / "distributed-data", database_url,
-                    MEDDET_BROKER_URL=redis.url, MEDDET_JOB_LEASE_SECONDS=LEASE_SECONDS)
+                    MEDDET_BROKER_URL=redis.url, MEDDET_JOB_LEASE_SECONDS=LEASE_SECONDS,
+                    MEDDET_JOB_REPUBLISH_SECONDS=REPUBLISH_SECONDS)
     node = worker = None
     try:
         node = ServeProcess("dist-node", env, ctx.logs, ctx.rss, json_first=True).start()

@@ -306,3 +306,22 @@ def test_migration_0003_hands_jobs_stuck_before_it_to_the_sweeper(backend, tmp_p
     else:
         with fresh_postgres_database() as url:
             check(url)
+
+
+def test_a_queued_job_whose_message_the_broker_lost_is_published_again(sessions, tmp_path):
+    """Found by the fault suite: Redis restarted without persistence drops its queue; the job
+    stays queued, unclaimed, its outbox row marked published, and nothing looked at it again."""
+    lost = _job(sessions, tmp_path)  # published; the broker loses the message here
+    ctx = _context(sessions, tmp_path)
+    claimed = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool2", "v1")
+    with transaction(sessions) as session:
+        for row in jobs.pending_outbox(session):
+            jobs.mark_published(session, row.id)
+    assert not isinstance(claim_job(ctx, claimed), str)  # a worker holds this one
+    assert leases.republish_unclaimed(sessions, 600) == ()  # too early to say it is lost
+    later = utcnow() + timedelta(seconds=601)
+    assert leases.republish_unclaimed(sessions, 600, now=later) == (lost,)
+    assert _pending(sessions) == [lost]  # the relay publishes it again
+    assert _events(sessions, lost)[-1] == "republished"
+    assert _job_row(sessions, lost).state == JobState.queued
+    assert leases.republish_unclaimed(sessions, 600, now=later) == ()  # once per message
