@@ -99,24 +99,20 @@ def _faults(ctx: Context, node: ServeProcess, database_url: str, redis: RedisSer
     except AssertionError:
         ctx.skip("worker SIGKILL: no job was caught running within 60 s")
 
-    started = time.monotonic()
-    redis.stop()
-    traffic = send(parts[1])
-    time.sleep(max(0.0, sizes.redis_outage - (time.monotonic() - started)))
-    redis.start()
-    ctx.note(f"distributed: Redis down {time.monotonic() - started:.1f} s while "
-             f"{sum(len(s.files) for s in flatten(parts[1]))} instances were sent")
-    traffic.join()
-
-    if postgres is not None:
+    def outage(name: str, service, seconds: float, part) -> None:  # type: ignore[no-untyped-def]
+        """Stop ``service``, send ``part`` meanwhile, start it again after ``seconds``."""
         started = time.monotonic()
-        postgres.stop()
-        traffic = send(parts[2])
-        time.sleep(max(0.0, sizes.postgres_outage - (time.monotonic() - started)))
-        postgres.start()
-        ctx.note(f"distributed: PostgreSQL down {time.monotonic() - started:.1f} s while "
-                 f"{sum(len(s.files) for s in flatten(parts[2]))} instances were sent")
+        service.stop()
+        traffic = send(part)
+        time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+        service.start()
+        ctx.note(f"distributed: {name} down {time.monotonic() - started:.1f} s while "
+                 f"{sum(len(s.files) for s in flatten(part))} instances were sent")
         traffic.join()
+
+    outage("Redis", redis, sizes.redis_outage, parts[1])
+    if postgres is not None:
+        outage("PostgreSQL", postgres, sizes.postgres_outage, parts[2])
     else:
         send(parts[2]).join()
 

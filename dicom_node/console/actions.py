@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,9 +73,7 @@ def release(settings: Settings, sessions: sessionmaker[Session], operations: Ope
     from dicom_node.recorder import record_instance
     from dicom_node.spool import Spool
 
-    with sessions() as session:
-        row = session.get(QuarantineRecord, record_id)
-        path = data.in_quarantine(settings, row.path) if row is not None else None
+    path = _quarantined(settings, sessions, record_id)
     if path is None:
         return _log(sessions, user, "release", f"quarantine {record_id}",
                     Outcome(False, "no such quarantined file"), address)
@@ -94,11 +93,16 @@ def release(settings: Settings, sessions: sessionmaker[Session], operations: Ope
     return _log(sessions, user, "release", f"quarantine {record_id}", Outcome(True, f"released: {what}"), address)
 
 
-def delete(settings: Settings, sessions: sessionmaker[Session], operations: Operations, user: Principal,
-           record_id: int, address: str | None = None) -> Outcome:
+def _quarantined(settings: Settings, sessions: sessionmaker[Session], record_id: int) -> Path | None:
+    """The file of quarantine record ``record_id``, if the record and the file are there."""
     with sessions() as session:
         row = session.get(QuarantineRecord, record_id)
-        path = data.in_quarantine(settings, row.path) if row is not None else None
+        return data.in_quarantine(settings, row.path) if row is not None else None
+
+
+def delete(settings: Settings, sessions: sessionmaker[Session], operations: Operations, user: Principal,
+           record_id: int, address: str | None = None) -> Outcome:
+    path = _quarantined(settings, sessions, record_id)
     if path is None:
         return _log(sessions, user, "delete", f"quarantine {record_id}",
                     Outcome(False, "no such quarantined file"), address)
