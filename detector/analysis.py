@@ -36,6 +36,20 @@ UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
+class LevelView:
+    """One view the level net reads of a chain position: a slice step from the chosen slice
+    and a zoom of the crop window."""
+
+    slice_step: int = 0
+    zoom: float = 1.0
+
+
+#: The level net's views, averaged: the chosen slice and its neighbours, and the window a
+#: little tighter and wider (a neck and a field of view of other proportions).
+LEVEL_VIEWS = tuple(LevelView(k, z) for k in (-1, 0, 1) for z in (0.9, 1.0, 1.12))
+
+
+@dataclass(frozen=True)
 class DiscFinding:
     """The finding at one disc: its level (or ``unknown``), call, probability and key slice."""
 
@@ -68,10 +82,12 @@ class SeriesAnalysis:
 class Analyzer:
     """The detector and the second stage, ready for a series; build with ``from_checkpoint``."""
 
-    def __init__(self, detector: Detector, discs: DiscModels, version: str) -> None:
+    def __init__(self, detector: Detector, discs: DiscModels, version: str,
+                 level_views: Sequence[LevelView] = LEVEL_VIEWS) -> None:
         self.detector = detector
         self.discs = discs.to(detector.device).eval()
         self.version = version
+        self.level_views = tuple(level_views)
 
     @classmethod
     def from_checkpoint(cls, path: Path | str | None = None, device: str | torch.device | None = None,
@@ -126,15 +142,19 @@ class Analyzer:
 
     @torch.inference_mode()
     def level_log_probs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> np.ndarray:
-        """[L, 8] log-probabilities of each chain position's level (wide crop, central slice)."""
+        """[L, 8] log-probabilities of each chain position's level: the mean probability of
+        the wide crops of ``level_views`` around the central slice."""
         central = _central_slice(chain, volume.shape[0])
+        last = volume.shape[0] - 1
         requests = []
         for (x, y), members in zip(chain.positions, chain.members):
             on_central = [d for d in members if d.slice_index == central]
             k = central if on_central or not members else max(members, key=lambda d: d.score).slice_index
-            requests.append(CropRequest(k, float(y), float(x)))
+            requests += [CropRequest(min(max(k + v.slice_step, 0), last), float(y), float(x), zoom=v.zoom)
+                         for v in self.level_views]
         crops = normalize_crops(take_crops(volume, spacing, self.discs.level_crop, requests))
-        return torch.log_softmax(self.discs.level(crops), dim=1).cpu().numpy()
+        probs = torch.softmax(self.discs.level(crops), dim=1).reshape(len(chain.positions), len(self.level_views), -1)
+        return torch.log(probs.mean(dim=1).clamp_min(1e-9)).cpu().numpy()
 
     @torch.inference_mode()
     def herniation_outputs(self, volume: torch.Tensor, spacing: tuple[float, float],

@@ -47,6 +47,33 @@ def sample_contrast(rng: np.random.Generator, hard: bool) -> Contrast:
     )
 
 
+def random_contrast(rng: np.random.Generator, hard: bool) -> Contrast:
+    """Tissue intensities drawn independently of each other (domain randomisation in the
+    manner of SynthSeg, Billot et al. 2023): any tissue may be brighter or darker than any
+    other. Used for a stress set of ``benchmarks/naming_dev.py``; a level net trained on it
+    named our own studies worse (docs/results.md), so training uses ``t2_random_contrast``."""
+    t = rng.uniform(0.03, 1.0, 10)
+    base = sample_contrast(rng, hard)
+    return Contrast(csf=float(max(t[0], 0.25)), cord=float(t[1]), nucleus=float(t[2]), annulus=float(t[3]),
+                    marrow=float(t[4]), cortex=float(t[5]), muscle=float(t[6]), fat=float(t[7]), soft=float(t[8]),
+                    brain=float(t[9]), texture=float(rng.uniform(0.05, 0.3)), blur=float(rng.uniform(0.4, 1.2)),
+                    gain=base.gain)
+
+
+def t2_random_contrast(rng: np.random.Generator, hard: bool) -> Contrast:
+    """Random tissue intensities that keep what a T2 image must show for the herniation
+    call: bright CSF, a dark annulus and cortex, the cord darker than CSF; marrow, fat,
+    muscle, nucleus and the rest anywhere (fat-suppressed or not, other field strengths and
+    sequences). ``hard`` compresses CSF towards the cord and disc."""
+    j = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+    csf = j(0.45, 0.8) if hard else j(0.7, 1.0)
+    annulus = j(0.03, 0.3)
+    return Contrast(csf=csf, cord=csf * j(0.3, 0.75), nucleus=j(annulus, 1.0), annulus=annulus,
+                    marrow=j(0.08, 0.9), cortex=j(0.02, 0.15), muscle=j(0.05, 0.5), fat=j(0.05, 1.0),
+                    soft=j(0.08, 0.6), brain=j(0.2, 0.8), texture=j(0.05, 0.3), blur=j(0.4, 1.2),
+                    gain=j(600, 3000))
+
+
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], grid: int) -> np.ndarray:
     """Zero-mean, unit-scale noise varying over about shape/grid pixels: float32 [H, W].
 

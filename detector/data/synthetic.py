@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.data.anatomy import LEVELS, Spine, disc_boxes, sample_spine, uv_grid
-from detector.data.render import blur, render_slice, sample_artifacts, sample_contrast, smooth_noise
+from detector.data.render import Contrast, blur, render_slice, sample_artifacts, sample_contrast, smooth_noise
 
 SIZES = (224, 256, 288, 320, 384)  # matrix sizes drawn when ``size`` is None
 __all__ = ["LEVELS", "SIZES", "SyntheticStudy", "SyntheticSliceDataset", "make_study"]
@@ -56,11 +56,12 @@ class SyntheticStudy:
 
 def make_study(rng: np.random.Generator, hard: bool = False, n_slices: int = 15,
                size: int | None = None,
-               adjust: Callable[[Spine, np.random.Generator], Spine] | None = None) -> SyntheticStudy:
+               adjust: Callable[[Spine, np.random.Generator], Spine] | None = None,
+               contrast_of: Callable[[np.random.Generator, bool], Contrast] = sample_contrast) -> SyntheticStudy:
     """Draw one synthetic study of ``n_slices`` sagittal slices of ``size`` x ``size`` pixels
-    (``adjust``: as in ``study_renderer``)."""
+    (``adjust``, ``contrast_of``: as in ``study_renderer``)."""
     size = int(size or rng.choice(SIZES))
-    spine, render = study_renderer(rng, hard, size, adjust)
+    spine, render = study_renderer(rng, hard, size, adjust, contrast_of)
     thickness = float(rng.uniform(2.5, 3.5))
     step = thickness + float(rng.uniform(0.0, 0.5))
     offsets = (np.arange(n_slices) - (n_slices - 1) / 2) * step + rng.uniform(-2.0, 2.0)
@@ -83,16 +84,18 @@ def make_study(rng: np.random.Generator, hard: bool = False, n_slices: int = 15,
 
 
 def study_renderer(rng: np.random.Generator, hard: bool, size: int,
-                   adjust: Callable[[Spine, np.random.Generator], Spine] | None = None):
+                   adjust: Callable[[Spine, np.random.Generator], Spine] | None = None,
+                   contrast_of: Callable[[np.random.Generator, bool], Contrast] = sample_contrast):
     """Sample one patient and scanner; return (spine, render(d) -> float32 [H, W]).
 
     ``adjust`` may change the sampled spine before anything is rendered (the second stage's
-    sampler widens the field of view and the range of protrusions with it).
+    sampler widens the field of view and the range of protrusions with it); ``contrast_of``
+    draws the tissue intensities (the second stage's training also uses ``t2_random_contrast``).
     """
     spine: Spine = sample_spine(rng, hard, size)
     if adjust is not None:
         spine = adjust(spine, rng)
-    contrast = sample_contrast(rng, hard)
+    contrast = contrast_of(rng, hard)
     artifacts = sample_artifacts(rng, hard, size)
     grid = max(4, size // 24)
     texture = np.stack([smooth_noise(rng, (size, size), grid), smooth_noise(rng, (size, size), grid * 2)])

@@ -10,7 +10,9 @@ around a lateral position, and from them:
 
 The sampler widens what the generator draws: a field of view up to ~1.7x larger (smaller
 spines in the image, more skull and thorax), protrusions from 0.3 mm up with the borderline
-around the label threshold oversampled, and bulges up to 1.3 mm that stay "normal". Only
+around the label threshold oversampled, and bulges up to 1.3 mm that stay "normal". Half
+the patients are drawn with random tissue intensities that keep what the call needs (bright
+CSF, a dark annulus and cortex: ``t2_random_contrast``, domain randomisation). Only
 ``detector.data`` is used here: the held-out generator never feeds training.
 """
 
@@ -24,12 +26,16 @@ import torch
 from torch import Tensor
 
 from detector.data.anatomy import LEVELS, Spine, disc_back, disc_boxes, protrusions, to_pixels
+from detector.data.render import sample_contrast, t2_random_contrast
 from detector.data.synthetic import SIZES, study_renderer
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, take_crops
 from detector.discs.model import NOT_DISC
 from detector.levels import box_iou
 
 LABEL_THRESHOLD_MM = 1.5
+#: The share of training patients drawn with random intensities that keep a T2 image's
+#: bright CSF and dark annulus (``t2_random_contrast``).
+T2_RANDOM_CONTRAST = 0.5
 #: A detector for one slice: image [H, W] -> boxes (x0, y0, x1, y1) it found.
 Detect = Callable[[np.ndarray], list[tuple[float, float, float, float]]]
 
@@ -109,7 +115,9 @@ def draw(rng: np.random.Generator, herniation_spec: CropSpec, level_spec: CropSp
     instead of jittered true ones, labelled by the true disc they overlap."""
     hard = bool(rng.random() < 0.5)
     size = int(rng.choice(SIZES))
-    spine, render = study_renderer(rng, hard, size, adjust=widen)
+    t2_look = augment and bool(rng.random() < T2_RANDOM_CONTRAST)
+    spine, render = study_renderer(rng, hard, size, adjust=widen,
+                                   contrast_of=t2_random_contrast if t2_look else sample_contrast)
     if spine.hernias and rng.random() < 0.6:
         h = spine.hernias[rng.integers(len(spine.hernias))]
         d = h.center + rng.uniform(-1, 1) * h.half_width

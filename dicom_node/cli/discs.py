@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional, TypeVar
 
 import typer
 
 from dicom_node.cli import app, state
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from detector.discs.model import DiscModels
+
+T = TypeVar("T")
 
 
 @app.command("train-discs")
@@ -22,6 +30,9 @@ def train_discs_cmd(
         "--checkpoint", help="Detector whose boxes half the herniation crops sit on (default: shipped)")] = None,
     only: Annotated[Optional[str], typer.Option(
         "--only", help="Train only this net ('level' or 'herniation'); the other is the checkpoint's second stage")] = None,
+    warm: Annotated[bool, typer.Option(
+        "--warm/--fresh", help="With --only: start that net from the checkpoint's weights (fine-tune) instead of new")] = False,
+    lr: Annotated[float, typer.Option("--lr", min=1e-6, help="Peak learning rate (one-cycle schedule)")] = 2e-3,
 ) -> None:
     """Train the second stage (herniation call + protrusion, disc level) on crops from our own
     synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
@@ -33,25 +44,30 @@ def train_discs_cmd(
 
     if threads:
         torch.set_num_threads(threads)
-    detector = Detector.from_checkpoint(checkpoint, device="cpu")
-
-    def detect(image):  # type: ignore[no-untyped-def]
-        return [d.box for d in detector.predict([image])[0] if d.score >= 0.1]
-
-    init, nets = None, ("herniation", "level")
+    init: DiscModels | None = None
+    nets: tuple[str, ...] = ("herniation", "level")
     if only is not None:
         if only not in nets:
             _fail(f"--only: expected 'level' or 'herniation', got {only!r}")
-        init, nets = _start_from(checkpoint, only), (only,)
-    cfg = DiscTrainConfig(epochs=epochs, patients_per_epoch=patients, seed=seed, nets=nets)
-    best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init, detect=detect)
+        init, nets = _start_from(checkpoint, None if warm else only), (only,)
+    elif warm:
+        _fail("--warm: name the net to fine-tune with --only")
+    detector = Detector.from_checkpoint(checkpoint, device="cpu")
+
+    def detect(image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        return [d.box for d in detector.predict([image])[0] if d.score >= 0.1]
+
+    cfg = DiscTrainConfig(epochs=epochs, patients_per_epoch=patients, seed=seed, nets=nets, lr=lr)
+    best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init,
+                       detect=detect if "herniation" in nets else None)
     typer.echo(f"best second stage: {best}")
 
 
 
 
-def _start_from(checkpoint: Optional[Path], fresh: str):  # type: ignore[no-untyped-def]
-    """The checkpoint's second stage with the ``fresh`` net new (at today's crop spec)."""
+def _start_from(checkpoint: Optional[Path], fresh: str | None) -> DiscModels:
+    """The checkpoint's second stage with the ``fresh`` net new (at today's crop spec), or
+    as stored (``fresh`` None: fine-tuning)."""
     from dataclasses import replace
 
     from detector import SHIPPED_CHECKPOINT
@@ -62,6 +78,8 @@ def _start_from(checkpoint: Optional[Path], fresh: str):  # type: ignore[no-unty
     if stored is None:
         _fail(f"--only: {checkpoint or SHIPPED_CHECKPOINT} holds no second stage to keep the other net from")
     kept, new = DiscModels.from_payload(stored), DiscModels.new()
+    if fresh is None:
+        return kept
     if fresh == "level":
         return replace(kept, level=new.level, level_crop=new.level_crop)
     return replace(kept, herniation=new.herniation, herniation_crop=new.herniation_crop)
@@ -78,6 +96,8 @@ def calibrate_cmd(
                                                       help="Per-level sensitivity the operating point must reach")] = 0.9,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Input checkpoint (default: MEDDET_CHECKPOINT or shipped)")] = None,
     discs: Annotated[Optional[Path], typer.Option("--discs", help="Install this second stage (best.pt of `meddet train-discs`) first")] = None,
+    level: Annotated[Optional[Path], typer.Option("--level", help="Take the level net from this second stage "
+                                                  "(best.pt of `meddet train-discs --only level`)")] = None,
     studies: Annotated[int, typer.Option("--studies", help="Synthetic studies to calibrate on")] = 120,
     seed: Annotated[int, typer.Option("--seed", help="Synthetic seed (keep it apart from training and test seeds)")] = 880000,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
@@ -101,6 +121,11 @@ def calibrate_cmd(
     try:
         second = DiscModels.from_payload(torch.load(discs, weights_only=True)) if discs is not None else None
         analyzer = Analyzer.from_checkpoint(source, device="cpu", discs=second)
+        if level is not None:
+            from dataclasses import replace
+
+            levels = DiscModels.from_payload(torch.load(level, weights_only=True))
+            analyzer.discs = replace(analyzer.discs, level=levels.level.eval(), level_crop=levels.level_crop)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(f"checkpoint: {exc}")
     analyzer.discs = analyzer.discs.with_calibration(Calibration.identity())
@@ -134,13 +159,13 @@ def calibrate_cmd(
     typer.echo(f"wrote {out} (version {payload['version']})")
 
 
-def _progress(items, total):  # type: ignore[no-untyped-def]
+def _progress(items: Iterable[T], total: int | None) -> Iterable[T]:
     from rich.progress import track
 
     return track(items, description="calibrating", total=total, transient=True)
 
 
-def _folder_studies(root: Path):  # type: ignore[no-untyped-def]
+def _folder_studies(root: Path) -> Iterator[tuple[np.ndarray, tuple[float, float], dict[str, bool]]]:
     """(volume, spacing, {level: herniated}) of every series beside a box file with levels."""
     import json
 

@@ -73,10 +73,15 @@ def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None
     import dicom_node.cli.discs  # noqa: F401  (registers the commands)
 
     out = tmp_path / "calibrated.pt"
+    level = checkpoint.load(SHIPPED_CHECKPOINT)["discs"]  # --level: another level net (nudged) goes in
+    key = next(k for k in level["level"] if k.endswith("bias"))
+    level["level"][key] = level["level"][key] + 0.01
+    torch.save(level, tmp_path / "level.pt")
     run = CliRunner().invoke(app, ["calibrate", "--out", str(out), "--studies", "8", "--seed", "123",
-                                   "--target-sensitivity", "0.8", "--threads", "1"])
+                                   "--target-sensitivity", "0.8", "--threads", "1", "--level", str(tmp_path / "level.pt")])
     assert run.exit_code == 0, run.output
     payload = checkpoint.load(out)
+    torch.testing.assert_close(payload["discs"]["level"][key].float(), level["level"][key].float())
     cal = Calibration.from_dict(payload["discs"]["calibration"])
     assert cal.target_sensitivity == 0.8 and "seed 123" in cal.data and cal.sensitivity >= 0.8
     assert payload["version"] != checkpoint.load(SHIPPED_CHECKPOINT)["version"]
@@ -84,3 +89,24 @@ def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None
     assert Analyzer.from_checkpoint(out, device="cpu").calibration == cal
     bad = CliRunner().invoke(app, ["calibrate", "--out", str(out), "--data", str(tmp_path / "nothing")])
     assert bad.exit_code == 2 and "no boxes.json or ground_truth.json found" in bad.output.replace("\n", " ")
+
+
+def test_the_level_net_reads_each_chain_position_in_several_views_and_averages_them(analyzer: Analyzer) -> None:
+    from detector.analysis import LEVEL_VIEWS, LevelView, extend_chain
+    from detector.levels import disc_chain
+
+    study = make_study(np.random.default_rng([9300, 2]), n_slices=11)
+    volume = torch.from_numpy(study.volume.astype(np.float32))
+    spacing = (study.pixel_spacing, study.pixel_spacing)
+    found = disc_chain(analyzer.detector.predict(list(study.volume)))
+    assert found is not None
+    chain = extend_chain(found, volume.shape[1:])
+    one, views = Analyzer(analyzer.detector, analyzer.discs, analyzer.version, (LevelView(),)), []
+    assert len(LEVEL_VIEWS) > 1 and LevelView() in LEVEL_VIEWS
+    for view in LEVEL_VIEWS:
+        one.level_views = (view,)
+        views.append(np.exp(one.level_log_probs(volume, spacing, chain)))
+    mean = np.exp(analyzer.level_log_probs(volume, spacing, chain))
+    np.testing.assert_allclose(mean, np.mean(views, axis=0), atol=1e-5)
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(views[0], views[len(views) // 2], atol=1e-3)  # the views do differ

@@ -60,3 +60,21 @@ def test_train_and_evaluate_on_dicom_series_with_a_box_file(tmp_path: Path) -> N
     )
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.output)["images"] == 6
+
+
+def test_train_discs_fine_tunes_only_a_named_net_from_the_checkpoint() -> None:
+    import dicom_node.cli.discs  # noqa: F401  (registers the commands)
+    from detector import SHIPPED_CHECKPOINT
+    from detector import checkpoint as ckpt
+    from dicom_node.cli.discs import _start_from
+
+    stored = ckpt.load(SHIPPED_CHECKPOINT)["discs"]
+    warm, fresh = _start_from(None, None), _start_from(None, "herniation")
+    for name, tensor in warm.herniation.state_dict().items():
+        torch.testing.assert_close(tensor.float(), stored["herniation"][name].float())
+    assert any(not torch.equal(t, stored["herniation"][n].float()) for n, t in fresh.herniation.state_dict().items()
+               if t.is_floating_point())
+    for name, tensor in fresh.level.state_dict().items():  # the other net is kept either way
+        torch.testing.assert_close(tensor.float(), stored["level"][name].float())
+    bad = CliRunner().invoke(app, ["train-discs", "--warm", "--epochs", "1"])
+    assert bad.exit_code == 2 and "--only" in bad.output

@@ -165,3 +165,19 @@ def test_level_training_draws_other_craniovertebral_proportions() -> None:
         np.testing.assert_allclose(np.diff(v.body_top[1:]), np.diff(spine.body_top[1:]))
         assert v.skull_gap > v.dens_len
     assert np.ptp([v.body_bot[0] for v in varied]) > 4 and np.ptp([v.dens_len for v in varied]) > 5
+
+
+
+def test_training_looks_vary_every_tissue_but_keep_what_a_t2_call_needs() -> None:
+    """Half the training patients get random tissue intensities (domain randomisation), but
+    always bright CSF over a darker cord, a dark annulus and dark cortex: the herniation
+    label must stay visible. ``random_contrast`` (the naming stress set) keeps nothing."""
+    from detector.data.render import random_contrast, t2_random_contrast
+
+    for hard in (False, True):
+        looks = [t2_random_contrast(np.random.default_rng([i, hard]), hard) for i in range(60)]
+        assert all(c.csf > c.cord and c.csf > c.annulus and c.cortex <= 0.15 for c in looks)
+        assert any(c.marrow > c.fat for c in looks) and any(c.marrow < c.fat for c in looks)
+        assert any(c.nucleus > c.csf for c in looks) and any(c.muscle > c.soft for c in looks)
+    free = [random_contrast(np.random.default_rng(i), hard=False) for i in range(40)]
+    assert any(c.marrow > c.csf for c in free) and any(c.annulus > c.nucleus for c in free)
