@@ -46,7 +46,8 @@ from benchmarks.faultsuite.context import Context, Sizes  # noqa: E402
 from benchmarks.faultsuite.generator import FAMILY, Generator  # noqa: E402
 from benchmarks.faultsuite.report import Row, phi_lines, table, total_row  # noqa: E402
 from benchmarks.faultsuite.services import PeakRSS  # noqa: E402
-from tests.worker.support import RecordingSCP, checkpoint_for_tests  # noqa: E402
+from dicom_node.loopback import TestPACS  # noqa: E402
+from tests.worker.support import checkpoint_for_tests  # noqa: E402
 
 PHASES = ("soak", "distributed")
 
@@ -57,7 +58,7 @@ def run_suite(sizes: Sizes, workdir: Path, phases: tuple[str, ...] = PHASES) -> 
     destination SCP, so they run at the same time."""
     started = time.monotonic()
     generator = Generator(workdir / "series", slices=sizes.slices, size=sizes.size)
-    destination = RecordingSCP(ae_title="FAULTDEST").start()
+    destination = TestPACS(ae_title="FAULTDEST").start()
     rss = PeakRSS().start()
     ctx = Context(sizes, workdir, generator, destination, checkpoint_for_tests(workdir), rss)
     rows: list[Row] = []

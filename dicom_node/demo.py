@@ -3,164 +3,23 @@
 A synthetic study is sent with a Storage SCU to ``meddet serve`` (a subprocess in embedded mode,
 data in the demo folder), which analyses it and sends its result objects to a built-in test
 PACS (a pynetdicom Storage SCP on loopback). The CLI command wires these pieces; the functions
-here have no global state and do no I/O at import.
+here have no global state and do no I/O at import; the loopback parts (test PACS, node
+subprocess, free port, wait) live in :mod:`dicom_node.loopback`, shared with the tests.
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 
-from dicom_node import statuses
 from dicom_node.analysis import FINDINGS_FILE, read_manifest
-
-T = TypeVar("T")
-
-PACS_AE = "DEMOPACS"
 DEMO_AE = "DEMOSCU"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(
-    probe: Callable[[], T | None], timeout: float, what: str | Callable[[], str], interval: float = 0.2
-) -> T:
-    """Poll ``probe`` until it returns something truthy; TimeoutError naming ``what`` otherwise
-    (a callable ``what`` is called then, e.g. to show a server's log at the time of failure)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")
-        time.sleep(interval)
-
-
-class TestPACS:
-    """A Storage SCP on loopback that files every object it receives under ``folder``."""
-
-    __test__ = False  # not a pytest class
-
-    def __init__(self, folder: Path, ae_title: str = PACS_AE) -> None:
-        self.folder = folder
-        self.ae_title = ae_title
-        self.port = free_port()
-        self._server: Any = None
-        self._lock = threading.Lock()
-        self._received: list[Path] = []
-
-    @property
-    def destination(self) -> str:
-        return f"{self.ae_title}@127.0.0.1:{self.port}"
-
-    def start(self) -> "TestPACS":
-        from pynetdicom import AE, AllStoragePresentationContexts, evt
-        from pynetdicom.sop_class import Verification
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        ae = AE(ae_title=self.ae_title)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax)
-        ae.add_supported_context(Verification)
-        self._server = ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
-        )
-        return self
-
-    def _on_store(self, event: Any) -> int:
-        path = self.folder / f"{event.request.AffectedSOPInstanceUID}.dcm"
-        with path.open("wb") as fh:
-            fh.write(event.encoded_dataset())
-        with self._lock:
-            self._received.append(path)
-        return statuses.SUCCESS
-
-    def received(self) -> list[Dataset]:
-        with self._lock:
-            paths = list(self._received)
-        return [dcmread(p) for p in paths]
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-
-
-class NodeProcess:
-    """``meddet serve`` in a subprocess (embedded mode), its output in ``log``."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", "from dicom_node.cli import main; main()", "serve"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-
-    def wait_listening(self, port: int, timeout: float = 120.0) -> None:
-        """Until the node has said it listens and its port accepts connections."""
-
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"meddet serve exited ({self.process.returncode}):\n{self.tail()}")
-            if "listening on" not in self.log.read_text(errors="replace"):
-                return False
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return False
-            return True
-
-        wait_for(ready, timeout, "node listening")
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout: float = 60.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def node_environment(
-    base: dict[str, str], data_dir: Path, port: int, destination: str, quiet_period: float,
-    checkpoint: Path | None, device: str,
-) -> dict[str, str]:
-    """The demo node's environment: embedded mode, SQLite and spool under ``data_dir``."""
-    env = {k: v for k, v in base.items() if not k.startswith("MEDDET_")}
-    env.update(
-        MEDDET_DATA_DIR=str(data_dir),
-        MEDDET_HOST="127.0.0.1",
-        MEDDET_PORT=str(port),
-        MEDDET_QUIET_PERIOD=str(quiet_period),
-        MEDDET_DESTINATIONS=destination,
-        MEDDET_DEVICE=device,
-        MEDDET_SEND_RETRIES="2",
-    )
-    if checkpoint is not None:
-        env["MEDDET_CHECKPOINT"] = str(checkpoint)
-    return env
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,23 @@
-"""Shared fixtures: free ports, dcmtk tools, audit databases, an in-process node."""
+"""Shared fixtures: dcmtk tools, audit databases, node settings, a test PACS (the loopback parts
+themselves, free ports, waits, subprocesses, are dicom_node/loopback.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.audit.db import make_engine, make_session_factory
 from dicom_node.config import Settings
+from dicom_node.loopback import TestPACS
 from migrations import upgrade
-
-POSTGRES_ADMIN_URL = os.environ.get("MEDDET_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.integration.orthanc_netns import NetNamespace, namespace_or_skip
+from tests.worker.support import claimed_redis_db, fresh_postgres_database
 
 
 def dcmtk(tool: str) -> str:
@@ -51,6 +44,21 @@ def storescu(port: int, files: list[Path], *extra: str, aet: str = "STORESCU") -
 
 
 @pytest.fixture
+def scp() -> Iterator[TestPACS]:
+    """A test PACS on loopback (AE DEST), results kept in memory."""
+    server = TestPACS(ae_title="DEST").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def namespace() -> Iterator[NetNamespace]:
+    """A network namespace holding only loopback, for Orthanc (skipped where none can be made)."""
+    with namespace_or_skip() as ns:
+        yield ns
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     upgrade(url)
@@ -59,19 +67,16 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database on 127.0.0.1:5432, dropped afterwards."""
-    name = f"meddet_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(POSTGRES_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {exc}")
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    """A fresh PostgreSQL database (MEDDET_TEST_POSTGRES, else 127.0.0.1:5432), dropped afterwards."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A database of the shared Redis at 127.0.0.1:6379, held for this test and flushed after."""
+    with claimed_redis_db() as url:
+        yield url
 
 
 @pytest.fixture

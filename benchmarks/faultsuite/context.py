@@ -15,7 +15,7 @@ from benchmarks.faultsuite.senders import Ledger
 from benchmarks.faultsuite.services import PeakRSS
 from dicom_node.audit.db import make_engine, make_session_factory
 from dicom_node.audit.models import Job, JobState, Series, SeriesState
-from tests.worker.support import RecordingSCP, wait_for
+from dicom_node.loopback import TestPACS, wait_for
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Context:
     sizes: Sizes
     workdir: Path
     generator: Generator
-    destination: RecordingSCP
+    destination: TestPACS
     checkpoint: Path
     rss: PeakRSS
     notes: list[str] = field(default_factory=list)
@@ -116,8 +116,8 @@ def wait_settled(ctx: Context, database_url: str, series: list[SeriesFiles], wha
     """Wait (up to the phase timeout) until :func:`settled`; seconds waited."""
     start = time.monotonic()
     try:
-        wait_for(lambda: settled(database_url, series), ctx.sizes.timeout, 0.5, what)
-    except AssertionError:
+        wait_for(lambda: settled(database_url, series), ctx.sizes.timeout, what, interval=0.5)
+    except TimeoutError:
         ctx.problem(f"{what}: not settled after {ctx.sizes.timeout:.0f} s")
     return time.monotonic() - start
 
@@ -130,7 +130,7 @@ def count_row(phase: str, ctx: Context, database_url: str, series: list[SeriesFi
     histories = ctx.workdir / f"{phase.replace(' ', '-')}-jobs.json"
     histories.write_text(json.dumps(job_histories(database_url), indent=1, default=str))
     acked = ledger.acked & ours
-    duplicates, resent = destination_counts(ctx.destination.received, {s.study_uid for s in series})
+    duplicates, resent = destination_counts(ctx.destination.received(), {s.study_uid for s in series})
     lost = len(acked - (counts.recorded & counts.analysed))
     return Row(phase, sent=len(ledger.sent & ours), acked=len(acked), recorded=len(counts.recorded),
                analysed=len(counts.analysed), lost=lost, stuck=counts.stuck, failed_jobs=counts.failed,

@@ -13,7 +13,7 @@ from benchmarks.faultsuite.nodes import ServeProcess, suite_env
 from benchmarks.faultsuite.report import Row
 from benchmarks.faultsuite.senders import Ledger, Traffic, make_sender
 from benchmarks.faultsuite.services import SmallDisk
-from tests.worker.support import wait_for
+from dicom_node.loopback import wait_for
 
 LEASE_SECONDS = "6"  # a killed node's running job is swept back into the queue soon after
 
@@ -84,8 +84,8 @@ def soak(ctx: Context, node: ServeProcess, database_url: str) -> Row:
 
     two_thirds.wait(sizes.timeout)
     try:
-        job = wait_for(lambda: running_job(database_url), 3, 0.05, "a running job")
-    except AssertionError:
+        job = wait_for(lambda: running_job(database_url), 3, "a running job", interval=0.05)
+    except TimeoutError:
         job = None
     at = len(ledger.acked)
     t0 = time.monotonic()

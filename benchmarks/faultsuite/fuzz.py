@@ -27,8 +27,8 @@ from benchmarks.faultsuite.context import Context
 from benchmarks.faultsuite.generator import FAMILY, unique_uid
 from benchmarks.faultsuite.nodes import ServeProcess
 from benchmarks.faultsuite.report import Row, audit_counts
+from dicom_node.loopback import wait_for
 from tests.factories import make_mr_series
-from tests.worker.support import wait_for
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -205,9 +205,9 @@ def run(ctx: Context, node: ServeProcess, database_url: str, data_dir: Path) -> 
     _falsify(ctx, "PDU", pdu_case)
     started = time.monotonic()
     try:  # a connection that sent no valid A-ASSOCIATE-RQ may stay counted for a while
-        wait_for(lambda: echo(node.port), 120, 0.5, "C-ECHO after the PDU fuzz")
+        wait_for(lambda: echo(node.port), 120, "C-ECHO after the PDU fuzz", interval=0.5)
         refused_for = time.monotonic() - started
-    except AssertionError:
+    except TimeoutError:
         refused_for = None
     alive_after_pdus = node.alive() and refused_for is not None
 
@@ -256,8 +256,8 @@ def run(ctx: Context, node: ServeProcess, database_url: str, data_dir: Path) -> 
         pynetdicom._config.STORE_SEND_CHUNKED_DATASET = False
     alive = node.alive() and echo(node.port)
     try:
-        wait_for(lambda: acked <= audit_counts(database_url, acked).recorded, 30, 0.5, "fuzz instances recorded")
-    except AssertionError:
+        wait_for(lambda: acked <= audit_counts(database_url, acked).recorded, 30, "fuzz instances recorded", interval=0.5)
+    except TimeoutError:
         pass
     recorded = audit_counts(database_url, acked).recorded
     ctx.note(f"fuzz: {next(pdus)} PDUs, {len(hangs)} connections the node left open; "

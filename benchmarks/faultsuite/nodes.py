@@ -7,12 +7,11 @@ between starts so both renderers are grepped for patient data.
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
 from benchmarks.faultsuite.services import PeakRSS
-from dicom_node.demo import node_environment
-from tests.worker.support import MeddetProcess, free_port, start_worker
+from dicom_node.loopback import MeddetProcess, free_port, node_environment
+from tests.worker.support import start_worker
 
 
 def suite_env(destination: str, checkpoint: Path, data_dir: Path, database_url: str, **extra: str) -> dict[str, str]:
@@ -47,16 +46,16 @@ class Restartable:
         self.log_files.append(log)
         env = {**self.env, "MEDDET_LOG_JSON": "true" if as_json else "false"}
         self.process = self._launch(env, log)
-        self.rss.track(self.role, self.process.proc.pid)
+        self.rss.track(self.role, self.process.pid)
         return self
 
     @property
     def pid(self) -> int:
         assert self.process is not None
-        return self.process.proc.pid
+        return self.process.pid
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.proc.poll() is None
+        return self.process is not None and self.process.alive()
 
     def stop(self, timeout: float = 60) -> None:
         """SIGTERM to the process group (a node drains, a worker finishes its job)."""
@@ -68,8 +67,7 @@ class Restartable:
         """SIGKILL to the whole process group: no cleanup of any kind."""
         if self.process is not None and self.alive():
             self.rss.sample()
-            os.killpg(self.pid, signal.SIGKILL)
-            self.process.proc.wait(10)
+            self.process.kill()
 
     def tail(self, lines: int = 40) -> str:
         if not self.log_files:

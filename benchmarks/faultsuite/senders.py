@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.faultsuite.generator import SeriesFiles, is_dcmtk
@@ -59,14 +60,14 @@ class Ledger:
             self.refusals[status] += 1
 
 
+@dataclass(eq=False)
 class Sender:
     """One SCU sending its series one after another, each until acknowledged (or ``deadline``)."""
 
-    def __init__(self, name: str, port: int, ledger: Ledger, retry_delay: float = 0.3) -> None:
-        self.name = name
-        self.port = port
-        self.ledger = ledger
-        self.retry_delay = retry_delay
+    name: str  # its calling AE title
+    port: int  # the node's, on loopback
+    ledger: Ledger
+    retry_delay: float = 0.3
 
     def send_once(self, series: SeriesFiles, files: Sequence[Path]) -> None:
         raise NotImplementedError

@@ -12,7 +12,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from tests.worker.support import free_port
+from dicom_node.loopback import free_port
 
 
 def _pg_bin(tool: str) -> str | None:

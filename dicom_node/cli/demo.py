@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,10 +17,11 @@ if TYPE_CHECKING:
     from pydicom import Dataset
     from rich.console import Console
 
-    from dicom_node.demo import JobResults, TestPACS
+    from dicom_node.demo import JobResults
+    from dicom_node.loopback import TestPACS
 
 
-def _show(console: "Console", results: "JobResults", sources: "list[Dataset]", truth: set[str],
+def _show(console: "Console", results: "JobResults", sources: "Sequence[Dataset]", truth: set[str],
           pacs: "TestPACS", elapsed: float, png: Path) -> None:
     """Print the findings per level and what the PACS holds; draw the key slice."""
     from rich.table import Table
@@ -67,6 +69,7 @@ def demo(
     from rich.console import Console
 
     from dicom_node import demo as loop
+    from dicom_node import loopback as lb
     from dicom_node.destinations import Destination
     from dicom_node.logging import configure_logging
     from dicom_node.sender import send_objects
@@ -87,11 +90,11 @@ def demo(
     console.print(f"study: {len(sources)} sagittal T2 slices in {study.dicom_dir}; "
                   f"herniated levels (ground truth): {', '.join(sorted(truth)) or 'none'}")
 
-    pacs = loop.TestPACS(out / "pacs").start()
-    node_port = loop.free_port()
-    env = loop.node_environment(dict(os.environ), out / "node", node_port, pacs.destination,
+    pacs = lb.TestPACS(out / "pacs").start()
+    node_port = lb.free_port()
+    env = lb.node_environment(dict(os.environ), out / "node", node_port, pacs.destination,
                                 quiet_period, settings.checkpoint, settings.device)
-    node = loop.NodeProcess(env, out / "node.log")
+    node = lb.NodeProcess(env, out / "node.log")
     try:
         with console.status("starting the node (meddet serve)"):
             node.wait_listening(node_port)
@@ -102,9 +105,9 @@ def demo(
         if not report.ok:
             raise RuntimeError(f"sending the study failed: {report.summary}")
         with console.status("analysing; waiting for the results in the test PACS"):
-            results = loop.wait_for(lambda: loop.find_results(out / "node", study.series_instance_uid),
+            results = lb.wait_for(lambda: loop.find_results(out / "node", study.series_instance_uid),
                                     timeout, "results for the series")
-            loop.wait_for(lambda: loop.all_received(pacs.received(), results), 60, "results in the test PACS")
+            lb.wait_for(lambda: loop.all_received(pacs.received(), results), 60, "results in the test PACS")
         _show(console, results, sources, truth, pacs, time.monotonic() - started, out / "key-slice.png")
     except (RuntimeError, TimeoutError) as exc:
         console.print(f"[red]{exc}[/red]\nlast lines of {out / 'node.log'}:\n{node.tail()}")

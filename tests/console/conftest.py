@@ -18,7 +18,7 @@ from dicom_node.cli.console import job_operations
 from dicom_node.config import Settings
 from dicom_node.console import users
 from dicom_node.console.server import ConsoleThread
-from tests.conftest import free_port
+from dicom_node.loopback import free_port
 from tests.console.harness import ADMIN, RADIOLOGIST
 from tests.console.seed import Seeded, seed
 from migrations import upgrade

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from dicom_node.demo import NodeProcess, free_port, node_environment, wait_for
+from dicom_node.loopback import NodeProcess, free_port, node_environment, wait_for
 
 ADMIN = ("alice", "alice-password-1")
 RADIOLOGIST = ("rita", "rita-password-1")

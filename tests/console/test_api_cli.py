@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +15,7 @@ from typer.testing import CliRunner
 from dicom_node.cli import app
 from dicom_node.cli import console as _console_commands  # noqa: F401  (registers the commands)
 from dicom_node.cli import node as _node_commands  # noqa: F401
-from tests.conftest import free_port
+from dicom_node.loopback import MEDDET, MeddetProcess, NodeProcess, free_port, wait_for
 from tests.console.conftest import Running
 from tests.console.harness import ADMIN, RADIOLOGIST
 
@@ -101,24 +99,17 @@ def test_meddet_console_serves_alone(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDDET_")}
     port = free_port()
     env |= {"MEDDET_DATA_DIR": str(tmp_path / "data"), "MEDDET_CONSOLE_PORT": str(port), "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-c", "from dicom_node.cli import main; main()"]
-    subprocess.run([*cli, "user", "add", RADIOLOGIST[0]], input=RADIOLOGIST[1] + "\n", env=env, text=True,
+    subprocess.run([*MEDDET, "user", "add", RADIOLOGIST[0]], input=RADIOLOGIST[1] + "\n", env=env, text=True,
                    check=True, capture_output=True, timeout=120)
-    process = subprocess.Popen([*cli, "console"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    console = MeddetProcess(["console"], env, tmp_path / "console.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, "meddet console did not start"
-                time.sleep(0.2)
+        console.wait_listening(port, timeout=60, says=None)
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
         assert health.json()["status"] == "ok"
         assert httpx.get(f"http://127.0.0.1:{port}/api/series", auth=RADIOLOGIST, timeout=10).json() == []
     finally:
-        process.terminate()
-        output = process.communicate(timeout=30)[0].decode()
+        console.stop(timeout=30)
+    output = console.log.read_text()
     assert f"MedDet console on http://127.0.0.1:{port}/" in output
     assert "password" not in output.replace("rita-password", "")  # nothing secret printed
 
@@ -162,8 +153,6 @@ def test_migration_matches_the_models_and_is_the_single_head(backend: str, reque
 @pytest.mark.integration
 def test_serve_goes_on_receiving_when_the_console_port_is_taken(tmp_path: Path) -> None:
     import socket
-
-    from dicom_node.demo import NodeProcess, wait_for
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

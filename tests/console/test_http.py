@@ -227,7 +227,7 @@ def test_quarantine_release_and_delete(console: Running) -> None:
 
 
 def test_resend_through_the_console_reaches_the_pacs(start_console, tmp_path) -> None:
-    from dicom_node.demo import TestPACS
+    from dicom_node.loopback import TestPACS
 
     pacs = TestPACS(tmp_path / "pacs").start()
     try:

@@ -22,7 +22,7 @@ from dicom_node.recorder import AuditRecorder, InstanceStored
 from dicom_node.recovery import reconcile
 from dicom_node.spool import Spool, StoredFile
 from migrations import upgrade
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.worker.support import POSTGRES_ADMIN_URL
 from tests.factories import make_mr_series
 
 

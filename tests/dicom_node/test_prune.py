@@ -32,9 +32,9 @@ from dicom_node.audit.models import (
 from dicom_node.cli import app
 from dicom_node.cli import node as _node_commands  # noqa: F401  (registers the commands)
 from dicom_node.config import Settings
+from dicom_node.loopback import wait_for
 from dicom_node.retention import RetentionLoop
 from migrations import upgrade
-from tests.worker.support import wait_for
 
 NOW = datetime.now(timezone.utc)
 OLD = NOW - timedelta(days=200)
@@ -197,7 +197,7 @@ def test_the_node_prunes_on_its_retention_pass_when_told_how_old(world: World) -
     loop = RetentionLoop(settings, world.sessions, interval=0.05)
     loop.start()
     try:
-        wait_for(lambda: count(world, Job) == 2, 30, 0.05, "the scheduled prune")
+        wait_for(lambda: count(world, Job) == 2, 30, "the scheduled prune", interval=0.05)
     finally:
         loop.stop()
     with world.sessions() as session:

@@ -3,7 +3,9 @@
 Orthanc binds every interface; inside a fresh namespace that is one loopback nothing else on the
 machine can reach, and its fixed ports (8042, 4242) are free. Everything that talks to it (the
 node, dcmtk, REST calls) runs inside the same namespace through :meth:`NetNamespace.command`.
-Needs root (``ip netns add``); :func:`unavailable_reason` says why not when it cannot run.
+Needs root (``ip netns add``); :func:`unavailable_reason` says why not when it cannot run, and
+:func:`namespace_or_skip` skips a test then. :func:`route_synthetic_study` runs the hospital
+loop's first half (study uploaded to Orthanc, routed to ``meddet serve``, analysed).
 """
 
 from __future__ import annotations
@@ -16,16 +18,23 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-
-from dicom_node.demo import wait_for
 from typing import Any
+
+import pytest
+
+from dicom_node.demo import JobResults, find_results
+from dicom_node.loopback import MEDDET, node_environment, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ORTHANC_DIR = REPO / "deploy" / "orthanc"
 ORTHANC_BIN = "/usr/sbin/Orthanc"
 DEBIAN_PLUGINS = "/usr/share/orthanc/plugins"
+NODE_PORT = 11112  # the node's port in the namespace: Orthanc's modality MEDDET
 
 # Runs inside the namespace: one REST call (body from stdin) or one POST per file given.
 _CLIENT = r"""
@@ -53,6 +62,19 @@ def unavailable_reason() -> str | None:
     if os.geteuid() != 0:
         return "network namespaces need root (`ip netns add`)"
     return None
+
+
+@contextmanager
+def namespace_or_skip() -> Iterator[NetNamespace]:
+    """A :class:`NetNamespace`, closed afterwards; the test is skipped where none can be made."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    ns = NetNamespace()
+    try:
+        yield ns
+    finally:
+        ns.close()
 
 
 class NetNamespace:
@@ -107,7 +129,7 @@ class Orthanc:
     """
 
     def __init__(
-        self, ns: NetNamespace, workdir: Path, node_port: int = 11112, node_aet: str = "MEDDET",
+        self, ns: NetNamespace, workdir: Path, node_port: int = NODE_PORT, node_aet: str = "MEDDET",
         stable_age: int = 2,
     ) -> None:
         self.ns = ns
@@ -151,6 +173,15 @@ class Orthanc:
         """The node's MEDDET_DESTINATIONS value for this Orthanc."""
         return f"{self.aet}@127.0.0.1:{self.dicom_port}"
 
+    @property
+    def authorization(self) -> str:
+        """The HTTP Authorization header value of Orthanc's admin user."""
+        return f"Basic {self._token}"
+
+    def echo(self, modality: str = "MEDDET") -> bool:
+        """Orthanc's C-ECHO to ``modality`` (the node) succeeds."""
+        return self._call("POST", f"/modalities/{modality}/echo", b"{}", check=False).returncode == 0
+
     def _call(self, method: str, path: str, body: bytes = b"", files: Iterable[Path] = (),
               check: bool = True) -> subprocess.CompletedProcess:
         url = f"http://127.0.0.1:{self.http_port}{path}"
@@ -180,3 +211,38 @@ class Orthanc:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A synthetic study uploaded to Orthanc, routed by its Lua rule to the node and analysed."""
+
+    orthanc: Orthanc
+    study: dict[str, Any]  # the study's entry in meddet synth's index.json
+    results: JobResults  # what the node wrote for the series
+    node_log: Path
+    uploaded_at: float  # time.monotonic() at the upload
+
+
+def route_synthetic_study(
+    ns: NetNamespace, tmp: Path, seed: int, *, stable_age: int, quiet_period: float, objects: Sequence[str] = (),
+) -> Routed:
+    """``meddet synth`` one study (``seed``), then Orthanc and ``meddet serve`` (shipped checkpoint,
+    CPU; Orthanc its one destination, asking for ``objects`` when given) in ``ns``; upload the
+    study through REST and wait for the node's results of the series."""
+    subprocess.run([*MEDDET, "synth", "--out", str(tmp / "study"), "--studies", "1", "--seed", str(seed)],
+                   check=True, capture_output=True, timeout=300)
+    [study] = json.loads((tmp / "study" / "index.json").read_text())["studies"]
+    files = sorted((tmp / "study" / study["dicom_dir"]).glob("*.dcm"))
+    orthanc = Orthanc(ns, tmp / "orthanc", stable_age=stable_age).start()
+    destination = orthanc.destination + (f"?objects={'+'.join(objects)}" if objects else "")
+    env = node_environment(dict(os.environ), tmp / "node", NODE_PORT, destination, quiet_period)
+    env |= {"MEDDET_ALLOWED_AES": "ORTHANC", "OMP_NUM_THREADS": "1"}  # as docs/admin-guide.md tells a site
+    node_log = tmp / "node.log"
+    ns.popen([*MEDDET, "serve"], node_log, env=env)
+    wait_for(orthanc.echo, 120, lambda: f"the node answering Orthanc's C-ECHO\n{node_log.read_text()}")
+    uploaded_at = time.monotonic()
+    orthanc.upload(files)  # routed to the node by deploy/orthanc's Lua rule
+    results = wait_for(lambda: find_results(tmp / "node", study["series_instance_uid"]), 240,
+                       lambda: f"the node's results\n{node_log.read_text()[-4000:]}")
+    return Routed(orthanc, study, results, node_log, uploaded_at)

@@ -16,7 +16,7 @@ from dicom_node.audit.models import Association
 from dicom_node.config import Settings
 from dicom_node.recorder import AssociationRejected, Event
 from dicom_node.scp import StoreHandlers
-from tests.integration.test_receive import start_node
+from tests.integration.receiving import running_node
 
 pytestmark = pytest.mark.integration
 
@@ -37,37 +37,27 @@ def echo(port: int, called: str) -> tuple[bool, bool]:
 def test_an_association_for_another_called_ae_is_rejected(
     node_settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
-    node = start_node(node_settings, session_factory)
-    try:
+    with running_node(node_settings, session_factory) as node:
         assert echo(node.port, "MEDDET") == (True, False)
         assert echo(node.port, "OTHERPACS") == (False, True)
         node.recorder.flush()
         with session_factory() as session:
             rejected = session.scalar(select(Association).where(Association.outcome == "rejected"))
         assert rejected is not None and "called AE 'OTHERPACS'" in (rejected.reason or "")
-    finally:
-        node.stop(timeout=5)
 
 
 def test_any_called_ae_is_accepted_when_allowed(
     node_settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
-    node = start_node(node_settings.model_copy(update={"accept_any_called_ae": True}), session_factory)
-    try:
+    with running_node(node_settings, session_factory, accept_any_called_ae=True) as node:
         assert echo(node.port, "OTHERPACS") == (True, False)
-    finally:
-        node.stop(timeout=5)
 
 
 def test_a_cidr_range_admits_the_addresses_in_it(
     node_settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
-    settings = node_settings.model_copy(update={"allowed_ips": ["192.0.2.0/24", "127.0.0.0/8"]})
-    node = start_node(settings, session_factory)
-    try:
+    with running_node(node_settings, session_factory, allowed_ips=["192.0.2.0/24", "127.0.0.0/8"]) as node:
         assert echo(node.port, "MEDDET") == (True, False)
-    finally:
-        node.stop(timeout=5)
 
 
 def screen(allowed: list[str], address: str, tmp_path: Path) -> tuple[str | None, list[Event]]:

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import statuses
 from dicom_node.audit.models import Series, SeriesState
 from dicom_node.config import Settings
+from dicom_node.loopback import wait_for
 from tests.factories import make_mr_series
-from tests.integration.test_receive import send, start_node, wait_for
+from tests.integration.receiving import running_node, send
 from tests.integration.test_receive_faults import send_paths
 
 pytestmark = pytest.mark.integration
@@ -43,8 +44,7 @@ def test_an_undecodable_header_skips_its_series_and_the_others_complete(
     node_settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    node = start_node(node_settings, session_factory)
-    try:
+    with running_node(node_settings, session_factory) as node:
         path, bad_uid = unknown_vr_instance(tmp_path)
         monkeypatch.setattr(pynetdicom._config, "STORE_SEND_CHUNKED_DATASET", True)
         assert send_paths(node.port, [path]) == [statuses.SUCCESS]
@@ -60,8 +60,6 @@ def test_an_undecodable_header_skips_its_series_and_the_others_complete(
 
         rows = wait_for(states, timeout=15)
         assert rows is not None, "a series stayed receiving"
-    finally:
-        node.stop(timeout=5)
     assert rows[str(good[0].SeriesInstanceUID)].state == SeriesState.selected
     bad = rows[bad_uid]
     assert bad.state == SeriesState.skipped and bad.failed_rule == "unreadable_header"

@@ -3,7 +3,6 @@ either absent and was never acknowledged, or present, complete and recorded."""
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from pathlib import Path
@@ -17,9 +16,9 @@ from dicom_node import statuses
 from dicom_node.audit.db import make_engine, make_session_factory
 from dicom_node.audit.models import Instance
 from dicom_node.headers import inspect_instance
-from tests.conftest import free_port
+from dicom_node.loopback import free_port
 from tests.factories import make_mr_series
-from tests.integration.test_receive_faults import serve
+from tests.integration.receiving import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -52,13 +51,11 @@ def test_sigkill_mid_stream_loses_no_acknowledged_instance(
         deadline = time.monotonic() + 60
         while len(acknowledged) < 80 and time.monotonic() < deadline:
             time.sleep(0.005)
-        process.send_signal(signal.SIGKILL)  # mid-association, most likely mid-data set
-        process.wait()
+        process.kill()  # mid-association, most likely mid-data set
         killed_after = len(acknowledged)
         thread.join(60)
     finally:
-        if process.poll() is None:
-            process.kill()
+        process.kill()
     assert 80 <= killed_after < len(datasets), "the kill did not land mid-stream"
 
     process = serve(tmp_path, port)  # recovery runs before it listens
@@ -77,5 +74,4 @@ def test_sigkill_mid_stream_loses_no_acknowledged_instance(
         # Nothing else was invented: every recorded instance is one that was sent.
         assert set(recorded) <= {str(ds.SOPInstanceUID) for ds in datasets}
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=40) == 0
+        assert process.stop(timeout=40) == 0

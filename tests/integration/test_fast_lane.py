@@ -27,11 +27,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import statuses
 from dicom_node.config import Settings
 from dicom_node.headers import encode_file_meta
+from dicom_node.loopback import wait_for
 from dicom_node.node import Node
 from dicom_node.scp import TRANSFER_SYNTAXES
 from tests.conftest import storescu
 from tests.factories import make_mr_series, write_series
-from tests.integration.test_receive import start_node, wait_for
+from tests.integration.receiving import running_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -67,9 +68,8 @@ def spooled(node: Node, ds: Dataset) -> Path:
 
 @pytest.fixture
 def node(node_settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Node]:
-    running = start_node(node_settings.model_copy(update={"max_pdu": 16384}), session_factory)
-    yield running
-    running.stop(timeout=5)
+    with running_node(node_settings, session_factory, max_pdu=16384) as running:
+        yield running
 
 
 def test_every_transfer_syntax_from_pynetdicom_is_streamed_byte_exact(node: Node) -> None:
@@ -147,8 +147,7 @@ def test_stock_handler_path_gives_the_same_file(
     from dicom_node import fastlane
 
     monkeypatch.setattr(fastlane, "attach", lambda *args: False)
-    node = start_node(node_settings, session_factory)
-    try:
+    with running_node(node_settings, session_factory) as node:
         ds = instance_in("1.2.840.10008.1.2.1")
         ae = AE(ae_title="PYSCU")
         ae.add_requested_context(MRImageStorage, "1.2.840.10008.1.2.1")
@@ -158,8 +157,6 @@ def test_stock_handler_path_gives_the_same_file(
         assert spooled(node, ds).read_bytes() == expected_file(ds, "1.2.840.10008.1.2.1")
         assert node.handlers.handler_stores == 1
         wait_for(lambda: node.recorder.flush() is None)
-    finally:
-        node.stop(timeout=5)
 
 
 def test_pdus_that_split_a_command_or_carry_a_whole_message_are_read_alike(

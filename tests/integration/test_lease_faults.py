@@ -10,19 +10,22 @@ sweeper, and never stay ``running`` or run forever.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import jobs
 from dicom_node.audit.models import Job
 from dicom_node.config import Settings
+from dicom_node.loopback import MeddetProcess, wait_for
 from dicom_node.metrics import Metrics
 from tests.factories import make_mr_series
-from tests.worker.support import claimed_redis_db, job_state, migrated_sessions, register_series, wait_for
+from tests.worker.support import job_state, migrated_sessions, register_series
 from worker.dispatch import make_dispatcher
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -57,63 +60,18 @@ main()
 """
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    with claimed_redis_db() as url:
-        yield url
+@dataclass
+class Faulty:
+    """A relay in this process and the patched ``meddet worker`` subprocess, sharing a SQLite audit DB."""
+
+    sessions: sessionmaker[Session]
+    log: Path
+    job_id: int = 0
 
 
-def _worker(mode: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    args = ["worker", "--concurrency", "1", "--retry-backoff", "0.5", "--visibility-timeout", "30"]
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, mode, *args], cwd=ROOT, env=env,
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-@pytest.mark.parametrize("mode", ["oom", "hard_time_limit"])
-def test_a_job_that_kills_its_worker_fails_after_max_deliveries(mode, tmp_path, redis_url):
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    env = {
-        **os.environ, "MEDDET_DATA_DIR": str(tmp_path / "data"), "MEDDET_DATABASE_URL": url,
-        "MEDDET_BROKER_URL": redis_url, "MEDDET_JOB_LEASE_SECONDS": "3",
-        "OMP_NUM_THREADS": "1",
-    }
-    sessions = migrated_sessions(url)
-    settings = Settings(data_dir=tmp_path / "data", database_url=url, broker_url=redis_url)
-    relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
-    log = tmp_path / "worker.log"
-    worker = _worker(mode, env, log)
-    relay.start()
-    try:
-        job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
-        relay.notify()
-        wait_for(lambda: job_state(sessions, job_id) == "failed", 150, 0.2,
-                 f"the job to fail ({mode}); log: {log}")
-    finally:
-        relay.stop()
-        _stop(worker)
-    with sessions() as session:
-        job = session.get(Job, job_id)
-        assert "worker lost on 3 deliveries" in job.reason, job.reason
-        history = [e["state"] for e in jobs.job_history(session, job_id)]
-    assert history.count("running") == 3, history
-
-
-def test_a_celery_retry_keeps_its_lease_and_runs(tmp_path, redis_url):
-    """The retry message carries the delivery's lease token: it runs the job, no loss counted."""
+@contextmanager
+def faulty_worker(mode: str, tmp_path: Path, redis_url: str) -> Iterator[Faulty]:
+    """Run one job (a series registered as the node records it) with the worker in ``mode``."""
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     env = {
         **os.environ, "MEDDET_DATA_DIR": str(tmp_path / "data"), "MEDDET_DATABASE_URL": url,
@@ -122,19 +80,42 @@ def test_a_celery_retry_keeps_its_lease_and_runs(tmp_path, redis_url):
     sessions = migrated_sessions(url)
     settings = Settings(data_dir=tmp_path / "data", database_url=url, broker_url=redis_url)
     relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
-    worker = _worker("retry_once", env, tmp_path / "worker.log")
+    run = Faulty(sessions, tmp_path / "worker.log")
+    args = ["worker", "--concurrency", "1", "--retry-backoff", "0.5", "--visibility-timeout", "30"]
+    worker = MeddetProcess(args, env, run.log, command=[sys.executable, "-c", WORKER, mode], cwd=ROOT)
     relay.start()
     try:
-        job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
+        run.job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
         relay.notify()
-        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed"), 90, 0.2, "the job")
+        yield run
     finally:
         relay.stop()
-        _stop(worker)
-    with sessions() as session:
-        job = session.get(Job, job_id)
-        history = [e["state"] for e in jobs.job_history(session, job_id)]
-        assert (job.state.value, job.lost_deliveries, job.retries) == ("done", 0, 1), history
+        worker.stop(30)
+
+
+def _history(run: Faulty) -> tuple[Job, list[str]]:
+    with run.sessions() as session:
+        job = session.get(Job, run.job_id)
+        assert job is not None
+        return job, [e["state"] for e in jobs.job_history(session, run.job_id)]
+
+
+@pytest.mark.parametrize("mode", ["oom", "hard_time_limit"])
+def test_a_job_that_kills_its_worker_fails_after_max_deliveries(mode, tmp_path, redis_url):
+    with faulty_worker(mode, tmp_path, redis_url) as run:
+        wait_for(lambda: job_state(run.sessions, run.job_id) == "failed", 150,
+                 f"the job to fail ({mode}); log: {run.log}", interval=0.2)
+    job, history = _history(run)
+    assert "worker lost on 3 deliveries" in job.reason, job.reason
+    assert history.count("running") == 3, history
+
+
+def test_a_celery_retry_keeps_its_lease_and_runs(tmp_path, redis_url):
+    """The retry message carries the delivery's lease token: it runs the job, no loss counted."""
+    with faulty_worker("retry_once", tmp_path, redis_url) as run:
+        wait_for(lambda: job_state(run.sessions, run.job_id) in ("done", "failed"), 90, "the job", interval=0.2)
+    job, history = _history(run)
+    assert (job.state.value, job.lost_deliveries, job.retries) == ("done", 0, 1), history
     assert history == ["queued", "running", "retry", "running", "results_written", "sent", "done"]
 
 
@@ -142,27 +123,10 @@ def test_a_pool_process_that_loads_its_model_slowly_replaces_a_killed_one(tmp_pa
     """Issue 12 fault suite: after its pool process was killed, the worker forks a new one that
     loads the model again; Celery killed any that took over 4 s to start (a loaded host), again
     and again, so the worker never ran another job."""
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    env = {
-        **os.environ, "MEDDET_DATA_DIR": str(tmp_path / "data"), "MEDDET_DATABASE_URL": url,
-        "MEDDET_BROKER_URL": redis_url, "MEDDET_JOB_LEASE_SECONDS": "3", "OMP_NUM_THREADS": "1",
-    }
-    sessions = migrated_sessions(url)
-    settings = Settings(data_dir=tmp_path / "data", database_url=url, broker_url=redis_url)
-    relay = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2)
-    log = tmp_path / "worker.log"
-    worker = _worker("slow_warm_up", env, log)
-    relay.start()
-    try:
-        job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
-        relay.notify()
-        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed"), 90, 0.2, f"the job; log: {log}")
-    finally:
-        relay.stop()
-        _stop(worker)
-    with sessions() as session:
-        job = session.get(Job, job_id)
-        history = [e["state"] for e in jobs.job_history(session, job_id)]
-        assert job.state.value == "done", (job.reason, history)
+    with faulty_worker("slow_warm_up", tmp_path, redis_url) as run:
+        wait_for(lambda: job_state(run.sessions, run.job_id) in ("done", "failed"), 90,
+                 f"the job; log: {run.log}", interval=0.2)
+    job, history = _history(run)
+    assert job.state.value == "done", (job.reason, history)
     assert history.count("running") == 2, history
-    assert "Timed out waiting for UP message" not in log.read_text()
+    assert "Timed out waiting for UP message" not in run.log.read_text()

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.config import Settings
-from tests.integration.test_receive import start_node
+from tests.integration.receiving import running_node
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +35,7 @@ def test_closed_garbage_connections_free_their_association_slots(
 ) -> None:
     from benchmarks.faultsuite.fuzz import echo
 
-    settings = node_settings.model_copy(update={"max_associations": 2})
-    node = start_node(settings, session_factory)
-    try:
+    with running_node(node_settings, session_factory, max_associations=2) as node:
         for _ in range(3):
             garbage_connection(node.port, b"\x13\x37 not a PDU " * 4)
         deadline = time.monotonic() + 3
@@ -45,6 +43,4 @@ def test_closed_garbage_connections_free_their_association_slots(
         while not answered and time.monotonic() < deadline:
             time.sleep(0.2)
             answered = echo(node.port)
-    finally:
-        node.stop(timeout=5)
     assert answered, "the node refused associations after 3 closed garbage connections"

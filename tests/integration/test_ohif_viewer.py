@@ -20,23 +20,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from dicom_node.demo import find_results, wait_for
+from dicom_node.loopback import wait_for
 from tests.integration import ohif
-from tests.integration.orthanc_netns import NetNamespace, Orthanc, unavailable_reason
+from tests.integration.orthanc_netns import namespace_or_skip, route_synthetic_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-NODE_PORT = 11112
 SEED = 1  # the phantom with two herniated levels (as tests/integration/test_orthanc_loop.py)
-MEDDET = [sys.executable, "-c", "from dicom_node.cli import main; main()"]
 KINDS = ("sr", "seg", "gsps", "sc")
 DESCRIPTIONS = {  # what the study browser lists (dicom_node/results)
     "sr": "MedDet findings (AI, preliminary)",
@@ -44,22 +41,6 @@ DESCRIPTIONS = {  # what the study browser lists (dicom_node/results)
     "gsps": "MedDet findings (AI, GSPS)",
     "sc": "MedDet findings (AI, burned in)",
 }
-
-
-def _node_env(data_dir: Path, destination: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDDET_")}
-    return env | {
-        "MEDDET_DATA_DIR": str(data_dir),
-        "MEDDET_HOST": "127.0.0.1",
-        "MEDDET_PORT": str(NODE_PORT),
-        "MEDDET_ALLOWED_AES": "ORTHANC",
-        "MEDDET_QUIET_PERIOD": "2",
-        # this destination also gets the burned-in secondary capture, the GSPS fallback
-        "MEDDET_DESTINATIONS": f"{destination}?objects={'+'.join(KINDS)}",
-        "MEDDET_DEVICE": "cpu",
-        "MEDDET_SEND_RETRIES": "2",
-        "OMP_NUM_THREADS": "1",
-    }
 
 
 def _label(finding: dict) -> str:
@@ -74,26 +55,15 @@ def _label(finding: dict) -> str:
 @pytest.fixture(scope="module")
 def viewed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run the loop (Orthanc -> node -> Orthanc), then OHIF on the study; the browser's report."""
-    for reason in (ohif.unavailable_reason(), unavailable_reason()):
-        if reason:
-            pytest.skip(reason)
-    tmp = tmp_path_factory.mktemp("ohif")
-    started = time.monotonic()
-    subprocess.run([*MEDDET, "synth", "--out", str(tmp / "study"), "--studies", "1", "--seed", str(SEED)],
-                   check=True, capture_output=True, timeout=300)
-    [study] = json.loads((tmp / "study" / "index.json").read_text())["studies"]
-    files = sorted((tmp / "study" / study["dicom_dir"]).glob("*.dcm"))
-
-    ns = NetNamespace()
-    try:
-        orthanc = Orthanc(ns, tmp / "orthanc", node_port=NODE_PORT, stable_age=1).start()
-        node_log = tmp / "node.log"
-        ns.popen([*MEDDET, "serve"], node_log, env=_node_env(tmp / "node", orthanc.destination))
-        wait_for(lambda: orthanc._call("POST", "/modalities/MEDDET/echo", b"{}", check=False).returncode == 0,
-                 120, lambda: f"the node answering Orthanc's C-ECHO\n{node_log.read_text()}")
-        orthanc.upload(files)  # routed to the node by deploy/orthanc's Lua rule
-        written = wait_for(lambda: find_results(tmp / "node", study["series_instance_uid"]), 240,
-                           lambda: f"the node's results\n{node_log.read_text()[-4000:]}")
+    reason = ohif.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with namespace_or_skip() as ns:
+        tmp = tmp_path_factory.mktemp("ohif")
+        started = time.monotonic()
+        # this destination also gets the burned-in secondary capture, the GSPS fallback
+        routed = route_synthetic_study(ns, tmp, SEED, stable_age=1, quiet_period=2, objects=KINDS)
+        orthanc, study, written = routed.orthanc, routed.study, routed.results
 
         def stored() -> list[dict] | None:
             series = orthanc.series_of_study(study["study_instance_uid"])
@@ -114,15 +84,13 @@ def viewed(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "segments": len(herniations),
         }
         env = dict(os.environ, ORTHANC_URL=f"http://127.0.0.1:{orthanc.http_port}",
-                   ORTHANC_AUTHORIZATION=f"Basic {orthanc._token}", OMP_NUM_THREADS="1")
+                   ORTHANC_AUTHORIZATION=orthanc.authorization, OMP_NUM_THREADS="1")
         browser = ns.run([sys.executable, "-m", "tests.integration.ohif", study["study_instance_uid"],
                           json.dumps(expected), str(tmp / "screenshots")],
                          cwd=REPO, env=env, timeout=180)
         output = browser.stdout.decode(errors="replace")
         assert browser.returncode == 0, output + browser.stderr.decode(errors="replace")[-4000:]
         report = json.loads(output)
-    finally:
-        ns.close()
     if "chromium_error" in report:
         pytest.skip(f"Chromium cannot start here: {report['chromium_error']}")
     print(f"loop {loop_s:.0f} s, browser {report['seconds']} (s since launch)")

@@ -7,32 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
 
+from dicom_node.loopback import MEDDET, wait_for
 from tests.factories import make_mr_series, write_series
-from tests.integration.orthanc_netns import NetNamespace, Orthanc, unavailable_reason, wait_for
+from tests.integration.orthanc_netns import NODE_PORT, NetNamespace, Orthanc
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
-
-NODE_PORT = 11112
-
-
-@pytest.fixture()
-def namespace() -> Iterator[NetNamespace]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    ns = NetNamespace()
-    try:
-        yield ns
-    finally:
-        ns.close()
-
 
 def test_orthanc_storage_commitment_is_confirmed_by_the_node(namespace: NetNamespace, tmp_path: Path) -> None:
     orthanc = Orthanc(namespace, tmp_path / "orthanc", node_port=NODE_PORT, stable_age=60)
@@ -47,18 +31,14 @@ def test_orthanc_storage_commitment_is_confirmed_by_the_node(namespace: NetNames
         "OMP_NUM_THREADS": "1",
     }
     node_log = tmp_path / "node.log"
-    namespace.popen([sys.executable, "-m", "dicom_node.cli", "serve"], node_log, env=env)
+    namespace.popen([*MEDDET, "serve"], node_log, env=env)
     orthanc.start()
     study_uid = generate_uid()
     datasets = make_mr_series(3, 64, 64, study_uid=study_uid, body_part="LSPINE")  # not auto-routed
     orthanc.upload(write_series(datasets, tmp_path / "study"))
     study_id = next(i["ID"] for i in orthanc.post("/tools/lookup", study_uid) if i["Type"] == "Study")
 
-    def node_listening() -> bool:
-        echo = orthanc._call("POST", "/modalities/MEDDET/echo", b"{}", check=False)
-        return echo.returncode == 0
-
-    wait_for(node_listening, 60, lambda: f"the node\n{node_log.read_text()[-3000:]}")
+    wait_for(orthanc.echo, 60, lambda: f"the node\n{node_log.read_text()[-3000:]}")
     job = orthanc.post("/modalities/MEDDET/store", json.dumps(
         {"Resources": [study_id], "StorageCommitment": True, "Synchronous": True}
     ))

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import highdicom as hd
 import pydicom
@@ -25,17 +21,15 @@ import pytest
 from pydicom import Dataset
 from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage
 
-from dicom_node.demo import find_results
-from tests.integration.orthanc_netns import NetNamespace, Orthanc, unavailable_reason, wait_for
+from dicom_node.loopback import wait_for
+from tests.integration.orthanc_netns import Orthanc, namespace_or_skip, route_synthetic_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-NODE_PORT = 11112
 # The first seed whose phantom has two herniated levels (C4-C5, C6-C7), chosen by the phantom's
 # ground truth alone, not by what the model makes of it; two herniations so a SEG is written too.
 SEED = 1
 HERNIATION = "73589001"
-MEDDET = [sys.executable, "-c", "from dicom_node.cli import main; main()"]
 
 
 @dataclass(frozen=True)
@@ -55,47 +49,16 @@ class Loop:
     orthanc_log: str
 
 
-def _node_env(data_dir: Path, destination: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDDET_")}
-    return env | {
-        "MEDDET_DATA_DIR": str(data_dir),
-        "MEDDET_HOST": "127.0.0.1",
-        "MEDDET_PORT": str(NODE_PORT),
-        "MEDDET_ALLOWED_AES": "ORTHANC",  # as docs/admin-guide.md tells a site to configure it
-        "MEDDET_QUIET_PERIOD": "3",
-        "MEDDET_DESTINATIONS": destination,
-        "MEDDET_DEVICE": "cpu",
-        "MEDDET_SEND_RETRIES": "2",
-        "OMP_NUM_THREADS": "1",
-    }
-
-
 def _download(orthanc: Orthanc, series: dict) -> list[Dataset]:
     return [pydicom.dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{i}/file"))) for i in series["Instances"]]
 
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    tmp = tmp_path_factory.mktemp("orthanc-loop")
-    subprocess.run([*MEDDET, "synth", "--out", str(tmp / "study"), "--studies", "1", "--seed", str(SEED)],
-                   check=True, capture_output=True, timeout=300)
-    [study] = json.loads((tmp / "study" / "index.json").read_text())["studies"]
-    files = sorted((tmp / "study" / study["dicom_dir"]).glob("*.dcm"))
-
-    ns = NetNamespace()
-    try:
-        orthanc = Orthanc(ns, tmp / "orthanc", node_port=NODE_PORT, stable_age=2).start()
-        node_log = tmp / "node.log"
-        ns.popen([*MEDDET, "serve"], node_log, env=_node_env(tmp / "node", orthanc.destination))
-        wait_for(lambda: orthanc._call("POST", "/modalities/MEDDET/echo", b"{}", check=False).returncode == 0,
-                 120, lambda: f"the node answering Orthanc's C-ECHO\n{node_log.read_text()}")
-        uploaded = time.monotonic()
-        orthanc.upload(files)
-        written = wait_for(lambda: find_results(tmp / "node", study["series_instance_uid"]), 240,
-                           lambda: f"the node's results\n{node_log.read_text()[-4000:]}")
+    with namespace_or_skip() as ns:
+        tmp = tmp_path_factory.mktemp("orthanc-loop")
+        routed = route_synthetic_study(ns, tmp, SEED, stable_age=2, quiet_period=3)
+        orthanc, study, written = routed.orthanc, routed.study, routed.results
 
         def stored() -> list[dict] | None:  # every object of the run's manifest, settled
             series = orthanc.series_of_study(study["study_instance_uid"])
@@ -104,7 +67,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
             return series if count >= len(written.objects) and all(s["IsStable"] for s in series) else None
 
         series = wait_for(stored, 60, lambda: f"the results in Orthanc\n{orthanc.log_text()[-3000:]}")
-        print(f"upload to results stored and stable in Orthanc: {time.monotonic() - uploaded:.1f} s "
+        print(f"upload to results stored and stable in Orthanc: {time.monotonic() - routed.uploaded_at:.1f} s "
               "(StableAge 2 s, twice)")
         objects: dict[str, list[Dataset]] = {}
         for s in series:
@@ -114,10 +77,8 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
             study["study_instance_uid"], study["series_instance_uid"], set(study["herniated_levels"]),
             json.loads((tmp / "study" / study["ground_truth"]).read_text()), series, objects, [s["00080060"]["Value"][0] for s in qido],
             written.findings, [o["sop_instance_uid"] for o in written.objects],
-            node_log.read_text(errors="replace"), orthanc.log_text(),
+            routed.node_log.read_text(errors="replace"), orthanc.log_text(),
         )
-    finally:
-        ns.close()
 
 
 def test_lua_rule_routed_the_mr_series_to_the_node(loop: Loop) -> None:

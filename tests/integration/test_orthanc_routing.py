@@ -5,7 +5,6 @@ accepts result objects sent back by the AE MEDDET. Runs without the node or the 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +13,11 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from tests.integration.orthanc_netns import NetNamespace, Orthanc, unavailable_reason, wait_for
+from dicom_node.loopback import wait_for
+from tests.integration.orthanc_netns import NODE_PORT, NetNamespace, Orthanc
 
 pytestmark = pytest.mark.integration
 
-NODE_PORT = 11112
 STORESCP = "/usr/bin/storescp"
 STORESCU = "/usr/bin/storescu"
 
@@ -49,18 +48,6 @@ def _mr_series(folder: Path, count: int, body_part: str, description: str, study
         ds.save_as(folder / f"{number:03d}.dcm", enforce_file_format=True)
         uids.append(ds.SOPInstanceUID)
     return uids
-
-
-@pytest.fixture()
-def namespace() -> Iterator[NetNamespace]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    ns = NetNamespace()
-    try:
-        yield ns
-    finally:
-        ns.close()
 
 
 def test_lua_rule_routes_only_the_cervical_series(namespace: NetNamespace, tmp_path: Path) -> None:

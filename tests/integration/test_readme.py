@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dcmtk, free_port
+from dicom_node.loopback import NodeProcess, free_port
+from tests.conftest import dcmtk
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,8 +41,7 @@ def test_quick_start_commands_run_as_written(tmp_path: Path) -> None:
     env = dict(os.environ, MEDDET_PORT=str(port), MEDDET_QUIET_PERIOD="3", TCP_NODELAY="1")
     env.pop("MEDDET_DATA_DIR", None)
     meddet = [sys.executable, "-m", "dicom_node.cli"]
-    log = (tmp_path / "serve.log").open("wb")
-    node = subprocess.Popen([*meddet, "serve"], cwd=tmp_path, env=env, stderr=log)
+    node = NodeProcess(env, tmp_path / "serve.log", cwd=tmp_path)
 
     def run(command: str) -> subprocess.CompletedProcess[str]:
         # Only what differs on a test machine: our port, Debian's storescu, this Python.
@@ -52,9 +52,7 @@ def test_quick_start_commands_run_as_written(tmp_path: Path) -> None:
         return subprocess.run(words, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
     try:
-        deadline = time.monotonic() + 60
-        while "listening" not in (tmp_path / "serve.log").read_text() and time.monotonic() < deadline:
-            time.sleep(0.5)
+        node.wait_listening(port, timeout=60)
         outputs = []
         for command in commands:
             if command.startswith("meddet audit series"):  # the README's "about 35 s later"
@@ -72,5 +70,4 @@ def test_quick_start_commands_run_as_written(tmp_path: Path) -> None:
         assert {f["level"] for f in findings["findings"]} <= {"C2-C3", "C3-C4", "C4-C5", "C5-C6", "C6-C7", "C7-T1"}
         assert findings["findings"] and re.match(r"^[0-9.]+$", findings["series_instance_uid"])
     finally:
-        node.terminate()
-        node.wait(timeout=60)
+        node.stop(timeout=60)

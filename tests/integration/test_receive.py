@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,68 +24,15 @@ from dicom_node.audit.models import (
     Job,
     JobState,
     Outbox,
-    Series,
     SeriesState,
 )
-from dicom_node.config import Settings
-from dicom_node.jobs import enqueue_series
+from dicom_node.loopback import wait_for
 from dicom_node.node import Node
 from tests.conftest import storescu
 from tests.factories import make_mr_series, write_series
+from tests.integration.receiving import MODEL, completed, instance_count, send, series_state
 
 pytestmark = pytest.mark.integration
-
-MODEL = "test-model-1"
-
-
-def start_node(settings: Settings, factory: sessionmaker[Session]) -> Node:
-    return Node(settings, factory, on_selected=lambda s, series: enqueue_series(s, series, MODEL)).start()
-
-
-@pytest.fixture
-def node(node_settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Node]:
-    running = start_node(node_settings, session_factory)
-    yield running
-    running.stop(timeout=5)
-
-
-def wait_for(predicate, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
-def series_state(factory: sessionmaker[Session], uid: str) -> Series | None:
-    with factory() as session:
-        return session.scalar(select(Series).where(Series.series_instance_uid == uid))
-
-
-def completed(factory: sessionmaker[Session], uid: str) -> Series | None:
-    series = series_state(factory, uid)
-    return series if series and series.state != SeriesState.receiving else None
-
-
-def instance_count(factory: sessionmaker[Session], uid: str) -> int:
-    with factory() as session:
-        return session.scalar(
-            select(func.count(Instance.id)).join(Series).where(Series.series_instance_uid == uid)
-        ) or 0
-
-
-def send(port: int, datasets, ae_title: str = "PYSCU", contexts=None) -> list[int]:  # type: ignore[no-untyped-def]
-    ae = AE(ae_title=ae_title)
-    for ds in datasets:
-        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", port, ae_title="MEDDET")
-    assert assoc.is_established, "association was not accepted"
-    try:
-        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
-    finally:
-        assoc.release()
-
 
 def test_storescu_series_becomes_a_selected_series_with_a_queued_job(
     node: Node, session_factory: sessionmaker[Session], tmp_path: Path

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from io import BytesIO
 from pathlib import Path
 
@@ -21,9 +16,10 @@ from dicom_node import statuses
 from dicom_node.audit.db import make_engine, make_session_factory
 from dicom_node.audit.models import Association, Instance, QuarantineRecord, SeriesState
 from dicom_node.config import Settings
-from tests.conftest import free_port, storescu
+from dicom_node.loopback import free_port, wait_for
+from tests.conftest import storescu
 from tests.factories import make_mr_series, write_series
-from tests.integration.test_receive import completed, send, start_node, wait_for
+from tests.integration.receiving import completed, rejected_association, running_node, send, serve, start_node
 
 pytestmark = pytest.mark.integration
 
@@ -58,8 +54,7 @@ def test_bad_instances_are_quarantined_and_the_next_good_series_is_accepted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(pynetdicom._config, "STORE_SEND_CHUNKED_DATASET", True)
-    node = start_node(node_settings, session_factory)
-    try:
+    with running_node(node_settings, session_factory) as node:
         ds = make_mr_series(1, 64, 64)[0]
         buffer = BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
@@ -94,70 +89,30 @@ def test_bad_instances_are_quarantined_and_the_next_good_series_is_accepted(
         assert any("truncated" in r for r in reasons) and any("SeriesInstanceUID" in r for r in reasons)
         quarantined = sorted(node_settings.quarantine_dir.glob("*.dcm"))
         assert len(quarantined) == 4 and all(p.with_suffix(".json").exists() for p in quarantined)
-    finally:
-        node.stop(timeout=5)
 
 
 def test_unknown_calling_ae_is_rejected_and_recorded(
     node_settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
-    settings = node_settings.model_copy(update={"allowed_aes": ["GOODPACS"]})
-    node = start_node(settings, session_factory)
-    try:
+    with running_node(node_settings, session_factory, allowed_aes=["GOODPACS"]) as node:
         files = write_series(make_mr_series(2, 64, 64), tmp_path / "in")
         refused = storescu(node.port, files, aet="STRANGER")
         assert refused.returncode != 0 and "Rejected" in (refused.stderr + refused.stdout)
         accepted = storescu(node.port, files, aet="GOODPACS")
         assert accepted.returncode == 0, accepted.stderr
-        node.recorder.flush()
-        with session_factory() as session:
-            rejected = session.scalar(select(Association).where(Association.outcome == "rejected"))
+        rejected = rejected_association(node, session_factory)
         assert rejected.calling_ae == "STRANGER" and "allow-list" in rejected.reason
-    finally:
-        node.stop(timeout=5)
 
 
 def test_spool_disk_above_watermark_refuses_with_out_of_resources(
     node_settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
-    settings = node_settings.model_copy(update={"disk_watermark": 0.001})
-    node = start_node(settings, session_factory)
-    try:
+    with running_node(node_settings, session_factory, disk_watermark=0.001) as node:
         datasets = make_mr_series(2, 64, 64)
         assert send(node.port, datasets) == [statuses.OUT_OF_RESOURCES] * 2
         assert node.spool.iter_files() == []
-    finally:
-        node.stop(timeout=5)
-    healthy = start_node(node_settings, session_factory)  # room again: the same data goes in
-    try:
+    with running_node(node_settings, session_factory) as healthy:  # room again: the same data goes in
         assert send(healthy.port, datasets) == [statuses.SUCCESS] * 2
-    finally:
-        healthy.stop(timeout=5)
-
-
-def serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
-    env = dict(
-        os.environ,
-        MEDDET_DATA_DIR=str(tmp_path / "data"),
-        MEDDET_PORT=str(port),
-        MEDDET_QUIET_PERIOD="2",
-        MEDDET_BROKER_URL="redis://127.0.0.1:1/0",  # nobody there: jobs wait in the outbox
-        MEDDET_CHECKPOINT=str(tmp_path / "model.pt"),
-    )
-    (tmp_path / "model.pt").write_bytes(b"stand-in checkpoint: only its version is read here")
-    log = (tmp_path / "serve.log").open("ab")
-    process = subprocess.Popen([sys.executable, "-m", "dicom_node.cli", "serve"], env=env, stderr=log)
-    ae = AE()
-    ae.add_requested_context("1.2.840.10008.1.1")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assoc = ae.associate("127.0.0.1", port, ae_title="MEDDET")
-        if assoc.is_established:
-            assoc.release()
-            return process
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"meddet serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
 
 
 def test_sigkill_mid_series_loses_nothing_and_the_series_completes_once(tmp_path: Path) -> None:
@@ -168,8 +123,7 @@ def test_sigkill_mid_series_loses_nothing_and_the_series_completes_once(tmp_path
     try:
         assert storescu(port, files[:6]).returncode == 0
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        process.kill()
     process = serve(tmp_path, port)
     try:
         # The sender does not know what arrived: it sends everything again.
@@ -181,8 +135,7 @@ def test_sigkill_mid_series_loses_nothing_and_the_series_completes_once(tmp_path
             uids = list(session.scalars(select(Instance.sop_instance_uid).where(Instance.series_id == series.id)))
         assert sorted(uids) == sorted(str(ds.SOPInstanceUID) for ds in datasets)  # each exactly once
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=40) == 0
+        assert process.stop(timeout=40) == 0
     log = (tmp_path / "serve.log").read_text()
     assert datasets[0].SeriesInstanceUID in log  # logs name UIDs ...
     assert "SYNTH^TEST" not in log and "SYNTH0001" not in log  # ... never the patient
@@ -192,26 +145,19 @@ def test_source_address_allow_list(
     node_settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
     # Only the allow-list holds this documentation address; all traffic stays on loopback.
-    settings = node_settings.model_copy(update={"allowed_ips": ["192.0.2.10"]})
-    node = start_node(settings, session_factory)
-    try:
+    with running_node(node_settings, session_factory, allowed_ips=["192.0.2.10"]) as node:
         files = write_series(make_mr_series(1, 64, 64), tmp_path / "in")
         refused = storescu(node.port, files)
         assert refused.returncode != 0 and "Rejected" in refused.stderr
-        node.recorder.flush()
-        with session_factory() as session:
-            rejected = session.scalar(select(Association).where(Association.outcome == "rejected"))
+        rejected = rejected_association(node, session_factory)
         assert rejected.address == "127.0.0.1" and "allow-list" in rejected.reason
         assert node.spool.iter_files() == []
-    finally:
-        node.stop(timeout=5)
 
 
 def test_associations_beyond_the_maximum_are_rejected(
     node_settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
-    node = start_node(node_settings.model_copy(update={"max_associations": 1}), session_factory)
-    try:
+    with running_node(node_settings, session_factory, max_associations=1) as node:
         ae = AE(ae_title="PYSCU")
         ae.add_requested_context("1.2.840.10008.1.1")
         first = ae.associate("127.0.0.1", node.port, ae_title="MEDDET")
@@ -219,12 +165,8 @@ def test_associations_beyond_the_maximum_are_rejected(
         second = ae.associate("127.0.0.1", node.port, ae_title="MEDDET")
         assert second.is_rejected
         first.release()
-        node.recorder.flush()
-        with session_factory() as session:
-            rejected = session.scalar(select(Association).where(Association.outcome == "rejected"))
+        rejected = rejected_association(node, session_factory)
         assert rejected.reason == "too many concurrent associations"
-    finally:
-        node.stop(timeout=5)
 
 
 def test_shutdown_aborts_a_lingering_association_and_leaves_no_partial_file(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import statuses
 from dicom_node.config import Settings
 from tests.factories import make_mr_series
-from tests.integration.test_receive import start_node
+from tests.integration.receiving import running_node, start_node
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +36,7 @@ def test_tls_association_stores_and_plain_tcp_is_refused(
     node_settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
     cert, key = self_signed(tmp_path)
-    node = start_node(node_settings.model_copy(update={"tls_cert": cert, "tls_key": key}), session_factory)
-    try:
+    with running_node(node_settings, session_factory, tls_cert=cert, tls_key=key) as node:
         client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
         ds = make_mr_series(1, 32, 32)[0]
         ae = AE(ae_title="TLSSCU")
@@ -52,8 +51,6 @@ def test_tls_association_stores_and_plain_tcp_is_refused(
         plain.acse_timeout = 3
         refused = plain.associate("127.0.0.1", node.port, ae_title="MEDDET")
         assert not refused.is_established
-    finally:
-        node.stop(timeout=5)
 
 
 def test_a_silent_tcp_connection_does_not_stop_tls_associations(
@@ -108,9 +105,7 @@ def test_mutual_tls_ties_the_calling_ae_to_the_client_certificate(
     from dicom_node.audit.models import Association
 
     ca, node_crt, node_key, client_crt, client_key = _ca_and_client(tmp_path, "CTSCANNER1")
-    settings = node_settings.model_copy(update={"tls_cert": node_crt, "tls_key": node_key, "tls_ca": ca})
-    node = start_node(settings, session_factory)
-    try:
+    with running_node(node_settings, session_factory, tls_cert=node_crt, tls_key=node_key, tls_ca=ca) as node:
         ds = make_mr_series(1, 32, 32)[0]
 
         def associate(calling: str):  # type: ignore[no-untyped-def]
@@ -131,5 +126,3 @@ def test_mutual_tls_ties_the_calling_ae_to_the_client_certificate(
         with session_factory() as session:
             reasons = session.scalars(select(Association.reason).where(Association.outcome == "rejected")).all()
         assert any("not named by the peer's TLS client certificate" in (r or "") for r in reasons)
-    finally:
-        node.stop(timeout=5)

@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import retention, statuses
 from dicom_node.audit.models import Instance, Job, JobState, Series
 from dicom_node.config import Settings
+from dicom_node.loopback import wait_for
 from dicom_node.node import Node
 from tests.factories import make_mr_series
-from tests.integration.test_receive import completed, send, start_node, wait_for
+from tests.integration.receiving import completed, running_node, send
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +33,8 @@ def settings(node_settings: Settings) -> Settings:
 
 @pytest.fixture
 def node(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Node]:
-    running = start_node(settings, session_factory)
-    yield running
-    running.stop(timeout=5)
+    with running_node(settings, session_factory) as running:
+        yield running
 
 
 def _late_instance(first: Dataset, seed: int) -> Dataset:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from sqlalchemy import select
 from dicom_node import jobs
 from dicom_node.audit.db import make_engine, make_session_factory
 from dicom_node.audit.models import Job, Outbox
+from dicom_node.loopback import MeddetProcess, TestPACS, free_port, node_environment, wait_for
 from tests.factories import write_series
 from tests.integration.test_worker_loop import (
     EVERY_STATE,
@@ -30,14 +30,10 @@ from tests.integration.test_worker_loop import (
     series_datasets,
 )
 from tests.worker.support import (
-    MeddetProcess,
-    RecordingSCP,
     RedisServer,
     checkpoint_for_tests,
     claimed_redis_db,
-    free_port,
     start_worker,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,30 +45,13 @@ def checkpoint(tmp_path_factory) -> Path:
     return checkpoint_for_tests(tmp_path_factory.mktemp("checkpoint"))
 
 
-@pytest.fixture
-def scp() -> Iterator[RecordingSCP]:
-    server = RecordingSCP().start()
-    yield server
-    server.stop()
-
-
 def start_serve(env: dict[str, str], log: Path) -> MeddetProcess:
     return MeddetProcess(["serve"], env, log, ready="listening on")
 
 
-def _env(tmp_path: Path, scp: RecordingSCP, checkpoint: Path, broker_url: str | None) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "MEDDET_DATA_DIR": str(tmp_path / "data"),
-        "MEDDET_DATABASE_URL": f"sqlite:///{tmp_path / 'audit.db'}",
-        "MEDDET_PORT": str(free_port()),
-        "MEDDET_QUIET_PERIOD": "2",
-        "MEDDET_DESTINATIONS": scp.destination,
-        "MEDDET_CHECKPOINT": str(checkpoint),
-        "MEDDET_DEVICE": "cpu",
-        "MEDDET_SEND_RETRIES": "2",
-        "OMP_NUM_THREADS": "1",
-    }
+def _env(tmp_path: Path, scp: TestPACS, checkpoint: Path, broker_url: str | None) -> dict[str, str]:
+    env = node_environment(dict(os.environ), tmp_path / "data", free_port(), scp.destination, 2, checkpoint)
+    env |= {"MEDDET_DATABASE_URL": f"sqlite:///{tmp_path / 'audit.db'}", "OMP_NUM_THREADS": "1"}
     if broker_url:
         env["MEDDET_BROKER_URL"] = broker_url
     return env
@@ -97,7 +76,7 @@ def _one_job(env: dict[str, str]):  # type: ignore[no-untyped-def]
     return sessions, finished
 
 
-def _check(sessions, job_id: int, scp: RecordingSCP, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def _check(sessions, job_id: int, scp: TestPACS, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     time.sleep(1.0)  # a duplicate would arrive now
     with sessions() as session:
         assert len(session.scalars(select(Job)).all()) == 1
@@ -106,10 +85,10 @@ def _check(sessions, job_id: int, scp: RecordingSCP, env: dict[str, str]) -> Non
     _assert_results_once(scp, _settings(env), job_id)
 
 
-def _send_and_check(tmp_path: Path, env: dict[str, str], scp: RecordingSCP) -> None:
+def _send_and_check(tmp_path: Path, env: dict[str, str], scp: TestPACS) -> None:
     _send(tmp_path, env)
     sessions, finished = _one_job(env)
-    job_id = wait_for(finished, 120, 0.2, "the job to finish")
+    job_id = wait_for(finished, 120, "the job to finish", interval=0.2)
     _check(sessions, job_id, scp, env)
 
 
@@ -159,7 +138,7 @@ def test_a_late_instance_reruns_the_finished_job(tmp_path, scp, checkpoint):
                 job = session.scalars(select(Job)).one()
                 return job.run == 2 and job.state.value == "done"
 
-        wait_for(second_run_done, 120, 0.2, "the second run")
+        wait_for(second_run_done, 120, "the second run", interval=0.2)
         with sessions() as session:
             job = session.scalars(select(Job)).one()
             states = _states(jobs.job_history(session, job.id))
@@ -184,10 +163,10 @@ def test_redis_down_while_receiving_loses_nothing(tmp_path, scp, checkpoint):
                 rows = session.scalars(select(Outbox)).all()
                 return len(rows) == 1 and rows[0].published_at is None and rows[0].attempts >= 1
 
-        wait_for(waiting_in_outbox, 60, 0.2, "the job waiting in the outbox")
+        wait_for(waiting_in_outbox, 60, "the job waiting in the outbox", interval=0.2)
         assert scp.uids() == []
         redis_server.start()
-        job_id = wait_for(finished, 180, 0.2, "the job to run after Redis returned")
+        job_id = wait_for(finished, 180, "the job to run after Redis returned", interval=0.2)
         _check(sessions, job_id, scp, env)
     finally:
         worker.stop()
@@ -197,7 +176,7 @@ def test_redis_down_while_receiving_loses_nothing(tmp_path, scp, checkpoint):
 
 def test_each_destination_gets_the_result_objects_it_asked_for(tmp_path, scp, checkpoint):
     """A PACS that takes no SEG is configured ``AE@host:port?objects=sr+gsps``."""
-    old_pacs = RecordingSCP(ae_title="OLDPACS").start()
+    old_pacs = TestPACS(ae_title="OLDPACS").start()
     try:
         env = _env(tmp_path, scp, checkpoint, None)
         env["MEDDET_DESTINATIONS"] = f"{scp.destination},{old_pacs.destination}?objects=sr+gsps"
@@ -205,10 +184,10 @@ def test_each_destination_gets_the_result_objects_it_asked_for(tmp_path, scp, ch
         try:
             _send(tmp_path, env)
             sessions, finished = _one_job(env)
-            wait_for(finished, 120, 0.2, "the job to finish")
+            wait_for(finished, 120, "the job to finish", interval=0.2)
         finally:
             serve.stop()
-        modality = lambda server: sorted(str(ds.Modality) for ds in server.received)  # noqa: E731
+        modality = lambda server: sorted(str(ds.Modality) for ds in server.received())  # noqa: E731
         assert modality(scp) == ["PR", "SEG", "SR"]
         assert modality(old_pacs) == ["PR", "SR"]
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,10 +32,10 @@ from dicom_node.commitment import (
     WELL_KNOWN_INSTANCE,
 )
 from dicom_node.config import Settings
+from dicom_node.loopback import free_port, wait_for
 from dicom_node.node import Node
-from tests.conftest import free_port
 from tests.factories import make_mr_series
-from tests.integration.test_receive import start_node, wait_for
+from tests.integration.receiving import start_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -66,13 +65,6 @@ def references(report: Dataset, sequence: str) -> dict[str, int | None]:
         str(item.ReferencedSOPInstanceUID): item.get("FailureReason")
         for item in report.get(sequence, [])
     }
-
-
-@pytest.fixture
-def node(node_settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[Node]:
-    running = start_node(node_settings, session_factory)
-    yield running
-    running.stop(timeout=5)
 
 
 def test_report_on_the_same_association_with_committed_and_failed_references(node: Node) -> None:

@@ -28,19 +28,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicom_node import jobs
 from dicom_node.audit.models import Job
 from dicom_node.config import Settings
+from dicom_node.loopback import MeddetProcess, TestPACS, free_port, wait_for
 from dicom_node.metrics import Metrics
 from tests.worker.support import (
-    MeddetProcess,
-    RecordingSCP,
     checkpoint_for_tests,
-    claimed_redis_db,
-    free_port,
-    fresh_postgres_database,
     job_state,
     migrated_sessions,
     register_series,
     start_worker,
-    wait_for,
 )
 from worker.dispatch import Dispatcher, make_dispatcher
 
@@ -61,25 +56,6 @@ def series_datasets(n: int, seed: int = 0) -> list[Dataset]:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return checkpoint_for_tests(tmp_path_factory.mktemp("checkpoint"))
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    with claimed_redis_db() as url:
-        yield url
-
-
-@pytest.fixture
-def scp() -> Iterator[RecordingSCP]:
-    server = RecordingSCP().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    with fresh_postgres_database() as url:
-        yield url
 
 
 def _env(tmp_path: Path, database_url: str, broker_url: str, destination: str, checkpoint: Path):
@@ -127,7 +103,7 @@ def _model_version(checkpoint: Path) -> str:
     return detector.model_version(checkpoint)
 
 
-def _assert_results_once(scp: RecordingSCP, settings: Settings, job_id: int) -> None:
+def _assert_results_once(scp: TestPACS, settings: Settings, job_id: int) -> None:
     manifest = json.loads((settings.results_dir / str(job_id) / "objects.json").read_text())
     expected = sorted(item["sop_instance_uid"] for item in manifest)
     assert expected, "the job wrote no result objects"
@@ -156,7 +132,7 @@ class Loop:
     def wait_finished(self, job_id: int) -> str:
         finished = ("done", "failed", "quarantined")
         return wait_for(lambda: (s := job_state(self.sessions, job_id)) in finished and s,
-                        120, 0.2, f"job {job_id} to finish")
+                        120, f"job {job_id} to finish", interval=0.2)
 
 
 @contextmanager
@@ -212,7 +188,7 @@ def test_sigkill_mid_job_redelivers_and_sends_once(tmp_path, redis_url, scp, che
     with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination,
                      checkpoint) as loop:
         job_id = loop.submit(20, tmp_path / "spool")
-        (pid,) = wait_for(lambda: _running_pids(loop, job_id), 60, 0.02, "the job to start running")
+        (pid,) = wait_for(lambda: _running_pids(loop, job_id), 60, "the job to start running", interval=0.02)
         os.kill(pid, signal.SIGKILL)  # the pool process running the job dies mid-job
         loop.wait_finished(job_id)
     history = _history(loop.sessions, job_id)
@@ -231,9 +207,8 @@ def test_whole_worker_killed_its_job_goes_to_the_next_worker(tmp_path, redis_url
     with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination,
                      checkpoint, "--visibility-timeout", "6") as loop:
         job_id = loop.submit(20, tmp_path / "spool")
-        wait_for(lambda: _running_pids(loop, job_id), 60, 0.02, "the job to start running")
-        os.killpg(loop.worker.proc.pid, signal.SIGKILL)
-        loop.worker.proc.wait(10)
+        wait_for(lambda: _running_pids(loop, job_id), 60, "the job to start running", interval=0.02)
+        loop.worker.kill()
         assert job_state(loop.sessions, job_id) == "running"
         second = start_worker(loop.env, tmp_path / "worker2.log", "--visibility-timeout", "6")
         try:
@@ -247,7 +222,7 @@ def test_whole_worker_killed_its_job_goes_to_the_next_worker(tmp_path, redis_url
 
 @pytest.mark.slow
 def test_destination_down_retries_fails_then_resend_succeeds(tmp_path, redis_url, checkpoint):
-    scp = RecordingSCP()  # not started: the destination is down
+    scp = TestPACS(ae_title="DEST")  # not started: the destination is down
     with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination,
                      checkpoint) as loop:
         job_id = loop.submit(6, tmp_path / "spool")
@@ -285,7 +260,7 @@ def test_embedded_loop_runs_in_process(tmp_path, scp, checkpoint):
         job_id = register_series(sessions, series_datasets(6), tmp_path / "spool", _model_version(checkpoint))
         dispatcher.notify()
         wait_for(lambda: job_state(sessions, job_id) in ("done", "failed", "quarantined"), 120,
-                 0.2, "job to finish")
+                 "job to finish", interval=0.2)
     finally:
         dispatcher.stop(timeout=60)
     assert _states(_history(sessions, job_id)) == EVERY_STATE, _history(sessions, job_id)
@@ -297,7 +272,7 @@ def test_embedded_loop_runs_in_process(tmp_path, scp, checkpoint):
 
 
 def test_embedded_destination_down_fails_then_meddet_retry_runs_it_again(tmp_path, checkpoint):
-    scp = RecordingSCP()  # down for the first run
+    scp = TestPACS(ae_title="DEST")  # down for the first run
     settings = Settings(
         data_dir=tmp_path / "data", destinations=scp.destination, checkpoint=checkpoint,
         device="cpu", send_retries=1,
@@ -308,12 +283,12 @@ def test_embedded_destination_down_fails_then_meddet_retry_runs_it_again(tmp_pat
     try:
         job_id = register_series(sessions, series_datasets(6), tmp_path / "spool", _model_version(checkpoint))
         dispatcher.notify()
-        wait_for(lambda: job_state(sessions, job_id) == "failed", 120, 0.2, "job to fail")
+        wait_for(lambda: job_state(sessions, job_id) == "failed", 120, "job to fail", interval=0.2)
         scp.start()
         cli = _meddet({**os.environ, "MEDDET_DATA_DIR": str(settings.data_dir)}, "retry", str(job_id), "--json")
         assert json.loads(cli.stdout.strip().splitlines()[-1])["run"] == 2
         dispatcher.notify()
-        wait_for(lambda: job_state(sessions, job_id) == "done", 120, 0.2, "the retried job")
+        wait_for(lambda: job_state(sessions, job_id) == "done", 120, "the retried job", interval=0.2)
     finally:
         dispatcher.stop(timeout=60)
         scp.stop()

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dicom_node.loopback import accepts, free_port, wait_for
 from tests.results.make_sources import findings_for, mr_series
 
 STORESCP = "/usr/bin/storescp"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
@@ -75,13 +68,13 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 
 def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> bool:
-    """True once ``proc`` accepts connections on ``port``; False if it exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.05)
+    """True once ``proc`` accepts connections on ``port``; False (``proc`` ended) if it exits first."""
+    try:
+        wait_for(lambda: proc.poll() is not None or accepts(port), timeout, "storescp", interval=0.05)
+    except TimeoutError:
+        pass
+    if proc.poll() is None and accepts(port):
+        return True
     proc.kill()
     proc.wait(timeout=10)
     return False

@@ -4,13 +4,12 @@ our sender stores, each kind in its own new series of the source study."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dicom_node.results import write_result_objects
-from tests.integration.orthanc_netns import NetNamespace, Orthanc, unavailable_reason
+from tests.integration.orthanc_netns import NetNamespace, Orthanc
 from tests.results.make_sources import STUDY_UID, calibrated_findings_for, findings_for, mr_series
 
 pytestmark = pytest.mark.integration
@@ -28,15 +27,8 @@ sys.exit(0 if report.ok else 1)
 
 
 @pytest.fixture()
-def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    ns = NetNamespace()
-    try:
-        yield Orthanc(ns, tmp_path / "orthanc", stable_age=1).start()
-    finally:
-        ns.close()
+def orthanc(namespace: NetNamespace, tmp_path: Path) -> Orthanc:
+    return Orthanc(namespace, tmp_path / "orthanc", stable_age=1).start()
 
 
 @pytest.mark.parametrize("document", [findings_for, calibrated_findings_for], ids=["plain", "calibrated"])

@@ -22,9 +22,9 @@ from dicom_node import statuses
 from dicom_node.audit.db import make_engine, make_session_factory
 from dicom_node.audit.models import SendAttempt
 from dicom_node.destinations import Destination
+from dicom_node.loopback import free_port
 from dicom_node.results import build_result_objects
 from dicom_node.sender import requested_contexts, send_objects
-from tests.results.conftest import free_port
 from tests.results.make_sources import findings_for, mr_series
 
 pytestmark = pytest.mark.integration

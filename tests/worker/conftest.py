@@ -6,20 +6,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.worker.support import RedisServer, claimed_redis_db, migrated_sessions
+from tests.worker.support import RedisServer, migrated_sessions
 
 
 @pytest.fixture
 def sessions(tmp_path: Path) -> sessionmaker[Session]:
     """A migrated SQLite audit DB in the test's folder."""
     return migrated_sessions(f"sqlite:///{tmp_path / 'audit.db'}")
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A database of the shared Redis at 127.0.0.1:6379, held for this test and flushed after."""
-    with claimed_redis_db() as url:
-        yield url
 
 
 @pytest.fixture

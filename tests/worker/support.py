@@ -1,12 +1,12 @@
-"""Helpers for worker and loop tests: audit DBs, series registered as the node does, Redis."""
+"""Helpers for worker and loop tests: audit DBs, series recorded as the node records them, Redis,
+`meddet worker` (the loopback parts themselves are dicom_node/loopback.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,20 +14,21 @@ from pathlib import Path
 
 import redis
 from pydicom import Dataset
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import jobs
 from dicom_node.audit.db import make_engine, make_session_factory, transaction
-from dicom_node.audit.models import Instance, Job, Series, SeriesState, utcnow
+from dicom_node.audit.models import Job, Series, SeriesState, utcnow
+from dicom_node.events import InstanceStored
+from dicom_node.headers import inspect_instance
+from dicom_node.loopback import MeddetProcess, free_port, wait_for
+from dicom_node.recorder import AuditRecorder
+from dicom_node.spool import StoredFile
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+POSTGRES_ADMIN_URL = os.environ.get("MEDDET_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 CLAIM_KEY = "meddet-tests:claim"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def migrated_sessions(url: str) -> sessionmaker[Session]:
@@ -41,37 +42,20 @@ def migrated_sessions(url: str) -> sessionmaker[Session]:
 def register_series(
     sessions: sessionmaker[Session], datasets: list[Dataset], spool: Path, model_version: str
 ) -> int:
-    """Write ``datasets`` to ``spool`` and record them as the node does; enqueue; the job id."""
+    """Write ``datasets`` to ``spool`` (a series folder) and record them through the node's
+    audit recorder; then select the series and enqueue its job as the assembler does. The job id."""
     spool.mkdir(parents=True, exist_ok=True)
-    first = datasets[0]
+    recorder = AuditRecorder(sessions)
     with transaction(sessions) as session:
-        series = Series(
-            series_instance_uid=first.SeriesInstanceUID,
-            study_instance_uid=first.StudyInstanceUID,
-            modality="MR",
-            state=SeriesState.selected,
-            n_instances=len(datasets),
-            spool_path=str(spool),
-            completed_at=utcnow(),
-        )
-        session.add(series)
-        session.flush()
         for ds in datasets:
             path = spool / f"{ds.SOPInstanceUID}.dcm"
             ds.save_as(path, enforce_file_format=True)
             data = path.read_bytes()
-            session.add(
-                Instance(
-                    series_id=series.id,
-                    sop_instance_uid=ds.SOPInstanceUID,
-                    revision=0,
-                    sop_class_uid=ds.SOPClassUID,
-                    transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-                    size_bytes=len(data),
-                    sha256=hashlib.sha256(data).hexdigest(),
-                    spool_path=str(path),
-                )
-            )
+            stored = StoredFile(path, revision=0, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                                duplicate=False)
+            recorder.apply(session, InstanceStored(None, inspect_instance(data), stored, utcnow()))
+        series = session.scalars(select(Series).where(Series.series_instance_uid == datasets[0].SeriesInstanceUID)).one()
+        series.state, series.completed_at = SeriesState.selected, utcnow()
         job = jobs.enqueue_series(session, series, model_version)
         return job.id
 
@@ -81,16 +65,6 @@ def job_state(sessions: sessionmaker[Session], job_id: int) -> str:
         job = session.get(Job, job_id)
         assert job is not None
         return job.state.value
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @contextmanager
@@ -131,7 +105,7 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis("127.0.0.1", self.port)
-        wait_for(lambda: _pings(client), 10, 0.05, "redis-server to start")
+        wait_for(lambda: _pings(client), 10, "redis-server to start", interval=0.05)
         client.close()
         return self
 
@@ -176,77 +150,6 @@ def checkpoint_for_tests(folder: Path) -> Path:
     return path
 
 
-class RecordingSCP:
-    """A pynetdicom Storage SCP on loopback that records every C-STORE it receives (duplicates too)."""
-
-    def __init__(self, port: int | None = None, ae_title: str = "DEST") -> None:
-        self.port = port or free_port()
-        self.ae_title = ae_title
-        self.received: list[Dataset] = []
-        self._server = None
-
-    @property
-    def destination(self) -> str:
-        return f"{self.ae_title}@127.0.0.1:{self.port}"
-
-    def start(self) -> "RecordingSCP":
-        from pynetdicom import AE, AllStoragePresentationContexts, evt
-        from pynetdicom.sop_class import Verification
-
-        ae = AE(ae_title=self.ae_title)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax)
-        ae.add_supported_context(Verification)
-
-        def on_store(event):  # type: ignore[no-untyped-def]
-            ds = event.dataset
-            ds.file_meta = event.file_meta
-            self.received.append(ds)
-            return 0x0000
-
-        self._server = ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
-        )
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-
-    def uids(self) -> list[str]:
-        return [str(ds.SOPInstanceUID) for ds in self.received]
-
-
-class MeddetProcess:
-    """``meddet ARGS`` as a subprocess in its own process group; up once its log shows ``ready``."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path, ready: str) -> None:
-        import sys
-
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from dicom_node.cli import main; main()", *args],
-            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_for(lambda: ready in log.read_text(errors="replace") or self.proc.poll() is not None,
-                 90, 0.1, f"meddet {args[0]}: {ready!r}")
-        assert self.proc.poll() is None, log.read_text()
-
-    def stop(self, timeout: float = 60) -> None:
-        """SIGTERM (graceful: a worker finishes its job, the node drains), then SIGKILL."""
-        import os
-        import signal
-
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-
 def start_worker(env: dict[str, str], log: Path, *extra: str) -> MeddetProcess:
     """``meddet worker`` with fast retries and a 20 s visibility timeout (``extra`` overrides)."""
     args = ["worker", "--concurrency", "1", "--retry-backoff", "0.5", "--visibility-timeout", "20"]
@@ -255,16 +158,19 @@ def start_worker(env: dict[str, str], log: Path, *extra: str) -> MeddetProcess:
 
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
-    """A new database on the PostgreSQL at 127.0.0.1:5432 (trust auth), dropped afterwards."""
-    from sqlalchemy import create_engine, text
+    """A new database on the PostgreSQL of :data:`POSTGRES_ADMIN_URL` (trust auth), dropped afterwards."""
+    from sqlalchemy import text
 
-    name = f"meddet_worker_{uuid.uuid4().hex[:10]}"
-    admin = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/test",
-                          isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    name = f"meddet_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(POSTGRES_ADMIN_URL).execution_options(isolation_level="AUTOCOMMIT")
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        raise RuntimeError(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {exc}") from exc
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

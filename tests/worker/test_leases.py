@@ -22,7 +22,6 @@ from dicom_node.metrics import Metrics
 from tests.factories import make_mr_series
 from tests.worker.fakes import FakeAnalyze
 from tests.worker.support import (
-    RecordingSCP,
     fresh_postgres_database,
     migrated_sessions,
     register_series,
@@ -63,13 +62,6 @@ def _events(sessions, job_id: int) -> list[str]:  # type: ignore[no-untyped-def]
 def _pending(sessions) -> list[int]:  # type: ignore[no-untyped-def]
     with sessions() as session:
         return [row.job_id for row in jobs.pending_outbox(session)]
-
-
-@pytest.fixture
-def scp() -> Iterator[RecordingSCP]:
-    server = RecordingSCP().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -13,13 +13,13 @@ from dicom_node import jobs
 from dicom_node.audit.db import transaction
 from dicom_node.audit.models import Outbox
 from dicom_node.config import Settings
+from dicom_node.loopback import wait_for
 from dicom_node.metrics import Metrics
 from tests.factories import make_mr_series
 from tests.worker.support import (
     fresh_postgres_database,
     migrated_sessions,
     register_series,
-    wait_for,
 )
 from worker.dispatch import OutboxRelay, celery_publisher, make_dispatcher
 

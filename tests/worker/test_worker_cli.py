@@ -93,14 +93,14 @@ def test_retry_publishes_only_its_own_job(tmp_path, monkeypatch, redis_url):
 def test_resend_after_a_failed_rerun_refuses_and_sends_nothing(tmp_path, monkeypatch):
     """Issue 12 item 10: run 1 wrote and sent results; run 2 failed before writing any.
     `meddet resend` sent run 1's objects and marked the job done; it must refuse (exit 2)."""
+    from dicom_node.loopback import TestPACS
     from dicom_node.metrics import Metrics
     from tests.worker.fakes import FakeAnalyze, failing_analyze
-    from tests.worker.support import RecordingSCP
     from worker import pipeline
     from worker.context import WorkerContext
     from worker.tasks import run_job
 
-    scp = RecordingSCP().start()
+    scp = TestPACS().start()
     try:
         monkeypatch.setenv("MEDDET_DATA_DIR", str(tmp_path))
         monkeypatch.setenv("MEDDET_DESTINATIONS", scp.destination)
@@ -110,7 +110,7 @@ def test_resend_after_a_failed_rerun_refuses_and_sends_nothing(tmp_path, monkeyp
         ctx = WorkerContext(settings, sessions, Metrics())
         job_id = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
         monkeypatch.setattr(pipeline, "analyze", FakeAnalyze())
-        assert run_job(ctx, job_id) == "done" and len(scp.received) == 1
+        assert run_job(ctx, job_id) == "done" and len(scp.received()) == 1
         with transaction(sessions) as session:  # late instances: run 2
             jobs.requeue(session, session.get(Job, job_id), "series reopened; run 2")
         monkeypatch.setattr(pipeline, "analyze", failing_analyze("cannot decode series"))
@@ -120,7 +120,7 @@ def test_resend_after_a_failed_rerun_refuses_and_sends_nothing(tmp_path, monkeyp
         answer = json.loads(result.output.strip().splitlines()[-1])
         assert answer["outcome"] == "refused"
         assert "run 2 wrote no results" in answer["reason"] and "earlier run" in answer["reason"]
-        assert len(scp.received) == 1  # nothing sent again
+        assert len(scp.received()) == 1  # nothing sent again
         with sessions() as session:
             assert session.get(Job, job_id).state is JobState.failed
         plain = CliRunner().invoke(app, ["resend", str(job_id)])
