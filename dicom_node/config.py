@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
@@ -38,6 +38,10 @@ MASK = "***"
 # scheme://user:PASSWORD@host: the password runs to the last "@" of the URL.
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*):[^\s'\"]+@")
 _QUERY_PASSWORD = re.compile(r"(?i)\b(?P<key>password|passwd|pwd)=[^&\s'\"]+")
+
+
+def _default_result_objects() -> list[ResultKind]:
+    return ["sr", "seg", "gsps"]
 
 
 class Settings(BaseSettings):
@@ -142,7 +146,7 @@ class Settings(BaseSettings):
         description="Where results go: AE@host:port[?tls=1][&objects=sr+gsps], comma-separated",
     )
     result_objects: Annotated[list[ResultKind], NoDecode] = Field(
-        default_factory=lambda: ["sr", "seg", "gsps"],
+        default_factory=_default_result_objects,
         description=f"Result objects to write: {', '.join(RESULT_KINDS)}",
     )
     sr_kind: SrKind = Field("3d", description=f"SR IOD: {', '.join(SR_KINDS)} (3d: 88.34, comprehensive: 88.33)")
@@ -293,8 +297,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     path = config_path(config_file)
     if path is None:
         return Settings(**overrides)
-    with_file = type(
-        "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
+    with_file = cast(  # a subclass made by type(): mypy sees only ``type``
+        "type[Settings]",
+        type("Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}),
     )
     return with_file(**overrides)
 

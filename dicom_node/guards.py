@@ -226,7 +226,7 @@ class DiscardedDataSet(BytesIO):
         super().__init__()
         self.received = received
 
-    def write(self, data: Any) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         size = len(data)
         self.received += size
         return size

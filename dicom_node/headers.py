@@ -17,10 +17,10 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 
 from dicom_node import statuses
 from dicom_node.limits import DEFAULT_MAX_INSTANCE_BYTES, DEFAULT_MAX_PIXELS, positive_int, too_many_pixels
@@ -157,13 +157,13 @@ def inflate(deflated: bytes, max_bytes: int) -> bytes:
 def _read_needed(dataset: bytes, transfer_syntax: str) -> tuple[Dataset, str, int | None]:
     """The needed elements of a data set, and how many Pixel Data bytes arrived."""
     implicit = transfer_syntax == _IMPLICIT_VR_LE
-    raw: dict[Any, RawDataElement] = {}
+    raw: dict[BaseTag, DataElement | RawDataElement] = {}
     pixel_bytes = None
     for element in data_element_generator(BytesIO(dataset), implicit, True, defer_size=1024):
         _check_extent(element, len(dataset))
         if element.tag not in _NEEDED_TAGS:
             continue
-        if element.value is None:  # skipped: count only the bytes that really arrived
+        if isinstance(element, RawDataElement) and element.value is None:  # skipped: count only the bytes that really arrived
             present = max(0, min(element.length, len(dataset) - element.value_tell))
             if element.tag == _PIXEL_DATA:
                 pixel_bytes = present
@@ -174,10 +174,14 @@ def _read_needed(dataset: bytes, transfer_syntax: str) -> tuple[Dataset, str, in
     return ds, transfer_syntax, pixel_bytes
 
 
-def _check_extent(element: RawDataElement, dataset_length: int) -> None:
+def _check_extent(element: RawDataElement | DataElement, dataset_length: int) -> None:
     """Raise :class:`Rejected` when ``element``'s declared length runs past the data set's end
-    (a truncated file; pydicom would silently read the short value)."""
-    if element.length == _UNDEFINED_LENGTH:
+    (a truncated file; pydicom would silently read the short value).
+
+    pydicom's generator gives a :class:`DataElement` only for a sequence of undefined length,
+    which it has already read to its delimiter (a missing one raises EOFError): nothing to check.
+    """
+    if isinstance(element, DataElement) or element.length == _UNDEFINED_LENGTH:
         return  # encapsulated: a missing delimiter makes the generator raise EOFError
     end = element.value_tell + element.length
     if end > dataset_length:

@@ -172,10 +172,10 @@ def reserve_next(session: Session, job_id: int | None = None) -> tuple[int, int,
     row is marked before it is published, in the caller's transaction, which the caller
     commits after publishing or rolls back when the broker refuses.
     """
-    pick = select(Outbox.id).where(Outbox.published_at.is_(None))
+    oldest = select(Outbox.id).where(Outbox.published_at.is_(None))
     if job_id is not None:
-        pick = pick.where(Outbox.job_id == job_id)
-    pick = pick.order_by(Outbox.id).limit(1).with_for_update(skip_locked=True).scalar_subquery()
+        oldest = oldest.where(Outbox.job_id == job_id)
+    pick = oldest.order_by(Outbox.id).limit(1).with_for_update(skip_locked=True).scalar_subquery()
     marked = session.execute(
         update(Outbox)
         .where(Outbox.id == pick, Outbox.published_at.is_(None))

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import jobs
@@ -94,6 +95,7 @@ def status(snapshot: Snapshot, token: str, now: datetime) -> Lease:
 def take(session: Session, snapshot: Snapshot, token: str | None, until: datetime | None) -> bool:
     """Compare-and-set: give the lease to ``token`` (None: nobody) if the row is still as
     ``snapshot`` saw it. Run it first in its transaction; False means another delivery won."""
+    held: ColumnElement[bool]
     if snapshot.token is None:
         held = Job.lease_token.is_(None)
     else:
@@ -105,7 +107,7 @@ def take(session: Session, snapshot: Snapshot, token: str | None, until: datetim
         .values(lease_token=token, lease_expires_at=until)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return cast("CursorResult[Any]", result).rowcount == 1
 
 
 def extend(session: Session, job_id: int, token: str, until: datetime) -> bool:
@@ -116,7 +118,7 @@ def extend(session: Session, job_id: int, token: str, until: datetime) -> bool:
         .values(lease_expires_at=until)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return cast("CursorResult[Any]", result).rowcount == 1
 
 
 def release(sessions: sessionmaker[Session], job_id: int, token: str) -> None:

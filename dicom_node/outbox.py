@@ -130,7 +130,7 @@ class OutboxRelay(OutboxLoop):
                     return self.poll_interval
             except PublishFailed as exc:
                 self._failures += 1
-                delay = min(self.max_backoff, self.poll_interval * 2**self._failures)
+                delay: float = min(self.max_backoff, self.poll_interval * 2**self._failures)  # int ** int: Any
                 log.warning("broker_unavailable", job_id=exc.job_id, retry_in=delay, error=str(exc))
                 return delay
             self._failures = 0

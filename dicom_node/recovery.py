@@ -21,7 +21,7 @@ from dicom_node.audit.models import Instance, QuarantineRecord, utcnow
 from dicom_node.durability import flush_files
 from dicom_node.headers import Rejected, inspect_instance
 from dicom_node.logging import get_logger
-from dicom_node.recorder import record_instance
+from dicom_node.recording import record_instance
 from dicom_node.spool import Spool, StoredFile, parse_spool_name
 
 log = get_logger(__name__)

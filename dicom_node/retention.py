@@ -118,7 +118,7 @@ def _remove(session: Session, removal: Removal) -> bool:
         return True
     series = session.get(Series, removal.series_id, with_for_update=True)
     planned = removal.completed_at
-    if series is None or series.completed_at != planned or not is_finished(series, planned):
+    if series is None or planned is None or series.completed_at != planned or not is_finished(series, planned):
         log.info("retention skipped a series that received more", series_id=removal.series_id)
         return False
     for path in removal.files:

@@ -51,7 +51,7 @@ class StoredFile:
 
 def is_valid_uid(uid: str | None) -> bool:
     """A UID as PS3.5 9.1 allows: digits and dots, at most 64 characters."""
-    return bool(uid) and len(uid) <= 64 and bool(_UID_RE.match(uid))  # type: ignore[arg-type]
+    return uid is not None and 0 < len(uid) <= 64 and bool(_UID_RE.match(uid))
 
 
 def parse_spool_name(name: str) -> tuple[str, int] | None:

@@ -123,7 +123,7 @@ def ground_truth(study: Any, datasets: list[Dataset], hard: bool) -> dict[str, A
     }
 
 
-def study_datasets(study: Any, key: tuple, number: int, patient_id: str) -> list[Dataset]:
+def study_datasets(study: Any, key: tuple[object, ...], number: int, patient_id: str) -> list[Dataset]:
     """One MR Image Storage dataset per slice of a ``SyntheticStudy`` (no file meta yet).
 
     ``key``: what makes the UIDs unique and repeatable; ``number``: the patient number.

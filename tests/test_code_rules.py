@@ -59,9 +59,39 @@ def test_the_import_contracts_of_issue_13_are_configured() -> None:
     assert protected and protected[0]["protected_modules"] == ["dicom_node.cli"]
 
 
+#: The flags of mypy's --strict that are set per module (warn_unused_ignores and
+#: warn_redundant_casts, the other two, are global options).
+STRICT_FLAGS = (
+    "disallow_any_generics", "disallow_subclassing_any", "disallow_untyped_calls", "disallow_untyped_defs",
+    "disallow_incomplete_defs", "check_untyped_defs", "disallow_untyped_decorators", "warn_return_any",
+    "no_implicit_reexport", "strict_equality", "extra_checks",
+)
+#: Modules of dicom_node that other work in progress was changing when issue 13 made the
+#: packages strict; pyproject.toml relaxes them for now. Only ever shrink this set.
+PENDING_STRICT = {
+    "dicom_node.assembler", "dicom_node.commitment", "dicom_node.commitment_store", "dicom_node.demo",
+    "dicom_node.durability", "dicom_node.fastlane", "dicom_node.header_scan", "dicom_node.intake",
+    "dicom_node.loopback", "dicom_node.node", "dicom_node.reactor", "dicom_node.recorder",
+    "dicom_node.recording", "dicom_node.scp",
+}
+
+
+def test_mypy_checks_dicom_node_and_worker_strictly() -> None:
+    """Issue 13: mypy strict on dicom_node/ and worker/, its defaults on detector/."""
+    mypy = PYPROJECT["tool"]["mypy"]
+    assert set(mypy["files"]) >= {"detector", "dicom_node", "worker"}
+    assert mypy["warn_unused_ignores"] is True and mypy["warn_redundant_casts"] is True
+    overrides = mypy["overrides"]
+    strict = [o for o in overrides if set(o["module"]) >= {"dicom_node", "dicom_node.*", "worker", "worker.*"}]
+    assert len(strict) == 1 and {flag: strict[0].get(flag) for flag in STRICT_FLAGS} == dict.fromkeys(STRICT_FLAGS, True)
+    # Anything relaxed below that is named module by module, and is one of the pending ones.
+    relaxed = {m for o in overrides if o is not strict[0] for m in o["module"] if m.split(".")[0] in ("dicom_node", "worker")}
+    assert relaxed <= PENDING_STRICT, sorted(relaxed - PENDING_STRICT)
+
+
 @pytest.mark.slow
 def test_mypy_finds_nothing() -> None:
-    """detector/ and the typed configuration (dicom_node/rules, dicom_node/kinds.py)."""
+    """``python -m mypy``: detector/ (mypy's defaults), dicom_node/ and worker/ (strict)."""
     done = run([sys.executable, "-m", "mypy"], 500)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert set(PYPROJECT["tool"]["mypy"]["files"]) >= {"detector", "dicom_node/rules"}
+    assert set(PYPROJECT["tool"]["mypy"]["files"]) >= {"detector", "dicom_node", "worker"}

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 
 from dicom_node.config import Settings
+from dicom_node.leases import LeaseSweeper
 from dicom_node.logging import get_logger
 from dicom_node.outbox import QUEUE, broker_config
 from worker.context import RetryPolicy, WorkerContext, build_context
@@ -34,7 +36,7 @@ class WorkerOptions:
     retry_backoff: float = 5.0  # first retry after this, doubling
 
 
-def celery_config(settings: Settings, options: WorkerOptions) -> dict:
+def celery_config(settings: Settings, options: WorkerOptions) -> dict[str, Any]:
     """The Celery configuration as plain data (testable without a broker): the broker part the
     node's relay shares (:func:`dicom_node.outbox.broker_config`), then the workers' own."""
     if not settings.broker_url:
@@ -145,7 +147,7 @@ def run_worker(
         sweeper.stop()
 
 
-def _start_sweeper(settings: Settings):  # type: ignore[no-untyped-def]
+def _start_sweeper(settings: Settings) -> LeaseSweeper:
     """The lease sweeper in the worker's main process: jobs of a pool process that was killed
     (out of memory, hard time limit) are requeued or failed even when no node runs one.
     Unpooled, so the pool processes forked later hold none of its connections."""

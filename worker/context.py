@@ -21,7 +21,8 @@ class RetryPolicy:
     max_seconds: float = 300.0
 
     def countdown(self, attempt: int) -> float:
-        return min(self.max_seconds, self.base_seconds * (2**attempt))
+        wait: float = min(self.max_seconds, self.base_seconds * (2**attempt))  # int ** int is Any to mypy
+        return wait
 
 
 def load_detector(settings: Settings) -> Detector:

@@ -83,7 +83,7 @@ def advance(
 
 
 @contextmanager
-def step(ctx: WorkerContext, job_id: int, run: int, name: str, **detail: Any) -> Iterator[dict]:
+def step(ctx: WorkerContext, job_id: int, run: int, name: str, **detail: Any) -> Iterator[dict[str, Any]]:
     """Time the block and record ``step:<name>`` with its seconds and any detail it adds."""
     info: dict[str, Any] = dict(detail)
     start = time.perf_counter()
@@ -162,7 +162,7 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
     seconds: dict[str, float] = {}
 
     @contextmanager
-    def job_step(name: str, **detail: Any) -> Iterator[dict]:
+    def job_step(name: str, **detail: Any) -> Iterator[dict[str, Any]]:
         with step(ctx, job_id, run, name, **detail) as info:
             yield info
         seconds[name] = info["seconds"]

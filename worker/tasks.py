@@ -17,19 +17,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import jobs, leases
 from dicom_node.audit.db import transaction
 from dicom_node.audit.models import Job, JobEvent, JobState, utcnow
+from dicom_node.config import Settings
 from dicom_node.logging import get_logger
 from worker import pipeline
 from worker.context import WorkerContext
 from worker.errors import BadInputError, PermanentError, RetriableError, StaleRunError
 from worker.lease import holding
+
+if TYPE_CHECKING:
+    from celery import Celery, Task
 
 log = get_logger(__name__)
 
@@ -43,7 +48,7 @@ class Claim:
     token: str = ""  # the lease this delivery holds
 
 
-def _queued_at(session, job_id: int) -> datetime | None:  # type: ignore[no-untyped-def]
+def _queued_at(session: Session, job_id: int) -> datetime | None:
     return session.scalars(
         select(JobEvent.at)
         .where(JobEvent.job_id == job_id, JobEvent.state == JobState.queued.value)
@@ -216,13 +221,11 @@ def schedule_retry(
     return countdown
 
 
-def register_tasks(app, context: Callable[[], WorkerContext]):  # type: ignore[no-untyped-def]
+def register_tasks(app: Celery, context: Callable[[], WorkerContext]) -> Task:
     """Register ``meddet.analyze_series`` on a Celery ``app``; ``context()`` is per process."""
 
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
-    def analyze_series(  # type: ignore[no-untyped-def]
-        self, job_id: int, lease: str | None = None
-    ) -> str:
+    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]  # celery is untyped
+    def analyze_series(self: Task, job_id: int, lease: str | None = None) -> str:
         ctx = context()
         token = lease or leases.new_token()
         try:
@@ -297,7 +300,9 @@ class RetryRefused(PermanentError):
     """Nothing was queued: the job does not exist, or is neither failed nor quarantined."""
 
 
-def retry_job(settings, sessions, job_id: int, reason: str = "retry requested by operator") -> dict:  # type: ignore[no-untyped-def]
+def retry_job(
+    settings: Settings, sessions: sessionmaker[Session], job_id: int, reason: str = "retry requested by operator"
+) -> dict[str, Any]:
     """Queue a failed (or quarantined) job again: a new run, state ``queued``, an outbox row.
 
     ``meddet retry`` and the web console both call this. In distributed mode the job's outbox

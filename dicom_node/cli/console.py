@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import getpass
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from dicom_node.cli import app, state
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from dicom_node.config import Settings
+    from dicom_node.console.actions import Operations, Outcome
+
+T = TypeVar("T")
 
 user_app = typer.Typer(help="Users of the web console (admins and radiologists).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
@@ -16,7 +25,7 @@ app.add_typer(user_app, name="user")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 
 
-def _sessions(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _sessions(ctx: typer.Context) -> sessionmaker[Session]:
     from dicom_node.audit.db import make_engine, make_session_factory
     from migrations import upgrade
 
@@ -44,7 +53,7 @@ def _read_password(confirm: bool = True) -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def job_operations():  # type: ignore[no-untyped-def]
+def job_operations() -> Operations:
     """The worker's retry and resend, as the console's :class:`Operations` (the CLI is the one
     place that wires the console to the worker)."""
     from dicom_node.console.actions import Operations, Outcome
@@ -53,7 +62,7 @@ def job_operations():  # type: ignore[no-untyped-def]
     from worker.errors import PipelineError
     from worker.tasks import resend_job, retry_job
 
-    def retry(settings, sessions, job_id: int, who: str) -> Outcome:  # type: ignore[no-untyped-def]
+    def retry(settings: Settings, sessions: sessionmaker[Session], job_id: int, who: str) -> Outcome:
         try:
             result = retry_job(settings, sessions, job_id, f"retry requested by {who} (console)")
         except PipelineError as exc:
@@ -61,7 +70,7 @@ def job_operations():  # type: ignore[no-untyped-def]
         note = "" if settings.embedded or result["published"] else "; broker down, published later"
         return Outcome(True, f"job {job_id} queued (run {result['run']}){note}")
 
-    def resend(settings, sessions, job_id: int, who: str) -> Outcome:  # type: ignore[no-untyped-def]
+    def resend(settings: Settings, sessions: sessionmaker[Session], job_id: int, who: str) -> Outcome:
         context = WorkerContext(settings, sessions, Metrics(), retry=RetryPolicy(max_retries=settings.send_retries))
         try:
             return Outcome(True, f"job {job_id} results sent again: {resend_job(context, job_id)}")
@@ -71,7 +80,7 @@ def job_operations():  # type: ignore[no-untyped-def]
     return Operations(retry, resend)
 
 
-def _run(fn):  # type: ignore[no-untyped-def]
+def _run(fn: Callable[[], T]) -> T:
     from dicom_node.console.users import UserError
 
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -117,7 +117,7 @@ def predict(
         typer.echo(f"wrote {out / name}")
 
 
-def _print_table(findings: dict, slice_of: dict[str, tuple[int, object]]) -> None:
+def _print_table(findings: dict[str, Any], slice_of: dict[str, tuple[int, object]]) -> None:
     """Findings as a table; ``slice_of``: SOP Instance UID -> (slice index, InstanceNumber)."""
     from rich.console import Console
     from rich.table import Table

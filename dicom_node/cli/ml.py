@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Optional, cast
 
 import typer
 
 from dicom_node.cli import app, state
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from detector.sources import SliceDataset
 
 DataOpt = Annotated[
     str, typer.Option("--data", help="'synthetic', 'synthetic:hard', or a folder: DICOM series + boxes.json, COCO or YOLO (train/ + val/, or one folder)")
@@ -17,7 +23,7 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads (0
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
 
 
-def open_folder(root: Path):  # type: ignore[no-untyped-def]
+def open_folder(root: Path) -> SliceDataset:
     """A data folder: DICOM series with a box file (boxes.json / ground_truth.json, e.g.
     ``meddet synth`` output), else a COCO or YOLO folder."""
     from detector.sources import folder_dataset
@@ -144,7 +150,8 @@ def _evaluate_heldout(checkpoint: Optional[Path], data: str, n: int, seed: int, 
         analyzer = Analyzer.from_checkpoint(checkpoint, device=device)
     except (FileNotFoundError, ValueError) as exc:
         raise _usage_error(exc) from exc
-    report = score_studies(lambda v, sp: analyzer.analyze(v, sp).findings,
+    # a volume [S, H, W] is the sequence of its slices (numpy's stubs do not call it a Sequence)
+    report = score_studies(lambda v, sp: analyzer.analyze(cast("Sequence[np.ndarray]", v), sp).findings,
                            studies(0 if kind == "hard" else n, 0 if kind == "routine" else n, seed))
     if as_json:
         out = {"model_version": analyzer.version, "data": data, "seed": seed, "studies_per_kind": n, **report.to_dict()}

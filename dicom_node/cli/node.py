@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -11,6 +12,11 @@ from rich.table import Table
 
 from dicom_node.cli import app, state
 from dicom_node.config import masked_values, setting_sources
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from dicom_node.audit.models import Series
 
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
 db_app = typer.Typer(help="Audit database: schema (Alembic) and retention.", no_args_is_help=True)
@@ -113,14 +119,17 @@ def serve(ctx: typer.Context) -> None:
     model_version = detector.model_version(settings.checkpoint)
     dispatcher = make_dispatcher(settings, factory, metrics)
 
-    def after_commit(completed: list) -> None:
+    def after_commit(completed: list[Series]) -> None:
         metrics.series_completed.inc(len(completed))
         dispatcher.notify()
+
+    def on_selected(session: Session, series: Series) -> None:
+        enqueue_series(session, series, model_version)
 
     node = Node(
         settings,
         factory,
-        on_selected=lambda session, series: enqueue_series(session, series, model_version),
+        on_selected=on_selected,
         after_commit=after_commit,
         count_instance=lambda outcome: metrics.instances_received.labels(outcome=outcome).inc(),
     )
@@ -172,7 +181,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")
 LimitOpt = Annotated[int, typer.Option("--limit", help="At most this many rows")]
 
 
-def _print_rows(rows: list[dict], title: str, as_json: bool) -> None:
+def _print_rows(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -185,7 +194,9 @@ def _print_rows(rows: list[dict], title: str, as_json: bool) -> None:
     Console(width=200).print(table)
 
 
-def _query(ctx: typer.Context, fn, title: str, as_json: bool, **kwargs) -> None:  # type: ignore[no-untyped-def]
+def _query(
+    ctx: typer.Context, fn: Callable[..., list[dict[str, Any]]], title: str, as_json: bool, **kwargs: Any
+) -> None:
     from dicom_node.audit.db import make_engine, make_session_factory
     from dicom_node.audit.queries import parse_since
 

@@ -70,7 +70,7 @@ def resend(settings: Settings, sessions: sessionmaker[Session], operations: Oper
 def release(settings: Settings, sessions: sessionmaker[Session], operations: Operations, user: Principal,
             record_id: int, address: str | None = None) -> Outcome:
     from dicom_node.headers import Rejected, inspect_instance
-    from dicom_node.recorder import record_instance
+    from dicom_node.recording import record_instance
     from dicom_node.spool import Spool
 
     path = _quarantined(settings, sessions, record_id)

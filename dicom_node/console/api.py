@@ -5,6 +5,7 @@ a browser session; plus the preview PNG. Read-only.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 from starlette.requests import Request
@@ -22,7 +23,7 @@ def _rows(rows: list[dict[str, Any]]) -> JSONResponse:
     return JSONResponse(rows)
 
 
-def _common(request: Request, states: type | None) -> dict[str, Any]:
+def _common(request: Request, states: type[Enum] | None) -> dict[str, Any]:
     """``since``, ``status`` and ``limit`` as the CLI takes them."""
     p = request.query_params
     args: dict[str, Any] = {}

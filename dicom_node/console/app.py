@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import text
@@ -55,7 +56,7 @@ def _day(value: str) -> datetime | None:
         raise HTTPError(400, f"date {value!r}: use YYYY-MM-DD") from exc
 
 
-def _state(value: str, allowed: type) -> str | None:
+def _state(value: str, allowed: type[Enum]) -> str | None:
     if value and value not in {s.value for s in allowed}:
         raise HTTPError(400, f"unknown state {value!r}")
     return value or None

@@ -209,8 +209,7 @@ def preview_slices(findings: list[dict[str, Any]], limit: int = 6) -> list[int]:
         f = findings[i]
         if f.get("label") == "herniation":
             chosen.setdefault((f["sop_instance_uid"], int(f.get("frame", 1))), i)
-    if not chosen and findings:
-        key = key_finding(findings)
+    if not chosen and (key := key_finding(findings)) is not None:  # None: no findings
         chosen[("", 0)] = findings.index(key)
     return list(chosen.values())[:limit]
 

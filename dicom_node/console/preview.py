@@ -23,22 +23,26 @@ class PreviewUnavailable(LookupError):
     """No picture: the job, its findings, or the source slice (gone after retention) is missing."""
 
 
+#: (job, findings file time, finding index, scale)
+PreviewKey = tuple[int, float, int, int]
+
+
 class PreviewCache:
     """The last ``size`` PNGs by (job, findings file time, finding index)."""
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
-        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._items: OrderedDict[PreviewKey, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> bytes | None:
+    def get(self, key: PreviewKey) -> bytes | None:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         return None
 
-    def put(self, key: tuple, png: bytes) -> None:
+    def put(self, key: PreviewKey, png: bytes) -> None:
         with self._lock:
             self._items[key] = png
             while len(self._items) > self.size:

@@ -10,11 +10,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.audit.accounts import ApiToken, ConsoleAction, ConsoleSession, Role, User
@@ -217,7 +217,7 @@ def new_token(sessions: sessionmaker[Session], name: str, by: str | None = None)
 def revoke_tokens(sessions: sessionmaker[Session], name: str, by: str | None = None) -> int:
     with transaction(sessions) as session:
         user = _get(session, name)
-        n = session.execute(delete(ApiToken).where(ApiToken.user_id == user.id)).rowcount
+        n = cast("CursorResult[Any]", session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))).rowcount
         record(session, by, "token_revoke", target=name, detail=f"{n} token(s)")
         return int(n or 0)
 

@@ -12,7 +12,7 @@ import binascii
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dicom_node.audit.accounts import Role
 from dicom_node.audit.db import transaction
@@ -182,10 +183,14 @@ def check_csrf(request: Request, ctx: Ctx) -> None:
         raise HTTPError(403, "missing or wrong CSRF token: reload the page and try again")
 
 
-def view(role: Role | None = None, *, api: bool = False) -> Callable:
+View = Callable[[Request, Ctx], Response]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def view(role: Role | None = None, *, api: bool = False) -> Callable[[View], Endpoint]:
     """Wrap ``fn(request, ctx)``: login (redirect or 401), role (403), CSRF on POST (403)."""
 
-    def wrap(fn: Callable[[Request, Ctx], Response]) -> Callable:
+    def wrap(fn: View) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             form = await request.form() if request.method == "POST" else None
             return await run_in_threadpool(_handle, fn, request, role, form, api)
@@ -197,7 +202,7 @@ def view(role: Role | None = None, *, api: bool = False) -> Callable:
     return wrap
 
 
-def _handle(fn: Callable, request: Request, role: Role | None, form: FormData | None, api: bool) -> Response:
+def _handle(fn: View, request: Request, role: Role | None, form: FormData | None, api: bool) -> Response:
     console: Console = request.app.state.console
     ctx: Ctx | None = None
     try:
@@ -231,17 +236,17 @@ class Guard:
     (method, path, status, user, milliseconds; never the query string, which may hold a
     search term)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         status = {"code": 500}
 
-        async def send_with_headers(message: dict) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 headers = list(message.get("headers", []))

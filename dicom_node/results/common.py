@@ -421,7 +421,7 @@ def _parse_finding(
         label=label,
         score=score,
         sop_instance_uid=str(item["sop_instance_uid"]),
-        box=box,  # type: ignore[arg-type]
+        box=box,  # four floats: narrowed by the len() check above
         frame=frame,
         probability=probability,
         protrusion_mm=protrusion,

@@ -69,7 +69,8 @@ def build_sc(ctx: ResultContext) -> list[Dataset]:
             sop_instance_uid=ctx.uid("sc", sop_uid, str(frame)),
             instance_number=number,
             manufacturer=MANUFACTURER,
-            pixel_spacing=tuple(float(v) for v in spacing) if spacing else None,
+            # highdicom annotates pixel_spacing as tuple[int, int]; it takes (and writes) floats
+            pixel_spacing=tuple(float(v) for v in spacing) if spacing else None,  # type: ignore[arg-type]
             patient_orientation=("A", "F"),
             transfer_syntax_uid="1.2.840.10008.1.2.1",
             series_description="MedDet findings (AI, burned in)",

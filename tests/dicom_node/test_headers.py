@@ -115,3 +115,18 @@ def test_truncated_compressed_pixel_data_is_refused() -> None:
 def test_whole_instances_pass_both_readers() -> None:
     data = encode(make_mr_series(1, 16, 16)[0])
     assert inspect_instance(data).sop_uid == inspect_dataset(_data_set(data), ExplicitVRLittleEndian).sop_uid
+
+
+def test_a_sequence_of_undefined_length_passes_both_readers() -> None:
+    """pydicom's element generator gives a parsed DataElement (no length) for such a sequence;
+    it once made both readers refuse the instance as unparseable (found by mypy --strict)."""
+    ds = make_mr_series(1, 16, 16)[0]
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    ds.ReferencedImageSequence = [item]
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    data = encode(ds)
+    assert b"\xfe\xff\xdd\xe0" in data  # the sequence delimitation item: undefined length indeed
+    assert inspect_instance(data).sop_uid == ds.SOPInstanceUID
+    assert inspect_dataset(_data_set(data), ExplicitVRLittleEndian).sop_uid == ds.SOPInstanceUID
