@@ -2,6 +2,7 @@
 
     python benchmarks/ingest.py [--instances 500] [--rounds 3] [--associations 4]
                                 [--per-association 250] [--series-size 20] [--json]
+                                [--baseline DIR]
 
 Makes ``--instances`` synthetic MR instances (256x256, 16 bit, explicit VR LE) and runs
 ``--rounds`` interleaved rounds of:
@@ -13,7 +14,10 @@ Makes ``--instances`` synthetic MR instances (256x256, 16 bit, explicit VR LE) a
   off (``none``: what the receive path costs when the flush is free);
 - ``--associations`` concurrent associations of ``--per-association`` instances each
   (4 x 250): storescp with ``--fork`` (one process per association) and without, and the
-  node in ``group`` mode.
+  node in ``group`` mode;
+- with ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/base <commit>``),
+  that checkout's node too (``group``, one association and concurrent), right after ours in
+  each round: before and after a change in one run, with the node's CPU seconds.
 
 It prints the median instances/s of each, the ratio to storescp (one association: storescp;
 concurrent: the faster of the two storescp variants), the node's peak RSS while receiving
@@ -34,7 +38,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +45,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from dicom_node.loopback import accepts, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 STORESCP = "/usr/bin/storescp"  # /usr/bin: a pip package shadows storescu on PATH
@@ -62,23 +68,15 @@ def make_instances(n: int, series_size: int, folder: Path) -> list[Path]:
     return files
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def wait_listening(port: int, process: "subprocess.Popen[Any]", timeout: float = 30.0) -> None:
+    """Wait until ``process`` accepts connections on ``port``; RuntimeError if it exits first."""
 
-
-def wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def up() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port}")
+        return accepts(port, timeout=0.5)
+
+    wait_for(up, timeout, f"a server on port {port}", interval=0.05)
 
 
 def send(port: int, files: list[Path], called_ae: str, associations: int = 1) -> float:
@@ -148,12 +146,15 @@ def storescp_round(files: list[Path], associations: int = 1, fork: bool = False)
     return len(files) / elapsed
 
 
-def node_round(files: list[Path], mode: str = "group", associations: int = 1) -> tuple[float, float, dict]:
-    """Instances/s of our node receiving ``files``, its peak RSS (MB) and its statistics."""
+def node_round(
+    files: list[Path], mode: str = "group", associations: int = 1, script: Path = Path(__file__)
+) -> tuple[float, float, dict[str, Any]]:
+    """Instances/s of our node (``script``'s, for a baseline checkout) receiving ``files``,
+    its peak RSS (MB) and its statistics."""
     with tempfile.TemporaryDirectory(prefix="bench-node-") as data_dir:
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", data_dir, "--durability", mode],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            [sys.executable, str(script), "--serve", data_dir, "--durability", mode],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=script.resolve().parents[1],
         )
         assert server.stdin is not None and server.stdout is not None
         try:
@@ -254,11 +255,14 @@ def thread_cpu() -> dict[str, float]:
     return result
 
 
-def run(instances: int, rounds: int, series_size: int, associations: int, per_association: int) -> dict:
+def run(instances: int, rounds: int, series_size: int, associations: int, per_association: int,
+        baseline: Path | None = None) -> dict[str, Any]:
     results: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}  # node CPU seconds per round (group mode)
+    base_script = baseline / "benchmarks" / "ingest.py" if baseline is not None else None
     rss: list[float] = []
     flush: list[float] = []
-    groups: list[dict] = []
+    groups: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
         every = make_instances(max(instances, associations * per_association), series_size, Path(folder))
         files, concurrent = every[:instances], every[: associations * per_association]
@@ -271,13 +275,23 @@ def run(instances: int, rounds: int, series_size: int, associations: int, per_as
                 rss.append(peak)
                 if mode == "group":
                     groups.append(stats)
+                    cpu.setdefault("node group", []).append(sum(stats["cpu_s"].values()))
+                    if base_script is not None:
+                        rate, _, stats = node_round(files, mode, script=base_script)
+                        results.setdefault("baseline group", []).append(rate)
+                        cpu.setdefault("baseline group", []).append(sum(stats["cpu_s"].values()))
             results.setdefault("storescp concurrent", []).append(storescp_round(concurrent, associations))
             results.setdefault("storescp --fork concurrent", []).append(
                 storescp_round(concurrent, associations, fork=True)
             )
-            rate, peak, _ = node_round(concurrent, "group", associations)
+            rate, peak, stats = node_round(concurrent, "group", associations)
             results.setdefault("node group concurrent", []).append(rate)
+            cpu.setdefault("node group concurrent", []).append(sum(stats["cpu_s"].values()))
             rss.append(peak)
+            if base_script is not None:
+                rate, _, stats = node_round(concurrent, "group", associations, script=base_script)
+                results.setdefault("baseline group concurrent", []).append(rate)
+                cpu.setdefault("baseline group concurrent", []).append(sum(stats["cpu_s"].values()))
             with tempfile.TemporaryDirectory(prefix="bench-flush-", dir=ROOT) as scratch:
                 flush.append(durable_write_ms(Path(scratch)))
     median = {name: statistics.median(values) for name, values in results.items()}
@@ -300,6 +314,7 @@ def run(instances: int, rounds: int, series_size: int, associations: int, per_as
         "durable_write_ms": round(flush_ms, 2),
         "per_instance_ceiling_inst_per_s": round(1000 / flush_ms, 1),
         "group_commit": groups[len(groups) // 2] if groups else {},
+        "node_cpu_s": {name: round(statistics.median(values), 3) for name, values in cpu.items()},
         "load_average": os.getloadavg(),
         "targets": {"ratio": 0.8, "rss_mb": 300},
     }
@@ -313,13 +328,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-association", type=int, default=250, help="instances each")
     parser.add_argument("--series-size", type=int, default=20, help="instances per series")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose node runs too (before/after)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--durability", choices=MODES, default="group", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve is not None:
         serve(args.serve, args.durability)
         return
-    result = run(args.instances, args.rounds, args.series_size, args.associations, args.per_association)
+    result = run(args.instances, args.rounds, args.series_size, args.associations, args.per_association,
+                 args.baseline)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -333,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  one durable write (fsync file + folder) here: {result['durable_write_ms']:.2f} ms "
           f"(per-instance ceiling {result['per_instance_ceiling_inst_per_s']:.0f}/s)")
     print(f"  group commit (median round): {result['group_commit']}")
+    print(f"  node CPU seconds per round (median): {result['node_cpu_s']}")
     print(f"  node peak RSS while receiving: {result['node_peak_rss_mb']:.0f} MB  (target < 300)")
 
 

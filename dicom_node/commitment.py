@@ -21,9 +21,11 @@ Failure Reason (0008,1197):
 The report goes on the requesting association while it is open
 (``MEDDET_COMMITMENT_ASSOCIATION=same``), else, or always with ``new``, on a new association
 to the requesting AE's address in ``MEDDET_COMMITMENT_PEERS``, proposing the SCP role for the
-Storage Commitment Push Model SOP Class (role selection, PS3.7 D.3.3.4). Requests are held in
-memory: a request pending when the node stops gets no report, and the sender asks again
-(PS3.4 J.3.3 lets it). Nothing here logs patient data: UIDs and counts only.
+Storage Commitment Push Model SOP Class (role selection, PS3.7 D.3.3.4). Every accepted
+request is written to disk (dicom_node/commitment_store.py) before N-ACTION-RSP success and
+removed once its report is delivered (or has nowhere to go): a request pending when the node
+stops or crashes is answered after the next start, on a new association (recovery has
+recorded every acknowledged instance by then). Nothing here logs patient data: UIDs and counts.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.audit.models import Instance
+from dicom_node.commitment_store import PendingRequests
 from dicom_node.config import Settings
 from dicom_node.destinations import Destination
 from dicom_node.events import Barrier, Event
@@ -74,6 +77,7 @@ class Transaction:
     references: list[tuple[str, str]]  # (SOP Class UID, SOP Instance UID)
     assoc: Association | None
     barrier: Barrier = field(default_factory=Barrier)
+    record: Path | None = None  # its file in data_dir/commitment (removed once answered)
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,8 @@ class CommitmentSCP:
         self._supported = supported
         self._peers = {peer.ae_title: peer for peer in settings.commitment_peers}
         self._queue: queue.Queue[Transaction | None] = queue.Queue(maxsize=MAX_PENDING)
+        self.pending = PendingRequests(settings.data_dir / "commitment")
+        self._restored: list[Transaction] = []
         self._thread = threading.Thread(target=self._run, name="storage-commitment", daemon=True)
         self._stopping = threading.Event()
         #: Reports delivered (transaction UID -> "same" / "new"), for tests and metrics.
@@ -186,6 +192,16 @@ class CommitmentSCP:
         return [(evt.EVT_N_ACTION, self.on_n_action)]
 
     def start(self) -> "CommitmentSCP":
+        """Answer the requests an earlier run left pending, then the new ones.
+
+        Called after recovery and once the pipeline runs: their barriers pass at once."""
+        for request in self.pending.load():
+            transaction = Transaction(request.transaction_uid, request.calling_ae, request.references,
+                                      None, record=request.path)
+            self._pipeline(transaction.barrier)
+            self._restored.append(transaction)
+        if self._restored:
+            log.info("storage commitment requests restored", transactions=len(self._restored))
         self._thread.start()
         return self
 
@@ -218,10 +234,19 @@ class CommitmentSCP:
         if isinstance(parsed, str):
             log.warning("storage commitment request refused", calling_ae=calling, reason=parsed)
             return INVALID_ARGUMENT, None
-        transaction = Transaction(parsed[0], calling, parsed[1], event.assoc)
+        if self._queue.full():
+            log.warning("storage commitment requests pending at the limit; refused", calling_ae=calling)
+            return RESOURCE_LIMITATION, None
+        try:  # on disk before the success answer: a restart or a crash does not forget it
+            record = self.pending.save(parsed[0], calling, parsed[1])
+        except OSError as exc:
+            log.error("storage commitment request not written; refused", calling_ae=calling, error=str(exc))
+            return PROCESSING_FAILURE, None  # 0x0110 is also N-ACTION-RSP "processing failure"
+        transaction = Transaction(parsed[0], calling, parsed[1], event.assoc, record=record)
         try:
             self._queue.put_nowait(transaction)
         except queue.Full:
+            self.pending.remove(record)
             log.warning("storage commitment requests pending at the limit; refused", calling_ae=calling)
             return RESOURCE_LIMITATION, None
         self._pipeline(transaction.barrier)  # behind every instance acknowledged so far
@@ -231,15 +256,30 @@ class CommitmentSCP:
 
     # --- the worker -----------------------------------------------------------------------
     def _run(self) -> None:
-        while True:
-            transaction = self._queue.get()
-            if transaction is None:
-                return
-            try:
-                report = self.report(transaction)
-                self.deliver(transaction, report)
-            except Exception:  # noqa: BLE001 - one transaction must not end the worker
-                log.exception("storage commitment failed", transaction_uid=transaction.uid)
+        restored, self._restored = self._restored, []
+        for transaction in restored:
+            self._answer(transaction)
+        while (queued := self._queue.get()) is not None:
+            self._answer(queued)
+
+    def _answer(self, transaction: Transaction) -> None:
+        """Decide and deliver; forget the request on disk once delivered or undeliverable."""
+        try:
+            delivered = self.deliver(transaction, self.report(transaction))
+        except Exception:  # noqa: BLE001 - one transaction must not end the worker
+            log.exception("storage commitment failed", transaction_uid=transaction.uid)
+            return  # kept on disk: answered after the next start
+        if transaction.record is None:
+            return
+        if delivered or not self._routable(transaction):
+            self.pending.remove(transaction.record)
+        else:
+            log.warning("storage commitment report kept for the next start", transaction_uid=transaction.uid)
+
+    def _routable(self, transaction: Transaction) -> bool:
+        """Could a report still reach the requester (its association, or a peer entry)?"""
+        assoc = transaction.assoc
+        return transaction.calling_ae in self._peers or (assoc is not None and assoc.is_established)
 
     def report(self, transaction: Transaction) -> Report:
         """Wait until the request's instances are flushed and recorded, then decide."""
