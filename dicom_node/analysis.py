@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydicom import Dataset, dcmread
 
 from dicom_node.atomic import write_atomic
+from dicom_node.kinds import ResultKind, SrKind
 from dicom_node.pixels import Series
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 FINDINGS_FILE = "findings.json"
 MANIFEST_FILE = "objects.json"  # written last: the results of a run are complete on disk
-DEFAULT_KINDS = ("sr", "seg", "gsps")
+DEFAULT_KINDS: tuple[ResultKind, ...] = ("sr", "seg", "gsps")
 
 
 class SliceDetector(Protocol):
@@ -84,15 +85,15 @@ class Analysis:
     """The findings document of a series and its result objects ``(kind, dataset)``."""
 
     findings: dict[str, Any]
-    objects: list[tuple[str, Dataset]]
+    objects: list[tuple[ResultKind, Dataset]]
 
 
 def analyze_series(
     series: Series,
     detector: Detector,
     *,
-    kinds: Sequence[str] = DEFAULT_KINDS,
-    sr_kind: str = "3d",
+    kinds: Sequence[ResultKind] = DEFAULT_KINDS,
+    sr_kind: SrKind = "3d",
     threshold: float | None = None,
     batch_size: int | None = None,
     step: Step = no_step,
@@ -119,7 +120,7 @@ def analyze_series(
         info["levels"] = len(document["findings"])
         info["anchor"] = document["levels"]["anchor"]
     with step("results") as info:
-        objects: list[tuple[str, Dataset]] = []
+        objects: list[tuple[ResultKind, Dataset]] = []
         if document["findings"] and kinds:  # no disc seen: findings.json says so, nothing to send
             objects = build_result_objects(document, series.sources, kinds, sr_kind)
         info["objects"] = [kind for kind, _ in objects]
@@ -135,7 +136,7 @@ def _save(ds: Dataset, path: Path) -> None:
 
 
 def write_results(
-    out_dir: Path, document: dict[str, Any], objects: Sequence[tuple[str, Dataset]]
+    out_dir: Path, document: dict[str, Any], objects: Sequence[tuple[ResultKind, Dataset]]
 ) -> list[dict[str, str]]:
     """findings.json, ``NN-<kind>.dcm`` per object, then the manifest; each file atomic.
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from dicom_node import analysis, jobs
 from dicom_node.audit.db import transaction
 from dicom_node.audit.models import Instance, Job, JobState, Series
-from dicom_node.kinds import RESULT_KINDS
+from dicom_node.kinds import RESULT_KINDS, ResultKind
 from dicom_node.logging import get_logger
 from worker.context import WorkerContext
 from worker.errors import BadInputError, PermanentError, RetriableError, StaleRunError
@@ -189,7 +189,7 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
     return list(objects)
 
 
-def kinds_to_build(settings: Any) -> list[str]:
+def kinds_to_build(settings: Any) -> list[ResultKind]:
     """Every result kind some destination wants (each may choose its own), in a fixed order."""
     wanted = set(settings.result_objects)
     for destination in settings.destinations:

@@ -82,6 +82,8 @@ def predict(
     and OUT/objects.json (the manifest, written last): the same layout as the worker's results.
     """
     from dicom_node.analysis import FINDINGS_FILE, MANIFEST_FILE, analyze_series, write_results
+    from dicom_node.kinds import result_kinds
+    from dicom_node.kinds import sr_kind as parse_sr_kind
     from dicom_node.pixels import SeriesError, read_series
     from dicom_node.results import FindingsError
 
@@ -96,9 +98,13 @@ def predict(
         analyzer = Analyzer.from_checkpoint(ckpt, device=device)
     except (FileNotFoundError, ImportError, ValueError) as exc:
         _fail(f"detector: {exc}", 2)
-    kinds = [k.strip() for k in results.split(",") if k.strip() and k.strip() != "none"]
     try:
-        result = analyze_series(series, analyzer, kinds=kinds, sr_kind=sr_kind, threshold=threshold,
+        kinds = result_kinds([k.strip() for k in results.split(",") if k.strip() and k.strip() != "none"])
+        sr = parse_sr_kind(sr_kind)
+    except ValueError as exc:  # names the unknown value and the allowed ones
+        _fail(f"--results/--sr-kind: {exc}", 2)
+    try:
+        result = analyze_series(series, analyzer, kinds=kinds, sr_kind=sr, threshold=threshold,
                                 batch_size=batch_size)
     except FindingsError as exc:
         _fail(f"result objects: {exc}", 1)

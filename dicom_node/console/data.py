@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dicom_node import jobs
+from dicom_node.analysis import FINDINGS_FILE, read_manifest
 from dicom_node.audit.models import (
     Association,
     Instance,
@@ -179,14 +180,15 @@ def job_series(session: Session, job_id: int) -> tuple[int, str] | None:
 
 
 def results(session: Session, settings: Settings, job_id: int) -> Results | None:
-    """findings.json and objects.json of the job's results folder, with each object's sends."""
+    """The findings and the result-object manifest of the job's results folder (the layout of
+    ``dicom_node.analysis.write_results``), with each object's sends."""
     path = session.scalar(select(Job.results_path).where(Job.id == job_id))
     folder = Path(path) if path else settings.results_dir / str(job_id)
-    findings_file, manifest_file = folder / "findings.json", folder / "objects.json"
+    findings_file = folder / FINDINGS_FILE
     if not findings_file.is_file():
         return None
     findings = json.loads(findings_file.read_text())
-    manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else []
+    manifest = read_manifest(folder) or []
     sends: dict[str, dict[str, dict[str, Any]]] = {}
     for s in session.scalars(select(SendAttempt).where(SendAttempt.job_id == job_id).order_by(SendAttempt.id)):
         sends.setdefault(s.sop_instance_uid or "", {})[s.destination] = {

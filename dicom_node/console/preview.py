@@ -13,6 +13,7 @@ from collections import OrderedDict
 from pydicom import dcmread
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicom_node.analysis import FINDINGS_FILE
 from dicom_node.config import Settings
 from dicom_node.console import data
 
@@ -65,7 +66,7 @@ def render(sessions: sessionmaker[Session], settings: Settings, job_id: int, fin
             raise PreviewUnavailable(f"job {job_id} has no finding {index}")
         chosen = findings[index]
         path = data.source_file(session, where[0], chosen["sop_instance_uid"])
-    stamp = (found.folder / "findings.json").stat().st_mtime
+    stamp = (found.folder / FINDINGS_FILE).stat().st_mtime
     key = (job_id, stamp, index, scale)
     if cache is not None and (png := cache.get(key)) is not None:
         return png

@@ -15,7 +15,7 @@ from pydicom import Dataset
 
 from dicom_node.logging import get_logger
 from dicom_node.kinds import RESULT_KINDS as KINDS
-from dicom_node.kinds import SR_KINDS
+from dicom_node.kinds import SR_KINDS, ResultKind, SrKind
 from dicom_node.results.common import FindingsError, ResultContext
 
 __all__ = ["KINDS", "SR_KINDS", "FindingsError", "build_result_objects", "write_result_objects"]
@@ -26,9 +26,9 @@ log = get_logger(__name__)
 def build_result_objects(
     findings: Mapping[str, Any],
     sources: Sequence[Dataset],
-    kinds: Sequence[str] = ("sr", "seg", "gsps"),
-    sr_kind: str = "3d",
-) -> list[tuple[str, Dataset]]:
+    kinds: Sequence[ResultKind] = ("sr", "seg", "gsps"),
+    sr_kind: SrKind = "3d",
+) -> list[tuple[ResultKind, Dataset]]:
     """Result objects in ``kinds`` order as ``(kind, dataset)``; KOS references the others.
 
     A SEG is skipped (and logged) when there is no herniation to segment; ``sc`` may give one
@@ -46,7 +46,7 @@ def build_result_objects(
     from dicom_node.results.sr import build_sr
 
     ctx = ResultContext.create(findings, sources)
-    out: list[tuple[str, Dataset]] = []
+    out: list[tuple[ResultKind, Dataset]] = []
     for kind in [k for k in kinds if k != "kos"] + [k for k in kinds if k == "kos"]:
         try:
             if kind == "sr":
@@ -70,8 +70,8 @@ def write_result_objects(
     findings: Mapping[str, Any],
     sources: Sequence[Dataset],
     out_dir: Path,
-    kinds: Sequence[str] = ("sr", "seg", "gsps"),
-    sr_kind: str = "3d",
+    kinds: Sequence[ResultKind] = ("sr", "seg", "gsps"),
+    sr_kind: SrKind = "3d",
 ) -> list[Path]:
     """Build the objects and write them with the findings into ``out_dir``, in the one results
     layout of :func:`dicom_node.analysis.write_results` (``NN-<kind>.dcm`` + ``objects.json``).

@@ -24,6 +24,7 @@ import highdicom as hd
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
+from dicom_node.kinds import SrKind
 from dicom_node.results.common import (
     ANATOMICAL_STRUCTURE,
     CERTAINTY_OF_FINDING,
@@ -115,7 +116,7 @@ def _measurements(ctx: ResultContext, finding: Finding) -> list[hd.sr.Measuremen
     return [hd.sr.Measurement(name=name, value=round(value, 2), unit=unit) for name, value, unit in values]
 
 
-def build_sr(ctx: ResultContext, sr_kind: str = "3d") -> Dataset:
+def build_sr(ctx: ResultContext, sr_kind: SrKind = "3d") -> Dataset:
     """The TID 1500 report as the SR IOD named by ``sr_kind`` (3d, comprehensive, enhanced)."""
     if sr_kind not in SR_CLASSES:
         raise FindingsError(f"sr_kind: {sr_kind!r} not one of {list(SR_CLASSES)}")

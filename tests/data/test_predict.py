@@ -134,6 +134,12 @@ def test_predict_cli_errors_are_clear(tmp_path, untrained_checkpoint):
     run = invoke("predict", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
                  "--checkpoint", str(tmp_path / "none.pt"))
     assert run.exit_code == 2 and "none.pt" in run.output
+    for option, value in (("--results", "sr,segg"), ("--sr-kind", "4d")):  # a typo is refused, not dropped
+        run = invoke("predict", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
+                     "--checkpoint", str(untrained_checkpoint), option, value, "--device", "cpu")
+        output = " ".join(run.output.split())
+        assert run.exit_code == 2 and repr(value.split(",")[-1]) in output and "allowed:" in output, output
+    assert not (tmp_path / "o").exists()
 
 
 NO_CHECKPOINT = pytest.mark.skipif(
