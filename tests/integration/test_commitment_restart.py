@@ -5,13 +5,7 @@ after the next start, on a new association, with the right committed and failed 
 
 from __future__ import annotations
 
-import os
 import queue
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,63 +23,12 @@ from dicom_node import statuses
 from dicom_node.commitment import CLASS_INSTANCE_CONFLICT, NO_SUCH_INSTANCE, WELL_KNOWN_INSTANCE
 from dicom_node.commitment_store import PendingRequests
 from dicom_node.config import Settings
-from dicom_node.loopback import wait_for
+from dicom_node.loopback import free_port, wait_for
 from tests.factories import make_mr_series
-from tests.integration.receiving import start_node
+from tests.integration.receiving import serve, start_node
+from tests.integration.test_storage_commitment import request, scu
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
-    """``meddet serve`` on ``port`` with its data under ``tmp_path``, once it answers C-ECHO."""
-    env = dict(
-        os.environ,
-        MEDDET_DATA_DIR=str(tmp_path / "data"),
-        MEDDET_PORT=str(port),
-        MEDDET_BROKER_URL="redis://127.0.0.1:1/0",  # nobody there: jobs wait in the outbox
-        MEDDET_CHECKPOINT=str(tmp_path / "model.pt"),
-    )
-    (tmp_path / "model.pt").write_bytes(b"stand-in checkpoint: only its version is read here")
-    with (tmp_path / "serve.log").open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "dicom_node.cli", "serve"], env=env, stderr=log)
-    ae = AE()
-    ae.add_requested_context("1.2.840.10008.1.1")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assoc = ae.associate("127.0.0.1", port, ae_title="MEDDET")
-        if assoc.is_established:
-            assoc.release()
-            return process
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"meddet serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
-
-
-def request(references: list[tuple[str, str]]) -> Dataset:
-    """N-ACTION Action Information: a new Transaction UID and the references."""
-    ds = Dataset()
-    ds.TransactionUID = generate_uid()
-    items = []
-    for sop_class, sop_instance in references:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sop_class
-        item.ReferencedSOPInstanceUID = sop_instance
-        items.append(item)
-    ds.ReferencedSOPSequence = items
-    return ds
-
-
-def scu() -> AE:
-    ae = AE(ae_title="COMMITSCU")
-    ae.add_requested_context(MRImageStorage)
-    ae.add_requested_context(StorageCommitmentPushModel)
-    return ae
 
 
 def committed(report: Dataset) -> set[str]:
@@ -180,23 +123,19 @@ def test_a_request_pending_at_sigkill_is_answered_after_the_restart(
     monkeypatch.setenv("MEDDET_COMMITMENT_ASSOCIATION", "new")
     monkeypatch.setenv("MEDDET_COMMITMENT_PEERS", f"COMMITSCU@127.0.0.1:{scu_port}")
     datasets = make_mr_series(20, 64, 64, images_in_acquisition=False)
-    process = serve(tmp_path, port)
+    node = serve(tmp_path, port)
     try:
         transaction, failing = store_and_request(port, datasets)
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
     finally:
-        if process.poll() is None:
-            process.kill()
+        node.kill()
     pending = PendingRequests(tmp_path / "data" / "commitment")
     assert [p.transaction_uid for p in pending.load()] == [transaction.TransactionUID]
 
     listener, reports = listening_scu("COMMITSCU", scu_port)
-    process = serve(tmp_path, port)  # recovery, then the pending request
+    node = serve(tmp_path, port)  # recovery, then the pending request
     try:
         check_report(reports.get(timeout=60), transaction, datasets, failing)
         assert wait_for(lambda: not pending.load())
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
+        node.stop(30)
         listener.shutdown()
