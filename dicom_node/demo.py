@@ -73,7 +73,8 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     """Window a slice to 0-255 between its 1st and 99.5th percentiles. [H, W] -> [H, W] uint8."""
     low, high = np.percentile(pixels, [1.0, 99.5])
     scaled = (pixels.astype(np.float32) - low) / max(float(high - low), 1e-6)
-    return (np.clip(scaled, 0.0, 1.0) * 255).astype(np.uint8)
+    windowed: np.ndarray = (np.clip(scaled, 0.0, 1.0) * 255).astype(np.uint8)
+    return windowed
 
 
 def draw_key_slice(source: Dataset, findings: Sequence[dict[str, Any]], out: Path, scale: int = 2) -> Path:

@@ -47,7 +47,8 @@ from dicom_node.limits import (
 )
 from dicom_node.logging import get_logger
 from dicom_node.negotiation import SharedUIDContexts
-from dicom_node.reactor import EventDrivenAssociation, EventDrivenDUL, EventDrivenRequestHandler
+from dicom_node.reactor import EventDrivenAssociation, EventDrivenRequestHandler
+from dicom_node.reactor_dul import EventDrivenDUL
 from dicom_node.store_response import FastStoreResponses
 
 log = get_logger(__name__)

@@ -19,7 +19,7 @@ from dicom_node.config import Settings
 from dicom_node.durability import GroupCommitter
 from dicom_node.fastlane import LaneRequestHandler, LaneServer
 from dicom_node.logging import get_logger
-from dicom_node.guards import Limits, start_server
+from dicom_node.guards import GuardedServer, Limits, start_server
 from dicom_node.recorder import AuditRecorder
 from dicom_node.recovery import reconcile, record_missing
 from dicom_node.scp import StoreHandlers, build_ae, image_storage_classes, tls_context
@@ -67,7 +67,7 @@ class Node:
         self.commitment = CommitmentSCP(settings, session_factory, record, self.storage_classes)
         self.ae = build_ae(settings)
         self._session_factory = session_factory
-        self._server = None
+        self._server: GuardedServer | None = None
         self._stopped = threading.Event()
 
     @property

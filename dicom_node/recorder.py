@@ -259,11 +259,11 @@ class AuditRecorder:
             self._assoc_ids[event.key] = row.id
         elif isinstance(event, AssociationClosed):
             assoc_id = self._assoc_ids.pop(event.key, None)
-            if assoc_id is not None and (row := session.get(Association, assoc_id)):
-                row.ended_at = event.at
-                row.outcome = event.outcome
-                row.n_stored = event.n_stored
-                row.n_failed = event.n_failed
+            if assoc_id is not None and (ended := session.get(Association, assoc_id)):
+                ended.ended_at = event.at
+                ended.outcome = event.outcome
+                ended.n_stored = event.n_stored
+                ended.n_failed = event.n_failed
         elif isinstance(event, AssociationRejected):
             session.add(
                 Association(

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from dicom_node.audit.models import Instance, Series, SeriesState, clip
@@ -20,7 +21,8 @@ log = get_logger(__name__)
 
 
 def has_all_expected(series: Series) -> bool:
-    return bool(series.expected_instances) and series.n_instances >= series.expected_instances
+    expected = series.expected_instances
+    return expected is not None and expected != 0 and series.n_instances >= expected
 
 
 def _modality(header: InstanceHeader) -> str | None:
@@ -78,7 +80,8 @@ def record_instances(session: Session, stored: Sequence[Stored]) -> set[Series]:
         _count(series, header, file, at)
         touched.add(series)
     if rows:  # Core executemany: the ORM's bulk path costs more than the INSERT itself
-        session.execute(insert(Instance.__table__), rows)
+        # cast: SQLAlchemy types a mapped class's __table__ as FromClause; a declarative one is a Table
+        session.execute(insert(cast(Table, Instance.__table__)), rows)
     return touched
 
 

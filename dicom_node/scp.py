@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from threading import Lock
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import (
@@ -22,6 +23,9 @@ from pynetdicom import (
     PYNETDICOM_IMPLEMENTATION_VERSION,
     evt,
 )
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     _STORAGE_CLASSES,
     StorageCommitmentPushModel,
@@ -92,7 +96,7 @@ class StoreHandlers:
     def __post_init__(self) -> None:
         self.intake = Intake(self.settings, self.spool, self.record)
 
-    def bindings(self) -> list[tuple[evt.InterventionEvent | evt.NotificationEvent, Callable]]:
+    def bindings(self) -> list[tuple[evt.InterventionEvent | evt.NotificationEvent, Callable[..., Any]]]:
         return [
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_REJECTED, self.on_rejected),
@@ -133,7 +137,7 @@ class StoreHandlers:
         if self.settings.tls_ca is None or not self.settings.tls_bind_ae:
             return
         assoc = event.assoc
-        primitive = assoc.requestor.primitive
+        primitive = association_request(assoc)
         calling = primitive.calling_ae_title.strip()
         sock = getattr(assoc.dul.socket, "socket", None)
         peer = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
@@ -147,7 +151,7 @@ class StoreHandlers:
 
     def on_rejected(self, event: evt.Event) -> None:
         assoc = event.assoc
-        primitive = assoc.requestor.primitive
+        primitive = association_request(assoc)
         calling = primitive.calling_ae_title.strip()
         called = primitive.called_ae_title.strip()
         if self.settings.allowed_aes and calling not in self.settings.allowed_aes:
@@ -204,12 +208,13 @@ class StoreHandlers:
     def on_c_store(self, event: evt.Event) -> int | Dataset:
         """pynetdicom's C-STORE handler (stock reactors; the fast lane bypasses it)."""
         self.handler_stores += 1
-        request = event.request
+        request = store_request(event)
         sink = self.intake.open(file_meta(event))
         received = request.DataSet
         if isinstance(received, DiscardedDataSet):  # guards.GuardedDIMSE kept none of it
             sink.skip(received.received)
         else:
+            assert received is not None, "a C-STORE request without a data set"
             with received.getbuffer() as view:
                 sink.write(view)
         key = id(event.assoc)
@@ -227,6 +232,18 @@ class StoreHandlers:
                 stats.failed += 1
 
 
+def association_request(assoc: Association) -> A_ASSOCIATE:
+    """The peer's A-ASSOCIATE-RQ, which pynetdicom has set by EVT_REQUESTED and EVT_REJECTED."""
+    primitive = assoc.requestor.primitive
+    assert primitive is not None, "no A-ASSOCIATE-RQ yet"
+    return primitive
+
+
+def store_request(event: evt.Event) -> C_STORE:
+    """An EVT_C_STORE event's request (pynetdicom types ``Event.request`` as any DIMSE request)."""
+    return cast(C_STORE, event.request)
+
+
 def with_comment(status: int, comment: str) -> Dataset:
     """A C-STORE response status with an Error Comment (at most 64 characters, LO)."""
     response = Dataset()
@@ -241,7 +258,7 @@ def file_meta(event: evt.Event) -> bytes:
     Built by our own encoder: pynetdicom's builds and validates a pydicom dataset per
     instance, which cost about as much as the rest of the handler together.
     """
-    request = event.request
+    request = store_request(event)
     return encode_file_meta(
         str(request.AffectedSOPClassUID or ""),
         str(request.AffectedSOPInstanceUID or ""),
@@ -268,7 +285,7 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
-def certificate_names(cert: dict | None) -> set[str]:
+def certificate_names(cert: dict[str, Any] | None) -> set[str]:
     """The names a verified peer certificate (``SSLSocket.getpeercert()``) gives its holder:
     subject commonName and DNS subjectAltNames."""
     if not cert:

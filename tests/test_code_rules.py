@@ -66,14 +66,6 @@ STRICT_FLAGS = (
     "disallow_incomplete_defs", "check_untyped_defs", "disallow_untyped_decorators", "warn_return_any",
     "no_implicit_reexport", "strict_equality", "extra_checks",
 )
-#: Modules of dicom_node that other work in progress was changing when issue 13 made the
-#: packages strict; pyproject.toml relaxes them for now. Only ever shrink this set.
-PENDING_STRICT = {
-    "dicom_node.assembler", "dicom_node.commitment", "dicom_node.commitment_store", "dicom_node.demo",
-    "dicom_node.durability", "dicom_node.fastlane", "dicom_node.header_scan", "dicom_node.intake",
-    "dicom_node.loopback", "dicom_node.node", "dicom_node.reactor", "dicom_node.recorder",
-    "dicom_node.recording", "dicom_node.scp",
-}
 
 
 def test_mypy_checks_dicom_node_and_worker_strictly() -> None:
@@ -84,9 +76,10 @@ def test_mypy_checks_dicom_node_and_worker_strictly() -> None:
     overrides = mypy["overrides"]
     strict = [o for o in overrides if set(o["module"]) >= {"dicom_node", "dicom_node.*", "worker", "worker.*"}]
     assert len(strict) == 1 and {flag: strict[0].get(flag) for flag in STRICT_FLAGS} == dict.fromkeys(STRICT_FLAGS, True)
-    # Anything relaxed below that is named module by module, and is one of the pending ones.
+    # No later override relaxes a dicom_node or worker module: the temporary ones that issue 13
+    # allowed while other work was changing them are gone, and none may come back.
     relaxed = {m for o in overrides if o is not strict[0] for m in o["module"] if m.split(".")[0] in ("dicom_node", "worker")}
-    assert relaxed <= PENDING_STRICT, sorted(relaxed - PENDING_STRICT)
+    assert not relaxed, sorted(relaxed)
 
 
 @pytest.mark.slow

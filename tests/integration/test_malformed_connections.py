@@ -3,7 +3,7 @@
 Found by the fault suite's PDU fuzz (benchmarks/faults.py, 100 examples): each such connection
 stays counted as an active association until MEDDET_ACSE_TIMEOUT (30 s) although the peer has
 gone, so ``max_associations`` of them within 30 s make the node refuse every sender ("too many
-concurrent associations"). Fixed in ``EventDrivenDUL.receive_pdu`` (dicom_node/reactor.py):
+concurrent associations"). Fixed in ``EventDrivenDUL.receive_pdu`` (dicom_node/reactor_dul.py):
 the wait for the request ends as soon as the DUL has stopped.
 """
 

@@ -19,7 +19,8 @@ from pynetdicom.sop_class import MRImageStorage, Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node import statuses
-from dicom_node.reactor import MAX_WAIT, EventDrivenAssociation, start_server, supported
+from dicom_node.reactor import EventDrivenAssociation, start_server, supported
+from dicom_node.reactor_dul import MAX_WAIT
 from tests.conftest import storescu
 from tests.factories import make_mr_series, write_series
 
