@@ -40,8 +40,9 @@ def main() -> None:
     studies = []
     for i in range(args.series):
         rng = np.random.default_rng([4711, i])
-        studies.append(make_study(rng, hard=bool(i % 2), n_slices=int(rng.integers(15, 21)),
-                                  size=int(rng.choice([256, 320, 384]))))
+        studies.append(
+            make_study(rng, hard=bool(i % 2), n_slices=int(rng.integers(15, 21)), size=int(rng.choice([256, 320, 384])))
+        )
     old, new = [], []
     for _ in range(args.rounds):  # interleaved, so load on a shared machine hits both alike
         for st in studies:

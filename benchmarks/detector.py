@@ -20,7 +20,15 @@ from pathlib import Path
 # This file is named like the ``detector`` package; drop its folder from the import path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-DEFAULT_CONFIGS = ("student", "meddet", "student_slim96", "student_paper", "teacher_r50", "teacher_r101", "teacher_r152")
+DEFAULT_CONFIGS = (
+    "student",
+    "meddet",
+    "student_slim96",
+    "student_paper",
+    "teacher_r50",
+    "teacher_r101",
+    "teacher_r152",
+)
 BASELINE = "teacher_r50"
 
 
@@ -82,11 +90,19 @@ def main(argv: list[str] | None = None) -> int:
             row["params_vs_r50"] = row["params_m"] / base["params_m"]
             row["speedup_vs_r50_512"] = base["latency_ms_512"] / row["latency_ms_512"]
             row["speedup_vs_r50_default"] = base["latency_ms_512"] / row["latency_ms_default"]
-    result = {"threads": args.threads, "rounds": args.rounds, "channels_last": args.channels_last, "baseline": BASELINE, "rows": list(rows.values())}
+    result = {
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "channels_last": args.channels_last,
+        "baseline": BASELINE,
+        "rows": list(rows.values()),
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"CPU, {args.threads} thread(s), median of {args.rounds} interleaved rounds, channels_last={args.channels_last}")
+    print(
+        f"CPU, {args.threads} thread(s), median of {args.rounds} interleaved rounds, channels_last={args.channels_last}"
+    )
     head = f"{'config':<16}{'params M':>9}{'GMACs@512':>10}{'ms@512':>9}{'x R50':>7}{'input':>7}{'GMACs':>7}{'ms':>8}{'x R50':>7}{'params/R50':>11}"
     print(head)
     for r in rows.values():

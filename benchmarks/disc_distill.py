@@ -24,11 +24,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from detector.discs.crops import CropRequest, anchor_of_box, normalize_crops, take_crops  # noqa: E402
+from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP, CropRequest, anchor_of_box, normalize_crops, take_crops  # noqa: E402  # noqa: E402
 from detector.discs.model import LEVEL_CLASSES, DiscNet  # noqa: E402
 from detector.discs.randomize import randomize  # noqa: E402
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw_many  # noqa: E402
-from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP  # noqa: E402
 from detector.discs.train import auc  # noqa: E402
 from detector.distill.afa import AFA  # noqa: E402
 from detector.distill.losses import feature_mse  # noqa: E402
@@ -67,14 +66,18 @@ def train(nets: dict[str, DiscNet], levels: dict[str, DiscNet], distill: dict, a
         perm, lperm = torch.randperm(len(x), generator=gen), torch.randperm(len(xl), generator=gen)
         ls = max(1, len(xl) // steps)
         for k in range(steps):
-            i, j = perm[k * 64:(k + 1) * 64], lperm[k * ls:(k + 1) * ls]
+            i, j = perm[k * 64 : (k + 1) * 64], lperm[k * ls : (k + 1) * ls]
             loss = torch.zeros(())
             feats = {}
             for name, net in nets.items():
                 f = net.features(x[i])
                 feats[name] = f
                 out = net.head(f.mean(dim=(2, 3)))
-                loss = loss + F.binary_cross_entropy_with_logits(out[:, 0], y[i]) + 0.15 * F.smooth_l1_loss(out[:, 1], batch.protrusion_mm[i])
+                loss = (
+                    loss
+                    + F.binary_cross_entropy_with_logits(out[:, 0], y[i])
+                    + 0.15 * F.smooth_l1_loss(out[:, 1], batch.protrusion_mm[i])
+                )
             for net in levels.values():
                 loss = loss + F.cross_entropy(net(xl[j]), batch.level_class[j])
             # distillation: teachers' last maps -> AFA -> LWFF -> through the student's head, and its target
@@ -94,7 +97,7 @@ def train(nets: dict[str, DiscNet], levels: dict[str, DiscNet], distill: dict, a
 @torch.inference_mode()
 def score(net: DiscNet, x: torch.Tensor, y: np.ndarray) -> float:
     net.eval()
-    out = torch.cat([net(x[i:i + 256]) for i in range(0, len(x), 256)])
+    out = torch.cat([net(x[i : i + 256]) for i in range(0, len(x), 256)])
     net.train()
     return auc(out[:, 0].numpy(), y)
 
@@ -110,8 +113,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    nets = {"teacher_a": DiscNet(3, 2, WIDE), "teacher_b": DiscNet(3, 2, WIDE), "student": DiscNet(3, 2),
-            "distilled": DiscNet(3, 2)}
+    nets = {
+        "teacher_a": DiscNet(3, 2, WIDE),
+        "teacher_b": DiscNet(3, 2, WIDE),
+        "student": DiscNet(3, 2),
+        "distilled": DiscNet(3, 2),
+    }
     levels = {"student_level": DiscNet(1, len(LEVEL_CLASSES))}
     distill = {"afa": torch.nn.ModuleList([AFA(WIDE[-1], 96, 1), AFA(WIDE[-1], 96, 1)]), "lwff": LWFF(2, 96, 1)}
     train(nets, levels, distill, args)

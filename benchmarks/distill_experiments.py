@@ -53,14 +53,22 @@ def sized(cfg: DetectorConfig, a: argparse.Namespace, epochs: int) -> DetectorCo
     return cfg.replace(
         preprocess={"size": a.size},
         head={"ode_steps": a.ode_steps},
-        train={"epochs": epochs, "batch_size": a.batch, "augment": False, "seed": a.seed, "num_threads": a.threads,
-               "warmup_iters": 20},
+        train={
+            "epochs": epochs,
+            "batch_size": a.batch,
+            "augment": False,
+            "seed": a.seed,
+            "num_threads": a.threads,
+            "warmup_iters": 20,
+        },
     )
 
 
 def data(a: argparse.Namespace) -> tuple[Any, Any]:
-    return (SyntheticSliceDataset(a.train_images, seed=1000 + a.seed, hard=True),
-            SyntheticSliceDataset(a.test_images, seed=9000, hard=True))
+    return (
+        SyntheticSliceDataset(a.train_images, seed=1000 + a.seed, hard=True),
+        SyntheticSliceDataset(a.test_images, seed=9000, hard=True),
+    )
 
 
 def scores(metrics: dict[str, Any]) -> dict[str, float]:
@@ -80,7 +88,10 @@ def cached(out: Path, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, 
 
 
 def complexity(model: torch.nn.Module, size: int) -> dict[str, float]:
-    return {"params_m": count_params(model) / 1e6, "gmacs": count_macs(model, size, model.cfg.backbone.in_channels) / 1e9}
+    return {
+        "params_m": count_params(model) / 1e6,
+        "gmacs": count_macs(model, size, model.cfg.backbone.in_channels) / 1e9,
+    }
 
 
 def teachers(a: argparse.Namespace, out: Path) -> list[tuple[GFL, str]]:
@@ -93,16 +104,21 @@ def teachers(a: argparse.Namespace, out: Path) -> list[tuple[GFL, str]]:
         def fit() -> dict[str, Any]:
             res = train(cfg, tr, None, run, config_name=name, progress=False)  # noqa: B023 (cached() calls fit now)
             model, _ = load_teacher(res.last)  # type: ignore[arg-type]
-            return {"name": name, **scores(evaluate_model(model, te, cfg.preprocess)),  # noqa: B023
-                    **complexity(model, a.size), "history": res.history}
+            return {
+                "name": name,  # noqa: B023
+                **scores(evaluate_model(model, te, cfg.preprocess)),  # noqa: B023
+                **complexity(model, a.size),
+                "history": res.history,
+            }
 
         cached(out, f"teacher_{name}", fit)
         loaded.append(load_teacher(run / "last.pt"))
     return loaded
 
 
-def student_run(a: argparse.Namespace, out: Path, name: str, dcfg: DistillConfig | None,
-                tset: list[tuple[GFL, str]]) -> dict[str, Any]:
+def student_run(
+    a: argparse.Namespace, out: Path, name: str, dcfg: DistillConfig | None, tset: list[tuple[GFL, str]]
+) -> dict[str, Any]:
     """``dcfg`` None: the undistilled student (plain training, same steps, data and seed)."""
     tr, te = data(a)
     cfg = sized(load_config("student"), a, a.student_epochs).replace(train={"seed": a.student_seed})
@@ -116,11 +132,25 @@ def student_run(a: argparse.Namespace, out: Path, name: str, dcfg: DistillConfig
             model, _ = load_teacher(res.last)  # type: ignore[arg-type]
             history = res.history
         else:
-            r = distill(dcfg, cfg, [t for t, _ in tset], tr, None, run, config_name=name,
-                        teacher_versions=[v for _, v in tset], progress=False)
+            r = distill(
+                dcfg,
+                cfg,
+                [t for t, _ in tset],
+                tr,
+                None,
+                run,
+                config_name=name,
+                teacher_versions=[v for _, v in tset],
+                progress=False,
+            )
             model, history = r.model, r.history  # type: ignore[assignment]
-        return {"name": name, "distill": dcfg.to_dict() if dcfg else None,
-                **scores(evaluate_model(model, te, cfg.preprocess)), **complexity(model, a.size), "history": history}
+        return {
+            "name": name,
+            "distill": dcfg.to_dict() if dcfg else None,
+            **scores(evaluate_model(model, te, cfg.preprocess)),
+            **complexity(model, a.size),
+            "history": history,
+        }
 
     return cached(out, f"student_{name}", fit)
 
@@ -182,7 +212,9 @@ def speed_stage(a: argparse.Namespace, out: Path) -> dict[str, Any]:
             "GFL R50 (paper teacher)": load_config("teacher_r50"),
             "paper student (MBv2, FPN 256, 4+4)": load_config("student_paper"),
             "our student, no nmODE²": student,
-            f"our student + nmODE² (rk4 x{a.ode_steps})": student.replace(head={"ode": "nmode2", "ode_steps": a.ode_steps}),
+            f"our student + nmODE² (rk4 x{a.ode_steps})": student.replace(
+                head={"ode": "nmode2", "ode_steps": a.ode_steps}
+            ),
         }
         models = {k: build_detector(c.replace(preprocess={"size": 512})) for k, c in cfgs.items()}
         res: dict[str, Any] = {"size": 512, "threads": torch.get_num_threads(), "rows": {}}
@@ -225,9 +257,11 @@ def main() -> None:
         tset = teachers(a, a.out)
         runs: dict[str, list[tuple[str, DistillConfig | None]]] = {
             "main": [("undistilled", None), ("meddet", MEDDET)],
-            "ablation": [("abl_base", MEDDET.replace(fusion="sum", ode="none", adversarial=False)),
-                         ("abl_ode", MEDDET.replace(fusion="sum", adversarial=False)),
-                         ("abl_ode_lwff", MEDDET.replace(adversarial=False))],
+            "ablation": [
+                ("abl_base", MEDDET.replace(fusion="sum", ode="none", adversarial=False)),
+                ("abl_ode", MEDDET.replace(fusion="sum", adversarial=False)),
+                ("abl_ode_lwff", MEDDET.replace(adversarial=False)),
+            ],
             "placement": [("place_fpn", MEDDET.replace(ode="fpn")), ("place_backbone", MEDDET.replace(ode="backbone"))],
             "fusion": [("fuse_sum", MEDDET.replace(fusion="sum")), ("fuse_concat", MEDDET.replace(fusion="concat"))],
             # plain feature-MSE KD: one teacher, its FPN through a fixed 1x1 projection, no extras

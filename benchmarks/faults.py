@@ -91,10 +91,16 @@ def run_suite(sizes: Sizes, workdir: Path, phases: tuple[str, ...] = PHASES) -> 
     if total.lost or total.stuck or total.duplicates or phi["json"] or phi["console"]:
         ctx.problem("lost, stuck, duplicated, or patient data in a log (see the table)")
     return {
-        "sizes": sizes.__dict__, "seconds": round(time.monotonic() - started, 1),
-        "rows": [r.as_dict() for r in rows], "table": table(rows, phi), "phi": phi,
-        "patients": len(generator.names), "phi_markers": [FAMILY, f"QXF{generator.token}"],
-        "notes": ctx.notes, "skipped": ctx.skipped, "problems": ctx.problems,
+        "sizes": sizes.__dict__,
+        "seconds": round(time.monotonic() - started, 1),
+        "rows": [r.as_dict() for r in rows],
+        "table": table(rows, phi),
+        "phi": phi,
+        "patients": len(generator.names),
+        "phi_markers": [FAMILY, f"QXF{generator.token}"],
+        "notes": ctx.notes,
+        "skipped": ctx.skipped,
+        "problems": ctx.problems,
         "logs": sorted(p.name for p in ctx.logs.glob("*.log")),
     }
 
@@ -113,8 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sizes = Sizes.small() if args.small else Sizes()
-    given = {k: v for k, v in {"senders": args.senders, "series": args.series, "slices": args.slices,
-                               "size": args.size, "fuzz_examples": args.fuzz_examples}.items() if v is not None}
+    given = {
+        k: v
+        for k, v in {
+            "senders": args.senders,
+            "series": args.series,
+            "slices": args.slices,
+            "size": args.size,
+            "fuzz_examples": args.fuzz_examples,
+        }.items()
+        if v is not None
+    }
     sizes = replace(sizes, **given)
     phases = tuple(p for p in args.only.split(",") if p)
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="meddet-faults-"))

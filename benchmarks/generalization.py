@@ -38,8 +38,15 @@ def baseline_analyzer(checkpoint: str | None) -> Analyze:
         out = []
         for lf in assign_levels(det.predict(list(volume))):
             herniated = lf.label == "herniation"
-            out.append({"level": lf.level, "probability": lf.score if herniated else 1.0 - lf.score, "called": herniated,
-                        "slice_index": lf.slice_index, "box": lf.box})
+            out.append(
+                {
+                    "level": lf.level,
+                    "probability": lf.score if herniated else 1.0 - lf.score,
+                    "called": herniated,
+                    "slice_index": lf.slice_index,
+                    "box": lf.box,
+                }
+            )
         return out
 
     return analyze
@@ -94,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(line), flush=True)
         t_all = time.perf_counter()
     n = args.routine + args.hard
-    out: dict[str, Any] = {"seed": args.seed, "routine": args.routine, "hard": args.hard,
-                           "generation_s_per_study": gen_s / max(n, 1), "reports": {}}
+    out: dict[str, Any] = {
+        "seed": args.seed,
+        "routine": args.routine,
+        "hard": args.hard,
+        "generation_s_per_study": gen_s / max(n, 1),
+        "reports": {},
+    }
     for name, rs in results.items():
         report = Report(rs)
         print()

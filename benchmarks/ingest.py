@@ -68,7 +68,7 @@ def make_instances(n: int, series_size: int, folder: Path) -> list[Path]:
     return files
 
 
-def wait_listening(port: int, process: "subprocess.Popen[Any]", timeout: float = 30.0) -> None:
+def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
     """Wait until ``process`` accepts connections on ``port``; RuntimeError if it exits first."""
 
     def up() -> bool:
@@ -87,7 +87,10 @@ def send(port: int, files: list[Path], called_ae: str, associations: int = 1) ->
     senders = [
         subprocess.Popen(
             [STORESCU, "-aec", called_ae, "127.0.0.1", str(port), *map(str, part)],
-            env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=DCMTK_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for part in parts
     ]
@@ -117,7 +120,7 @@ class RssSampler:
             except OSError:
                 return
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -132,7 +135,9 @@ def storescp_round(files: list[Path], associations: int = 1, fork: bool = False)
         port = free_port()
         server = subprocess.Popen(
             [STORESCP, *(["--fork"] if fork else []), "-od", out, str(port)],
-            env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=DCMTK_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             wait_listening(port, server)
@@ -154,7 +159,10 @@ def node_round(
     with tempfile.TemporaryDirectory(prefix="bench-node-") as data_dir:
         server = subprocess.Popen(
             [sys.executable, str(script), "--serve", data_dir, "--durability", mode],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=script.resolve().parents[1],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=script.resolve().parents[1],
         )
         assert server.stdin is not None and server.stdout is not None
         try:
@@ -222,14 +230,19 @@ def serve(data_dir: Path, mode: str) -> None:
     committer = node.committer
     with factory() as session:
         recorded = session.scalar(select(func.count()).select_from(Instance))
-    print(json.dumps({
-        "recorded": recorded,
-        "flush_groups": committer.groups if committer else 0,
-        "flushed_files": committer.files if committer else 0,
-        "slowest_flush_ms": round(1000 * committer.slowest_flush_s, 1) if committer else 0,
-        "via_pynetdicom_handler": node.handlers.handler_stores,
-        "cpu_s": cpu,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "recorded": recorded,
+                "flush_groups": committer.groups if committer else 0,
+                "flushed_files": committer.files if committer else 0,
+                "slowest_flush_ms": round(1000 * committer.slowest_flush_s, 1) if committer else 0,
+                "via_pynetdicom_handler": node.handlers.handler_stores,
+                "cpu_s": cpu,
+            }
+        ),
+        flush=True,
+    )
 
 
 def thread_cpu() -> dict[str, float]:
@@ -255,8 +268,9 @@ def thread_cpu() -> dict[str, float]:
     return result
 
 
-def run(instances: int, rounds: int, series_size: int, associations: int, per_association: int,
-        baseline: Path | None = None) -> dict[str, Any]:
+def run(
+    instances: int, rounds: int, series_size: int, associations: int, per_association: int, baseline: Path | None = None
+) -> dict[str, Any]:
     results: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}  # node CPU seconds per round (group mode)
     base_script = baseline / "benchmarks" / "ingest.py" if baseline is not None else None
@@ -335,20 +349,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.serve is not None:
         serve(args.serve, args.durability)
         return
-    result = run(args.instances, args.rounds, args.series_size, args.associations, args.per_association,
-                 args.baseline)
+    result = run(args.instances, args.rounds, args.series_size, args.associations, args.per_association, args.baseline)
     if args.json:
         print(json.dumps(result, indent=2))
         return
     n, k, m = result["instances"], result["associations"], result["per_association"]
-    print(f"{n} MR instances 256x256 ({result['mb_per_round']} MB), {result['rounds']} interleaved rounds, "
-          f"medians; load average {', '.join(f'{x:.1f}' for x in result['load_average'])}")
+    print(
+        f"{n} MR instances 256x256 ({result['mb_per_round']} MB), {result['rounds']} interleaved rounds, "
+        f"medians; load average {', '.join(f'{x:.1f}' for x in result['load_average'])}"
+    )
     for name, rate in result["inst_per_s"].items():
         where = f"{k} assoc x {m}" if "concurrent" in name else f"1 assoc x {n}"
-        print(f"  {name:28s} {where:14s} {rate:8.1f} instances/s  ratio {result['ratio'][name]:.3f}  "
-              f"{result['rounds_inst_per_s'][name]}")
-    print(f"  one durable write (fsync file + folder) here: {result['durable_write_ms']:.2f} ms "
-          f"(per-instance ceiling {result['per_instance_ceiling_inst_per_s']:.0f}/s)")
+        print(
+            f"  {name:28s} {where:14s} {rate:8.1f} instances/s  ratio {result['ratio'][name]:.3f}  "
+            f"{result['rounds_inst_per_s'][name]}"
+        )
+    print(
+        f"  one durable write (fsync file + folder) here: {result['durable_write_ms']:.2f} ms "
+        f"(per-instance ceiling {result['per_instance_ceiling_inst_per_s']:.0f}/s)"
+    )
     print(f"  group commit (median round): {result['group_commit']}")
     print(f"  node CPU seconds per round (median): {result['node_cpu_s']}")
     print(f"  node peak RSS while receiving: {result['node_peak_rss_mb']:.0f} MB  (target < 300)")

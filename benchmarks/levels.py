@@ -72,8 +72,10 @@ def run(n: int, checkpoint: str | None) -> dict[str, dict[str, float]]:
             dets = det.predict(list(study.volume))
             chain = chain_names(dets)
             for k, (boxes, levels) in enumerate(zip(study.boxes, study.levels)):
-                for name, named in (("naive", [(d.box, lv) for d, lv in naive_names(dets[k], 0.3)]),
-                                    ("chain", chain.get(k, []))):
+                for name, named in (
+                    ("naive", [(d.box, lv) for d, lv in naive_names(dets[k], 0.3)]),
+                    ("chain", chain.get(k, [])),
+                ):
                     r, t = named_right(named, boxes, levels)
                     counts[name][0] += r
                     counts[name][1] += t

@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     contrast = random_contrast if args.look == "random" else sample_contrast
     counts: Counter[str] = Counter()
     for i in range(args.studies):
-        study = make_study(np.random.default_rng([args.seed, i]), hard=bool(i % 2), n_slices=15, adjust=widen,
-                           contrast_of=contrast)
+        study = make_study(
+            np.random.default_rng([args.seed, i]), hard=bool(i % 2), n_slices=15, adjust=widen, contrast_of=contrast
+        )
         result = analyzer.analyze(list(study.volume), (study.pixel_spacing, study.pixel_spacing))
         counts["studies"] += 1
         counts["named" if result.naming.status == "found" else "unknown"] += 1
@@ -75,9 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         counts["wrong"] += len(steps)
         counts["studies with a wrong name"] += bool(steps)
         counts["shifted chains"] += any(n >= 2 for n in Counter(steps).values())
-    report = {"model": analyzer.version, "discs": args.discs, "views": args.views, "look": args.look,
-              "seed": args.seed, **counts,
-              "named right": round(counts["right"] / max(counts["reported"], 1), 3)}
+    report = {
+        "model": analyzer.version,
+        "discs": args.discs,
+        "views": args.views,
+        "look": args.look,
+        "seed": args.seed,
+        **counts,
+        "named right": round(counts["right"] / max(counts["reported"], 1), 3),
+    }
     print(json.dumps(report, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -72,8 +72,10 @@ def main() -> None:
             tp, pos = int((called & truth).sum()), int(truth.sum())
             tn, neg = int((~called & ~truth).sum()), int((~truth).sum())
             auc = roc_auc(p, truth)
-            print(f"  {name:6s} naming {rate(*named[name])}  sensitivity {rate(tp, pos)}  "
-                  f"specificity {rate(tn, neg)}  AUC {auc:.3f}")
+            print(
+                f"  {name:6s} naming {rate(*named[name])}  sensitivity {rate(tp, pos)}  "
+                f"specificity {rate(tn, neg)}  AUC {auc:.3f}"
+            )
             out[kind][name] = {"naming": named[name], "sensitivity": [tp, pos], "specificity": [tn, neg], "auc": auc}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,9 +74,7 @@ class Destination:
                 self.arrivals.append((time.perf_counter(), str(event.request.AffectedSOPInstanceUID)))
             return 0x0000
 
-        self.server = ae.start_server(
-            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
-        )
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
         self.port = int(self.server.server_address[1])
 
     def wait(self, count: int, timeout: float = 300.0) -> float:
@@ -93,7 +91,9 @@ class Destination:
 def send(files: list[Path], port: int) -> None:
     subprocess.run(
         [STORESCU, "-aec", "MEDDET", "127.0.0.1", str(port), *map(str, files)],
-        env={**os.environ, "TCP_NODELAY": "1"}, check=True, capture_output=True,
+        env={**os.environ, "TCP_NODELAY": "1"},
+        check=True,
+        capture_output=True,
     )
 
 
@@ -111,12 +111,17 @@ def job_timing(sessions, series_uid: str) -> dict:  # type: ignore[no-untyped-de
         done = next(e for e in events if e.state == "done")
         running = next(e for e in events if e.state == "running")
         wait = (series.completed_at - series.last_received_at).total_seconds()
-        return {"job_id": job.id, "state": job.state.value, "detect_s": detect,
-                "run_s": json.loads(done.detail)["seconds"], "completion_wait_s": max(0.0, wait),
-                "running_at": running.at, "done_at": done.at,
-                "steps": {e.state[5:]: json.loads(e.detail)["seconds"] for e in events
-                          if e.state.startswith("step:")},
-                "completion": series.completion_reason}
+        return {
+            "job_id": job.id,
+            "state": job.state.value,
+            "detect_s": detect,
+            "run_s": json.loads(done.detail)["seconds"],
+            "completion_wait_s": max(0.0, wait),
+            "running_at": running.at,
+            "done_at": done.at,
+            "steps": {e.state[5:]: json.loads(e.detail)["seconds"] for e in events if e.state.startswith("step:")},
+            "completion": series.completion_reason,
+        }
 
 
 def start_worker(settings, log: Path, threads: int) -> subprocess.Popen:  # type: ignore[no-untyped-def]
@@ -132,8 +137,9 @@ def start_worker(settings, log: Path, threads: int) -> subprocess.Popen:  # type
     }
     if settings.checkpoint is not None:
         env["MEDDET_CHECKPOINT"] = str(settings.checkpoint)
-    proc = subprocess.Popen([sys.executable, "-m", "dicom_node.cli", "worker"], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicom_node.cli", "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 120
     while "ready" not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -161,26 +167,29 @@ class DetectorBaseline:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch
+
     import detector
     from dicom_node.audit.db import make_engine, make_session_factory
     from dicom_node.config import Settings
     from dicom_node.jobs import enqueue_series
+    from dicom_node.logging import configure_logging
     from dicom_node.metrics import Metrics
     from dicom_node.node import Node
     from migrations import upgrade
     from worker.dispatch import make_dispatcher
-
-    import torch
-
-    from dicom_node.logging import configure_logging
 
     configure_logging("WARNING")
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="meddet-bench-pipeline-"))
     dest = Destination()
     settings = Settings(
-        data_dir=tmp / "data", port=0, quiet_period=args.quiet, device="cpu",
-        destinations=f"BENCHDEST@127.0.0.1:{dest.port}", checkpoint=args.checkpoint,
+        data_dir=tmp / "data",
+        port=0,
+        quiet_period=args.quiet,
+        device="cpu",
+        destinations=f"BENCHDEST@127.0.0.1:{dest.port}",
+        checkpoint=args.checkpoint,
         broker_url=args.broker,
     )
     upgrade(settings.effective_database_url)
@@ -189,7 +198,8 @@ def run(args: argparse.Namespace) -> dict:
     version = detector.model_version(settings.checkpoint)
     dispatcher = make_dispatcher(settings, sessions, metrics, poll_interval=0.5)
     node = Node(
-        settings, sessions,
+        settings,
+        sessions,
         on_selected=lambda session, series: enqueue_series(session, series, version),
         after_commit=lambda completed: dispatcher.notify(),
     )
@@ -217,8 +227,7 @@ def run(args: argparse.Namespace) -> dict:
             manifest = json.loads((settings.results_dir / str(timing["job_id"]) / "objects.json").read_text())
             arrived = dest.wait(before + len(manifest) * len(settings.destinations))
             total = arrived - last_received
-            return {**timing, "files": files, "total_s": total,
-                    "latency_s": total - timing["completion_wait_s"]}
+            return {**timing, "files": files, "total_s": total, "latency_s": total - timing["completion_wait_s"]}
 
         baseline = DetectorBaseline(settings)
         warm = one_series(0)  # warm-up: model load, first imports
@@ -232,8 +241,7 @@ def run(args: argparse.Namespace) -> dict:
         alone = statistics.median(r["detector_only_s"] for r in rounds)
         share = statistics.median(r["detect_s"] / r["run_s"] for r in rounds)
         overhead = statistics.median(r["latency_s"] - r["detect_s"] for r in rounds)
-        steps = {name: round(statistics.median(r["steps"][name] for r in rounds), 3)
-                 for name in rounds[0]["steps"]}
+        steps = {name: round(statistics.median(r["steps"][name] for r in rounds), 3) for name in rounds[0]["steps"]}
 
         start = time.perf_counter()
         batch = [make_series(args.slices, 100 + i, tmp / f"batch-{i}") for i in range(args.series)]
@@ -246,7 +254,7 @@ def run(args: argparse.Namespace) -> dict:
             time.sleep(0.05)
         elapsed = time.perf_counter() - t0
         timings = [job_timing(sessions, u) for u in uids]
-        busy = (max(t["done_at"] for t in timings) - min(t["running_at"] for t in timings))
+        busy = max(t["done_at"] for t in timings) - min(t["running_at"] for t in timings)
     finally:
         node.stop()
         dispatcher.stop(timeout=60)
@@ -292,10 +300,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--series", type=int, default=6, help="series for the throughput run")
     parser.add_argument("--quiet", type=float, default=2.0, help="quiet period, seconds")
-    parser.add_argument("--no-expected-count", dest="expected", action="store_false",
-                        help="drop ImagesInAcquisition: series complete by the quiet period")
-    parser.add_argument("--broker", default=None,
-                        help="Redis URL: distributed mode with a `meddet worker` subprocess")
+    parser.add_argument(
+        "--no-expected-count",
+        dest="expected",
+        action="store_false",
+        help="drop ImagesInAcquisition: series complete by the quiet period",
+    )
+    parser.add_argument("--broker", default=None, help="Redis URL: distributed mode with a `meddet worker` subprocess")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: shipped")
     parser.add_argument("--json", action="store_true")
@@ -304,23 +315,34 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"pipeline benchmark, {result['mode']} ({result['slices']} slices, completion by {result['completion']}, "
-          f"started {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
-    print(f"  last instance -> results at destination: {result['latency_s']:.2f} s "
-          f"(minus completion wait; with it {result['total_s_incl_completion_wait']:.2f} s), "
-          f"target < {result['target_s']:.0f} s: {'yes' if result['meets_target'] else 'NO'}")
-    print(f"  detector alone on the same slices: {result['detector_only_s']:.2f} s; "
-          f"end-to-end / detector-only = {result['latency_over_detector_only']:.2f}x")
-    print(f"  detector share of the job's run time: {result['detector_share_of_job']:.0%}; "
-          f"everything else (decode, levels, objects, write, send, hand-offs): "
-          f"{result['latency_minus_detector_s']:.2f} s")
+    print(
+        f"pipeline benchmark, {result['mode']} ({result['slices']} slices, completion by {result['completion']}, "
+        f"started {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"
+    )
+    print(
+        f"  last instance -> results at destination: {result['latency_s']:.2f} s "
+        f"(minus completion wait; with it {result['total_s_incl_completion_wait']:.2f} s), "
+        f"target < {result['target_s']:.0f} s: {'yes' if result['meets_target'] else 'NO'}"
+    )
+    print(
+        f"  detector alone on the same slices: {result['detector_only_s']:.2f} s; "
+        f"end-to-end / detector-only = {result['latency_over_detector_only']:.2f}x"
+    )
+    print(
+        f"  detector share of the job's run time: {result['detector_share_of_job']:.0%}; "
+        f"everything else (decode, levels, objects, write, send, hand-offs): "
+        f"{result['latency_minus_detector_s']:.2f} s"
+    )
     print("  steps (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["step_seconds"].items()))
-    print(f"  worker throughput (1 worker): {result['throughput_series_per_min']:.1f} "
-          f"series/min over {result['throughput_series']} series (first job running -> last done); "
-          f"first send -> last done: {result['end_to_end_series_per_min']:.1f} series/min")
+    print(
+        f"  worker throughput (1 worker): {result['throughput_series_per_min']:.1f} "
+        f"series/min over {result['throughput_series']} series (first job running -> last done); "
+        f"first send -> last done: {result['end_to_end_series_per_min']:.1f} series/min"
+    )
     what = "node + embedded worker" if result["mode"] == "embedded" else "node (worker not counted)"
-    print(f"  peak RSS of this process, {what}: {result['peak_rss_mb']:.0f} MB "
-          f"(targets: worker < 2048 MB, node < 300 MB)")
+    print(
+        f"  peak RSS of this process, {what}: {result['peak_rss_mb']:.0f} MB (targets: worker < 2048 MB, node < 300 MB)"
+    )
 
 
 if __name__ == "__main__":

@@ -108,8 +108,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"{args.instances} MR instances 256x256, {args.rounds} interleaved rounds (medians), no fsync anywhere")
     print(f"  dcmtk storescp                : {result['storescp_inst_per_s']:8.1f} instances/s")
-    print(f"  pynetdicom, stock reactors    : {result['stock_inst_per_s']:8.1f} instances/s  ratio {result['stock_ratio']:.3f}")
-    print(f"  pynetdicom, event-driven      : {result['event_driven_inst_per_s']:8.1f} instances/s  ratio {result['event_driven_ratio']:.3f}")
+    print(
+        f"  pynetdicom, stock reactors    : {result['stock_inst_per_s']:8.1f} instances/s  ratio {result['stock_ratio']:.3f}"
+    )
+    print(
+        f"  pynetdicom, event-driven      : {result['event_driven_inst_per_s']:8.1f} instances/s  ratio {result['event_driven_ratio']:.3f}"
+    )
 
 
 if __name__ == "__main__":

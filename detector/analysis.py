@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -82,16 +83,18 @@ class SeriesAnalysis:
 class Analyzer:
     """The detector and the second stage, ready for a series; build with ``from_checkpoint``."""
 
-    def __init__(self, detector: Detector, discs: DiscModels, version: str,
-                 level_views: Sequence[LevelView] = LEVEL_VIEWS) -> None:
+    def __init__(
+        self, detector: Detector, discs: DiscModels, version: str, level_views: Sequence[LevelView] = LEVEL_VIEWS
+    ) -> None:
         self.detector = detector
         self.discs = discs.to(detector.device).eval()
         self.version = version
         self.level_views = tuple(level_views)
 
     @classmethod
-    def from_checkpoint(cls, path: Path | str | None = None, device: str | torch.device | None = None,
-                        discs: DiscModels | None = None) -> Analyzer:
+    def from_checkpoint(
+        cls, path: Path | str | None = None, device: str | torch.device | None = None, discs: DiscModels | None = None
+    ) -> Analyzer:
         """Load ``path`` (None = shipped). ``discs`` replaces its second stage; a detector
         checkpoint without one uses the shipped one's (``meddet calibrate --discs`` adds one)."""
         path = Path(path) if path is not None else SHIPPED_CHECKPOINT
@@ -107,8 +110,12 @@ class Analyzer:
     def calibration(self) -> Calibration:
         return self.discs.calibration
 
-    def analyze(self, images: Sequence[np.ndarray], pixel_spacing: tuple[float, float],
-                detections: list[list[Detection]] | None = None) -> SeriesAnalysis:
+    def analyze(
+        self,
+        images: Sequence[np.ndarray],
+        pixel_spacing: tuple[float, float],
+        detections: list[list[Detection]] | None = None,
+    ) -> SeriesAnalysis:
         """Slices [H, W] (raw values, canonical view, one in-plane spacing (row, col) mm) ->
         findings, cranial first."""
         if len(images) == 0:
@@ -150,15 +157,16 @@ class Analyzer:
         for (x, y), members in zip(chain.positions, chain.members):
             on_central = [d for d in members if d.slice_index == central]
             k = central if on_central or not members else max(members, key=lambda d: d.score).slice_index
-            requests += [CropRequest(min(max(k + v.slice_step, 0), last), float(y), float(x), zoom=v.zoom)
-                         for v in self.level_views]
+            requests += [
+                CropRequest(min(max(k + v.slice_step, 0), last), float(y), float(x), zoom=v.zoom)
+                for v in self.level_views
+            ]
         crops = normalize_crops(take_crops(volume, spacing, self.discs.level_crop, requests))
         probs = torch.softmax(self.discs.level(crops), dim=1).reshape(len(chain.positions), len(self.level_views), -1)
         return torch.log(probs.mean(dim=1).clamp_min(1e-9)).cpu().numpy()
 
     @torch.inference_mode()
-    def herniation_outputs(self, volume: torch.Tensor, spacing: tuple[float, float],
-                           chain: Chain) -> list[np.ndarray]:
+    def herniation_outputs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> list[np.ndarray]:
         """Per chain position, [M, 2] (logit, protrusion mm) for each of its discs (``members``
         already reduced by ``key_members``)."""
         requests, owner = [], []
@@ -179,9 +187,14 @@ class Analyzer:
         probability = float(self.calibration.probability(outputs[k, 0]))
         disc = members[k]
         return DiscFinding(
-            level=level, label="herniation" if probability >= self.calibration.threshold else "normal_disc",
-            probability=probability, protrusion_mm=max(0.0, float(outputs[k, 1])), slice_index=disc.slice_index,
-            box=disc.box, reason=reason if level == UNKNOWN else None, logit=float(outputs[k, 0]),
+            level=level,
+            label="herniation" if probability >= self.calibration.threshold else "normal_disc",
+            probability=probability,
+            protrusion_mm=max(0.0, float(outputs[k, 1])),
+            slice_index=disc.slice_index,
+            box=disc.box,
+            reason=reason if level == UNKNOWN else None,
+            logit=float(outputs[k, 0]),
         )
 
 
@@ -209,8 +222,16 @@ def inferred(chain: Chain, i: int) -> list[Disc]:
         return []
     j = min(seen, key=lambda k: abs(k - i))
     dx, dy = (chain.positions[i] - chain.positions[j]).tolist()
-    return [Disc(d.slice_index, d.center + np.array([dx, dy]), (d.box[0] + dx, d.box[1] + dy, d.box[2] + dx, d.box[3] + dy),
-                 0.0, 0.0) for d in key_members(chain.members[j])]
+    return [
+        Disc(
+            d.slice_index,
+            d.center + np.array([dx, dy]),
+            (d.box[0] + dx, d.box[1] + dy, d.box[2] + dx, d.box[3] + dy),
+            0.0,
+            0.0,
+        )
+        for d in key_members(chain.members[j])
+    ]
 
 
 def key_members(members: list[Disc], min_fraction: float = 0.35) -> list[Disc]:
@@ -237,8 +258,10 @@ def _central_slice(chain: Chain, n_slices: int) -> int:
     return int(best[np.argmin(np.abs(best - (n_slices - 1) / 2))])
 
 
-def level_logits(analyzer: Analyzer, studies: Iterable[tuple[np.ndarray, tuple[float, float], dict[str, bool]]],
-                 ) -> tuple[np.ndarray, np.ndarray, int]:
+def level_logits(
+    analyzer: Analyzer,
+    studies: Iterable[tuple[np.ndarray, tuple[float, float], dict[str, bool]]],
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Raw herniation logits and truths of every named level of labelled ``studies``
     (volume, spacing, {level: herniated}); also the number of studies whose levels could
     not be named (left out: calibration is of the call, naming is judged on its own)."""

@@ -35,7 +35,10 @@ def make_payload(
     model: torch.nn.Module, cfg: DetectorConfig, config_name: str, half: bool = False, **extra: Any
 ) -> dict[str, Any]:
     """The checkpoint dict; ``half`` stores float weights as float16 (for shipping)."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+        for k, v in model.state_dict().items()
+    }
     return {
         "format": FORMAT,
         "version": f"{config_name}-{weights_digest(state)}",

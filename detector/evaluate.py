@@ -24,11 +24,21 @@ def _coco_gt(targets: Sequence[Target], sizes: Sequence[tuple[int, int]], class_
         for box, label in zip(np.asarray(t["boxes"]).reshape(-1, 4), np.asarray(t["labels"]).reshape(-1)):
             x0, y0, x1, y1 = (float(v) for v in box)
             anns.append(
-                {"id": len(anns) + 1, "image_id": i, "category_id": int(label), "bbox": [x0, y0, x1 - x0, y1 - y0],
-                 "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(label),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
             )
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": k, "name": n} for k, n in enumerate(class_names)]}
+    coco.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": k, "name": n} for k, n in enumerate(class_names)],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
@@ -56,7 +66,15 @@ def coco_metrics(
     n_obj = len(gt.dataset["annotations"])
     if not dets or n_obj == 0:
         empty = {n: {"ap50": 0.0, "ap": 0.0, "recall50": 0.0} for n in class_names}
-        return {"map50": 0.0, "map": 0.0, "recall50": 0.0, "recall": 0.0, "per_class": empty, "images": len(targets), "objects": n_obj}
+        return {
+            "map50": 0.0,
+            "map": 0.0,
+            "recall50": 0.0,
+            "recall": 0.0,
+            "per_class": empty,
+            "images": len(targets),
+            "objects": n_obj,
+        }
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(np.array(dets, dtype=np.float64))
         ev = COCOeval(gt, dt, "bbox")
@@ -89,7 +107,9 @@ def coco_metrics(
     }
 
 
-def evaluate_model(model: Any, dataset: Any, pre: Any, batch_size: int = 8, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
+def evaluate_model(
+    model: Any, dataset: Any, pre: Any, batch_size: int = 8, class_names: Sequence[str] = CLASS_NAMES
+) -> dict[str, Any]:
     """Run ``model`` (a GFL in eval mode) on every item of ``dataset`` and score it."""
     from detector.inference import predict_arrays
 

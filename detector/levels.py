@@ -50,9 +50,13 @@ class Disc:
         return max(self.herniation, self.normal)
 
 
-def assign_levels(detections: Sequence[Sequence[Detection]], threshold: float = 0.5,
-                  min_score: float = 0.05, merge_iou: float = 0.4,
-                  anchor_fraction: float = 0.4) -> list[LevelFinding]:
+def assign_levels(
+    detections: Sequence[Sequence[Detection]],
+    threshold: float = 0.5,
+    min_score: float = 0.05,
+    merge_iou: float = 0.4,
+    anchor_fraction: float = 0.4,
+) -> list[LevelFinding]:
     """Findings per disc level, cranial first, for one sagittal series.
 
     ``detections[k]``: the detections on slice k (image rows run head -> feet). ``threshold``:
@@ -65,8 +69,12 @@ def assign_levels(detections: Sequence[Sequence[Detection]], threshold: float = 
     return [_finding(lv, by_level[lv], threshold) for lv in LEVELS if lv in by_level]
 
 
-def name_discs(detections: Sequence[Sequence[Detection]], min_score: float = 0.05,
-               merge_iou: float = 0.4, anchor_fraction: float = 0.4) -> list[tuple[str, Disc]]:
+def name_discs(
+    detections: Sequence[Sequence[Detection]],
+    min_score: float = 0.05,
+    merge_iou: float = 0.4,
+    anchor_fraction: float = 0.4,
+) -> list[tuple[str, Disc]]:
     """Every disc of the series with its level name, counted from the top of the chain.
 
     ``min_score``: detections below it are ignored. ``merge_iou``: boxes of either class
@@ -78,7 +86,7 @@ def name_discs(detections: Sequence[Sequence[Detection]], min_score: float = 0.0
     chain = disc_chain(detections, min_score, merge_iou, anchor_fraction)
     if chain is None:
         return []
-    return [(LEVELS[j], disc) for j, members in enumerate(chain.members[:len(LEVELS)]) for disc in members]
+    return [(LEVELS[j], disc) for j, members in enumerate(chain.members[: len(LEVELS)]) for disc in members]
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,12 @@ class Chain:
     members: list[list[Disc]]  # per position, the discs of every slice that sit on it
 
 
-def disc_chain(detections: Sequence[Sequence[Detection]], min_score: float = 0.05,
-               merge_iou: float = 0.4, anchor_fraction: float = 0.4) -> Chain | None:
+def disc_chain(
+    detections: Sequence[Sequence[Detection]],
+    min_score: float = 0.05,
+    merge_iou: float = 0.4,
+    anchor_fraction: float = 0.4,
+) -> Chain | None:
     """One chain of disc positions for the series (arguments as ``name_discs``); None when
     no disc was detected. Each disc joins the nearest position within half a spacing."""
     discs = [d for k, dets in enumerate(detections) for d in _merge(k, dets, min_score, merge_iou)]
@@ -130,12 +142,15 @@ def _merge(k: int, dets: Sequence[Detection], min_score: float, merge_iou: float
     out = []
     for group in kept:
         box = group[0].box
-        out.append(Disc(
-            slice_index=k, center=np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]),
-            box=tuple(float(x) for x in box),  # type: ignore[arg-type]
-            herniation=max((d.score for d in group if d.label == "herniation"), default=0.0),
-            normal=max((d.score for d in group if d.label == "normal_disc"), default=0.0),
-        ))
+        out.append(
+            Disc(
+                slice_index=k,
+                center=np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]),
+                box=tuple(float(x) for x in box),  # type: ignore[arg-type]
+                herniation=max((d.score for d in group if d.label == "herniation"), default=0.0),
+                normal=max((d.score for d in group if d.label == "normal_disc"), default=0.0),
+            )
+        )
     return out
 
 

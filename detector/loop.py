@@ -49,8 +49,14 @@ def make_loader(
     dataset: Dataset[Any], tc: TrainConfig, collate_fn: Callable[[Any], Any], generator: torch.Generator
 ) -> DataLoader[Any]:
     """Shuffled batches from ``generator``; drops a last short batch when there is more than one."""
-    return DataLoader(dataset, batch_size=tc.batch_size, shuffle=True, collate_fn=collate_fn,
-                      generator=generator, drop_last=len(dataset) > tc.batch_size)  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,
+        batch_size=tc.batch_size,
+        shuffle=True,
+        collate_fn=collate_fn,
+        generator=generator,
+        drop_last=len(dataset) > tc.batch_size,  # type: ignore[arg-type]
+    )
 
 
 def adamw(params: Iterable[nn.Parameter], tc: TrainConfig) -> torch.optim.AdamW:
@@ -82,7 +88,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, tc: TrainConfig, steps_per_e
 
 def loop_state(scheduler: LambdaLR, generator: torch.Generator) -> dict[str, Any]:
     """The schedule and RNG part of ``last.pt`` (the caller adds weights and optimisers)."""
-    return {"scheduler": scheduler.state_dict(), "rng": {"loader": generator.get_state(), "torch": torch.get_rng_state()}}
+    return {
+        "scheduler": scheduler.state_dict(),
+        "rng": {"loader": generator.get_state(), "torch": torch.get_rng_state()},
+    }
 
 
 def resume(

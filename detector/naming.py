@@ -38,8 +38,9 @@ class Naming:
     margin: float  # log-likelihood ratio of the best alignment over the runner-up
 
 
-def name_chain(log_probs: np.ndarray, min_anchor_prob: float = 0.3, min_margin: float = 1.5,
-               not_disc: float = 0.6) -> Naming:
+def name_chain(
+    log_probs: np.ndarray, min_anchor_prob: float = 0.3, min_margin: float = 1.5, not_disc: float = 0.6
+) -> Naming:
     """Align a chain [L, 8] of level log-probabilities with the disc levels.
 
     ``min_anchor_prob``: the level net's probability that the anchor position is C2-C3.
@@ -71,15 +72,31 @@ def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float) -> Na
     names = [LEVELS[j] if 0 <= (j := best + i) < len(LEVELS) else None for i in range(n)]
     anchor_at = -best
     if not 0 <= anchor_at < n:
-        return Naming([None] * n, "unknown", "no C2 anchor: no disc of the series' chain looks like C2-C3, "
-                      "the disc below C2", best, margin)
+        return Naming(
+            [None] * n,
+            "unknown",
+            "no C2 anchor: no disc of the series' chain looks like C2-C3, the disc below C2",
+            best,
+            margin,
+        )
     p_anchor = float(np.exp(lp[anchor_at, ANCHOR]))
     if p_anchor < min_anchor_prob:
-        return Naming([None] * n, "unknown", f"no C2 anchor: the disc under C2 is not recognised "
-                      f"(probability {p_anchor:.2f})", best, margin)
+        return Naming(
+            [None] * n,
+            "unknown",
+            f"no C2 anchor: the disc under C2 is not recognised (probability {p_anchor:.2f})",
+            best,
+            margin,
+        )
     if margin < min_margin:
-        return Naming([None] * n, "unknown", "inconsistent chain: counting from C2 and the appearance of the "
-                      f"discs disagree (best alignment only {np.exp(margin):.1f}x likelier than the next)", best, margin)
+        return Naming(
+            [None] * n,
+            "unknown",
+            "inconsistent chain: counting from C2 and the appearance of the "
+            f"discs disagree (best alignment only {np.exp(margin):.1f}x likelier than the next)",
+            best,
+            margin,
+        )
     return Naming(names, "found", None, best, margin)
 
 

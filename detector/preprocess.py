@@ -33,7 +33,12 @@ class Letterbox:
         """Model-input boxes [N, 4] -> original pixels [N, 4], clipped to the image."""
         b = boxes / self.scale
         return torch.stack(
-            [b[:, 0].clamp(0, self.width), b[:, 1].clamp(0, self.height), b[:, 2].clamp(0, self.width), b[:, 3].clamp(0, self.height)],
+            [
+                b[:, 0].clamp(0, self.width),
+                b[:, 1].clamp(0, self.height),
+                b[:, 2].clamp(0, self.width),
+                b[:, 3].clamp(0, self.height),
+            ],
             dim=1,
         )
 

@@ -47,13 +47,17 @@ def is_volume_folder(root: Path) -> bool:
     """A SPIDER-layout folder: ``images/`` with .mha/.mhd/.nii(.gz) volumes beside ``masks/``."""
     from detector.data.volumes import is_volume_file
 
-    return (root / "masks").is_dir() and (root / "images").is_dir() and any(map(is_volume_file, (root / "images").iterdir()))
+    return (
+        (root / "masks").is_dir()
+        and (root / "images").is_dir()
+        and any(map(is_volume_file, (root / "images").iterdir()))
+    )
 
 
 def spider_spec(spec: str) -> str | None:
     """The folder or TOML a ``spider:PATH`` spec (or a bare SPIDER-layout folder) names, else None."""
     if spec.startswith(SPIDER_PREFIX):
-        return spec[len(SPIDER_PREFIX):]
+        return spec[len(SPIDER_PREFIX) :]
     return spec if Path(spec).is_dir() and is_volume_folder(Path(spec)) else None
 
 

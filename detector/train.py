@@ -27,8 +27,15 @@ from detector.models import build_detector
 from detector.preprocess import preprocess
 
 __all__ = [
-    "Augmentation", "PreparedDataset", "TrainResult", "collate", "default_augment", "init_from",
-    "lr_lambda", "seed_everything", "train",
+    "Augmentation",
+    "PreparedDataset",
+    "TrainResult",
+    "collate",
+    "default_augment",
+    "init_from",
+    "lr_lambda",
+    "seed_everything",
+    "train",
 ]
 
 Augmentation = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -142,17 +149,34 @@ def train(
         if is_best:
             result.best_map50 = metrics["map50"]
         payload = ckpt.make_payload(
-            model, cfg, config_name, epoch=epoch, history=result.history, best_map50=result.best_map50,
-            metrics=metrics, optimizer=optimizer.state_dict(), **loop.loop_state(scheduler, gen),
+            model,
+            cfg,
+            config_name,
+            epoch=epoch,
+            history=result.history,
+            best_map50=result.best_map50,
+            metrics=metrics,
+            optimizer=optimizer.state_dict(),
+            **loop.loop_state(scheduler, gen),
         )
         ckpt.save(payload, last)
         if is_best or val_set is None:
             ckpt.save(payload, best)
 
     loop.fit(
-        step, loader, optimizer=optimizer, scheduler=scheduler, modules=[model], clip=model.parameters(),
-        grad_clip=tc.grad_clip, epochs=tc.epochs, history=result.history, start_epoch=start_epoch,
+        step,
+        loader,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        modules=[model],
+        clip=model.parameters(),
+        grad_clip=tc.grad_clip,
+        epochs=tc.epochs,
+        history=result.history,
+        start_epoch=start_epoch,
         validate=None if val_set is None else lambda: evaluate_model(model, val_set, cfg.preprocess),
-        save=save, log=log, progress=progress,
+        save=save,
+        log=log,
+        progress=progress,
     )
     return result

@@ -143,17 +143,13 @@ def write_results(
     Returns the manifest: ``[{"kind", "file", "sop_instance_uid"}]`` in ``objects`` order.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(
-        out_dir / FINDINGS_FILE, lambda p: p.write_text(json.dumps(document, indent=2) + "\n")
-    )
+    write_atomic(out_dir / FINDINGS_FILE, lambda p: p.write_text(json.dumps(document, indent=2) + "\n"))
     manifest = []
     for index, (kind, ds) in enumerate(objects):
         name = object_file_name(index, kind)
         write_atomic(out_dir / name, partial(_save, ds))
         manifest.append({"kind": kind, "file": name, "sop_instance_uid": str(ds.SOPInstanceUID)})
-    write_atomic(
-        out_dir / MANIFEST_FILE, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n")
-    )
+    write_atomic(out_dir / MANIFEST_FILE, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
     return manifest
 
 

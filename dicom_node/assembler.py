@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pydicom import dcmread
 from sqlalchemy import or_, select
@@ -40,9 +40,7 @@ def due_series(session: Session, now: datetime, quiet_period: float) -> list[Ser
 
 def decide(session: Session, series: Series, rules: list[Rule]) -> Decision:
     """Evaluate the selection rules on the series' first instance header and its size."""
-    first = session.scalar(
-        select(Instance).where(Instance.series_id == series.id).order_by(Instance.id).limit(1)
-    )
+    first = session.scalar(select(Instance).where(Instance.series_id == series.id).order_by(Instance.id).limit(1))
     if first is None:
         return Decision(False, "no_instances", "the series has no stored instance")
     try:  # values are decoded when read: a bad one (an unknown VR) fails in series_fields
@@ -91,7 +89,7 @@ class SeriesAssembler:
             self._wake.wait(self._poll)
             self._wake.clear()
             try:
-                self.complete_due(datetime.now(timezone.utc))
+                self.complete_due(datetime.now(UTC))
             except Exception:  # keep assembling; the next pass retries what failed
                 log.exception("series assembly pass failed")
 

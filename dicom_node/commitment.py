@@ -59,7 +59,13 @@ WELL_KNOWN_INSTANCE = "1.2.840.10008.1.20.1.1"
 #: Failure Reason (0008,1197) values, PS3.4 J.3.3 / C.4.2.1.4.
 PROCESSING_FAILURE, NO_SUCH_INSTANCE, CLASS_INSTANCE_CONFLICT, CLASS_NOT_SUPPORTED = 0x0110, 0x0112, 0x0119, 0x0122
 #: N-ACTION-RSP statuses (PS3.7 10.1.4.1.10).
-SUCCESS, INVALID_ARGUMENT, INVALID_INSTANCE, NO_SUCH_ACTION, RESOURCE_LIMITATION = 0x0000, 0x0115, 0x0117, 0x0123, 0x0213
+SUCCESS, INVALID_ARGUMENT, INVALID_INSTANCE, NO_SUCH_ACTION, RESOURCE_LIMITATION = (
+    0x0000,
+    0x0115,
+    0x0117,
+    0x0123,
+    0x0213,
+)
 #: Most references in one request, and requests waiting for their report.
 MAX_REFERENCES = 10_000
 MAX_PENDING = 256
@@ -145,8 +151,9 @@ def decide(
     for start in range(0, len(uids), _LOOKUP_CHUNK):
         chunk = uids[start : start + _LOOKUP_CHUNK]
         rows = session.execute(
-            select(Instance.sop_instance_uid, Instance.sop_class_uid, Instance.spool_path)
-            .where(Instance.sop_instance_uid.in_(chunk))
+            select(Instance.sop_instance_uid, Instance.sop_class_uid, Instance.spool_path).where(
+                Instance.sop_instance_uid.in_(chunk)
+            )
         )
         for uid, sop_class, path in rows:
             found.setdefault(uid, []).append((sop_class, path))
@@ -191,13 +198,14 @@ class CommitmentSCP:
     def bindings(self) -> list[tuple[evt.InterventionEvent, Callable[..., Any]]]:
         return [(evt.EVT_N_ACTION, self.on_n_action)]
 
-    def start(self) -> "CommitmentSCP":
+    def start(self) -> CommitmentSCP:
         """Answer the requests an earlier run left pending, then the new ones.
 
         Called after recovery and once the pipeline runs: their barriers pass at once."""
         for request in self.pending.load():
-            transaction = Transaction(request.transaction_uid, request.calling_ae, request.references,
-                                      None, record=request.path)
+            transaction = Transaction(
+                request.transaction_uid, request.calling_ae, request.references, None, record=request.path
+            )
             self._pipeline(transaction.barrier)
             self._restored.append(transaction)
         if self._restored:
@@ -250,8 +258,12 @@ class CommitmentSCP:
             log.warning("storage commitment requests pending at the limit; refused", calling_ae=calling)
             return RESOURCE_LIMITATION, None
         self._pipeline(transaction.barrier)  # behind every instance acknowledged so far
-        log.info("storage commitment requested", calling_ae=calling, transaction_uid=transaction.uid,
-                 references=len(transaction.references))
+        log.info(
+            "storage commitment requested",
+            calling_ae=calling,
+            transaction_uid=transaction.uid,
+            references=len(transaction.references),
+        )
         return SUCCESS, None
 
     # --- the worker -----------------------------------------------------------------------
@@ -291,8 +303,13 @@ class CommitmentSCP:
             log.error("storage commitment: audit DB unavailable", transaction_uid=transaction.uid, error=str(exc)[:200])
             committed, failed = [], [(c, i, PROCESSING_FAILURE) for c, i in transaction.references]
         report = Report(transaction.uid, committed, failed)
-        log.info("storage commitment decided", transaction_uid=transaction.uid,
-                 committed=len(committed), failed=len(failed), settled=settled)
+        log.info(
+            "storage commitment decided",
+            transaction_uid=transaction.uid,
+            committed=len(committed),
+            failed=len(failed),
+            settled=settled,
+        )
         return report
 
     def deliver(self, transaction: Transaction, report: Report) -> bool:
@@ -306,9 +323,12 @@ class CommitmentSCP:
             if route == "new" and transaction.calling_ae in self._peers and self._on_new(transaction, report):
                 self.delivered[transaction.uid] = "new"
                 return True
-        log.error("storage commitment report not delivered: requesting association closed and "
-                  "no MEDDET_COMMITMENT_PEERS entry reached", calling_ae=transaction.calling_ae,
-                  transaction_uid=transaction.uid)
+        log.error(
+            "storage commitment report not delivered: requesting association closed and "
+            "no MEDDET_COMMITMENT_PEERS entry reached",
+            calling_ae=transaction.calling_ae,
+            transaction_uid=transaction.uid,
+        )
         return False
 
     def _on_same(self, transaction: Transaction, report: Report) -> bool:
@@ -341,7 +361,10 @@ class CommitmentSCP:
         role = build_role(STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)
         tls = peer.ssl_context()
         assoc = ae.associate(
-            peer.host, peer.port, ae_title=peer.ae_title, ext_neg=[role],
+            peer.host,
+            peer.port,
+            ae_title=peer.ae_title,
+            ext_neg=[role],
             tls_args=(tls, peer.host) if tls is not None else None,
         )
         if not assoc.is_established:
@@ -360,8 +383,12 @@ class CommitmentSCP:
 def _accepted(status: Dataset, transaction: Transaction, route: str) -> bool:
     code = getattr(status, "Status", None)
     if code is None or code != 0x0000:
-        log.warning("storage commitment report refused or unanswered", route=route,
-                    transaction_uid=transaction.uid, status=None if code is None else f"0x{code:04X}")
+        log.warning(
+            "storage commitment report refused or unanswered",
+            route=route,
+            transaction_uid=transaction.uid,
+            status=None if code is None else f"0x{code:04X}",
+        )
         return False
     log.info("storage commitment report delivered", route=route, transaction_uid=transaction.uid)
     return True

@@ -50,11 +50,13 @@ class PendingRequests:
         """Write one request durably; returns its file. Raises OSError when it cannot."""
         self._ensure_folder()
         path = self.folder / f"{time.time_ns():020d}-{transaction_uid}.json"
-        body = json.dumps({
-            "transaction_uid": transaction_uid,
-            "calling_ae": calling_ae,
-            "references": [list(ref) for ref in references],
-        })
+        body = json.dumps(
+            {
+                "transaction_uid": transaction_uid,
+                "calling_ae": calling_ae,
+                "references": [list(ref) for ref in references],
+            }
+        )
         write_atomic(path, lambda tmp: tmp.write_text(body, encoding="ascii"))
         return path
 
@@ -64,8 +66,7 @@ class PendingRequests:
             path.unlink(missing_ok=True)
             fsync_dir(path.parent)
         except OSError as exc:  # answered again after a restart: harmless for the SCU
-            log.warning("could not remove an answered storage commitment request",
-                        path=str(path), error=str(exc))
+            log.warning("could not remove an answered storage commitment request", path=str(path), error=str(exc))
 
     def load(self, max_age_s: float = MAX_AGE_S) -> list[PendingRequest]:
         """Requests left by an earlier run, oldest first; unreadable or stale files are removed."""

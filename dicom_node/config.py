@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
-    PydanticBaseSettingsSource,
     NoDecode,
+    PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
@@ -54,48 +54,52 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the SCP binds to")
     port: int = Field(11112, ge=0, le=65535, description="DICOM port (0 = pick a free one)")
     allowed_aes: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Calling AE allow-list")
-    allowed_ips: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Source IP allow-list: addresses or CIDR ranges")
-    accept_any_ae: bool = Field(
-        False, description="Required to bind beyond loopback without an allow-list"
+    allowed_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Source IP allow-list: addresses or CIDR ranges"
     )
-    accept_any_called_ae: bool = Field(
-        False, description="Accept associations whatever Called AE Title they ask for"
-    )
+    accept_any_ae: bool = Field(False, description="Required to bind beyond loopback without an allow-list")
+    accept_any_called_ae: bool = Field(False, description="Accept associations whatever Called AE Title they ask for")
     max_associations: int = Field(16, ge=1, description="Concurrent associations")
-    disk_watermark: float = Field(
-        95.0, gt=0, le=100, description="Refuse C-STORE when the spool disk is this % full"
-    )
+    disk_watermark: float = Field(95.0, gt=0, le=100, description="Refuse C-STORE when the spool disk is this % full")
     tls_cert: Path | None = Field(None, description="PEM certificate: enables TLS")
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert")
     tls_ca: Path | None = Field(None, description="CA bundle: require client certificates")
     tls_bind_ae: bool = Field(
-        True, description="With client certificates (tls_ca): the calling AE title must be the "
-        "certificate's subject CN or one of its DNS names, so one certificate cannot speak as another AE"
+        True,
+        description="With client certificates (tls_ca): the calling AE title must be the "
+        "certificate's subject CN or one of its DNS names, so one certificate cannot speak as another AE",
     )
 
     # Limits on what one peer can make the node hold (issue 12)
     max_pdu: int = Field(
-        DEFAULT_MAX_PDU, ge=4096, le=1 << 30,
+        DEFAULT_MAX_PDU,
+        ge=4096,
+        le=1 << 30,
         description="Largest PDU accepted and announced (bytes); a longer one aborts",
     )
     max_instance_bytes: int = Field(
-        DEFAULT_MAX_INSTANCE_BYTES, ge=1 << 16,
+        DEFAULT_MAX_INSTANCE_BYTES,
+        ge=1 << 16,
         description="Largest instance, as received or inflated (bytes); bigger: refused 0xA701",
     )
     max_pixels: int = Field(
-        DEFAULT_MAX_PIXELS, ge=1 << 16,
+        DEFAULT_MAX_PIXELS,
+        ge=1 << 16,
         description="Largest image, Rows x Columns x frames, per instance and per analysed series",
     )
     network_timeout: float = Field(
-        DEFAULT_NETWORK_TIMEOUT, gt=0,
+        DEFAULT_NETWORK_TIMEOUT,
+        gt=0,
         description="Seconds an association may idle, or take to deliver one PDU",
     )
     acse_timeout: float = Field(
-        DEFAULT_ACSE_TIMEOUT, gt=0,
+        DEFAULT_ACSE_TIMEOUT,
+        gt=0,
         description="Seconds for the TLS handshake and for the association request",
     )
     association_time_limit: float = Field(
-        DEFAULT_ASSOCIATION_TIME_LIMIT, gt=0,
+        DEFAULT_ASSOCIATION_TIME_LIMIT,
+        gt=0,
         description="Seconds an association may last in all; then it is aborted",
     )
 
@@ -124,7 +128,8 @@ class Settings(BaseSettings):
     spool_retention_hours: float = Field(72.0, ge=0, description="Keep finished spool files")
     quarantine_retention_days: float = Field(30.0, ge=0, description="Keep quarantined files")
     prune_older_than_days: float | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="The node's retention pass also runs `meddet db prune` for this age (days); unset = off",
     )
 
@@ -154,19 +159,17 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(
         60.0, gt=0, description="A running job's lease; its worker renews it every third of this"
     )
-    max_deliveries: int = Field(
-        3, ge=1, description="A job whose worker is lost (lease expired) this often is failed"
-    )
+    max_deliveries: int = Field(3, ge=1, description="A job whose worker is lost (lease expired) this often is failed")
     job_republish_seconds: float = Field(
-        600.0, gt=0, description="A queued job no worker has claimed this long after its message "
-        "went out is published again (a broker restarted without persistence loses its queue)"
+        600.0,
+        gt=0,
+        description="A queued job no worker has claimed this long after its message "
+        "went out is published again (a broker restarted without persistence loses its queue)",
     )
 
     # Operations
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus endpoint")
-    metrics_host: str = Field(
-        "127.0.0.1", description="Address of the metrics endpoint (0.0.0.0 in containers)"
-    )
+    metrics_host: str = Field("127.0.0.1", description="Address of the metrics endpoint (0.0.0.0 in containers)")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_json: bool = Field(False, description="JSON log lines instead of console format")
 
@@ -176,9 +179,7 @@ class Settings(BaseSettings):
     console_tls_cert: Path | None = Field(None, description="PEM certificate: console over HTTPS")
     console_tls_key: Path | None = Field(None, description="PEM private key for console_tls_cert")
     console_session_hours: float = Field(12.0, gt=0, description="A console login lasts this long")
-    console_lockout_attempts: int = Field(
-        5, ge=1, description="Wrong passwords in a row that lock a console user out"
-    )
+    console_lockout_attempts: int = Field(5, ge=1, description="Wrong passwords in a row that lock a console user out")
     console_lockout_minutes: float = Field(15.0, gt=0, description="How long a lock-out lasts")
 
     @field_validator("allowed_aes", "allowed_ips", mode="before")
@@ -229,7 +230,7 @@ class Settings(BaseSettings):
         return sr_kind(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _check_exposure(self) -> "Settings":
+    def _check_exposure(self) -> Settings:
         exposed = self.host not in LOOPBACK_HOSTS
         if exposed and not (self.allowed_aes or self.allowed_ips or self.accept_any_ae):
             raise ValueError(

@@ -35,7 +35,6 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from detector.data.common import class_index, make_target
-
 from dicom_node.pixels import SeriesError, dataset_slices
 
 BOX_FILES = ("boxes.json", "ground_truth.json")
@@ -102,6 +101,8 @@ def _index(box_file: Path, include_unlisted: bool) -> list[_Item]:
                 seen.add(key)
     missing = set(listed) - seen
     if missing:
-        raise SeriesError(f"{box_file}: {len(missing)} listed instances not found below "
-                          f"{box_file.parent}, e.g. {sorted(missing)[0][0]}")
+        raise SeriesError(
+            f"{box_file}: {len(missing)} listed instances not found below "
+            f"{box_file.parent}, e.g. {sorted(missing)[0][0]}"
+        )
     return items

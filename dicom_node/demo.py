@@ -19,6 +19,7 @@ import numpy as np
 from pydicom import Dataset
 
 from dicom_node.analysis import FINDINGS_FILE, read_manifest
+
 DEMO_AE = "DEMOSCU"
 
 
@@ -86,7 +87,10 @@ def draw_key_slice(source: Dataset, findings: Sequence[dict[str, Any]], out: Pat
 
 
 def render_key_slice(
-    source: Dataset, findings: Sequence[dict[str, Any]], scale: int = 2, banner: str | None = None,
+    source: Dataset,
+    findings: Sequence[dict[str, Any]],
+    scale: int = 2,
+    banner: str | None = None,
     frame: int = 1,
 ) -> Any:
     """``source``'s pixels (``frame``, 1-based, of a multi-frame source) as an RGB PIL image,
@@ -134,11 +138,18 @@ def level_rows(
     """Findings per level, cranial to caudal, with the phantom's ground truth when known."""
     rows = []
     for finding in sorted(findings, key=lambda f: f["level"]):
-        truth = "?" if herniated_truth is None or finding["level"] == "unknown" else (
-            "herniation" if finding["level"] in herniated_truth else "normal"
+        truth = (
+            "?"
+            if herniated_truth is None or finding["level"] == "unknown"
+            else ("herniation" if finding["level"] in herniated_truth else "normal")
         )
-        rows.append(LevelRow(
-            finding["level"], finding["label"], float(finding["score"]),
-            instance_numbers.get(finding["sop_instance_uid"]), truth,
-        ))
+        rows.append(
+            LevelRow(
+                finding["level"],
+                finding["label"],
+                float(finding["score"]),
+                instance_numbers.get(finding["sop_instance_uid"]),
+                truth,
+            )
+        )
     return rows

@@ -38,7 +38,7 @@ class Destination(BaseModel):
         return value
 
     @classmethod
-    def parse(cls, text: str) -> "Destination":
+    def parse(cls, text: str) -> Destination:
         """Parse ``AE@host:port`` (IPv6 in brackets: ``AE@[::1]:104``), optionally followed by
         ``?objects=sr+gsps`` for a PACS that should get only some kinds of result objects and
         ``tls=1`` to send over TLS (``AE@host:port?tls=1&objects=sr``)."""

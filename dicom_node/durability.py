@@ -123,7 +123,7 @@ class GroupCommitter:
         self.files = 0
         self.slowest_flush_s = 0.0
 
-    def start(self) -> "GroupCommitter":
+    def start(self) -> GroupCommitter:
         self._thread.start()
         return self
 
@@ -169,8 +169,11 @@ class GroupCommitter:
                 return  # stopping, nothing left
             last_flush = time.monotonic()
             if not self._flush(events):
-                log.error("events not passed on at shutdown: flush failed; recovery records the "
-                          "spool files at the next start", events=len(events))
+                log.error(
+                    "events not passed on at shutdown: flush failed; recovery records the "
+                    "spool files at the next start",
+                    events=len(events),
+                )
                 return
             for event in events:
                 if isinstance(event, threading.Event):
@@ -191,8 +194,12 @@ class GroupCommitter:
             except OSError as exc:
                 delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]
                 attempt += 1
-                log.error("spool flush failed; events held until it succeeds",
-                          error=str(exc), files=len(paths), attempt=attempt)
+                log.error(
+                    "spool flush failed; events held until it succeeds",
+                    error=str(exc),
+                    files=len(paths),
+                    attempt=attempt,
+                )
                 if self._stopping and attempt >= len(RETRY_S):
                     return False
                 time.sleep(delay)

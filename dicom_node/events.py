@@ -74,11 +74,4 @@ class Barrier:
         return self.done.wait(timeout)
 
 
-Event = (
-    AssociationOpened
-    | AssociationClosed
-    | AssociationRejected
-    | InstanceStored
-    | InstanceQuarantined
-    | Barrier
-)
+Event = AssociationOpened | AssociationClosed | AssociationRejected | InstanceStored | InstanceQuarantined | Barrier

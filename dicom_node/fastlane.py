@@ -42,8 +42,13 @@ log = get_logger(__name__)
 
 #: Events the lane does not fire; with any handler bound to one, the lane stays off.
 SKIPPED_EVENTS = (
-    evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_DIMSE_RECV,
-    evt.EVT_DATA_SENT, evt.EVT_PDU_SENT, evt.EVT_DIMSE_SENT, evt.EVT_FSM_TRANSITION,
+    evt.EVT_DATA_RECV,
+    evt.EVT_PDU_RECV,
+    evt.EVT_DIMSE_RECV,
+    evt.EVT_DATA_SENT,
+    evt.EVT_PDU_SENT,
+    evt.EVT_DIMSE_SENT,
+    evt.EVT_FSM_TRANSITION,
 )
 _C_STORE_RQ, _NO_DATA_SET = 0x0001, 0x0101
 _COMMAND_LIMIT = 64 << 10
@@ -93,7 +98,7 @@ def _us(raw: bytes | None) -> int | None:
 class StoreLane:
     """One association's fast lane (see the module docstring)."""
 
-    def __init__(self, dul: "LaneDUL", target: StoreTarget, storage_classes: frozenset[str]) -> None:
+    def __init__(self, dul: LaneDUL, target: StoreTarget, storage_classes: frozenset[str]) -> None:
         self.dul = dul
         self.assoc: Association = dul.assoc
         self.target = target
@@ -176,8 +181,11 @@ class StoreLane:
         if sop_class != abstract or abstract not in self._storage:
             return False
         meta = encode_file_meta(
-            sop_class, sop_instance, transfer_syntax,
-            PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION,
+            sop_class,
+            sop_instance,
+            transfer_syntax,
+            PYNETDICOM_IMPLEMENTATION_UID,
+            PYNETDICOM_IMPLEMENTATION_VERSION,
         )
         sink = self.target.open_sink(meta)
         self._store = (sink, context_id, message_id, sop_class, sop_instance, transfer_syntax)
@@ -206,8 +214,9 @@ class StoreLane:
             self.stored += 1
             self._respond(cx_id, message_id, sop_class, sop_instance, status, comment)
 
-    def _respond(self, context_id: int, message_id: int, sop_class: str, sop_instance: str,
-                 status: int, comment: str | None) -> None:
+    def _respond(
+        self, context_id: int, message_id: int, sop_class: str, sop_instance: str, status: int, comment: str | None
+    ) -> None:
         """Send the C-STORE-RSP: straight to the socket, or through pynetdicom if it must wait."""
         command = encode_store_response(message_id, sop_class, sop_instance, status, comment)
         dul = self.dul
@@ -244,8 +253,7 @@ class LaneDUL(GuardedDUL):
     def _read_pdu_data(self) -> None:
         super()._read_pdu_data()
         for _ in range(PDUS_PER_STEP):
-            if not (self.lane.busy and self.event_queue.empty() and self.socket is not None
-                    and self.socket.ready):
+            if not (self.lane.busy and self.event_queue.empty() and self.socket is not None and self.socket.ready):
                 return
             super()._read_pdu_data()
 

@@ -20,15 +20,21 @@ if TYPE_CHECKING:
 MODEL_NAME = "meddet"
 
 
-def build_findings(series: Series, analysis: SeriesAnalysis, version: str,
-                   threshold: float | None = None) -> dict[str, Any]:
+def build_findings(
+    series: Series, analysis: SeriesAnalysis, version: str, threshold: float | None = None
+) -> dict[str, Any]:
     """``{"study_instance_uid", "series_instance_uid", "model", "operating_point", "levels",
     "findings": [...]}``; ``threshold`` overrides the stored operating point."""
     if len(analysis.detections) != len(series.slices):
         raise ValueError(f"analysis: {len(analysis.detections)} slices analysed, series has {len(series.slices)}")
     point = analysis.calibration.summary()
     if threshold is not None:
-        point = {**point, "threshold": threshold, "target_sensitivity": None, "method": f"{point['method']} (threshold set by user)"}
+        point = {
+            **point,
+            "threshold": threshold,
+            "target_sensitivity": None,
+            "method": f"{point['method']} (threshold set by user)",
+        }
     findings = []
     for f in analysis.findings:
         s = series.slices[f.slice_index]
@@ -52,7 +58,9 @@ def build_findings(series: Series, analysis: SeriesAnalysis, version: str,
         "series_instance_uid": series.series_instance_uid,
         "model": {"name": MODEL_NAME, "version": version},
         "operating_point": point,
-        "levels": {"anchor": "found" if analysis.naming.status == "found" else "not_found",
-                   "reason": analysis.naming.reason},
+        "levels": {
+            "anchor": "found" if analysis.naming.status == "found" else "not_found",
+            "reason": analysis.naming.reason,
+        },
         "findings": findings,
     }

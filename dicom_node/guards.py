@@ -80,7 +80,7 @@ class Limits:
     pending_connections: int = 64
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Limits":
+    def from_settings(cls, settings: Settings) -> Limits:
         return cls(
             max_pdu=settings.max_pdu,
             max_instance_bytes=settings.max_instance_bytes,
@@ -120,9 +120,7 @@ def read_pdu(sock: socket.socket, limits: Limits) -> bytearray:
             raise InvalidPDU(f"unknown PDU type 0x{pdu_type:02X}", diagnostic=1)
         limit = limits.max_pdu if pdu_type == _P_DATA_TF else CONTROL_PDU_LIMIT
         if length > limit:
-            raise InvalidPDU(
-                f"PDU type 0x{pdu_type:02X} declares {length} bytes, limit {limit}", diagnostic=6
-            )
+            raise InvalidPDU(f"PDU type 0x{pdu_type:02X} declares {length} bytes, limit {limit}", diagnostic=6)
         data = bytearray(6 + length)
         data[:6] = header
         _read_exactly(sock, memoryview(data)[6:], deadline)
@@ -279,7 +277,7 @@ def guard(assoc: EventDrivenAssociation, limits: Limits) -> EventDrivenAssociati
 class GuardedRequestHandler(EventDrivenRequestHandler):
     """Makes guarded, event-driven acceptor associations."""
 
-    server: "GuardedServer"
+    server: GuardedServer
 
     def _create_association(self) -> EventDrivenAssociation:
         return guard(super()._create_association(), self.server.limits)  # type: ignore[arg-type]
@@ -397,7 +395,14 @@ def start_server(
 ) -> GuardedServer:
     """``reactor.start_server`` with the guards of this module (see the module docstring)."""
     server = reactor.start_server(
-        ae, address, evt_handlers, ssl_context=ssl_context, server_class=server_class,
-        request_handler=request_handler, limits=limits, screen=screen, **server_options,
+        ae,
+        address,
+        evt_handlers,
+        ssl_context=ssl_context,
+        server_class=server_class,
+        request_handler=request_handler,
+        limits=limits,
+        screen=screen,
+        **server_options,
     )
     return server  # type: ignore[return-value]

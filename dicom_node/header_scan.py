@@ -69,8 +69,11 @@ def scan_header(
     ``head``: the data set's first bytes (all of it when ``len(head) == total``); ``total``:
     the data set's length as received.
     """
-    if transfer_syntax not in _NATIVE and not transfer_syntax.startswith("1.2.840.10008.1.2.4.") \
-            and transfer_syntax != "1.2.840.10008.1.2.5":
+    if (
+        transfer_syntax not in _NATIVE
+        and not transfer_syntax.startswith("1.2.840.10008.1.2.4.")
+        and transfer_syntax != "1.2.840.10008.1.2.5"
+    ):
         return None  # deflated or big endian: the full parse inflates / decides
     view = memoryview(head)
     try:

@@ -79,9 +79,7 @@ def check_image(
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         value = ds.get(keyword)
         if not is_valid_uid(str(value) if value is not None else None):
-            raise Rejected(
-                statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"missing or invalid {keyword}"
-            )
+            raise Rejected(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, f"missing or invalid {keyword}")
     rows, columns = positive_int(ds.get("Rows")), positive_int(ds.get("Columns"))
     if rows is None or columns is None:
         raise Rejected(statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS, "Rows/Columns missing or zero")
@@ -105,9 +103,19 @@ def check_image(
 _NEEDED_TAGS = frozenset(
     Tag(keyword)
     for keyword in (
-        "SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID",
-        "ImagesInAcquisition", "SamplesPerPixel", "NumberOfFrames", "Rows", "Columns",
-        "BitsAllocated", "FloatPixelData", "PixelData",
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "Modality",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "ImagesInAcquisition",
+        "SamplesPerPixel",
+        "NumberOfFrames",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "FloatPixelData",
+        "PixelData",
     )
 )
 _PIXEL_DATA = Tag("PixelData")
@@ -132,9 +140,7 @@ def inspect_dataset(
     """
     if transfer_syntax == _DEFLATED:
         dataset = inflate(dataset, max_bytes)
-    return _checked(
-        lambda: _read_needed(dataset, transfer_syntax), sop_uid_from_request, max_pixels
-    )
+    return _checked(lambda: _read_needed(dataset, transfer_syntax), sop_uid_from_request, max_pixels)
 
 
 def inflate(deflated: bytes, max_bytes: int) -> bytes:
@@ -163,7 +169,9 @@ def _read_needed(dataset: bytes, transfer_syntax: str) -> tuple[Dataset, str, in
         _check_extent(element, len(dataset))
         if element.tag not in _NEEDED_TAGS:
             continue
-        if isinstance(element, RawDataElement) and element.value is None:  # skipped: count only the bytes that really arrived
+        if (
+            isinstance(element, RawDataElement) and element.value is None
+        ):  # skipped: count only the bytes that really arrived
             present = max(0, min(element.length, len(dataset) - element.value_tell))
             if element.tag == _PIXEL_DATA:
                 pixel_bytes = present
@@ -233,9 +241,7 @@ def _checked(
     except Rejected:
         raise
     except Exception as exc:  # noqa: BLE001 - mapped to a DIMSE status, never swallowed
-        raise Rejected(
-            statuses.CANNOT_UNDERSTAND, f"unparseable data set: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise Rejected(statuses.CANNOT_UNDERSTAND, f"unparseable data set: {type(exc).__name__}: {exc}") from exc
     if sop_uid_from_request and sop_uid_from_request != header.sop_uid:
         raise Rejected(
             statuses.DATASET_DOES_NOT_MATCH_SOP_CLASS,

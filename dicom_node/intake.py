@@ -191,8 +191,11 @@ class Intake:
                 return found
         # Not the plain case: the pydicom-based parse decides, with the reason for a refusal
         return inspect_dataset(
-            _read_data_set(sink), transfer_syntax, sop_uid,
-            max_pixels=max_pixels, max_bytes=self.settings.max_instance_bytes,
+            _read_data_set(sink),
+            transfer_syntax,
+            sop_uid,
+            max_pixels=max_pixels,
+            max_bytes=self.settings.max_instance_bytes,
         )
 
     def _quarantine(self, key: int, sink: DataSetSink, sop_uid: str | None, rejected: Rejected) -> Outcome:

@@ -46,9 +46,7 @@ def _detail_text(detail: str | Mapping[str, Any] | None) -> str | None:
     return json.dumps(detail, sort_keys=True, default=str)
 
 
-def record_event(
-    session: Session, job: Job, name: str, detail: str | Mapping[str, Any] | None = None
-) -> JobEvent:
+def record_event(session: Session, job: Job, name: str, detail: str | Mapping[str, Any] | None = None) -> JobEvent:
     """Append a non-state event (a pipeline step with its timing, a retry, a resend)."""
     event = JobEvent(job_id=job.id, state=name, at=utcnow(), detail=_detail_text(detail))
     session.add(event)
@@ -118,9 +116,7 @@ def enqueue_series(session: Session, series: Series, model_version: str) -> Job:
         )
         session.add(job)
         session.flush()
-        session.add(
-            JobEvent(job_id=job.id, state=S.queued.value, at=job.created_at, detail="run 1")
-        )
+        session.add(JobEvent(job_id=job.id, state=S.queued.value, at=job.created_at, detail="run 1"))
         add_outbox(session, job)
         return job
     if JobState(job.state) is S.queued:
@@ -145,11 +141,7 @@ def requeue(session: Session, job: Job, reason: str) -> Outbox:
 
 def pending_outbox(session: Session, limit: int = 100) -> list[Outbox]:
     """Unpublished outbox rows, oldest first."""
-    return list(
-        session.scalars(
-            select(Outbox).where(Outbox.published_at.is_(None)).order_by(Outbox.id).limit(limit)
-        )
-    )
+    return list(session.scalars(select(Outbox).where(Outbox.published_at.is_(None)).order_by(Outbox.id).limit(limit)))
 
 
 def next_unpublished(session: Session) -> Outbox | None:
@@ -203,12 +195,14 @@ def mark_publish_failed(session: Session, row_id: int, error: str) -> None:
 
 def latest_run_wrote_results(session: Session, job_id: int) -> bool:
     """Whether the job's current run reached ``results_written`` (each run starts ``queued``)."""
+
     def last(state: JobState) -> int:
-        return session.scalar(
-            select(func.max(JobEvent.id)).where(
-                JobEvent.job_id == job_id, JobEvent.state == state.value
+        return (
+            session.scalar(
+                select(func.max(JobEvent.id)).where(JobEvent.job_id == job_id, JobEvent.state == state.value)
             )
-        ) or 0
+            or 0
+        )
 
     return last(S.results_written) > last(S.queued)
 
@@ -279,9 +273,7 @@ def list_jobs(
 
 def job_history(session: Session, job_id: int) -> list[dict[str, Any]]:
     """Every event of a job in order: state or step, time (ISO 8601), detail."""
-    events = session.scalars(
-        select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
-    )
+    events = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
     return [{"state": e.state, "at": e.at.isoformat(), "detail": e.detail} for e in events]
 
 

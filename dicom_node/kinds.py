@@ -27,9 +27,7 @@ def result_kinds(values: Sequence[str]) -> list[ResultKind]:
     kinds = [v for v in values if is_result_kind(v)]
     unknown = [v for v in values if not is_result_kind(v)]
     if unknown:
-        raise ValueError(
-            f"unknown result kinds {', '.join(map(repr, unknown))}; allowed: {', '.join(RESULT_KINDS)}"
-        )
+        raise ValueError(f"unknown result kinds {', '.join(map(repr, unknown))}; allowed: {', '.join(RESULT_KINDS)}")
     return kinds
 
 

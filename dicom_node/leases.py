@@ -160,9 +160,7 @@ class SweepReport:
     failed: tuple[int, ...] = ()
 
 
-def sweep(
-    sessions: sessionmaker[Session], max_deliveries: int, now: datetime | None = None
-) -> SweepReport:
+def sweep(sessions: sessionmaker[Session], max_deliveries: int, now: datetime | None = None) -> SweepReport:
     """Take back every expired lease: requeue the job (a new outbox row) or fail it."""
     now = now or utcnow()
     with sessions() as session:
@@ -185,8 +183,9 @@ def sweep(
     return SweepReport(tuple(requeued), tuple(failed))
 
 
-def republish_unclaimed(sessions: sessionmaker[Session], older_than: float,
-                        now: datetime | None = None) -> tuple[int, ...]:
+def republish_unclaimed(
+    sessions: sessionmaker[Session], older_than: float, now: datetime | None = None
+) -> tuple[int, ...]:
     """Publish again every job that is still ``queued``, unclaimed, ``older_than`` seconds after
     its message went out: the broker lost it (Redis restarted without persistence drops its
     queue), and nothing else would ever look at it (no lease to expire, an outbox row marked
@@ -194,10 +193,15 @@ def republish_unclaimed(sessions: sessionmaker[Session], older_than: float,
     cutoff = (now or utcnow()) - timedelta(seconds=older_than)
     with transaction(sessions) as session:
         rows = session.scalars(
-            select(Outbox).join(Job, Job.id == Outbox.job_id).where(
-                Job.state == JobState.queued.value, Job.lease_token.is_(None),
-                Outbox.published_at.is_not(None), Outbox.published_at <= cutoff,
-            ).order_by(Outbox.id)
+            select(Outbox)
+            .join(Job, Job.id == Outbox.job_id)
+            .where(
+                Job.state == JobState.queued.value,
+                Job.lease_token.is_(None),
+                Outbox.published_at.is_not(None),
+                Outbox.published_at <= cutoff,
+            )
+            .order_by(Outbox.id)
         ).all()
         latest = {row.job_id: row for row in rows}  # one message per job
         for row in latest.values():
@@ -210,9 +214,7 @@ def republish_unclaimed(sessions: sessionmaker[Session], older_than: float,
     return tuple(sorted(latest))
 
 
-def _sweep_one(
-    sessions: sessionmaker[Session], job_id: int, max_deliveries: int, now: datetime
-) -> str:
+def _sweep_one(sessions: sessionmaker[Session], job_id: int, max_deliveries: int, now: datetime) -> str:
     """Requeue or fail one job whose lease expired; "renewed"/"gone" when it no longer is."""
     with sessions() as session:
         snapshot = read(session, job_id)
@@ -250,7 +252,7 @@ class LeaseSweeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-sweeper", daemon=True)
 
-    def start(self) -> "LeaseSweeper":
+    def start(self) -> LeaseSweeper:
         self._thread.start()
         return self
 
@@ -263,8 +265,11 @@ class LeaseSweeper:
         while not self._stop.wait(self._interval):
             try:
                 report = sweep(self._sessions, self._max)
-                again = (republish_unclaimed(self._sessions, self._republish_after)
-                         if self._republish_after is not None else ())
+                again = (
+                    republish_unclaimed(self._sessions, self._republish_after)
+                    if self._republish_after is not None
+                    else ()
+                )
             except TRANSIENT_DB_ERRORS as exc:
                 log.warning("lease_sweep_failed", error=short_error(exc))
                 continue

@@ -48,7 +48,4 @@ def too_many_pixels(ds: Any, max_pixels: int) -> str | None:
     total = rows * columns * frames
     if total <= max_pixels:
         return None
-    return (
-        f"image over MEDDET_MAX_PIXELS ({max_pixels}): "
-        f"{rows} x {columns} x {frames} frames = {total} pixels"
-    )
+    return f"image over MEDDET_MAX_PIXELS ({max_pixels}): {rows} x {columns} x {frames} frames = {total} pixels"

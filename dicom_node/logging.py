@@ -48,17 +48,13 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     # pynetdicom logs every PDU and highdicom every copied module at INFO: warnings only,
     # unless debugging.
     for chatty in ("pynetdicom", "highdicom"):
-        logging.getLogger(chatty).setLevel(
-            logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
-        )
+        logging.getLogger(chatty).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
 
 
 def _json_tracebacks() -> structlog.processors.ExceptionRenderer:
     """Tracebacks as dicts without frame locals (structlog's `dict_tracebacks` keeps them, and
     they hold pydicom data sets with patient names and IDs)."""
-    return structlog.processors.ExceptionRenderer(
-        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-    )
+    return structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

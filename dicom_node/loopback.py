@@ -46,7 +46,9 @@ def accepts(port: int, timeout: float = 1.0) -> bool:
 
 
 def wait_for(
-    probe: Callable[[], T | None], timeout: float = 15.0, what: str | Callable[[], str] = "condition",
+    probe: Callable[[], T | None],
+    timeout: float = 15.0,
+    what: str | Callable[[], str] = "condition",
     interval: float = 0.1,
 ) -> T:
     """Poll ``probe`` until it returns something truthy, and return that.
@@ -134,14 +136,26 @@ class MeddetProcess:
     """
 
     def __init__(
-        self, args: Sequence[str], env: dict[str, str], log: Path, ready: str | None = None,
-        timeout: float = 90.0, *, command: Sequence[str] = MEDDET, cwd: Path | None = None,
+        self,
+        args: Sequence[str],
+        env: dict[str, str],
+        log: Path,
+        ready: str | None = None,
+        timeout: float = 90.0,
+        *,
+        command: Sequence[str] = MEDDET,
+        cwd: Path | None = None,
     ) -> None:
         self.args = list(args)
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*command, *args], env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [*command, *args],
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         if ready is not None:
             self.wait_ready(ready, timeout)
@@ -212,8 +226,13 @@ class NodeProcess(MeddetProcess):
 
 
 def node_environment(
-    base: dict[str, str], data_dir: Path, port: int, destination: str, quiet_period: float,
-    checkpoint: Path | None = None, device: str = "cpu",
+    base: dict[str, str],
+    data_dir: Path,
+    port: int,
+    destination: str,
+    quiet_period: float,
+    checkpoint: Path | None = None,
+    device: str = "cpu",
 ) -> dict[str, str]:
     """A loopback node's environment: ``base`` without its MEDDET_ settings, then embedded
     mode (SQLite and spool under ``data_dir``), ``port`` on loopback, one destination."""

@@ -30,37 +30,32 @@ class Metrics:
         self.instances_received = Counter(
             "meddet_instances_received", "C-STORE requests by outcome", ["outcome"], registry=r
         )
-        self.series_completed = Counter(
-            "meddet_series_completed", "Series that reached completion", registry=r
-        )
+        self.series_completed = Counter("meddet_series_completed", "Series that reached completion", registry=r)
         self.jobs_by_state = Gauge(
-            "meddet_jobs", "Jobs by state (from the audit DB)", ["state"], registry=r,
+            "meddet_jobs",
+            "Jobs by state (from the audit DB)",
+            ["state"],
+            registry=r,
             multiprocess_mode="livemax",
         )
         self.queue_wait_seconds = Histogram(
             "meddet_queue_wait_seconds", "Queued to running", buckets=JOB_BUCKETS, registry=r
         )
-        self.job_run_seconds = Histogram(
-            "meddet_job_run_seconds", "Running to done", buckets=JOB_BUCKETS, registry=r
-        )
+        self.job_run_seconds = Histogram("meddet_job_run_seconds", "Running to done", buckets=JOB_BUCKETS, registry=r)
         self.detector_seconds_per_slice = Histogram(
             "meddet_detector_seconds_per_slice",
             "Detector time per slice",
             buckets=SLICE_BUCKETS,
             registry=r,
         )
-        self.jobs_finished = Counter(
-            "meddet_jobs_finished", "Task runs by outcome", ["outcome"], registry=r
-        )
+        self.jobs_finished = Counter("meddet_jobs_finished", "Task runs by outcome", ["outcome"], registry=r)
 
     def set_job_states(self, counts: Mapping[str, int]) -> None:
         for state, n in counts.items():
             self.jobs_by_state.labels(state=state).set(n)
 
 
-def serve_metrics(
-    port: int, registry: CollectorRegistry, host: str = "127.0.0.1"
-) -> tuple[WSGIServer, Thread]:
+def serve_metrics(port: int, registry: CollectorRegistry, host: str = "127.0.0.1") -> tuple[WSGIServer, Thread]:
     """Serve ``/metrics`` on ``host:port`` in a daemon thread; ``server.shutdown()`` stops it.
 
     ``port=0`` picks a free port (``server.server_port``).

@@ -18,8 +18,8 @@ from dicom_node.commitment import CommitmentSCP
 from dicom_node.config import Settings
 from dicom_node.durability import GroupCommitter
 from dicom_node.fastlane import LaneRequestHandler, LaneServer
-from dicom_node.logging import get_logger
 from dicom_node.guards import GuardedServer, Limits, start_server
+from dicom_node.logging import get_logger
 from dicom_node.recorder import AuditRecorder
 from dicom_node.recovery import reconcile, record_missing
 from dicom_node.scp import StoreHandlers, build_ae, image_storage_classes, tls_context
@@ -42,9 +42,7 @@ class Node:
     ) -> None:
         self.settings = settings
         group = settings.durability == "group"
-        self.spool = Spool(
-            settings.spool_dir, settings.incoming_tmp_dir, settings.quarantine_dir, durable=not group
-        )
+        self.spool = Spool(settings.spool_dir, settings.incoming_tmp_dir, settings.quarantine_dir, durable=not group)
         self.assembler = SeriesAssembler(
             session_factory,
             load_rules(settings.rules_file),
@@ -75,7 +73,7 @@ class Node:
         assert self._server is not None, "node not started"
         return int(self._server.server_address[1])
 
-    def start(self) -> "Node":
+    def start(self) -> Node:
         recovered = reconcile(self.spool, self._session_factory)
         self.recorder.start()
         if self.committer is not None:

@@ -145,9 +145,7 @@ class PublishFailed(Exception):
         self.job_id = job_id
 
 
-def publish_next(
-    sessions: sessionmaker[Session], publish: Publish, job_id: int | None = None
-) -> int | None:
+def publish_next(sessions: sessionmaker[Session], publish: Publish, job_id: int | None = None) -> int | None:
     """Publish the oldest pending row (of ``job_id`` if given); its job id, or None if none.
 
     The row is marked published with a compare-and-set before the publish, in the same
@@ -192,9 +190,7 @@ def broker_config(broker_url: str, visibility_timeout: float = 3600.0) -> dict[s
         "task_serializer": "json",
         "accept_content": ["json"],
         # A relay that cannot reach Redis gives up fast and retries later (rows stay in the outbox).
-        "task_publish_retry_policy": {
-            "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5
-        },
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         "redis_socket_connect_timeout": 2,
         "broker_connection_timeout": 2,
     }
@@ -228,5 +224,6 @@ def make_sweeper(
 ) -> leases.LeaseSweeper:
     """The lease sweeper of ``meddet serve`` and ``meddet worker``; call start()."""
     interval = leases.sweep_interval(settings.job_lease_seconds)
-    return leases.LeaseSweeper(session_factory, settings.max_deliveries, interval, on_requeued,
-                               republish_after=settings.job_republish_seconds)
+    return leases.LeaseSweeper(
+        session_factory, settings.max_deliveries, interval, on_requeued, republish_after=settings.job_republish_seconds
+    )

@@ -136,12 +136,18 @@ class Series:
         s = self.slices[len(self.slices) // 2]
         spacing = _pixel_spacing(s.source, s.frame - 1)
         if spacing is None:
-            raise SeriesError(f"instance {s.sop_instance_uid}: no Pixel Spacing; the analysis needs the pixel size in mm")
+            raise SeriesError(
+                f"instance {s.sop_instance_uid}: no Pixel Spacing; the analysis needs the pixel size in mm"
+            )
         return (spacing[1], spacing[0]) if s.view.transpose else spacing
 
 
-def read_series(path: str | Path | Sequence[str | Path], series_uid: str | None = None,
-                canonical: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> Series:
+def read_series(
+    path: str | Path | Sequence[str | Path],
+    series_uid: str | None = None,
+    canonical: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Series:
     """Read one series from a folder, a file or a list of files (see the module docstring)."""
     files = _files(path)
     datasets = []
@@ -157,9 +163,13 @@ def read_series(path: str | Path | Sequence[str | Path], series_uid: str | None 
     return series_from_datasets(datasets, series_uid, canonical, where=str(path), max_pixels=max_pixels)
 
 
-def series_from_datasets(datasets: Sequence[Dataset], series_uid: str | None = None,
-                         canonical: bool = True, where: str = "datasets",
-                         max_pixels: int = DEFAULT_MAX_PIXELS) -> Series:
+def series_from_datasets(
+    datasets: Sequence[Dataset],
+    series_uid: str | None = None,
+    canonical: bool = True,
+    where: str = "datasets",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Series:
     """Decode and order already-read datasets of one series (see ``read_series``)."""
     groups: dict[str, list[Dataset]] = {}
     for ds in datasets:
@@ -230,15 +240,18 @@ def dataset_slices(ds: Dataset, canonical: bool = True, max_pixels: int = DEFAUL
     if (too_large := too_many_pixels(ds, max_pixels)) is not None:
         raise SeriesError(f"instance {ds.SOPInstanceUID}: {too_large}; not decoded")
     if ds.get("SamplesPerPixel", 1) != 1:
-        raise SeriesError(f"instance {ds.SOPInstanceUID}: colour images (SamplesPerPixel "
-                          f"{ds.SamplesPerPixel}) are not MR slices")
+        raise SeriesError(
+            f"instance {ds.SOPInstanceUID}: colour images (SamplesPerPixel {ds.SamplesPerPixel}) are not MR slices"
+        )
     if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
         ds = _with_native_syntax(ds)
     try:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises several types for missing decoders / bad data
-        raise SeriesError(f"instance {ds.SOPInstanceUID}: cannot decode pixels of transfer syntax "
-                          f"{ds.file_meta.get('TransferSyntaxUID', '?')}: {exc}") from exc
+        raise SeriesError(
+            f"instance {ds.SOPInstanceUID}: cannot decode pixels of transfer syntax "
+            f"{ds.file_meta.get('TransferSyntaxUID', '?')}: {exc}"
+        ) from exc
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     frames = arr.reshape(n_frames, int(ds.Rows), int(ds.Columns))
     out = []

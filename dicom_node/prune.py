@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +75,16 @@ class PruneReport:
     def summary(self) -> str:
         counts = ", ".join(f"{name} {n}" for name, n in self.rows.items())
         kinds = {kind: sum(f.kind == kind for f in self.folders) for kind in ("results", "spool")}
-        return (f"older than {self.cutoff.isoformat(timespec='seconds')}: {counts}; "
-                f"results folders {kinds['results']}, spool folders {kinds['spool']}, {self.bytes} bytes")
+        return (
+            f"older than {self.cutoff.isoformat(timespec='seconds')}: {counts}; "
+            f"results folders {kinds['results']}, spool folders {kinds['spool']}, {self.bytes} bytes"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "cutoff": self.cutoff.isoformat(), "dry_run": self.dry_run, "rows": self.rows,
+            "cutoff": self.cutoff.isoformat(),
+            "dry_run": self.dry_run,
+            "rows": self.rows,
             "folders": [{"path": str(f.path), "kind": f.kind, "bytes": f.size_bytes} for f in self.folders],
             "bytes": self.bytes,
         }
@@ -97,9 +101,7 @@ def _folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def results_folders(
-    settings: Settings, session: Session, job_ids: Sequence[int], cutoff: datetime
-) -> list[Folder]:
+def results_folders(settings: Settings, session: Session, job_ids: Sequence[int], cutoff: datetime) -> list[Folder]:
     """Results folders of ``job_ids``, and orphan ones (no job row) not modified since ``cutoff``."""
     pruned = set(job_ids)
     root = settings.results_dir
@@ -141,7 +143,7 @@ def _series_of(session: Session, job_ids: Sequence[int], failed_only: bool = Fal
 
 def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
     for start in range(0, len(ids), _CHUNK):
-        yield ids[start:start + _CHUNK]
+        yield ids[start : start + _CHUNK]
 
 
 # --- deleting rows ------------------------------------------------------------------------
@@ -174,8 +176,7 @@ def prune_series(session: Session, cutoff: datetime, dry_run: bool, gone: set[Pa
     pruned = Job.state.in_(FINISHED) & (Job.updated_at < cutoff)  # deleted by prune_jobs
     has_job = select(Job.id).where(Job.series_id == Series.id, ~pruned).exists()
     query = select(Series).where(Series.last_received_at < cutoff, ~has_job).order_by(Series.id)
-    ids = [s.id for s in session.scalars(query)
-           if Path(s.spool_path) in gone or not Path(s.spool_path).exists()]
+    ids = [s.id for s in session.scalars(query) if Path(s.spool_path) in gone or not Path(s.spool_path).exists()]
     rows = {"series": 0, "instances": 0}
     for chunk in _chunks(ids):
         rows["instances"] += _count_or_delete(session, Instance, Instance.series_id.in_(chunk), dry_run)
@@ -228,7 +229,7 @@ def prune(
     now: datetime | None = None,
 ) -> PruneReport:
     """Prune everything older than ``cutoff`` (see the module docstring); record it."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if cutoff > now:
         raise ValueError(f"cutoff {cutoff.isoformat()} is in the future")
     report = PruneReport(cutoff, dry_run)
@@ -241,8 +242,15 @@ def prune(
             continue
         with transaction(session_factory) as session:
             if remove_folder(session, folder, cutoff):
-                session.add(CleanupRecord(path=str(folder.path), kind=folder.kind, size_bytes=folder.size_bytes,
-                                          reason="db prune: older than the cutoff", at=now))
+                session.add(
+                    CleanupRecord(
+                        path=str(folder.path),
+                        kind=folder.kind,
+                        size_bytes=folder.size_bytes,
+                        reason="db prune: older than the cutoff",
+                        at=now,
+                    )
+                )
                 report.folders.append(folder)
     gone = {f.path for f in report.folders if f.kind == "spool"}
     with transaction(session_factory) as session:
@@ -250,8 +258,20 @@ def prune(
         report.rows.update(prune_series(session, cutoff, dry_run, gone))
         report.rows.update(prune_other(session, cutoff, dry_run))
         if not dry_run:
-            session.add(CleanupRecord(path=str(settings.data_dir), kind="prune", size_bytes=report.bytes,
-                                      reason=f"db prune {report.summary()}", at=now))
-    log.info("db prune" + (" (dry run)" if dry_run else ""), cutoff=cutoff.isoformat(),
-             bytes=report.bytes, folders=len(report.folders), **report.rows)
+            session.add(
+                CleanupRecord(
+                    path=str(settings.data_dir),
+                    kind="prune",
+                    size_bytes=report.bytes,
+                    reason=f"db prune {report.summary()}",
+                    at=now,
+                )
+            )
+    log.info(
+        "db prune" + (" (dry run)" if dry_run else ""),
+        cutoff=cutoff.isoformat(),
+        bytes=report.bytes,
+        folders=len(report.folders),
+        **report.rows,
+    )
     return report

@@ -57,11 +57,23 @@ TESTED_VERSIONS = ("3.0.",)
 
 # Private pynetdicom attributes this module reads or replaces.
 _DUL_INTERNALS = (
-    "_process_recv_primitive", "_is_transport_event", "state_machine", "artim_timer",
-    "_idle_timer", "_kill_thread", "event_queue", "to_provider_queue", "to_user_queue",
+    "_process_recv_primitive",
+    "_is_transport_event",
+    "state_machine",
+    "artim_timer",
+    "_idle_timer",
+    "_kill_thread",
+    "event_queue",
+    "to_provider_queue",
+    "to_user_queue",
 )
 _ASSOC_INTERNALS = (
-    "_run_reactor", "_serve_request", "_reactor_checkpoint", "_is_paused", "_kill", "dimse",
+    "_run_reactor",
+    "_serve_request",
+    "_reactor_checkpoint",
+    "_is_paused",
+    "_kill",
+    "dimse",
 )
 
 

@@ -169,8 +169,9 @@ class AuditRecorder:
                 continue
             except Exception as exc:  # noqa: BLE001 - a refused row: isolated, then recorded
                 if not one_by_one:
-                    log.warning("audit batch refused; writing it event by event",
-                                events=len(chunk), error=short_error(exc))
+                    log.warning(
+                        "audit batch refused; writing it event by event", events=len(chunk), error=short_error(exc)
+                    )
                     one_by_one = True
                     continue
                 self._record_failure(chunk[0], exc)
@@ -192,10 +193,13 @@ class AuditRecorder:
                         stores.append(event)
                         continue
                     if stores:
-                        touched |= record_instances(session, [
-                            (e.header, e.stored, e.at, self._assoc_ids.get(e.key) if e.key is not None else None)
-                            for e in stores
-                        ])
+                        touched |= record_instances(
+                            session,
+                            [
+                                (e.header, e.stored, e.at, self._assoc_ids.get(e.key) if e.key is not None else None)
+                                for e in stores
+                            ],
+                        )
                         stores = []
                     if event is not None and (series := self.apply(session, event)):
                         touched.add(series)
@@ -208,11 +212,18 @@ class AuditRecorder:
         """Back off before the next try; False when stopping (the events are given up)."""
         delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempt - 1))
         if attempt == 1 or attempt % 30 == 0:
-            log.warning("audit database unavailable; retrying", attempt=attempt, events=pending,
-                        retry_in_s=delay, error=short_error(exc))
+            log.warning(
+                "audit database unavailable; retrying",
+                attempt=attempt,
+                events=pending,
+                retry_in_s=delay,
+                error=short_error(exc),
+            )
         if self._stopping.wait(delay):
-            log.error("audit events not written at shutdown; recovery records the spool files "
-                      "at the next start", events=pending)
+            log.error(
+                "audit events not written at shutdown; recovery records the spool files at the next start",
+                events=pending,
+            )
             return False
         return True
 
@@ -226,10 +237,14 @@ class AuditRecorder:
                     return  # recorded meanwhile (recovery caught up with it): nothing is missing
                 log.error("audit event refused", kind=type(event).__name__, sop_uid=sop_uid, reason=reason)
                 if path is not None:
-                    session.add(QuarantineRecord(
-                        sop_instance_uid=clip(QuarantineRecord.sop_instance_uid, sop_uid),
-                        path=str(path), reason=reason, at=event.at,
-                    ))
+                    session.add(
+                        QuarantineRecord(
+                            sop_instance_uid=clip(QuarantineRecord.sop_instance_uid, sop_uid),
+                            path=str(path),
+                            reason=reason,
+                            at=event.at,
+                        )
+                    )
         except Exception:  # noqa: BLE001 - the log line above is the record then
             log.exception("could not record an audit failure", sop_uid=sop_uid)
 

@@ -29,8 +29,9 @@ def _modality(header: InstanceHeader) -> str | None:
     """Modality as stored: DICOM's CS allows 16 characters, and so does the column."""
     modality = clip(Series.modality, header.modality)
     if modality != header.modality:
-        log.warning("over-long Modality cut to 16 characters", series_uid=header.series_uid,
-                    length=len(header.modality or ""))
+        log.warning(
+            "over-long Modality cut to 16 characters", series_uid=header.series_uid, length=len(header.modality or "")
+        )
     return modality
 
 
@@ -59,8 +60,7 @@ def record_instances(session: Session, stored: Sequence[Stored]) -> set[Series]:
     series, one bulk INSERT of the instances, one UPDATE per series (at commit)."""
     uids = {header.series_uid for header, *_ in stored}
     series_by_uid = {
-        s.series_instance_uid: s
-        for s in session.scalars(select(Series).where(Series.series_instance_uid.in_(uids)))
+        s.series_instance_uid: s for s in session.scalars(select(Series).where(Series.series_instance_uid.in_(uids)))
     }
     created = False
     for header, file, at, _ in stored:

@@ -63,8 +63,7 @@ def record_missing(
         else:
             recorded += 1
     if missing:
-        log.warning("recovered spool files missing from the audit DB", files=recorded,
-                    failed=len(missing) - recorded)
+        log.warning("recovered spool files missing from the audit DB", files=recorded, failed=len(missing) - recorded)
     return recorded
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -46,8 +46,10 @@ def is_finished(series: Series, before: datetime) -> bool:
         return False
     if series.state == SeriesState.skipped:
         return True
-    return series.state == SeriesState.selected and bool(series.jobs) and all(
-        job.state == JobState.done for job in series.jobs
+    return (
+        series.state == SeriesState.selected
+        and bool(series.jobs)
+        and all(job.state == JobState.done for job in series.jobs)
     )
 
 
@@ -67,15 +69,14 @@ def plan(settings: Settings, session: Session, now: datetime) -> list[Removal]:
             why = "series skipped" if series.state == SeriesState.skipped else "all jobs done"
             files = tuple(sorted(p for p in folder.iterdir() if p.is_file()))
             size = sum(p.stat().st_size for p in files)
-            removals.append(Removal(folder, "spool", size, f"{why}, retention passed", files,
-                                    series.id, series.completed_at))
+            removals.append(
+                Removal(folder, "spool", size, f"{why}, retention passed", files, series.id, series.completed_at)
+            )
     q_cutoff = (now - timedelta(days=settings.quarantine_retention_days)).timestamp()
     if settings.quarantine_dir.exists():
         for path in sorted(settings.quarantine_dir.glob("*.dcm")):
             if path.stat().st_mtime < q_cutoff:
-                removals.append(
-                    Removal(path, "quarantine", path.stat().st_size, "quarantine retention passed")
-                )
+                removals.append(Removal(path, "quarantine", path.stat().st_size, "quarantine retention passed"))
     return removals
 
 
@@ -86,7 +87,7 @@ def collect_garbage(
     dry_run: bool = False,
 ) -> list[Removal]:
     """Remove what :func:`plan` lists (unless ``dry_run``) and record each removal."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     with session_factory() as session:
         removals = plan(settings, session, now)
     if dry_run or not removals:
@@ -140,9 +141,7 @@ class RetentionLoop:
     """Runs :func:`collect_garbage` every ``interval`` seconds on a daemon thread, then, when
     ``prune_older_than_days`` is set, :func:`dicom_node.prune.prune` for that age."""
 
-    def __init__(
-        self, settings: Settings, session_factory: sessionmaker[Session], interval: float = 600.0
-    ) -> None:
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], interval: float = 600.0) -> None:
         self._settings = settings
         self._factory = session_factory
         self._interval = interval
@@ -172,7 +171,7 @@ class RetentionLoop:
             return
         from dicom_node.prune import prune
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         try:
             prune(self._settings, self._factory, now - timedelta(days=days), now=now)
         except Exception:  # the database may be down: the next pass retries

@@ -65,11 +65,7 @@ assert set(TRANSFER_SYNTAXES) <= set(ALL_TRANSFER_SYNTAXES)
 
 def image_storage_classes() -> dict[str, str]:
     """Every image storage SOP class pynetdicom knows (name -> UID); others are refused."""
-    return {
-        name: uid
-        for name, uid in _STORAGE_CLASSES.items()
-        if "Image" in name and "PresentationState" not in name
-    }
+    return {name: uid for name, uid in _STORAGE_CLASSES.items() if "Image" in name and "PresentationState" not in name}
 
 
 @dataclass
@@ -144,8 +140,9 @@ class StoreHandlers:
         if calling in certificate_names(peer):
             return
         reason = f"calling AE {calling!r} is not named by the peer's TLS client certificate"
-        self._record_rejection(calling, primitive.called_ae_title.strip(), assoc.requestor.address,
-                               assoc.requestor.port, reason)
+        self._record_rejection(
+            calling, primitive.called_ae_title.strip(), assoc.requestor.address, assoc.requestor.port, reason
+        )
         assoc.acse.send_reject(0x01, 0x01, 0x03)
         assoc.kill()  # as pynetdicom after its own rejections: returns once the RJ is sent
 

@@ -137,8 +137,13 @@ def _store_all(assoc: Association, pending: list[tuple[str, Dataset]]) -> list[O
         uid = str(ds.SOPInstanceUID)
         if str(ds.SOPClassUID) not in accepted:
             results.append(
-                ObjectOutcome(uid, kind, FAILURE, statuses.SOP_CLASS_NOT_SUPPORTED,
-                              f"destination did not accept SOP class {ds.SOPClassUID}")
+                ObjectOutcome(
+                    uid,
+                    kind,
+                    FAILURE,
+                    statuses.SOP_CLASS_NOT_SUPPORTED,
+                    f"destination did not accept SOP class {ds.SOPClassUID}",
+                )
             )
             continue
         if not assoc.is_established:
@@ -243,16 +248,19 @@ def send_objects(
         else:
             reason = "association rejected" if assoc.is_rejected else "destination unreachable or aborted"
             errors.append(reason)
-            outcomes = [
-                ObjectOutcome(str(ds.SOPInstanceUID), kind, UNREACHABLE, None, reason)
-                for kind, ds in pending
-            ]
+            outcomes = [ObjectOutcome(str(ds.SOPInstanceUID), kind, UNREACHABLE, None, reason) for kind, ds in pending]
         _record(session_factory, job_id, where, outcomes)
         for o in outcomes:
             final[o.sop_instance_uid] = o
             log.info(
-                "c-store", destination=where, sop_instance_uid=o.sop_instance_uid, kind=o.kind,
-                outcome=o.outcome, status=o.status, attempt=attempt + 1, job_id=job_id,
+                "c-store",
+                destination=where,
+                sop_instance_uid=o.sop_instance_uid,
+                kind=o.kind,
+                outcome=o.outcome,
+                status=o.status,
+                attempt=attempt + 1,
+                job_id=job_id,
             )
         retry_uids = {o.sop_instance_uid for o in outcomes if _retriable(o)}
         pending = [(k, ds) for k, ds in pending if str(ds.SOPInstanceUID) in retry_uids]

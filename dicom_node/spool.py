@@ -62,7 +62,6 @@ def parse_spool_name(name: str) -> tuple[str, int] | None:
     return match["sop"], int(match["rev"] or 0)
 
 
-
 def _check_uids(study_uid: str, series_uid: str, sop_uid: str) -> None:
     for name, uid in (("study", study_uid), ("series", series_uid), ("SOP instance", sop_uid)):
         if not is_valid_uid(uid):
@@ -82,6 +81,7 @@ def _free_revision(folder: Path, sop_uid: str, size: int, same: Callable[[Path],
             return path, revision, True
         revision += 1
 
+
 def _replace(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` into place; a series folder that retention removed meanwhile (this
     process or ``meddet spool gc``) is made again, so a late instance is never refused."""
@@ -97,9 +97,7 @@ def _replace(tmp: Path, final: Path) -> None:
 class Spool:
     """Atomic, duplicate-aware storage of received instances."""
 
-    def __init__(
-        self, spool_dir: Path, tmp_dir: Path, quarantine_dir: Path, durable: bool = True
-    ) -> None:
+    def __init__(self, spool_dir: Path, tmp_dir: Path, quarantine_dir: Path, durable: bool = True) -> None:
         self.spool_dir = spool_dir
         self.tmp_dir = tmp_dir
         self.quarantine_dir = quarantine_dir
@@ -161,17 +159,16 @@ class Spool:
             self._write_atomic(data, path)
         return StoredFile(path, revision, digest, len(data), duplicate=False)
 
-    def place(
-        self, tmp: Path, size: int, sha256: str, study_uid: str, series_uid: str, sop_uid: str
-    ) -> StoredFile:
+    def place(self, tmp: Path, size: int, sha256: str, study_uid: str, series_uid: str, sop_uid: str) -> StoredFile:
         """Rename a complete temp file (written by the receive path) into the spool, as
         :meth:`store` does with bytes; a duplicate's temp file is removed."""
         _check_uids(study_uid, series_uid, sop_uid)
         try:
             folder = self._series_folder(study_uid, series_uid)
             with self._lock:
-                path, revision, same = _free_revision(folder, sop_uid, size,
-                                                      lambda p: filecmp.cmp(p, tmp, shallow=False))
+                path, revision, same = _free_revision(
+                    folder, sop_uid, size, lambda p: filecmp.cmp(p, tmp, shallow=False)
+                )
                 if same:
                     tmp.unlink(missing_ok=True)
                     return StoredFile(path, revision, sha256, size, duplicate=True)

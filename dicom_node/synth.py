@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
@@ -34,7 +35,6 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGLSLossless,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
 )
 
@@ -69,7 +69,8 @@ class WrittenStudy:
 
     def as_dict(self, root: Path) -> dict[str, Any]:
         return {
-            "name": self.name, "dicom_dir": str(self.dicom_dir.relative_to(root)),
+            "name": self.name,
+            "dicom_dir": str(self.dicom_dir.relative_to(root)),
             "ground_truth": str(self.ground_truth.relative_to(root)),
             "study_instance_uid": self.study_instance_uid,
             "series_instance_uid": self.series_instance_uid,
@@ -77,8 +78,15 @@ class WrittenStudy:
         }
 
 
-def write_studies(out: Path, n: int, seed: int, hard: bool = False, n_slices: int = 15,
-                  size: int | None = None, transfer_syntax: str = "explicit") -> list[WrittenStudy]:
+def write_studies(
+    out: Path,
+    n: int,
+    seed: int,
+    hard: bool = False,
+    n_slices: int = 15,
+    size: int | None = None,
+    transfer_syntax: str = "explicit",
+) -> list[WrittenStudy]:
     """Write ``n`` studies (study i drawn from seed ``[seed, i]``) and ``OUT/index.json``."""
     from detector.data.synthetic import make_study
 
@@ -89,18 +97,23 @@ def write_studies(out: Path, n: int, seed: int, hard: bool = False, n_slices: in
     for i in range(n):
         study = make_study(np.random.default_rng([seed, i]), hard=hard, n_slices=n_slices, size=size)
         name = f"SYN{i + 1:04d}"
-        datasets = study_datasets(study, key=(seed, i, hard, n_slices, size), number=i + 1,
-                                  patient_id=f"SYNTH-{seed}-{i + 1:04d}")
+        datasets = study_datasets(
+            study, key=(seed, i, hard, n_slices, size), number=i + 1, patient_id=f"SYNTH-{seed}-{i + 1:04d}"
+        )
         dicom_dir = out / name / "dicom"
         dicom_dir.mkdir(parents=True, exist_ok=True)
         for k, ds in enumerate(datasets):
             save(ds, dicom_dir / f"IM{k + 1:04d}.dcm", TRANSFER_SYNTAXES[transfer_syntax])
         gt = out / name / "ground_truth.json"
         gt.write_text(json.dumps(ground_truth(study, datasets, hard), indent=1))
-        written.append(WrittenStudy(name, dicom_dir, gt, datasets[0].StudyInstanceUID,
-                                    datasets[0].SeriesInstanceUID, study.herniated_levels))
-    (out / "index.json").write_text(json.dumps(
-        {"seed": seed, "hard": hard, "studies": [w.as_dict(out) for w in written]}, indent=1))
+        written.append(
+            WrittenStudy(
+                name, dicom_dir, gt, datasets[0].StudyInstanceUID, datasets[0].SeriesInstanceUID, study.herniated_levels
+            )
+        )
+    (out / "index.json").write_text(
+        json.dumps({"seed": seed, "hard": hard, "studies": [w.as_dict(out) for w in written]}, indent=1)
+    )
     return written
 
 

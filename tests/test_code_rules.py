@@ -37,6 +37,11 @@ def test_ruff_finds_nothing() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_code_is_laid_out_by_ruff_format() -> None:
+    done = run([sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "."], 120)
+    assert done.returncode == 0, "run `ruff format .`:\n" + done.stdout + done.stderr
+
+
 def test_import_contracts_hold() -> None:
     """detector imports none of our packages; worker never imports the CLI; dicom_node imports
     worker and migrations only from its CLI, and only the CLI imports the CLI."""
@@ -62,9 +67,17 @@ def test_the_import_contracts_of_issue_13_are_configured() -> None:
 #: The flags of mypy's --strict that are set per module (warn_unused_ignores and
 #: warn_redundant_casts, the other two, are global options).
 STRICT_FLAGS = (
-    "disallow_any_generics", "disallow_subclassing_any", "disallow_untyped_calls", "disallow_untyped_defs",
-    "disallow_incomplete_defs", "check_untyped_defs", "disallow_untyped_decorators", "warn_return_any",
-    "no_implicit_reexport", "strict_equality", "extra_checks",
+    "disallow_any_generics",
+    "disallow_subclassing_any",
+    "disallow_untyped_calls",
+    "disallow_untyped_defs",
+    "disallow_incomplete_defs",
+    "check_untyped_defs",
+    "disallow_untyped_decorators",
+    "warn_return_any",
+    "no_implicit_reexport",
+    "strict_equality",
+    "extra_checks",
 )
 
 
@@ -75,10 +88,14 @@ def test_mypy_checks_dicom_node_and_worker_strictly() -> None:
     assert mypy["warn_unused_ignores"] is True and mypy["warn_redundant_casts"] is True
     overrides = mypy["overrides"]
     strict = [o for o in overrides if set(o["module"]) >= {"dicom_node", "dicom_node.*", "worker", "worker.*"}]
-    assert len(strict) == 1 and {flag: strict[0].get(flag) for flag in STRICT_FLAGS} == dict.fromkeys(STRICT_FLAGS, True)
+    assert len(strict) == 1 and {flag: strict[0].get(flag) for flag in STRICT_FLAGS} == dict.fromkeys(
+        STRICT_FLAGS, True
+    )
     # No later override relaxes a dicom_node or worker module: the temporary ones that issue 13
     # allowed while other work was changing them are gone, and none may come back.
-    relaxed = {m for o in overrides if o is not strict[0] for m in o["module"] if m.split(".")[0] in ("dicom_node", "worker")}
+    relaxed = {
+        m for o in overrides if o is not strict[0] for m in o["module"] if m.split(".")[0] in ("dicom_node", "worker")
+    }
     assert not relaxed, sorted(relaxed)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.analysis import Detector

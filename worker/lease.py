@@ -49,7 +49,7 @@ class Heartbeat:
                 self.lost.set()
                 return
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 
@@ -59,9 +59,7 @@ class Heartbeat:
 
 
 @contextmanager
-def holding(
-    sessions: sessionmaker[Session], job_id: int, token: str, seconds: float
-) -> Iterator[Heartbeat]:
+def holding(sessions: sessionmaker[Session], job_id: int, token: str, seconds: float) -> Iterator[Heartbeat]:
     """Run the block as the holder of ``token``'s lease, renewed by a heartbeat."""
     marker = current_lease.set(token)
     try:

@@ -75,9 +75,7 @@ def job_session(ctx: WorkerContext, job_id: int, run: int) -> Iterator[tuple[Ses
         raise RetriableError(f"audit database: {exc.orig}") from exc
 
 
-def advance(
-    ctx: WorkerContext, job_id: int, run: int, state: JobState, detail: Any = None
-) -> None:
+def advance(ctx: WorkerContext, job_id: int, run: int, state: JobState, detail: Any = None) -> None:
     with job_session(ctx, job_id, run) as (session, job):
         jobs.transition(session, job, state, detail)
 
@@ -108,8 +106,7 @@ def latest_instance_files(session: Session, series_id: int) -> list[Path]:
         select(Instance.spool_path)
         .join(
             latest,
-            (Instance.sop_instance_uid == latest.c.sop_instance_uid)
-            & (Instance.revision == latest.c.revision),
+            (Instance.sop_instance_uid == latest.c.sop_instance_uid) & (Instance.revision == latest.c.revision),
         )
         .where(Instance.series_id == series_id)
         .order_by(Instance.sop_instance_uid)
@@ -149,16 +146,15 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
 
     with step(ctx, job_id, run, "decode", instances=len(job.files)) as info:
         try:
-            series = read_series(list(job.files), series_uid=job.series_instance_uid,
-                                 max_pixels=ctx.settings.max_pixels)
+            series = read_series(
+                list(job.files), series_uid=job.series_instance_uid, max_pixels=ctx.settings.max_pixels
+            )
         except (ValueError, KeyError, AttributeError) as exc:  # SeriesError is a ValueError
             raise BadInputError(f"cannot decode series: {exc}") from exc
         info["slices"] = len(series.slices)
     detector = ctx.detector()
     if detector.version != job.model_version:
-        raise PermanentError(
-            f"this worker runs model {detector.version}, the job is for {job.model_version}"
-        )
+        raise PermanentError(f"this worker runs model {detector.version}, the job is for {job.model_version}")
     seconds: dict[str, float] = {}
 
     @contextmanager
@@ -169,7 +165,10 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
 
     try:
         result = analysis.analyze_series(
-            series, detector, kinds=kinds_to_build(ctx.settings), sr_kind=ctx.settings.sr_kind,
+            series,
+            detector,
+            kinds=kinds_to_build(ctx.settings),
+            sr_kind=ctx.settings.sr_kind,
             step=job_step,
         )
     except FindingsError as exc:  # names the missing attribute
@@ -183,9 +182,7 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
         write_results(out_dir, result.findings, objects)
     with job_session(ctx, job_id, run) as (session, job_row):
         job_row.results_path = str(out_dir)
-        jobs.transition(
-            session, job_row, JobState.results_written, {"objects": [k for k, _ in objects]}
-        )
+        jobs.transition(session, job_row, JobState.results_written, {"objects": [k for k, _ in objects]})
     return list(objects)
 
 

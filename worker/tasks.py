@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -58,7 +58,7 @@ def _queued_at(session: Session, job_id: int) -> datetime | None:
 
 
 def _seconds_since(at: datetime) -> float:
-    return (datetime.now(timezone.utc) - at).total_seconds()
+    return (datetime.now(UTC) - at).total_seconds()
 
 
 def claim_job(ctx: WorkerContext, job_id: int, token: str | None = None) -> Claim | str:
@@ -93,9 +93,7 @@ def _claim(ctx: WorkerContext, job_id: int, token: str) -> Claim | str:
             return "running elsewhere"
         job = session.get(Job, job_id)
         assert job is not None
-        if lease is leases.Lease.lost and leases.count_lost(
-            session, job, ctx.settings.max_deliveries, by="claim"
-        ):
+        if lease is leases.Lease.lost and leases.count_lost(session, job, ctx.settings.max_deliveries, by="claim"):
             return "failed"
         return _start(ctx, session, job, token)
 
@@ -234,9 +232,7 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext]) -> Task:
             countdown = schedule_retry(ctx, job_id, exc, self.request.retries, token)
             if countdown is None:
                 return "failed"
-            raise self.retry(
-                exc=exc, countdown=countdown, max_retries=None, kwargs={"lease": token}
-            ) from exc
+            raise self.retry(exc=exc, countdown=countdown, max_retries=None, kwargs={"lease": token}) from exc
 
     return analyze_series
 
@@ -314,9 +310,7 @@ def retry_job(
         if row is None:
             raise RetryRefused(f"job {job_id} does not exist")
         if JobState(row.state) not in (JobState.failed, JobState.quarantined):
-            raise RetryRefused(
-                f"job {job_id} is {JobState(row.state).value}; only failed or quarantined jobs retry"
-            )
+            raise RetryRefused(f"job {job_id} is {JobState(row.state).value}; only failed or quarantined jobs retry")
         jobs.requeue(session, row, reason)
         run = row.run
     published = False

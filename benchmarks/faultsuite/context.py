@@ -35,9 +35,18 @@ class Sizes:
     timeout: float = 1800.0  # for the traffic of a phase, and for its jobs to finish
 
     @classmethod
-    def small(cls) -> "Sizes":
-        return cls(senders=2, series=2, fuzz_examples=12, dist_senders=1, dist_series=1,
-                   redis_outage=3.0, postgres_outage=7.0, pace=0.3, timeout=120.0)
+    def small(cls) -> Sizes:
+        return cls(
+            senders=2,
+            series=2,
+            fuzz_examples=12,
+            dist_senders=1,
+            dist_series=1,
+            redis_outage=3.0,
+            postgres_outage=7.0,
+            pace=0.3,
+            timeout=120.0,
+        )
 
 
 @dataclass
@@ -132,6 +141,15 @@ def count_row(phase: str, ctx: Context, database_url: str, series: list[SeriesFi
     acked = ledger.acked & ours
     duplicates, resent = destination_counts(ctx.destination.received(), {s.study_uid for s in series})
     lost = len(acked - (counts.recorded & counts.analysed))
-    return Row(phase, sent=len(ledger.sent & ours), acked=len(acked), recorded=len(counts.recorded),
-               analysed=len(counts.analysed), lost=lost, stuck=counts.stuck, failed_jobs=counts.failed,
-               duplicates=duplicates, resent_same_uid=resent)
+    return Row(
+        phase,
+        sent=len(ledger.sent & ours),
+        acked=len(acked),
+        recorded=len(counts.recorded),
+        analysed=len(counts.analysed),
+        lost=lost,
+        stuck=counts.stuck,
+        failed_jobs=counts.failed,
+        duplicates=duplicates,
+        resent_same_uid=resent,
+    )

@@ -40,8 +40,12 @@ def running_pid(database_url: str) -> tuple[int, int] | None:
             job_id = session.scalar(select(Job.id).where(Job.state == JobState.running).limit(1))
             if job_id is None:
                 return None
-            detail = session.scalar(select(JobEvent.detail).where(JobEvent.job_id == job_id,
-                                    JobEvent.state == "running").order_by(JobEvent.id.desc()).limit(1))
+            detail = session.scalar(
+                select(JobEvent.detail)
+                .where(JobEvent.job_id == job_id, JobEvent.state == "running")
+                .order_by(JobEvent.id.desc())
+                .limit(1)
+            )
             return (job_id, int(json.loads(detail)["pid"])) if detail else None
     finally:
         engine.dispose()
@@ -49,8 +53,10 @@ def running_pid(database_url: str) -> tuple[int, int] | None:
 
 def run(ctx: Context) -> Row:
     sizes = ctx.sizes
-    ctx.phase(f"distributed: {sizes.dist_senders} senders x 3 x {sizes.dist_series} series, Redis + "
-              "PostgreSQL (private) + meddet worker")
+    ctx.phase(
+        f"distributed: {sizes.dist_senders} senders x 3 x {sizes.dist_series} series, Redis + "
+        "PostgreSQL (private) + meddet worker"
+    )
     redis = RedisServer(ctx.workdir / "redis").start()
     postgres = PrivatePostgres()
     reason = postgres.unavailable()
@@ -64,9 +70,15 @@ def run(ctx: Context) -> Row:
         database_url = f"sqlite:///{ctx.workdir / 'distributed-audit.db'}"
     else:
         database_url = postgres.url
-    env = suite_env(ctx.destination.destination, ctx.checkpoint, ctx.workdir / "distributed-data", database_url,
-                    MEDDET_BROKER_URL=redis.url, MEDDET_JOB_LEASE_SECONDS=LEASE_SECONDS,
-                    MEDDET_JOB_REPUBLISH_SECONDS=REPUBLISH_SECONDS)
+    env = suite_env(
+        ctx.destination.destination,
+        ctx.checkpoint,
+        ctx.workdir / "distributed-data",
+        database_url,
+        MEDDET_BROKER_URL=redis.url,
+        MEDDET_JOB_LEASE_SECONDS=LEASE_SECONDS,
+        MEDDET_JOB_REPUBLISH_SECONDS=REPUBLISH_SECONDS,
+    )
     node = worker = None
     try:
         node = ServeProcess("dist-node", env, ctx.logs, ctx.rss, json_first=True).start()
@@ -83,8 +95,9 @@ def run(ctx: Context) -> Row:
         postgres.remove()
 
 
-def _faults(ctx: Context, node: ServeProcess, database_url: str, redis: RedisServer,
-            postgres: PrivatePostgres | None) -> Row:
+def _faults(
+    ctx: Context, node: ServeProcess, database_url: str, redis: RedisServer, postgres: PrivatePostgres | None
+) -> Row:
     sizes = ctx.sizes
     parts = [ctx.generator.for_senders(f"dist-{k}", sizes.dist_senders, sizes.dist_series) for k in range(3)]
     ledger = Ledger()
@@ -107,8 +120,10 @@ def _faults(ctx: Context, node: ServeProcess, database_url: str, redis: RedisSer
         traffic = send(part)
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
         service.start()
-        ctx.note(f"distributed: {name} down {time.monotonic() - started:.1f} s while "
-                 f"{sum(len(s.files) for s in flatten(part))} instances were sent")
+        ctx.note(
+            f"distributed: {name} down {time.monotonic() - started:.1f} s while "
+            f"{sum(len(s.files) for s in flatten(part))} instances were sent"
+        )
         traffic.join()
 
     outage("Redis", redis, sizes.redis_outage, parts[1])

@@ -19,8 +19,9 @@ LEASE_SECONDS = "6"  # a killed node's running job is swept back into the queue 
 
 
 def _node(ctx: Context, data_dir: Path, database_url: str, full_disk: bool) -> ServeProcess:
-    env = suite_env(ctx.destination.destination, ctx.checkpoint, data_dir, database_url,
-                    MEDDET_JOB_LEASE_SECONDS=LEASE_SECONDS)
+    env = suite_env(
+        ctx.destination.destination, ctx.checkpoint, data_dir, database_url, MEDDET_JOB_LEASE_SECONDS=LEASE_SECONDS
+    )
     if full_disk:  # no watermark: the write itself must meet the full disk (ENOSPC)
         env["MEDDET_DISK_WATERMARK"] = "100"
     return ServeProcess("node", env, ctx.logs, ctx.rss, json_first=False)
@@ -79,8 +80,10 @@ def soak(ctx: Context, node: ServeProcess, database_url: str) -> Row:
     t0 = time.monotonic()
     node.stop()
     node.start()
-    ctx.note(f"soak: node stopped with SIGTERM at {at}/{traffic.total} acknowledged, "
-             f"listening again after {time.monotonic() - t0:.1f} s")
+    ctx.note(
+        f"soak: node stopped with SIGTERM at {at}/{traffic.total} acknowledged, "
+        f"listening again after {time.monotonic() - t0:.1f} s"
+    )
 
     two_thirds.wait(sizes.timeout)
     try:
@@ -91,17 +94,21 @@ def soak(ctx: Context, node: ServeProcess, database_url: str) -> Row:
     t0 = time.monotonic()
     node.kill()
     node.start()
-    ctx.note(f"soak: node killed with SIGKILL at {at}/{traffic.total} acknowledged"
-             + (f", job {job} running" if job else ", no job running") +
-             f"; listening again after {time.monotonic() - t0:.1f} s")
+    ctx.note(
+        f"soak: node killed with SIGKILL at {at}/{traffic.total} acknowledged"
+        + (f", job {job} running" if job else ", no job running")
+        + f"; listening again after {time.monotonic() - t0:.1f} s"
+    )
 
     missed = traffic.join()
     if missed:
         ctx.problem(f"soak: {len(missed)} series not fully acknowledged by the deadline")
     waited = wait_settled(ctx, database_url, flatten(plan), "soak jobs")
-    ctx.note(f"soak: traffic and analysis took {time.monotonic() - started:.0f} s "
-             f"(last job finished {waited:.0f} s after the last send); "
-             f"{ledger.associations} association attempts, {ledger.failed_associations} refused or failed (node down)")
+    ctx.note(
+        f"soak: traffic and analysis took {time.monotonic() - started:.0f} s "
+        f"(last job finished {waited:.0f} s after the last send); "
+        f"{ledger.associations} association attempts, {ledger.failed_associations} refused or failed (node down)"
+    )
     return count_row("soak", ctx, database_url, flatten(plan), ledger)
 
 
@@ -119,9 +126,11 @@ def full_disk(ctx: Context, node: ServeProcess, database_url: str, disk: SmallDi
     acked_full, refusals = len(ledger.acked), dict(ledger.refusals)
     partial = [p.name for p in (data_dir / "tmp").glob("*.part")]
     echo = fuzz.echo(node.port)
-    ctx.note(f"full disk: {acked_full} acknowledged and {sum(refusals.values())} refused {refusals} "
-             f"with {disk.free_bytes() // 1024} KiB free; partial files left: {len(partial)}; "
-             f"C-ECHO {'answered' if echo else 'FAILED'}")
+    ctx.note(
+        f"full disk: {acked_full} acknowledged and {sum(refusals.values())} refused {refusals} "
+        f"with {disk.free_bytes() // 1024} KiB free; partial files left: {len(partial)}; "
+        f"C-ECHO {'answered' if echo else 'FAILED'}"
+    )
     disk.free()
     missed = Traffic(plan, node.port, ledger, ctx.sizes.timeout).start().join()
     if missed:

@@ -60,8 +60,15 @@ def associate_rq(called: bytes = b"MEDDET", calling: bytes = b"FUZZER") -> bytes
     """A valid A-ASSOCIATE-RQ for MR Image Storage over explicit VR little endian."""
     context = bytes([1, 0, 0, 0]) + _item(0x30, MR.encode()) + _item(0x40, EXPLICIT.encode())
     user = _item(0x51, struct.pack(">I", 16384))
-    body = (struct.pack(">HH", 1, 0) + called.ljust(16) + calling.ljust(16) + bytes(32)
-            + _item(0x10, b"1.2.840.10008.3.1.1.1") + _item(0x20, context) + _item(0x50, user))
+    body = (
+        struct.pack(">HH", 1, 0)
+        + called.ljust(16)
+        + calling.ljust(16)
+        + bytes(32)
+        + _item(0x10, b"1.2.840.10008.3.1.1.1")
+        + _item(0x20, context)
+        + _item(0x50, user)
+    )
     return bytes([1, 0]) + struct.pack(">I", len(body)) + body
 
 
@@ -87,8 +94,10 @@ PDUS = st.one_of(
     st.binary(min_size=1, max_size=600),
     st.builds(_pdu, st.integers(0, 255), st.binary(max_size=600), st.none() | st.integers(0, 2**32 - 1)),
     st.builds(_mutated, st.integers(0, len(RQ) - 1), st.integers(0, 255), st.integers(0, 40)),
-    st.builds(_p_data, st.lists(st.tuples(st.integers(0, 255), st.integers(0, 3), st.binary(max_size=300)),
-                                min_size=1, max_size=4)),
+    st.builds(
+        _p_data,
+        st.lists(st.tuples(st.integers(0, 255), st.integers(0, 3), st.binary(max_size=300)), min_size=1, max_size=4),
+    ),
 )
 
 
@@ -105,7 +114,7 @@ def exchange(port: int, data: bytes, timeout: float = 15.0) -> bool:
             try:
                 if not sock.recv(65536):
                     return True
-            except socket.timeout:
+            except TimeoutError:
                 return False
             except OSError:
                 return True
@@ -115,37 +124,56 @@ def exchange(port: int, data: bytes, timeout: float = 15.0) -> bool:
 # --- headers --------------------------------------------------------------------------------
 def _text(max_size: int) -> st.SearchStrategy[bytes]:
     """Any text (UTF-8 or Latin-1 bytes) or any bytes: what a broken sender may put in a value."""
-    return st.one_of(st.text(max_size=max_size).map(lambda t: t.encode("utf-8")),
-                     st.text(alphabet=st.characters(max_codepoint=255), max_size=max_size)
-                     .map(lambda t: t.encode("latin-1")),
-                     st.binary(max_size=max_size))
+    return st.one_of(
+        st.text(max_size=max_size).map(lambda t: t.encode("utf-8")),
+        st.text(alphabet=st.characters(max_codepoint=255), max_size=max_size).map(lambda t: t.encode("latin-1")),
+        st.binary(max_size=max_size),
+    )
 
 
 _US = st.integers(0, 65535).map(lambda v: struct.pack("<H", v))
 _NUMBERS = st.lists(st.sampled_from(["0", "1", "-1", "nan", "1e309", "x", "", "0.5"]), max_size=7)
 # keyword -> (VR, value bytes); written raw, so any value reaches the node as a sender sent it
-FIELDS = st.fixed_dictionaries({}, optional={
-    "Rows": st.tuples(st.just("US"), _US), "Columns": st.tuples(st.just("US"), _US),
-    "BitsAllocated": st.tuples(st.just("US"), _US), "BitsStored": st.tuples(st.just("US"), _US),
-    "SamplesPerPixel": st.tuples(st.just("US"), _US), "PixelRepresentation": st.tuples(st.just("US"), _US),
-    "NumberOfFrames": st.tuples(st.just("IS"), _text(12)),
-    "ImagesInAcquisition": st.tuples(st.just("IS"), _text(12)),
-    "SpecificCharacterSet": st.tuples(st.just("CS"), st.sampled_from(
-        [b"ISO_IR 100", b"ISO_IR 192", b"GB18030", b"ISO 2022 IR 87", b"ISO_IR 6", b"bogus", b""]) | _text(16)),
-    "PatientName": st.tuples(st.just("PN"), _text(24).map(lambda t: FAMILY.encode() + b"^" + t)),
-    "Modality": st.tuples(st.just("CS"), _text(40)),
-    "StudyDescription": st.tuples(st.just("LO"), _text(80)),
-    "PhotometricInterpretation": st.tuples(st.just("CS"), st.sampled_from(
-        [b"MONOCHROME2", b"RGB", b"PALETTE COLOR", b"", b"YBR_FULL"]) | _text(16)),
-    "ImageOrientationPatient": st.tuples(st.just("DS"), _NUMBERS.map(lambda v: "\\".join(v).encode())),
-    "SeriesInstanceUID": st.tuples(st.just("UI"), st.sampled_from([b"", b"abc", b"1." * 40, b"1.2.3..4"])),
-})
-HEADERS = st.tuples(FIELDS, st.none() | st.integers(0, 8192),
-                    st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6))
+FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "Rows": st.tuples(st.just("US"), _US),
+        "Columns": st.tuples(st.just("US"), _US),
+        "BitsAllocated": st.tuples(st.just("US"), _US),
+        "BitsStored": st.tuples(st.just("US"), _US),
+        "SamplesPerPixel": st.tuples(st.just("US"), _US),
+        "PixelRepresentation": st.tuples(st.just("US"), _US),
+        "NumberOfFrames": st.tuples(st.just("IS"), _text(12)),
+        "ImagesInAcquisition": st.tuples(st.just("IS"), _text(12)),
+        "SpecificCharacterSet": st.tuples(
+            st.just("CS"),
+            st.sampled_from([b"ISO_IR 100", b"ISO_IR 192", b"GB18030", b"ISO 2022 IR 87", b"ISO_IR 6", b"bogus", b""])
+            | _text(16),
+        ),
+        "PatientName": st.tuples(st.just("PN"), _text(24).map(lambda t: FAMILY.encode() + b"^" + t)),
+        "Modality": st.tuples(st.just("CS"), _text(40)),
+        "StudyDescription": st.tuples(st.just("LO"), _text(80)),
+        "PhotometricInterpretation": st.tuples(
+            st.just("CS"), st.sampled_from([b"MONOCHROME2", b"RGB", b"PALETTE COLOR", b"", b"YBR_FULL"]) | _text(16)
+        ),
+        "ImageOrientationPatient": st.tuples(st.just("DS"), _NUMBERS.map(lambda v: "\\".join(v).encode())),
+        "SeriesInstanceUID": st.tuples(st.just("UI"), st.sampled_from([b"", b"abc", b"1." * 40, b"1.2.3..4"])),
+    },
+)
+HEADERS = st.tuples(
+    FIELDS,
+    st.none() | st.integers(0, 8192),
+    st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6),
+)
 
 
-def instance_bytes(fields: dict[str, tuple[str, bytes]], cut: int | None, flips: list[tuple[int, int]],
-                   n: int, patient: tuple[str, str]) -> bytes | None:
+def instance_bytes(
+    fields: dict[str, tuple[str, bytes]],
+    cut: int | None,
+    flips: list[tuple[int, int]],
+    n: int,
+    patient: tuple[str, str],
+) -> bytes | None:
     """A whole DICOM file (meta intact) with ``fields`` written raw, Pixel Data cut by ``cut``
     bytes and data-set bytes flipped; None in the rare case pydicom cannot write it."""
     from pydicom import dcmread
@@ -256,20 +284,25 @@ def run(ctx: Context, node: ServeProcess, database_url: str, data_dir: Path) -> 
         pynetdicom._config.STORE_SEND_CHUNKED_DATASET = False
     alive = node.alive() and echo(node.port)
     try:
-        wait_for(lambda: acked <= audit_counts(database_url, acked).recorded, 30, "fuzz instances recorded", interval=0.5)
+        wait_for(
+            lambda: acked <= audit_counts(database_url, acked).recorded, 30, "fuzz instances recorded", interval=0.5
+        )
     except TimeoutError:
         pass
     recorded = audit_counts(database_url, acked).recorded
-    ctx.note(f"fuzz: {next(pdus)} PDUs, {len(hangs)} connections the node left open; "
-             f"node up and answering C-ECHO after PDUs: {alive_after_pdus}, after headers: {alive}")
+    ctx.note(
+        f"fuzz: {next(pdus)} PDUs, {len(hangs)} connections the node left open; "
+        f"node up and answering C-ECHO after PDUs: {alive_after_pdus}, after headers: {alive}"
+    )
     if refused_for is not None and refused_for > 1.0:
-        ctx.problem(f"fuzz: after the PDU fuzz the node refused every association for {refused_for:.0f} s "
-                    "('too many concurrent associations': closed connections that sent no valid "
-                    "A-ASSOCIATE-RQ stay counted until MEDDET_ACSE_TIMEOUT)")
+        ctx.problem(
+            f"fuzz: after the PDU fuzz the node refused every association for {refused_for:.0f} s "
+            "('too many concurrent associations': closed connections that sent no valid "
+            "A-ASSOCIATE-RQ stay counted until MEDDET_ACSE_TIMEOUT)"
+        )
     ctx.note(f"fuzz: {sum(statuses.values())} header cases, statuses {dict(sorted(statuses.items()))}")
     if hangs or not (alive and alive_after_pdus):
         ctx.problem(f"fuzz: node hung on {len(hangs)} PDUs or stopped answering")
     quarantined = len(list((data_dir / "quarantine").glob("*.dcm")))
     ctx.note(f"fuzz: {quarantined} files in quarantine/ with their reason")
-    return Row("fuzz", sent=len(sent), acked=len(acked), recorded=len(recorded & acked),
-               lost=len(acked - recorded))
+    return Row("fuzz", sent=len(sent), acked=len(acked), recorded=len(recorded & acked), lost=len(acked - recorded))

@@ -83,8 +83,15 @@ class Generator:
             save(ds, path, TRANSFER_SYNTAXES[syntax])
             files.append(path)
         first = datasets[0]
-        return SeriesFiles(str(first.StudyInstanceUID), str(first.SeriesInstanceUID), name, pid, syntax,
-                           tuple(files), tuple(str(ds.SOPInstanceUID) for ds in datasets))
+        return SeriesFiles(
+            str(first.StudyInstanceUID),
+            str(first.SeriesInstanceUID),
+            name,
+            pid,
+            syntax,
+            tuple(files),
+            tuple(str(ds.SOPInstanceUID) for ds in datasets),
+        )
 
     def for_senders(self, phase: str, senders: int, per_sender: int, dcmtk_every: int = 4) -> list[list[SeriesFiles]]:
         """``per_sender`` series for each of ``senders``; sender i is dcmtk when i % dcmtk_every
@@ -92,10 +99,12 @@ class Generator:
         plan = []
         for i in range(senders):
             dcmtk = is_dcmtk(i, senders, dcmtk_every)
-            plan.append([
-                self.series(f"{phase}-s{i}-{j}", "explicit" if dcmtk else SCU_SYNTAXES[(i + j) % len(SCU_SYNTAXES)])
-                for j in range(per_sender)
-            ])
+            plan.append(
+                [
+                    self.series(f"{phase}-s{i}-{j}", "explicit" if dcmtk else SCU_SYNTAXES[(i + j) % len(SCU_SYNTAXES)])
+                    for j in range(per_sender)
+                ]
+            )
         return plan
 
 

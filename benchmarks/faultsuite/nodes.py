@@ -17,8 +17,9 @@ from tests.worker.support import start_worker
 def suite_env(destination: str, checkpoint: Path, data_dir: Path, database_url: str, **extra: str) -> dict[str, str]:
     """A node's (or worker's) environment: the demo's (loopback, CPU, 2 send retries) with its
     own port, data dir and audit DB, one torch thread and no web console."""
-    env = node_environment(dict(os.environ), data_dir, free_port(), destination, quiet_period=15.0,
-                           checkpoint=checkpoint, device="cpu")
+    env = node_environment(
+        dict(os.environ), data_dir, free_port(), destination, quiet_period=15.0, checkpoint=checkpoint, device="cpu"
+    )
     env.update(MEDDET_DATABASE_URL=database_url, MEDDET_CONSOLE_PORT="0", OMP_NUM_THREADS="1", **extra)
     return env
 
@@ -39,7 +40,7 @@ class Restartable:
     def _launch(self, env: dict[str, str], log: Path) -> MeddetProcess:
         raise NotImplementedError
 
-    def start(self) -> "Restartable":
+    def start(self) -> Restartable:
         self.starts += 1
         as_json = (self.starts % 2 == 1) == self.json_first
         log = self.logs / f"{self.role}-{self.starts}.{'json' if as_json else 'console'}.log"

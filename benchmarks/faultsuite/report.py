@@ -78,9 +78,16 @@ def job_histories(database_url: str) -> list[dict[str, Any]]:
     engine = make_engine(database_url)
     try:
         with make_session_factory(engine)() as session:
-            return [{"job": job.id, "series": job.series_instance_uid, "state": job.state.value,
-                     "reason": job.reason, "events": job_history(session, job.id)}
-                    for job in session.scalars(select(Job).order_by(Job.id))]
+            return [
+                {
+                    "job": job.id,
+                    "series": job.series_instance_uid,
+                    "state": job.state.value,
+                    "reason": job.reason,
+                    "events": job_history(session, job.id),
+                }
+                for job in session.scalars(select(Job).order_by(Job.id))
+            ]
     finally:
         engine.dispose()
 
@@ -123,17 +130,24 @@ def _cell(value: Any) -> str:
 
 
 COLUMNS = [
-    ("phase", "phase"), ("sent", "sent"), ("acked", "acknowledged"), ("recorded", "recorded"),
-    ("analysed", "analysed"), ("lost", "lost"), ("stuck", "jobs stuck"), ("failed_jobs", "jobs failed"),
-    ("duplicates", "duplicates at destination"), ("resent_same_uid", "re-sent, same UID"),
-    ("node_rss_mib", "node peak RSS MiB"), ("worker_rss_mib", "worker peak RSS MiB"),
+    ("phase", "phase"),
+    ("sent", "sent"),
+    ("acked", "acknowledged"),
+    ("recorded", "recorded"),
+    ("analysed", "analysed"),
+    ("lost", "lost"),
+    ("stuck", "jobs stuck"),
+    ("failed_jobs", "jobs failed"),
+    ("duplicates", "duplicates at destination"),
+    ("resent_same_uid", "re-sent, same UID"),
+    ("node_rss_mib", "node peak RSS MiB"),
+    ("worker_rss_mib", "worker peak RSS MiB"),
 ]
 
 
 def table(rows: Sequence[Row], phi: dict[str, list[str]]) -> str:
     """The suite's table as Markdown, with the PHI line counts under it."""
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
     for row in rows:
         lines.append("| " + " | ".join(_cell(getattr(row, key)) for key, _ in COLUMNS) + " |")
     lines.append("")
@@ -143,6 +157,7 @@ def table(rows: Sequence[Row], phi: dict[str, list[str]]) -> str:
 
 def total_row(rows: Sequence[Row]) -> Row:
     """Sums (and maxima for RSS) over the phases."""
+
     def add(key: str) -> int | None:
         values = [getattr(r, key) for r in rows if getattr(r, key) is not None]
         return sum(values) if values else None
@@ -151,8 +166,17 @@ def total_row(rows: Sequence[Row]) -> Row:
         values = [getattr(r, key) for r in rows if getattr(r, key) is not None]
         return max(values) if values else None
 
-    return Row("total", sent=add("sent") or 0, acked=add("acked") or 0, recorded=add("recorded") or 0,
-               analysed=add("analysed"), lost=add("lost") or 0, stuck=add("stuck"),
-               failed_jobs=add("failed_jobs"), duplicates=add("duplicates"),
-               resent_same_uid=add("resent_same_uid"), node_rss_mib=peak("node_rss_mib"),
-               worker_rss_mib=peak("worker_rss_mib"))
+    return Row(
+        "total",
+        sent=add("sent") or 0,
+        acked=add("acked") or 0,
+        recorded=add("recorded") or 0,
+        analysed=add("analysed"),
+        lost=add("lost") or 0,
+        stuck=add("stuck"),
+        failed_jobs=add("failed_jobs"),
+        duplicates=add("duplicates"),
+        resent_same_uid=add("resent_same_uid"),
+        node_rss_mib=peak("node_rss_mib"),
+        worker_rss_mib=peak("worker_rss_mib"),
+    )

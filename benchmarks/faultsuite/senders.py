@@ -77,7 +77,7 @@ class Sender:
 
     def send(self, series: SeriesFiles, deadline: float) -> bool:
         """Send until every instance is acknowledged; False when ``deadline`` passed first."""
-        while (files := self.pending(series)):
+        while files := self.pending(series):
             if time.monotonic() > deadline:
                 return False
             uids = [uid for f, uid in zip(series.files, series.sop_uids) if f in files]
@@ -101,8 +101,8 @@ class PynetdicomSender(Sender):
     """pynetdicom SCU: one association per attempt, a context per transfer syntax it sends."""
 
     def __init__(self, name: str, port: int, ledger: Ledger, retry_delay: float = 0.3) -> None:
-        from pynetdicom import AE
         from pydicom.uid import MRImageStorage
+        from pynetdicom import AE
 
         from benchmarks.faultsuite.generator import SCU_SYNTAXES
         from dicom_node.synth import TRANSFER_SYNTAXES
@@ -142,13 +142,25 @@ class StorescuSender(Sender):
     def send_once(self, series: SeriesFiles, files: Sequence[Path]) -> None:
         by_path = dict(zip(map(str, series.files), series.sop_uids))
         cli = subprocess.run(
-            [dcmtk("storescu"), "-v", "-aet", self.name, "-aec", "MEDDET", "127.0.0.1", str(self.port),
-             *map(str, files)],
-            env=dcmtk_env(), capture_output=True, text=True, timeout=120,
+            [
+                dcmtk("storescu"),
+                "-v",
+                "-aet",
+                self.name,
+                "-aec",
+                "MEDDET",
+                "127.0.0.1",
+                str(self.port),
+                *map(str, files),
+            ],
+            env=dcmtk_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         current = None
         for line in (cli.stdout + cli.stderr).splitlines():
-            if (sending := _SENDING.search(line)):
+            if sending := _SENDING.search(line):
                 current = by_path.get(sending["path"].strip())
             elif (response := _RESPONSE.search(line)) and current is not None:
                 if response["status"] == "Success":
@@ -170,21 +182,26 @@ def make_sender(index: int, senders: int, port: int, ledger: Ledger) -> Sender:
 class Traffic:
     """Every sender on its own thread, sending its plan; ``join()`` gives what was missed."""
 
-    def __init__(self, plan: Sequence[Sequence[SeriesFiles]], port: int, ledger: Ledger,
-                 timeout: float, pace: float = 0.0) -> None:
+    def __init__(
+        self, plan: Sequence[Sequence[SeriesFiles]], port: int, ledger: Ledger, timeout: float, pace: float = 0.0
+    ) -> None:
         self.total = sum(len(s.files) for series in plan for s in series)
         self._missed: list[str] = []
         self._deadline = time.monotonic() + timeout
         self._threads = [
-            threading.Thread(target=self._run, args=(make_sender(i, len(plan), port, ledger), series, pace),
-                             name=f"sender-{i}", daemon=True)
+            threading.Thread(
+                target=self._run,
+                args=(make_sender(i, len(plan), port, ledger), series, pace),
+                name=f"sender-{i}",
+                daemon=True,
+            )
             for i, series in enumerate(plan)
         ]
 
     def _run(self, sender: Sender, plan: Sequence[SeriesFiles], pace: float) -> None:
         self._missed.extend(sender.run(plan, self._deadline, pace))
 
-    def start(self) -> "Traffic":
+    def start(self) -> Traffic:
         for thread in self._threads:
             thread.start()
         return self
@@ -193,4 +210,3 @@ class Traffic:
         for thread in self._threads:
             thread.join(max(0.0, self._deadline - time.monotonic()) + 30)
         return list(self._missed)
-

@@ -52,20 +52,38 @@ class PrivatePostgres:
             command = ["runuser", "-u", self._user, "--", *command]
         subprocess.run(command, check=True, capture_output=True, timeout=timeout)
 
-    def init(self) -> "PrivatePostgres":
+    def init(self) -> PrivatePostgres:
         self.folder = Path(tempfile.mkdtemp(prefix="meddet-faults-pg-"))
         if self._user is not None:
             entry = pwd.getpwnam(self._user)
             os.chown(self.folder, entry.pw_uid, entry.pw_gid)
-        self._run(_pg_bin("initdb") or "initdb", "-D", str(self.folder / "data"), "-U", "postgres",
-                  "--auth=trust", "-E", "UTF8", "--no-sync")
+        self._run(
+            _pg_bin("initdb") or "initdb",
+            "-D",
+            str(self.folder / "data"),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         return self.start()
 
-    def start(self) -> "PrivatePostgres":
+    def start(self) -> PrivatePostgres:
         assert self.folder is not None
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(_pg_bin("pg_ctl") or "pg_ctl", "-D", str(self.folder / "data"), "-l",
-                  str(self.folder / "server.log"), "-o", options, "-w", "start")
+        self._run(
+            _pg_bin("pg_ctl") or "pg_ctl",
+            "-D",
+            str(self.folder / "data"),
+            "-l",
+            str(self.folder / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
@@ -95,10 +113,13 @@ class SmallDisk:
             return "not root: cannot mount a small tmpfs"
         return None
 
-    def mount(self) -> "SmallDisk":
+    def mount(self) -> SmallDisk:
         self.path.mkdir(parents=True, exist_ok=True)
-        cli = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.megabytes}m,mode=0755", "tmpfs",
-                              str(self.path)], capture_output=True, text=True)
+        cli = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.megabytes}m,mode=0755", "tmpfs", str(self.path)],
+            capture_output=True,
+            text=True,
+        )
         if cli.returncode != 0:
             raise OSError(f"mount -t tmpfs failed: {cli.stderr.strip()}")
         self.mounted = True
@@ -175,7 +196,7 @@ class PeakRSS:
         while not self._stop.wait(0.2):
             self.sample()
 
-    def start(self) -> "PeakRSS":
+    def start(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -186,4 +207,3 @@ class PeakRSS:
     def mib(self, role: str) -> float | None:
         kib = self.peak_kib.get(role)
         return None if kib is None else kib / 1024
-

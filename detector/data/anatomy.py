@@ -108,14 +108,30 @@ def sample_spine(rng: np.random.Generator, hard: bool, size: int) -> Spine:
     x_mid = np.interp(length / 2, s, cx)
     cx, cy = cx - x_mid + fov * rng.uniform(0.38, 0.47), cy - y_top
     return Spine(
-        body_top=body_top, body_bot=body_bot, body_depth=depth,
-        body_half_width=depth * rng.uniform(0.62, 0.72), disc_center=disc_center,
-        disc_half_height=discs / 2, disc_nucleus=nucleus, disc_bulge=bulge,
-        concavity=rng.uniform(0.1, 0.35), canal_ap=rng.uniform(12, 16) * scale,
-        canal_half_width=rng.uniform(10.5, 13), cord_ap=rng.uniform(6.5, 9) * scale,
-        cord_half_width=rng.uniform(5.0, 7.0), spinous_len=_spinous(rng) * scale,
-        ant_depth=rng.uniform(32, 48), post_depth=rng.uniform(55, 75), airway=rng.uniform(9, 16),
-        hernias=hernias, s=s, cx=cx, cy=cy, phi=phi, fov=fov, size=size,
+        body_top=body_top,
+        body_bot=body_bot,
+        body_depth=depth,
+        body_half_width=depth * rng.uniform(0.62, 0.72),
+        disc_center=disc_center,
+        disc_half_height=discs / 2,
+        disc_nucleus=nucleus,
+        disc_bulge=bulge,
+        concavity=rng.uniform(0.1, 0.35),
+        canal_ap=rng.uniform(12, 16) * scale,
+        canal_half_width=rng.uniform(10.5, 13),
+        cord_ap=rng.uniform(6.5, 9) * scale,
+        cord_half_width=rng.uniform(5.0, 7.0),
+        spinous_len=_spinous(rng) * scale,
+        ant_depth=rng.uniform(32, 48),
+        post_depth=rng.uniform(55, 75),
+        airway=rng.uniform(9, 16),
+        hernias=hernias,
+        s=s,
+        cx=cx,
+        cy=cy,
+        phi=phi,
+        fov=fov,
+        size=size,
     )
 
 
@@ -131,11 +147,17 @@ def _sample_hernias(rng: np.random.Generator, hard: bool, half_heights: np.ndarr
     out = []
     for lv in sorted(levels):
         hh = half_heights[lv]
-        out.append(Hernia(
-            level=int(lv), size=rng.uniform(lo, hi), center=rng.uniform(-6, 6),
-            half_width=rng.uniform(3.5, 9.0), extent=hh * rng.uniform(0.9, 1.6),
-            shift=hh * rng.uniform(-0.6, 0.6), nucleus=rng.uniform(0, 1),
-        ))
+        out.append(
+            Hernia(
+                level=int(lv),
+                size=rng.uniform(lo, hi),
+                center=rng.uniform(-6, 6),
+                half_width=rng.uniform(3.5, 9.0),
+                extent=hh * rng.uniform(0.9, 1.6),
+                shift=hh * rng.uniform(-0.6, 0.6),
+                nucleus=rng.uniform(0, 1),
+            )
+        )
     return tuple(out)
 
 
@@ -217,8 +239,7 @@ def disc_boxes(sp: Spine, d: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
             uc = sp.disc_center[j] + h.shift
             u0, u1 = min(u0, uc - h.extent), max(u1, uc + h.extent)
         uu = np.r_[u0 + (u1 - u0) * t, np.full(9, u1), u1 - (u1 - u0) * t, np.full(9, u0)]
-        vv = np.r_[np.full(9, front), front + (back - front) * t, np.full(9, back),
-                   back - (back - front) * t]
+        vv = np.r_[np.full(9, front), front + (back - front) * t, np.full(9, back), back - (back - front) * t]
         cols, rows = to_pixels(sp, uu, vv)
         box = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
         box = np.clip(box, 0, sp.size)

@@ -67,8 +67,9 @@ class Augment:
         theta[0, :, :2] = torch.diag(1 / norm) @ inv @ torch.diag(norm)
         theta[0, :, 2] = -(torch.diag(1 / norm) @ inv @ t)
         grid = F.affine_grid(theta, [1, image.shape[0], h, w], align_corners=False)
-        out = F.grid_sample(image[None].float(), grid.to(image.device), mode="bilinear",
-                            padding_mode="zeros", align_corners=False)[0].to(image.dtype)
+        out = F.grid_sample(
+            image[None].float(), grid.to(image.device), mode="bilinear", padding_mode="zeros", align_corners=False
+        )[0].to(image.dtype)
         return out, self._map_boxes(boxes, fwd, t, (h, w))
 
     def _map_boxes(self, boxes: Tensor, fwd: Tensor, t: Tensor, hw: tuple[int, int]) -> Tensor:
@@ -112,5 +113,6 @@ def _clip(boxes: Tensor, h: int, w: int, min_size: float) -> Tensor:
     cy = ((y0 + y1) / 2).clamp(min_size / 2, h - min_size / 2)
     hw_ = torch.maximum(x1 - x0, torch.tensor(min_size)) / 2
     hh = torch.maximum(y1 - y0, torch.tensor(min_size)) / 2
-    return torch.stack([(cx - hw_).clamp(0, w), (cy - hh).clamp(0, h),
-                        (cx + hw_).clamp(0, w), (cy + hh).clamp(0, h)], 1)
+    return torch.stack(
+        [(cx - hw_).clamp(0, w), (cy - hh).clamp(0, h), (cx + hw_).clamp(0, w), (cy + hh).clamp(0, h)], 1
+    )

@@ -17,8 +17,16 @@ from detector.types import CLASS_NAMES
 
 # names that real data sets use for our two classes (CDH-1848 calls the second one "normal")
 ALIASES = {
-    "herniation": 0, "hernia": 0, "disc_herniation": 0, "herniated": 0, "herniated_disc": 0,
-    "normal_disc": 1, "normal": 1, "disc": 1, "normal disc": 1, "healthy": 1,
+    "herniation": 0,
+    "hernia": 0,
+    "disc_herniation": 0,
+    "herniated": 0,
+    "herniated_disc": 0,
+    "normal_disc": 1,
+    "normal": 1,
+    "disc": 1,
+    "normal disc": 1,
+    "healthy": 1,
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")
 
@@ -52,8 +60,12 @@ def read_image(path: Path) -> np.ndarray:
     return arr
 
 
-def make_target(boxes: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[int] | np.ndarray,
-                shape: tuple[int, int], where: str = "") -> Target:
+def make_target(
+    boxes: Sequence[Sequence[float]] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    shape: tuple[int, int],
+    where: str = "",
+) -> Target:
     """Boxes clipped to the image and checked (x1 > x0, y1 > y0), as the item's target dict."""
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     lab = np.asarray(labels, dtype=np.int64).reshape(-1)

@@ -39,10 +39,18 @@ def sample_contrast(rng: np.random.Generator, hard: bool) -> Contrast:
     csf = j(0.6, 0.85) if hard else j(0.9, 1.0)
     fat_sat = rng.random() < 0.25
     return Contrast(
-        csf=csf, cord=j(0.38, 0.5), nucleus=j(0.6, 0.8), annulus=j(0.15, 0.25),
-        marrow=j(0.3, 0.5), cortex=j(0.05, 0.12), muscle=j(0.16, 0.26),
-        fat=j(0.15, 0.3) if fat_sat else j(0.6, 0.85), soft=j(0.25, 0.35), brain=j(0.42, 0.55),
-        texture=j(0.1, 0.25) if hard else j(0.05, 0.15), blur=j(0.5, 0.9),
+        csf=csf,
+        cord=j(0.38, 0.5),
+        nucleus=j(0.6, 0.8),
+        annulus=j(0.15, 0.25),
+        marrow=j(0.3, 0.5),
+        cortex=j(0.05, 0.12),
+        muscle=j(0.16, 0.26),
+        fat=j(0.15, 0.3) if fat_sat else j(0.6, 0.85),
+        soft=j(0.25, 0.35),
+        brain=j(0.42, 0.55),
+        texture=j(0.1, 0.25) if hard else j(0.05, 0.15),
+        blur=j(0.5, 0.9),
         gain=j(600, 3000),
     )
 
@@ -54,10 +62,21 @@ def random_contrast(rng: np.random.Generator, hard: bool) -> Contrast:
     named our own studies worse (docs/results.md), so training uses ``t2_random_contrast``."""
     t = rng.uniform(0.03, 1.0, 10)
     base = sample_contrast(rng, hard)
-    return Contrast(csf=float(max(t[0], 0.25)), cord=float(t[1]), nucleus=float(t[2]), annulus=float(t[3]),
-                    marrow=float(t[4]), cortex=float(t[5]), muscle=float(t[6]), fat=float(t[7]), soft=float(t[8]),
-                    brain=float(t[9]), texture=float(rng.uniform(0.05, 0.3)), blur=float(rng.uniform(0.4, 1.2)),
-                    gain=base.gain)
+    return Contrast(
+        csf=float(max(t[0], 0.25)),
+        cord=float(t[1]),
+        nucleus=float(t[2]),
+        annulus=float(t[3]),
+        marrow=float(t[4]),
+        cortex=float(t[5]),
+        muscle=float(t[6]),
+        fat=float(t[7]),
+        soft=float(t[8]),
+        brain=float(t[9]),
+        texture=float(rng.uniform(0.05, 0.3)),
+        blur=float(rng.uniform(0.4, 1.2)),
+        gain=base.gain,
+    )
 
 
 def t2_random_contrast(rng: np.random.Generator, hard: bool) -> Contrast:
@@ -68,10 +87,21 @@ def t2_random_contrast(rng: np.random.Generator, hard: bool) -> Contrast:
     j = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
     csf = j(0.45, 0.8) if hard else j(0.7, 1.0)
     annulus = j(0.03, 0.3)
-    return Contrast(csf=csf, cord=csf * j(0.3, 0.75), nucleus=j(annulus, 1.0), annulus=annulus,
-                    marrow=j(0.08, 0.9), cortex=j(0.02, 0.15), muscle=j(0.05, 0.5), fat=j(0.05, 1.0),
-                    soft=j(0.08, 0.6), brain=j(0.2, 0.8), texture=j(0.05, 0.3), blur=j(0.4, 1.2),
-                    gain=j(600, 3000))
+    return Contrast(
+        csf=csf,
+        cord=csf * j(0.3, 0.75),
+        nucleus=j(annulus, 1.0),
+        annulus=annulus,
+        marrow=j(0.08, 0.9),
+        cortex=j(0.02, 0.15),
+        muscle=j(0.05, 0.5),
+        fat=j(0.05, 1.0),
+        soft=j(0.08, 0.6),
+        brain=j(0.2, 0.8),
+        texture=j(0.05, 0.3),
+        blur=j(0.4, 1.2),
+        gain=j(600, 3000),
+    )
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], grid: int) -> np.ndarray:
@@ -96,8 +126,7 @@ def _gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.asarray(values, np.float32)[index]
 
 
-def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float,
-                 texture: np.ndarray) -> np.ndarray:
+def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float, texture: np.ndarray) -> np.ndarray:
     """Noise-free slice at lateral offset ``d`` (mm): float32 [H, W], CSF about 1.
 
     ``u``, ``v``: spine-frame coordinates of every pixel (``anatomy.uv_grid``); ``texture``:
@@ -184,8 +213,9 @@ def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float,
     return img
 
 
-def _protrusion_map(sp: Spine, u: np.ndarray, j: np.ndarray, du_disc: np.ndarray,
-                    d: float) -> tuple[np.ndarray, np.ndarray]:
+def _protrusion_map(
+    sp: Spine, u: np.ndarray, j: np.ndarray, du_disc: np.ndarray, d: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Posterior protrusion (mm) beyond the disc margin at every pixel, and its nucleus share."""
     ext = sp.disc_bulge[j] * np.sqrt(np.clip(1 - (du_disc / (sp.disc_half_height[j] + 1)) ** 2, 0, 1))
     nuc = np.zeros_like(u)
@@ -199,8 +229,9 @@ def _protrusion_map(sp: Spine, u: np.ndarray, j: np.ndarray, du_disc: np.ndarray
     return ext.astype(np.float32), nuc
 
 
-def _posterior_elements(sp: Spine, c: Contrast, img: np.ndarray, u: np.ndarray, v: np.ndarray,
-                        k: np.ndarray, canal_p: np.ndarray, d: float) -> None:
+def _posterior_elements(
+    sp: Spine, c: Contrast, img: np.ndarray, u: np.ndarray, v: np.ndarray, k: np.ndarray, canal_p: np.ndarray, d: float
+) -> None:
     """Laminae and spinous processes near the midline, articular pillars laterally (in place)."""
     top, bot = _gather(sp.body_top, k), _gather(sp.body_bot, k)
     h = bot - top
@@ -266,5 +297,5 @@ def blur(img: np.ndarray, sigma: float) -> np.ndarray:
     w = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     w /= w.sum()
     p = np.pad(img, r, mode="edge")
-    rows = sum(w[i] * p[:, i:i + img.shape[1]] for i in range(2 * r + 1))
-    return sum(w[i] * rows[i:i + img.shape[0], :] for i in range(2 * r + 1)).astype(np.float32)
+    rows = sum(w[i] * p[:, i : i + img.shape[1]] for i in range(2 * r + 1))
+    return sum(w[i] * rows[i : i + img.shape[0], :] for i in range(2 * r + 1)).astype(np.float32)

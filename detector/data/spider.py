@@ -33,12 +33,27 @@ from detector.data.common import Target, make_target
 from detector.data.volumes import disc_boxes, grid_difference, is_volume_file, read_volume, to_sagittal, volume_stem
 from detector.types import CLASS_NAMES
 
-SPINE_UP = ("S1", "L5", "L4", "L3", "L2", "L1", *(f"T{i}" for i in range(12, 0, -1)), *(f"C{i}" for i in range(7, 1, -1)))
+SPINE_UP = (
+    "S1",
+    "L5",
+    "L4",
+    "L3",
+    "L2",
+    "L1",
+    *(f"T{i}" for i in range(12, 0, -1)),
+    *(f"C{i}" for i in range(7, 1, -1)),
+)
 LEVEL_PRESETS = {"cervical": "C7-T1", "lumbar": "L5-S1"}  # name of mask label 201, the lowest disc
 FIRST_DISC = 201
 DEFAULT_GRADES = {
-    "normal": "normal_disc", "normal_disc": "normal_disc", "bulge": "normal_disc", "bulging": "normal_disc",
-    "protrusion": "herniation", "extrusion": "herniation", "sequestration": "herniation", "herniation": "herniation",
+    "normal": "normal_disc",
+    "normal_disc": "normal_disc",
+    "bulge": "normal_disc",
+    "bulging": "normal_disc",
+    "protrusion": "herniation",
+    "extrusion": "herniation",
+    "sequestration": "herniation",
+    "herniation": "herniation",
 }
 CONFIG_FILE = "spider.toml"
 
@@ -297,8 +312,10 @@ def label_case(case: Case, config: SpiderConfig, gradings: Gradings, gradings_pa
     classes: dict[int, int | None] = {}
     for value in sorted({v for s in per_slice for v in s}):
         if value not in config.levels:
-            raise ValueError(f"{case.mask}: disc label {value} is not in the level map {sorted(config.levels)}"
-                             f" (set 'levels' in {CONFIG_FILE}; docs/data.md)")
+            raise ValueError(
+                f"{case.mask}: disc label {value} is not in the level map {sorted(config.levels)}"
+                f" (set 'levels' in {CONFIG_FILE}; docs/data.md)"
+            )
         key = (case.patient, value - 200)
         if key not in gradings:
             msg = f"{gradings_path}: no row for Patient {case.patient}, IVD label {value - 200} ({config.levels[value]}, in {case.mask})"
@@ -314,8 +331,15 @@ def label_case(case: Case, config: SpiderConfig, gradings: Gradings, gradings_pa
         levels.append([config.levels[v] for v in graded])
         unlabelled.append(len(graded) < len(on_slice))
     return LabelledVolume(
-        case, None, mask.pixel_spacing, mask.slice_spacing, boxes, labels, levels,
-        {config.levels[v]: c for v, c in classes.items()}, unlabelled,
+        case,
+        None,
+        mask.pixel_spacing,
+        mask.slice_spacing,
+        boxes,
+        labels,
+        levels,
+        {config.levels[v]: c for v, c in classes.items()},
+        unlabelled,
         (mask_vol.array.shape, mask_vol.spacing, mask_vol.direction),
     )
 
@@ -330,7 +354,9 @@ class VolumeSliceDataset:
     series ``k`` whole, for a second-stage crop classifier.
     """
 
-    def __init__(self, root: str | Path, config: SpiderConfig | None = None, patients: Iterable[object] | None = None) -> None:
+    def __init__(
+        self, root: str | Path, config: SpiderConfig | None = None, patients: Iterable[object] | None = None
+    ) -> None:
         self.root = Path(root)
         if config is None:
             self.root, config = load_config(root)
@@ -344,7 +370,9 @@ class VolumeSliceDataset:
         self.cases = cases
         self.series = [label_case(c, config, gradings, gradings_path) for c in cases]
         self.index = [
-            (ci, k) for ci, lv in enumerate(self.series) for k in range(len(lv.boxes))
+            (ci, k)
+            for ci, lv in enumerate(self.series)
+            for k in range(len(lv.boxes))
             if not lv.unlabelled[k] and (config.keep_empty or len(lv.boxes[k]))
         ]
         self._cached: tuple[int, np.ndarray] | None = None

@@ -54,10 +54,14 @@ class SyntheticStudy:
         return None
 
 
-def make_study(rng: np.random.Generator, hard: bool = False, n_slices: int = 15,
-               size: int | None = None,
-               adjust: Callable[[Spine, np.random.Generator], Spine] | None = None,
-               contrast_of: Callable[[np.random.Generator, bool], Contrast] = sample_contrast) -> SyntheticStudy:
+def make_study(
+    rng: np.random.Generator,
+    hard: bool = False,
+    n_slices: int = 15,
+    size: int | None = None,
+    adjust: Callable[[Spine, np.random.Generator], Spine] | None = None,
+    contrast_of: Callable[[np.random.Generator, bool], Contrast] = sample_contrast,
+) -> SyntheticStudy:
     """Draw one synthetic study of ``n_slices`` sagittal slices of ``size`` x ``size`` pixels
     (``adjust``, ``contrast_of``: as in ``study_renderer``)."""
     size = int(size or rng.choice(SIZES))
@@ -74,18 +78,28 @@ def make_study(rng: np.random.Generator, hard: bool = False, n_slices: int = 15,
         levels.append(lev)
     seen = {lv for lab, lev in zip(labels, levels) for c, lv in zip(lab, lev) if c == 0}
     return SyntheticStudy(
-        volume=np.stack(vol), boxes=boxes, labels=labels, levels=levels,
-        pixel_spacing=spine.pixel_spacing, slice_thickness=thickness,
-        spacing_between_slices=step, slice_offsets=offsets.astype(np.float32),
+        volume=np.stack(vol),
+        boxes=boxes,
+        labels=labels,
+        levels=levels,
+        pixel_spacing=spine.pixel_spacing,
+        slice_thickness=thickness,
+        spacing_between_slices=step,
+        slice_offsets=offsets.astype(np.float32),
         herniated_levels=tuple(lv for lv in LEVELS if lv in seen),
-        level_protrusion=tuple(max((h.size for h in spine.hernias if h.level == j), default=0.0)
-                               for j in range(len(LEVELS))),
+        level_protrusion=tuple(
+            max((h.size for h in spine.hernias if h.level == j), default=0.0) for j in range(len(LEVELS))
+        ),
     )
 
 
-def study_renderer(rng: np.random.Generator, hard: bool, size: int,
-                   adjust: Callable[[Spine, np.random.Generator], Spine] | None = None,
-                   contrast_of: Callable[[np.random.Generator, bool], Contrast] = sample_contrast):
+def study_renderer(
+    rng: np.random.Generator,
+    hard: bool,
+    size: int,
+    adjust: Callable[[Spine, np.random.Generator], Spine] | None = None,
+    contrast_of: Callable[[np.random.Generator, bool], Contrast] = sample_contrast,
+):
     """Sample one patient and scanner; return (spine, render(d) -> float32 [H, W]).
 
     ``adjust`` may change the sampled spine before anything is rendered (the second stage's

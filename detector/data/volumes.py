@@ -27,8 +27,16 @@ import numpy as np
 
 VOLUME_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii")
 MET_TYPES = {
-    "MET_UCHAR": "u1", "MET_CHAR": "i1", "MET_USHORT": "u2", "MET_SHORT": "i2", "MET_UINT": "u4",
-    "MET_INT": "i4", "MET_ULONG_LONG": "u8", "MET_LONG_LONG": "i8", "MET_FLOAT": "f4", "MET_DOUBLE": "f8",
+    "MET_UCHAR": "u1",
+    "MET_CHAR": "i1",
+    "MET_USHORT": "u2",
+    "MET_SHORT": "i2",
+    "MET_UINT": "u4",
+    "MET_INT": "i4",
+    "MET_ULONG_LONG": "u8",
+    "MET_LONG_LONG": "i8",
+    "MET_FLOAT": "f4",
+    "MET_DOUBLE": "f8",
 }
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 Box = tuple[float, float, float, float]
@@ -124,7 +132,7 @@ def read_metaimage(path: Path) -> Volume:
             raise FileNotFoundError(f"{path}: its ElementDataFile {data_path} does not exist")
         skip = int(field("HeaderSize", default="0"))
         at_end = skip < 0
-        data = data_path.read_bytes()[max(skip, 0):]
+        data = data_path.read_bytes()[max(skip, 0) :]
     if field("CompressedData", default="False").lower() == "true":
         size = field("CompressedDataSize")
         try:
@@ -134,11 +142,13 @@ def read_metaimage(path: Path) -> Volume:
     need = int(np.prod(dims)) * dtype.itemsize
     if len(data) < need:
         raise ValueError(f"{path}: {len(data)} bytes of voxel data, DimSize x {element} needs {need}")
-    data = data[len(data) - need:] if at_end else data[:need]
+    data = data[len(data) - need :] if at_end else data[:need]
     array = np.frombuffer(data, dtype=dtype).reshape(dims[::-1]).transpose(2, 1, 0)
     spacing = _numbers(field("ElementSpacing", "ElementSize", default="1 1 1"), float, path, "ElementSpacing")
     origin = _numbers(field("Offset", "Position", "Origin", default="0 0 0"), float, path, "Offset")
-    matrix = _numbers(field("TransformMatrix", "Rotation", "Orientation", default="1 0 0 0 1 0 0 0 1"), float, path, "TransformMatrix")
+    matrix = _numbers(
+        field("TransformMatrix", "Rotation", "Orientation", default="1 0 0 0 1 0 0 0 1"), float, path, "TransformMatrix"
+    )
     if len(spacing) != 3 or len(origin) != 3 or len(matrix) != 9:
         raise ValueError(f"{path}: ElementSpacing, Offset and TransformMatrix need 3, 3 and 9 numbers")
     # MetaIO stores one axis direction after the other (ITK's direction matrix, transposed)
@@ -187,8 +197,9 @@ def to_sagittal(volume: Volume, dtype: type | None = np.float32) -> SagittalVolu
     return SagittalVolume(array, (float(r), float(c)), float(s), orient)
 
 
-def grid_difference(volume: Volume, shape: tuple[int, ...], spacing: Sequence[float], direction: np.ndarray,
-                    tol: float = 1e-3) -> str | None:
+def grid_difference(
+    volume: Volume, shape: tuple[int, ...], spacing: Sequence[float], direction: np.ndarray, tol: float = 1e-3
+) -> str | None:
     """None when ``volume`` lies on that grid (shape, spacing, direction), else what differs."""
     if volume.array.shape != tuple(shape):
         return f"shape {volume.array.shape} vs {tuple(shape)}"
@@ -199,8 +210,9 @@ def grid_difference(volume: Volume, shape: tuple[int, ...], spacing: Sequence[fl
     return None
 
 
-def disc_boxes(mask: np.ndarray, discs: set[int] | None = None, min_fraction: float = 0.3,
-               min_pixels: int = 4) -> list[dict[int, Box]]:
+def disc_boxes(
+    mask: np.ndarray, discs: set[int] | None = None, min_fraction: float = 0.3, min_pixels: int = 4
+) -> list[dict[int, Box]]:
     """Per slice of a canonical mask ``[S, H, W]``: ``{disc label: (x0, y0, x1, y1)}``.
 
     A box spans the disc's pixels on that slice (pixel edges: x1 = last column + 1). A disc
@@ -224,8 +236,13 @@ def disc_boxes(mask: np.ndarray, discs: set[int] | None = None, min_fraction: fl
 def _volume(array: np.ndarray, spacing, origin, direction: np.ndarray, path: Path) -> Volume:
     if abs(np.linalg.det(direction)) < 1e-3:
         raise ValueError(f"{path}: direction matrix {direction.round(3).tolist()} is singular")
-    return Volume(array, tuple(float(v) for v in spacing), tuple(float(v) for v in origin),  # type: ignore[arg-type]
-                  np.asarray(direction, dtype=np.float64), path)
+    return Volume(
+        array,
+        tuple(float(v) for v in spacing),  # type: ignore[arg-type]
+        tuple(float(v) for v in origin),  # type: ignore[arg-type]
+        np.asarray(direction, dtype=np.float64),
+        path,
+    )
 
 
 def _metaimage_header(raw: bytes, path: Path) -> tuple[dict[str, str], int]:

@@ -49,8 +49,12 @@ class Calibration:
 
     def summary(self) -> dict:
         """The operating point as findings.json and the SR state it."""
-        return {"threshold": round(self.threshold, 4), "target_sensitivity": self.target_sensitivity,
-                "method": self.method, "data": self.data}
+        return {
+            "threshold": round(self.threshold, 4),
+            "target_sensitivity": self.target_sensitivity,
+            "method": self.method,
+            "data": self.data,
+        }
 
 
 def fit_platt(logits: np.ndarray, labels: np.ndarray, iterations: int = 100) -> tuple[float, float]:
@@ -116,9 +120,16 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, target_sensitivity: float,
     called = p >= threshold
     pos, neg = labels > 0, labels == 0
     return Calibration(
-        a=a, b=b, threshold=threshold, target_sensitivity=target_sensitivity, method="platt", data=data,
-        n_positive=int(pos.sum()), n_negative=int(neg.sum()),
-        sensitivity=float(called[pos].mean()), specificity=float((~called[neg]).mean()),
+        a=a,
+        b=b,
+        threshold=threshold,
+        target_sensitivity=target_sensitivity,
+        method="platt",
+        data=data,
+        n_positive=int(pos.sum()),
+        n_negative=int(neg.sum()),
+        sensitivity=float(called[pos].mean()),
+        specificity=float((~called[neg]).mean()),
     )
 
 
@@ -130,6 +141,13 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -
     for lo, hi in zip(edges[:-1], edges[1:]):
         sel = (p >= lo) & ((p < hi) | (hi == 1.0))
         if sel.any():
-            out.append({"lo": float(lo), "hi": float(hi), "predicted": float(p[sel].mean()),
-                        "observed": float(y[sel].mean()), "count": int(sel.sum())})
+            out.append(
+                {
+                    "lo": float(lo),
+                    "hi": float(hi),
+                    "predicted": float(p[sel].mean()),
+                    "observed": float(y[sel].mean()),
+                    "count": int(sel.sum()),
+                }
+            )
     return out

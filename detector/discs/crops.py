@@ -41,8 +41,12 @@ class CropSpec:
         return len(self.neighbours)
 
     def to_dict(self) -> dict:
-        return {"mm_per_px": self.mm_per_px, "size": self.size, "offset_mm": list(self.offset_mm),
-                "neighbours": list(self.neighbours)}
+        return {
+            "mm_per_px": self.mm_per_px,
+            "size": self.size,
+            "offset_mm": list(self.offset_mm),
+            "neighbours": list(self.neighbours),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> CropSpec:
@@ -77,8 +81,7 @@ def anchor_of_box(box: Sequence[float] | np.ndarray) -> tuple[float, float]:
     return (y0 + y1) / 2, (x0 + x1) / 2
 
 
-def take_crops(volume: Tensor, spacing: tuple[float, float], spec: CropSpec,
-               requests: Sequence[CropRequest]) -> Tensor:
+def take_crops(volume: Tensor, spacing: tuple[float, float], spec: CropSpec, requests: Sequence[CropRequest]) -> Tensor:
     """Crops [N, C, size, size] (raw intensities, zero outside the image) from ``volume``
     [S, H, W] whose pixels are ``spacing`` = (row mm, col mm). Neighbour slices beyond the
     ends of the series repeat the end slice."""
@@ -93,8 +96,9 @@ def take_crops(volume: Tensor, spacing: tuple[float, float], spec: CropSpec,
     return F.grid_sample(stacks, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-def _grid(requests: Sequence[CropRequest], spec: CropSpec, spacing: tuple[float, float],
-          h: int, w: int, device: torch.device) -> Tensor:
+def _grid(
+    requests: Sequence[CropRequest], spec: CropSpec, spacing: tuple[float, float], h: int, w: int, device: torch.device
+) -> Tensor:
     """Sampling grid [N, size, size, 2] in grid_sample's normalised (x, y) coordinates."""
     half = (spec.size - 1) / 2
     t = (torch.arange(spec.size, dtype=torch.float32, device=device) - half) * spec.mm_per_px

@@ -35,8 +35,14 @@ class DiscNet(nn.Module):
         layers: list[nn.Module] = []
         c = in_channels
         for w in widths:
-            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                       nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(w, w, 3, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+            ]
             c = w
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(c, n_out))
@@ -60,8 +66,12 @@ class DiscModels:
 
     @classmethod
     def new(cls, herniation_crop: CropSpec = HERNIATION_CROP, level_crop: CropSpec = LEVEL_CROP) -> DiscModels:
-        return cls(DiscNet(herniation_crop.channels, 2), DiscNet(level_crop.channels, len(LEVEL_CLASSES)),
-                   herniation_crop, level_crop)
+        return cls(
+            DiscNet(herniation_crop.channels, 2),
+            DiscNet(level_crop.channels, len(LEVEL_CLASSES)),
+            herniation_crop,
+            level_crop,
+        )
 
     def eval(self) -> DiscModels:
         self.herniation.eval()
@@ -78,14 +88,21 @@ class DiscModels:
 
     def to_payload(self, half: bool = True) -> dict[str, Any]:
         """A plain dict (tensors, numbers, strings) for the checkpoint."""
+
         def state(net: DiscNet) -> dict[str, Tensor]:
-            return {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-                    for k, v in net.state_dict().items()}
+            return {
+                k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+                for k, v in net.state_dict().items()
+            }
+
         return {
-            "herniation": state(self.herniation), "level": state(self.level),
+            "herniation": state(self.herniation),
+            "level": state(self.level),
             "widths": list(self.herniation.widths),
-            "herniation_crop": self.herniation_crop.to_dict(), "level_crop": self.level_crop.to_dict(),
-            "level_classes": list(LEVEL_CLASSES), "calibration": self.calibration.to_dict(),
+            "herniation_crop": self.herniation_crop.to_dict(),
+            "level_crop": self.level_crop.to_dict(),
+            "level_classes": list(LEVEL_CLASSES),
+            "calibration": self.calibration.to_dict(),
             "label_threshold_mm": self.label_threshold_mm,
         }
 
@@ -95,8 +112,14 @@ class DiscModels:
             raise ValueError(f"checkpoint: level classes {payload['level_classes']} are not {list(LEVEL_CLASSES)}")
         hc, lc = CropSpec.from_dict(payload["herniation_crop"]), CropSpec.from_dict(payload["level_crop"])
         widths = tuple(payload["widths"])
-        models = cls(DiscNet(hc.channels, 2, widths), DiscNet(lc.channels, len(LEVEL_CLASSES), widths), hc, lc,
-                     Calibration.from_dict(payload["calibration"]), float(payload["label_threshold_mm"]))
+        models = cls(
+            DiscNet(hc.channels, 2, widths),
+            DiscNet(lc.channels, len(LEVEL_CLASSES), widths),
+            hc,
+            lc,
+            Calibration.from_dict(payload["calibration"]),
+            float(payload["label_threshold_mm"]),
+        )
         for net, key in ((models.herniation, "herniation"), (models.level, "level")):
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload[key].items()})
         return models.eval()

@@ -61,7 +61,9 @@ def randomize(crops: Tensor, gen: torch.Generator, strength: float = 1.0) -> Ten
     # flow voids: a few dark blobs
     pick = torch.nonzero(u(n) < 0.25 * strength).flatten()
     if len(pick):
-        yy, xx = torch.meshgrid(torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32), indexing="ij")
+        yy, xx = torch.meshgrid(
+            torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32), indexing="ij"
+        )
         for i in pick.tolist():
             cy, cx, r = u(1).item() * s, u(1).item() * s, 1.5 + u(1).item() * s / 12
             blob = ((yy - cy) ** 2 + (xx - cx) ** 2) < r * r
@@ -101,7 +103,7 @@ def _truncate_kspace(x: Tensor, keep: float, axis: int) -> Tensor:
     s = x.shape[axis]
     half = max(2, int(s * keep / 2))
     mask = torch.zeros(s, dtype=torch.bool)
-    mask[s // 2 - half: s // 2 + half] = True
+    mask[s // 2 - half : s // 2 + half] = True
     shape = [1, 1, 1, 1]
     shape[axis] = s
     k = k * mask.view(shape)

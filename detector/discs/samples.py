@@ -51,8 +51,12 @@ class CropBatch:
 
     @staticmethod
     def cat(batches: list[CropBatch]) -> CropBatch:
-        return CropBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in
-                           ("herniation", "protrusion_mm", "level", "level_class")))
+        return CropBatch(
+            *(
+                torch.cat([getattr(b, f) for b in batches])
+                for f in ("herniation", "protrusion_mm", "level", "level_class")
+            )
+        )
 
     def __len__(self) -> int:
         return len(self.herniation)
@@ -84,8 +88,14 @@ def _vary_craniovertebral(spine: Spine, rng: np.random.Generator) -> Spine:
     top, bot = spine.body_top.copy(), spine.body_bot + grow
     top[1:] += grow
     dens = float(rng.uniform(10.0, 22.0))
-    return replace(spine, body_top=top, body_bot=bot, disc_center=spine.disc_center + grow,
-                   dens_len=dens, skull_gap=dens + float(rng.uniform(5.0, 20.0)))
+    return replace(
+        spine,
+        body_top=top,
+        body_bot=bot,
+        disc_center=spine.disc_center + grow,
+        dens_len=dens,
+        skull_gap=dens + float(rng.uniform(5.0, 20.0)),
+    )
 
 
 def _bend(spine: Spine, cx: np.ndarray, cy: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -108,16 +118,22 @@ def _protrusion(rng: np.random.Generator) -> float:
     return float(rng.uniform(0.3, 2.8) if rng.random() < 0.5 else rng.uniform(2.8, 6.5))
 
 
-def draw(rng: np.random.Generator, herniation_spec: CropSpec, level_spec: CropSpec,
-         augment: bool = True, detect: Detect | None = None) -> CropBatch:
+def draw(
+    rng: np.random.Generator,
+    herniation_spec: CropSpec,
+    level_spec: CropSpec,
+    augment: bool = True,
+    detect: Detect | None = None,
+) -> CropBatch:
     """The crops of one synthetic patient (see the module docstring). With ``detect`` (a
     detector's boxes for one slice), half the patients' herniation crops sit on its boxes
     instead of jittered true ones, labelled by the true disc they overlap."""
     hard = bool(rng.random() < 0.5)
     size = int(rng.choice(SIZES))
     t2_look = augment and bool(rng.random() < T2_RANDOM_CONTRAST)
-    spine, render = study_renderer(rng, hard, size, adjust=widen,
-                                   contrast_of=t2_random_contrast if t2_look else sample_contrast)
+    spine, render = study_renderer(
+        rng, hard, size, adjust=widen, contrast_of=t2_random_contrast if t2_look else sample_contrast
+    )
     if spine.hernias and rng.random() < 0.6:
         h = spine.hernias[rng.integers(len(spine.hernias))]
         d = h.center + rng.uniform(-1, 1) * h.half_width
@@ -126,7 +142,9 @@ def draw(rng: np.random.Generator, herniation_spec: CropSpec, level_spec: CropSp
     step = float(rng.uniform(2.5, 4.5))
     volume = torch.from_numpy(np.stack([render(d + k * step) for k in (-1, 0, 1)]))
     spacing = (spine.pixel_spacing, spine.pixel_spacing)
-    jitter = (lambda: (float(rng.uniform(-0.2, 0.2)), float(rng.uniform(0.93, 1.07)))) if augment else (lambda: (0.0, 1.0))
+    jitter = (
+        (lambda: (float(rng.uniform(-0.2, 0.2)), float(rng.uniform(0.93, 1.07)))) if augment else (lambda: (0.0, 1.0))
+    )
 
     boxes, _, names = disc_boxes(spine, d)
     prot = protrusions(spine, d)
@@ -163,8 +181,9 @@ def draw(rng: np.random.Generator, herniation_spec: CropSpec, level_spec: CropSp
     )
 
 
-def _detected(found: list[tuple[float, float, float, float]], boxes: np.ndarray, names: list[str],
-              prot: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+def _detected(
+    found: list[tuple[float, float, float, float]], boxes: np.ndarray, names: list[str], prot: np.ndarray
+) -> list[tuple[tuple[float, float, float, float], float]]:
     """A detector's boxes with the protrusion of the true disc each overlaps (IoU >= 0.3), or
     0 mm for a box on no disc (IoU < 0.1 with all); ambiguous boxes are left out."""
     out = []
@@ -178,7 +197,9 @@ def _detected(found: list[tuple[float, float, float, float]], boxes: np.ndarray,
     return out
 
 
-def _stray_points(spine: Spine, d: float, names: list[str], rng: np.random.Generator) -> list[tuple[float, float, float]]:
+def _stray_points(
+    spine: Spine, d: float, names: list[str], rng: np.random.Generator
+) -> list[tuple[float, float, float]]:
     """(row, col, protrusion mm) of herniation-crop anchors a detector might produce besides
     the boxed discs: a disc's midline box on this (too lateral) slice, and places along the
     spine that are not a disc (vertebral bodies, the dens, the posterior elements)."""
@@ -209,12 +230,19 @@ def _jitter_box(rng: np.random.Generator, box: np.ndarray, mm_per_px: float) -> 
 def _level_request(rng: np.random.Generator, point: tuple[float, float]) -> CropRequest:
     """A level crop with its geometry randomised: rotation up to 20 degrees, zoom 0.8-1.25
     and a stretch of the cranio-caudal axis 0.85-1.18 (other vertebral proportions)."""
-    return CropRequest(1, point[0], point[1], float(rng.uniform(-0.35, 0.35)), float(np.exp(rng.uniform(-0.22, 0.22))),
-                       float(np.exp(rng.uniform(-0.16, 0.16))))
+    return CropRequest(
+        1,
+        point[0],
+        point[1],
+        float(rng.uniform(-0.35, 0.35)),
+        float(np.exp(rng.uniform(-0.22, 0.22))),
+        float(np.exp(rng.uniform(-0.16, 0.16))),
+    )
 
 
-def _level_points(spine: Spine, d: float, boxes: np.ndarray, names: list[str],
-                  rng: np.random.Generator) -> list[tuple[tuple[float, float], int]]:
+def _level_points(
+    spine: Spine, d: float, boxes: np.ndarray, names: list[str], rng: np.random.Generator
+) -> list[tuple[tuple[float, float], int]]:
     """(row, col) points with their LEVEL_CLASSES index: boxed discs, T1-T2, non-discs."""
     ps = spine.pixel_spacing
     out = []
@@ -239,12 +267,19 @@ def _level_points(spine: Spine, d: float, boxes: np.ndarray, names: list[str],
     return out
 
 
-def draw_many(seed: int | tuple[int, ...], n: int, herniation_spec: CropSpec, level_spec: CropSpec,
-              augment: bool = True, detect: Detect | None = None) -> CropBatch:
+def draw_many(
+    seed: int | tuple[int, ...],
+    n: int,
+    herniation_spec: CropSpec,
+    level_spec: CropSpec,
+    augment: bool = True,
+    detect: Detect | None = None,
+) -> CropBatch:
     """``n`` patients' crops; patient i is a function of (seed, i) (and ``detect``) only."""
     seeds = (seed,) if isinstance(seed, int) else tuple(seed)
-    return CropBatch.cat([draw(np.random.default_rng([*seeds, i]), herniation_spec, level_spec, augment, detect)
-                          for i in range(n)])
+    return CropBatch.cat(
+        [draw(np.random.default_rng([*seeds, i]), herniation_spec, level_spec, augment, detect) for i in range(n)]
+    )
 
 
 def calibration_studies(n: int, seed: int, n_slices: int = 15):

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detector.discs.model import DiscModels, DiscNet
 from detector.discs.crops import normalize_crops
+from detector.discs.model import DiscModels, DiscNet
 from detector.discs.randomize import randomize
 from detector.discs.samples import LABEL_THRESHOLD_MM, CropBatch, Detect, draw_many
 
@@ -40,8 +40,14 @@ class DiscTrainConfig:
     nets: tuple[str, ...] = ("herniation", "level")  # which nets learn; the others stay as given
 
 
-def train_discs(cfg: DiscTrainConfig, out: Path, log: Callable[[str], None] = print,
-                resume: bool = True, init: DiscModels | None = None, detect: Detect | None = None) -> Path:
+def train_discs(
+    cfg: DiscTrainConfig,
+    out: Path,
+    log: Callable[[str], None] = print,
+    resume: bool = True,
+    init: DiscModels | None = None,
+    detect: Detect | None = None,
+) -> Path:
     """Train (or resume) into ``out``; returns the path of ``best.pt``. ``detect``: the
     detector whose boxes the herniation net will see (half the training crops sit on them)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -67,8 +73,9 @@ def train_discs(cfg: DiscTrainConfig, out: Path, log: Callable[[str], None] = pr
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        batch = draw_many((cfg.seed, 2, epoch), cfg.patients_per_epoch, models.herniation_crop, models.level_crop,
-                          detect=detect)
+        batch = draw_many(
+            (cfg.seed, 2, epoch), cfg.patients_per_epoch, models.herniation_crop, models.level_crop, detect=detect
+        )
         t_data = time.perf_counter() - t0
         losses = _epoch(models, batch, opt, cfg, gen)
         sched.step()
@@ -77,12 +84,23 @@ def train_discs(cfg: DiscTrainConfig, out: Path, log: Callable[[str], None] = pr
         if score > best:
             best = score
             torch.save(models.to_payload(half=False), out / "best.pt")
-        torch.save({"models": models.to_payload(half=False), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "epoch": epoch, "best": best, "config": asdict(cfg)}, last)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: {len(batch)} discs, loss {losses['herniation']:.3f} "
+        torch.save(
+            {
+                "models": models.to_payload(half=False),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch,
+                "best": best,
+                "config": asdict(cfg),
+            },
+            last,
+        )
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}: {len(batch)} discs, loss {losses['herniation']:.3f} "
             f"/ mm {losses['mm']:.3f} / level {losses['level']:.3f}; val herniation AUC "
             f"{metrics['herniation_auc']:.3f}, mm MAE {metrics['mm_mae']:.2f}, level acc "
-            f"{metrics['level_accuracy']:.3f} ({t_data:.0f} s data, {time.perf_counter() - t0:.0f} s total)")
+            f"{metrics['level_accuracy']:.3f} ({t_data:.0f} s data, {time.perf_counter() - t0:.0f} s total)"
+        )
     return out / "best.pt"
 
 
@@ -90,8 +108,9 @@ def _trained_params(models: DiscModels, cfg: DiscTrainConfig) -> list[torch.nn.P
     return [p for name in cfg.nets for p in getattr(models, name).parameters()]
 
 
-def _epoch(models: DiscModels, batch: CropBatch, opt: torch.optim.Optimizer, cfg: DiscTrainConfig,
-           gen: torch.Generator) -> dict[str, float]:
+def _epoch(
+    models: DiscModels, batch: CropBatch, opt: torch.optim.Optimizer, cfg: DiscTrainConfig, gen: torch.Generator
+) -> dict[str, float]:
     models.eval()
     for name in cfg.nets:
         getattr(models, name).train()
@@ -106,8 +125,8 @@ def _epoch(models: DiscModels, batch: CropBatch, opt: torch.optim.Optimizer, cfg
     l_perm = torch.randperm(len(level), generator=gen)
     l_size = max(1, len(level) // steps)
     for k in range(steps):
-        hi = h_perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-        li = l_perm[k * l_size:(k + 1) * l_size]
+        hi = h_perm[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+        li = l_perm[k * l_size : (k + 1) * l_size]
         bce = mm = ce = torch.zeros(())
         if "herniation" in cfg.nets:
             out = models.herniation(herniation[hi])
@@ -141,7 +160,7 @@ def validate(models: DiscModels, val: CropBatch) -> dict[str, float]:
 
 def _run(net: DiscNet, x: Tensor, chunk: int = 256) -> Tensor:
     net.eval()
-    return torch.cat([net(x[i:i + chunk]) for i in range(0, len(x), chunk)]) if len(x) else x.new_zeros(0, 2)
+    return torch.cat([net(x[i : i + chunk]) for i in range(0, len(x), chunk)]) if len(x) else x.new_zeros(0, 2)
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -16,9 +16,7 @@ class AFA(nn.Module):
         super().__init__()
         if min(teacher_channels, student_channels, num_levels) < 1:
             raise ValueError("teacher_channels, student_channels and num_levels must be >= 1")
-        self.convs = nn.ModuleList(
-            nn.Conv2d(teacher_channels, student_channels, 1) for _ in range(num_levels)
-        )
+        self.convs = nn.ModuleList(nn.Conv2d(teacher_channels, student_channels, 1) for _ in range(num_levels))
 
     def forward(self, feats: Sequence[Tensor], sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
         """feats: per level [B, C_t, H_t, W_t]; sizes: the student's (H_s, W_s) per level

@@ -39,6 +39,4 @@ def discriminator_loss(real_logits: Sequence[Tensor], fake_logits: Sequence[Tens
 
 def generator_loss(fake_logits: Sequence[Tensor]) -> Tensor:
     """Non-saturating generator loss: BCE pushing the generated logits to 1."""
-    return torch.stack(
-        [F.binary_cross_entropy_with_logits(f, torch.ones_like(f)) for f in fake_logits]
-    ).mean()
+    return torch.stack([F.binary_cross_entropy_with_logits(f, torch.ones_like(f)) for f in fake_logits]).mean()

@@ -251,8 +251,10 @@ def distill(
             loss = loss + dcfg.gamma * fused_loss
             logs["fused_det"] = float(fused_loss.detach())
         if dcfg.adversarial and dcfg.beta > 0:
-            d_loss = discriminator_loss(mods.aatm.discriminate([f.detach() for f in fused]),
-                                        mods.aatm.discriminate([g.detach() for g in generated]))
+            d_loss = discriminator_loss(
+                mods.aatm.discriminate([f.detach() for f in fused]),
+                mods.aatm.discriminate([g.detach() for g in generated]),
+            )
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -269,19 +271,44 @@ def distill(
     def save(epoch: int, metrics: dict[str, Any]) -> None:
         result.metrics = metrics
         payload = ckpt.make_payload(
-            student, student_cfg, config_name, epoch=epoch, history=result.history, metrics=result.metrics,
-            distill=dcfg.to_dict(), teachers=list(teacher_versions), init=str(init) if init else None,
+            student,
+            student_cfg,
+            config_name,
+            epoch=epoch,
+            history=result.history,
+            metrics=result.metrics,
+            distill=dcfg.to_dict(),
+            teachers=list(teacher_versions),
+            init=str(init) if init else None,
         )
-        ckpt.save({**payload, "distill_modules": mods.state_dict(),
-                   "optimizer": {"student": opt.state_dict(), "discriminator": opt_d.state_dict()},
-                   **loop.loop_state(sched, gen)}, last)
+        ckpt.save(
+            {
+                **payload,
+                "distill_modules": mods.state_dict(),
+                "optimizer": {"student": opt.state_dict(), "discriminator": opt_d.state_dict()},
+                **loop.loop_state(sched, gen),
+            },
+            last,
+        )
         ckpt.save(payload, student_path)
 
     loop.fit(
-        step, loader, optimizer=opt, scheduler=sched, modules=[student, mods], clip=params,
-        grad_clip=tc.grad_clip, epochs=tc.epochs, history=result.history, start_epoch=start,
+        step,
+        loader,
+        optimizer=opt,
+        scheduler=sched,
+        modules=[student, mods],
+        clip=params,
+        grad_clip=tc.grad_clip,
+        epochs=tc.epochs,
+        history=result.history,
+        start_epoch=start,
         validate=None if val_set is None else lambda: evaluate_model(student, val_set, student_cfg.preprocess),
-        save=save, log=log, progress=progress, desc="distill", postfix=("loss", "mse"),
+        save=save,
+        log=log,
+        progress=progress,
+        desc="distill",
+        postfix=("loss", "mse"),
     )
     result.model = student.eval()
     return result

@@ -162,8 +162,9 @@ def sample_spine(rng: np.random.Generator, hard: bool) -> Spine:
 
     # discs: heights, wedge angles, pathology
     lordosis = float(np.clip(rng.normal(12.0, 14.0) if hard else rng.normal(18.0, 10.0), -20.0, 42.0))
-    angles = np.radians(np.concatenate([
-        lordosis / 5.0 + rng.normal(0.0, 2.5, 5), [rng.normal(2.0, 3.0)], -rng.normal(4.0, 1.5, n - 7)]))
+    angles = np.radians(
+        np.concatenate([lordosis / 5.0 + rng.normal(0.0, 2.5, 5), [rng.normal(2.0, 3.0)], -rng.normal(4.0, 1.5, n - 7)])
+    )
     if rng.random() < (0.25 if hard else 0.12):  # a local kyphotic segment
         angles[int(rng.integers(1, 5))] -= np.radians(rng.uniform(6.0, 11.0))
     herniated = _herniated_levels(rng)
@@ -184,8 +185,9 @@ def sample_spine(rng: np.random.Generator, hard: bool) -> Spine:
         spur_post = spur_p if rng.random() < p_spur * (2.0 if dark else 1.0) else 0.0
         spur_ant = rng.uniform(1.5, 5.0) if rng.random() < (0.35 if hard else 0.15) * (2.0 if dark else 1.0) else 0.0
         modic = int(rng.integers(1, 3)) if dark and rng.random() < (0.4 if hard else 0.2) else 0
-        discs.append(Disc(level, i, h, float(angles[i]), bulge, dark, hernia, spur_post, spur_ant,
-                          rng.uniform(4.0, 10.0), modic))
+        discs.append(
+            Disc(level, i, h, float(angles[i]), bulge, dark, hernia, spur_post, spur_ant, rng.uniform(4.0, 10.0), modic)
+        )
 
     listhesis = None
     if rng.random() < (0.3 if hard else 0.12):
@@ -218,9 +220,20 @@ def sample_spine(rng: np.random.Generator, hard: bool) -> Spine:
 
     spinous, tilt = jit(_SPINOUS, 0.08), np.radians(np.asarray(_SPINOUS_TILT) + rng.normal(0, 4, n))
     verts = tuple(
-        Vertebra(VERTEBRAE[i], float(xs_a[i]), float(ys_a[i]), float(phis_a[i]), float(heights[i]),
-                 float(depths[i]), float(widths[i]), float(sc_amp * np.sin(i * 0.5 + sc_phase)),
-                 float(rng.uniform(0.85, 1.15)), float(canal[i]), float(spinous[i]), float(tilt[i]))
+        Vertebra(
+            VERTEBRAE[i],
+            float(xs_a[i]),
+            float(ys_a[i]),
+            float(phis_a[i]),
+            float(heights[i]),
+            float(depths[i]),
+            float(widths[i]),
+            float(sc_amp * np.sin(i * 0.5 + sc_phase)),
+            float(rng.uniform(0.85, 1.15)),
+            float(canal[i]),
+            float(spinous[i]),
+            float(tilt[i]),
+        )
         for i in range(n)
     )
     hemangioma = None
@@ -228,12 +241,27 @@ def sample_spine(rng: np.random.Generator, hard: bool) -> Spine:
         k = int(rng.integers(0, 8))
         v = verts[k]
         r = rng.uniform(2.0, 5.0) * scale
-        hemangioma = (k, rng.uniform(-v.depth / 2 + r + 1, v.depth / 2 - r - 1), rng.uniform(-1, 1) * (v.height / 2 - r - 1), r)
-    flavum = (int(rng.integers(1, 6)), float(rng.uniform(1.5, 3.5))) if rng.random() < (0.35 if hard else 0.15) else None
+        hemangioma = (
+            k,
+            rng.uniform(-v.depth / 2 + r + 1, v.depth / 2 - r - 1),
+            rng.uniform(-1, 1) * (v.height / 2 - r - 1),
+            r,
+        )
+    flavum = (
+        (int(rng.integers(1, 6)), float(rng.uniform(1.5, 3.5))) if rng.random() < (0.35 if hard else 0.15) else None
+    )
     cord_ap = float(rng.uniform(6.0, 8.0) if hard else rng.uniform(6.5, 8.5))
     return Spine(
-        vertebrae=verts, discs=tuple(discs), lordosis=lordosis, listhesis=listhesis,
-        dens_height=float(rng.uniform(13.0, 17.0) * scale), dens_width=float(rng.uniform(9.0, 11.0) * scale),
-        cord_ap=cord_ap, cord_hw=float(rng.uniform(5.3, 6.5)), sac_hw=float(rng.uniform(9.0, 11.0)),
-        epidural=float(rng.uniform(0.8, 2.5)), hemangioma=hemangioma, flavum=flavum,
+        vertebrae=verts,
+        discs=tuple(discs),
+        lordosis=lordosis,
+        listhesis=listhesis,
+        dens_height=float(rng.uniform(13.0, 17.0) * scale),
+        dens_width=float(rng.uniform(9.0, 11.0) * scale),
+        cord_ap=cord_ap,
+        cord_hw=float(rng.uniform(5.3, 6.5)),
+        sac_hw=float(rng.uniform(9.0, 11.0)),
+        epidural=float(rng.uniform(0.8, 2.5)),
+        hemangioma=hemangioma,
+        flavum=flavum,
     )

@@ -126,10 +126,22 @@ def disc_solid(disc: Disc, up: Vertebra, lo: Vertebra, concave: tuple[float, flo
     if disc.hernia is not None:
         reach = max(reach, abs(disc.hernia.shift) + disc.hernia.half_height + 2.0)
     fields: dict[str, object] = dict(
-        tissue="annulus", frame=f, zc=(up.z + lo.z) / 2, hw=min(up.width, lo.width) / 2, nsub=3,
-        upper_c=(float(ta), float(tb)), lower_c=(float(ba), float(bb)), d_up=up.depth, d_lo=lo.depth,
-        tilt_up=up.phi - f.phi, tilt_lo=lo.phi - f.phi, concave=concave, width=min(up.width, lo.width),
-        bulge=disc.bulge, hernia=disc.hernia, reach=reach,
+        tissue="annulus",
+        frame=f,
+        zc=(up.z + lo.z) / 2,
+        hw=min(up.width, lo.width) / 2,
+        nsub=3,
+        upper_c=(float(ta), float(tb)),
+        lower_c=(float(ba), float(bb)),
+        d_up=up.depth,
+        d_lo=lo.depth,
+        tilt_up=up.phi - f.phi,
+        tilt_lo=lo.phi - f.phi,
+        concave=concave,
+        width=min(up.width, lo.width),
+        bulge=disc.bulge,
+        hernia=disc.hernia,
+        reach=reach,
     )
     fields.update(kw)
     return DiscSolid(**fields)  # type: ignore[arg-type]

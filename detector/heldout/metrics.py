@@ -41,7 +41,7 @@ def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.nd
         j = i
         while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
@@ -85,15 +85,17 @@ def specificity(called: Sequence[bool] | np.ndarray, labels: Sequence[bool] | np
     return Rate(int((~c & ~y).sum()), int((~y).sum()))
 
 
-def at_threshold(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray, threshold: float
-                 ) -> tuple[Rate, Rate]:
+def at_threshold(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray, threshold: float
+) -> tuple[Rate, Rate]:
     """(sensitivity, specificity) when scores >= ``threshold`` are called."""
     called = np.asarray(scores, float) >= threshold
     return sensitivity(called, labels), specificity(called, labels)
 
 
-def best_sensitivity_at_specificity(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray,
-                                    min_specificity: float) -> tuple[float, float]:
+def best_sensitivity_at_specificity(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray, min_specificity: float
+) -> tuple[float, float]:
     """The highest sensitivity over thresholds whose specificity >= ``min_specificity``, and
     that threshold (NaN, NaN when a class is missing)."""
     s, y = np.asarray(scores, float), np.asarray(labels, bool)

@@ -33,8 +33,9 @@ class Acquisition:
     noise_sigma: float  # image-domain noise std per real/imaginary channel
 
 
-def coil_map(rows_mm: np.ndarray, cols_mm: np.ndarray, coil_col_mm: np.ndarray, falloff_mm: float, ripple: float,
-             phase: float) -> np.ndarray:
+def coil_map(
+    rows_mm: np.ndarray, cols_mm: np.ndarray, coil_col_mm: np.ndarray, falloff_mm: float, ripple: float, phase: float
+) -> np.ndarray:
     """Sensitivity [H, W] of a posterior coil array shaped to the back of the head and neck
     (``coil_col_mm``: its column position on each row, mm)."""
     d = np.maximum(np.asarray(coil_col_mm, float)[:, None] - cols_mm[None, :], 0.0)
@@ -81,19 +82,25 @@ def _tukey(n: int, alpha: float) -> np.ndarray:
 def _crop(k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = k.shape[-2:]
     r0, c0 = (h - shape[0]) // 2, (w - shape[1]) // 2
-    return k[..., r0:r0 + shape[0], c0:c0 + shape[1]]
+    return k[..., r0 : r0 + shape[0], c0 : c0 + shape[1]]
 
 
 def _pad(k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out = np.zeros((*k.shape[:-2], *shape), dtype=k.dtype)
     h, w = k.shape[-2:]
     r0, c0 = (shape[0] - h) // 2, (shape[1] - w) // 2
-    out[..., r0:r0 + h, c0:c0 + w] = k
+    out[..., r0 : r0 + h, c0 : c0 + w] = k
     return out
 
 
-def acquire(static: np.ndarray, csf: np.ndarray, acq: Acquisition, display: tuple[int, int], fov_mm: tuple[float, float],
-            rng: np.random.Generator) -> np.ndarray:
+def acquire(
+    static: np.ndarray,
+    csf: np.ndarray,
+    acq: Acquisition,
+    display: tuple[int, int],
+    fov_mm: tuple[float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Object (static part and CSF part, [S, Hr, Wr], coil-weighted) -> magnitude images
     [S, Hd, Wd] (float32)."""
     s, hr, wr = static.shape

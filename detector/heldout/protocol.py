@@ -46,8 +46,13 @@ def as_finding(obj: Any) -> Finding:
     """A finding from a mapping or an object with the same names."""
     get = (lambda k: obj[k]) if isinstance(obj, Mapping) else (lambda k: getattr(obj, k))
     box = tuple(float(v) for v in get("box"))
-    return Finding(str(get("level")), float(get("probability")), bool(get("called")), int(get("slice_index")),
-                   (box[0], box[1], box[2], box[3]))
+    return Finding(
+        str(get("level")),
+        float(get("probability")),
+        bool(get("called")),
+        int(get("slice_index")),
+        (box[0], box[1], box[2], box[3]),
+    )
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -58,7 +63,9 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_disc(f: Finding, discs: Sequence[DiscTruth], min_iou: float = 0.3, any_slice: bool = False) -> DiscTruth | None:
+def match_disc(
+    f: Finding, discs: Sequence[DiscTruth], min_iou: float = 0.3, any_slice: bool = False
+) -> DiscTruth | None:
     """The true disc a finding sits on: on its slice (then the neighbouring ones, then, with
     ``any_slice``, any slice) the disc whose box has the highest IoU >= ``min_iou``, else the disc
     whose box contains the finding's centre."""
@@ -99,8 +106,11 @@ def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0
     fs = [as_finding(f) for f in findings]
     reported = [f for f in fs if f.level != "unknown"]
     named = [(f, match_disc(f, study.discs)) for f in reported]
-    offsets = [DISC_LEVELS.index(f.level) - DISC_LEVELS.index(d.level) for f, d in named
-               if d is not None and f.level in DISC_LEVELS]
+    offsets = [
+        DISC_LEVELS.index(f.level) - DISC_LEVELS.index(d.level)
+        for f, d in named
+        if d is not None and f.level in DISC_LEVELS
+    ]
     top = Counter(offsets).most_common(1)
     shifted = len(reported) >= 2 and bool(top) and top[0][0] != 0 and top[0][1] > len(offsets) / 2
     by_pos: dict[str, list[Finding]] = {}
@@ -115,9 +125,18 @@ def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0
             continue
         mine = [f for f in reported if f.level == level]
         pos = by_pos.get(level, [])
-        cases.append(dict(level=level, herniated=d.herniated, protrusion=d.protrusion_mm, kind=d.kind,
-                          p_name=max((f.probability for f in mine), default=0.0), c_name=any(f.called for f in mine),
-                          p_pos=max((f.probability for f in pos), default=0.0), c_pos=any(f.called for f in pos)))
+        cases.append(
+            dict(
+                level=level,
+                herniated=d.herniated,
+                protrusion=d.protrusion_mm,
+                kind=d.kind,
+                p_name=max((f.probability for f in mine), default=0.0),
+                c_name=any(f.called for f in mine),
+                p_pos=max((f.probability for f in pos), default=0.0),
+                c_pos=any(f.called for f in pos),
+            )
+        )
     return StudyResult(study.seed, study.hard, seconds, fs, named, len(fs) - len(reported), shifted, cases)
 
 
@@ -126,9 +145,13 @@ def _classification(cases: list[dict[str, Any]], key: str) -> dict[str, Any]:
     p = np.array([c[f"p_{key}"] for c in cases], float)
     called = np.array([c[f"c_{key}"] for c in cases], bool)
     best, thr = best_sensitivity_at_specificity(p, y, TARGETS["specificity"]) if len(y) else (math.nan, math.nan)
-    return {"sensitivity": sensitivity(called, y), "specificity": specificity(called, y),
-            "auc": roc_auc(p, y) if len(y) else math.nan,
-            "best_sensitivity_at_spec85": best, "threshold_at_spec85": thr}
+    return {
+        "sensitivity": sensitivity(called, y),
+        "specificity": specificity(called, y),
+        "auc": roc_auc(p, y) if len(y) else math.nan,
+        "best_sensitivity_at_spec85": best,
+        "threshold_at_spec85": thr,
+    }
 
 
 @dataclass
@@ -142,23 +165,31 @@ class Report:
         out: dict[str, Any] = {
             "studies": len(rs),
             "seconds_per_study": float(np.mean([r.seconds for r in rs])) if rs else math.nan,
-            "naming": {"accuracy": Rate(sum(d is not None and d.level == f.level for f, d in named), len(named)),
-                       "unknown": sum(r.unknown for r in rs), "shifted_studies": sum(r.shifted for r in rs),
-                       "off_disc": sum(d is None for _, d in named)},
+            "naming": {
+                "accuracy": Rate(sum(d is not None and d.level == f.level for f, d in named), len(named)),
+                "unknown": sum(r.unknown for r in rs),
+                "shifted_studies": sum(r.shifted for r in rs),
+                "off_disc": sum(d is None for _, d in named),
+            },
             "by_name": _classification(cases, "name"),
             "by_position": _classification(cases, "pos"),
         }
         per_level = {}
         for level in REPORTED_LEVELS:
             cl = [c for c in cases if c["level"] == level]
-            per_level[level] = _classification(cl, "name") | {"herniated": sum(c["herniated"] for c in cl), "cases": len(cl)}
+            per_level[level] = _classification(cl, "name") | {
+                "herniated": sum(c["herniated"] for c in cl),
+                "cases": len(cl),
+            }
         out["by_name"]["per_level"] = per_level
         pos = [c for c in cases if c["herniated"]]
         out["by_name"]["sensitivity_by_size"] = {
-            f"{lo:g}-{hi:g}mm" if math.isfinite(hi) else f">={lo:g}mm":
-            sensitivity([c["c_name"] for c in pos if lo <= c["protrusion"] < hi],
-                        [True] * sum(lo <= c["protrusion"] < hi for c in pos))
-            for lo, hi in SIZE_BINS}
+            f"{lo:g}-{hi:g}mm" if math.isfinite(hi) else f">={lo:g}mm": sensitivity(
+                [c["c_name"] for c in pos if lo <= c["protrusion"] < hi],
+                [True] * sum(lo <= c["protrusion"] < hi for c in pos),
+            )
+            for lo, hi in SIZE_BINS
+        }
         for kind in ("bulge", "normal"):
             neg = [c for c in cases if c["kind"] == kind]
             out["by_name"][f"specificity_{kind}"] = specificity([c["c_name"] for c in neg], [False] * len(neg))
@@ -183,9 +214,22 @@ def check_targets(report: Report) -> list[Target]:
     """The protocol's targets: naming >= 0.98 with no shifted chain (all studies); sensitivity
     >= 0.85 at specificity >= 0.85 (operating point) and AUC >= 0.92, routine and hard each."""
     g = report.groups()
-    out = [Target("naming", "all", g["all"]["naming"]["accuracy"].value, TARGETS["naming"],
-                   g["all"]["naming"]["accuracy"].value >= TARGETS["naming"]),
-           Target("shifted_chains", "all", g["all"]["naming"]["shifted_studies"], 0, g["all"]["naming"]["shifted_studies"] == 0)]
+    out = [
+        Target(
+            "naming",
+            "all",
+            g["all"]["naming"]["accuracy"].value,
+            TARGETS["naming"],
+            g["all"]["naming"]["accuracy"].value >= TARGETS["naming"],
+        ),
+        Target(
+            "shifted_chains",
+            "all",
+            g["all"]["naming"]["shifted_studies"],
+            0,
+            g["all"]["naming"]["shifted_studies"] == 0,
+        ),
+    ]
     for name in ("routine", "hard"):
         if not g[name]["studies"]:
             continue
@@ -211,8 +255,11 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def score_studies(analyze: Callable[[np.ndarray, tuple[float, float]], Any], studies: Iterable[HeldoutStudy],
-                  progress: Callable[[str], None] | None = None) -> Report:
+def score_studies(
+    analyze: Callable[[np.ndarray, tuple[float, float]], Any],
+    studies: Iterable[HeldoutStudy],
+    progress: Callable[[str], None] | None = None,
+) -> Report:
     """Run ``analyze`` on every study (timed) and score it."""
     results = []
     for i, st in enumerate(studies):
@@ -277,8 +324,11 @@ def format_report(report: Report, title: str = "") -> str:
 def format_targets(report: Report) -> str:
     lines = ["targets"]
     for name, group, value, goal, passed in check_targets(report):
-        v = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else (
-            f"{value:.3f}" if isinstance(value, float) else str(value))
+        v = (
+            "n/a"
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else (f"{value:.3f}" if isinstance(value, float) else str(value))
+        )
         op = "==" if name == "shifted_chains" else ">="
         lines.append(f"  {'PASS' if passed else 'FAIL'}  {name:<15} {group:<8} {v:>7}  (target {op} {goal})")
     return "\n".join(lines)

@@ -43,21 +43,31 @@ class Plane:
         return float(np.mean([self.spacing[0] * self.scale[0], self.spacing[1] * self.scale[1]]))
 
     def rows_mm(self) -> np.ndarray:
-        return ((np.arange(self.render[0]) * self.scale[0] + 0.5 - self.display[0] / 2) * self.spacing[0]).astype(np.float32)
+        return ((np.arange(self.render[0]) * self.scale[0] + 0.5 - self.display[0] / 2) * self.spacing[0]).astype(
+            np.float32
+        )
 
     def cols_mm(self) -> np.ndarray:
-        return ((np.arange(self.render[1]) * self.scale[1] + 0.5 - self.display[1] / 2) * self.spacing[1]).astype(np.float32)
+        return ((np.arange(self.render[1]) * self.scale[1] + 0.5 - self.display[1] / 2) * self.spacing[1]).astype(
+            np.float32
+        )
 
     def to_pixel(self, xyz: np.ndarray) -> tuple[float, float, float]:
         """World point -> (row, col) display coordinates and its offset along the normal."""
         d = np.asarray(xyz, float) - self.center
         vc, vr, w = d @ self.rot[:, 0], d @ self.rot[:, 1], d @ self.rot[:, 2]
-        return float(vr / self.spacing[0] + self.display[0] / 2), float(vc / self.spacing[1] + self.display[1] / 2), float(w)
+        return (
+            float(vr / self.spacing[0] + self.display[0] / 2),
+            float(vc / self.spacing[1] + self.display[1] / 2),
+            float(w),
+        )
 
     def z_at(self, k: int, x: float, y: float) -> float:
         """World z where slice k's centre plane crosses the line {(x, y, z)}."""
         n = self.rot[:, 2]
-        return float(self.center[2] + (self.offsets[k] - (x - self.center[0]) * n[0] - (y - self.center[1]) * n[1]) / n[2])
+        return float(
+            self.center[2] + (self.offsets[k] - (x - self.center[0]) * n[0] - (y - self.center[1]) * n[1]) / n[2]
+        )
 
 
 def rotation(yaw: float, roll: float) -> np.ndarray:
@@ -80,10 +90,12 @@ def texture(rng: np.random.Generator, plane: Plane, corr_mm: float = 1.6) -> np.
     pad = max(8, int(40.0 / px))
     n = (max(8, int((h + pad) * px / corr_mm)), max(8, int((w + pad) * px / corr_mm)))
     coarse = rng.standard_normal(n).astype(np.float32)
-    field = ndimage.zoom(coarse, ((h + pad) / n[0], (w + pad) / n[1]), order=1, prefilter=False, grid_mode=True, mode="nearest")
+    field = ndimage.zoom(
+        coarse, ((h + pad) / n[0], (w + pad) / n[1]), order=1, prefilter=False, grid_mode=True, mode="nearest"
+    )
     field = (field - field.mean()) / max(float(field.std()), 1e-6)
     off = rng.integers(0, [max(1, field.shape[0] - h + 1), max(1, field.shape[1] - w + 1)], size=(s, 2))
-    out = np.stack([field[i:i + h, j:j + w] for i, j in off])
+    out = np.stack([field[i : i + h, j : j + w] for i, j in off])
     if out.shape[1:] != (h, w):
         out = np.pad(out, ((0, 0), (0, h - out.shape[1]), (0, w - out.shape[2])), mode="edge")
     return out.astype(np.float32)
@@ -107,11 +119,16 @@ class Rasterizer:
         self.p, self.signals, self.tex = plane, signals, tex
         self.rows, self.cols = plane.rows_mm(), plane.cols_mm()
         s = len(plane.offsets)
-        self.canvas = Canvas(np.zeros((s, *plane.render), np.float32), np.zeros((s, *plane.render), np.float32),
-                             np.zeros((s, *plane.render), np.float32))
+        self.canvas = Canvas(
+            np.zeros((s, *plane.render), np.float32),
+            np.zeros((s, *plane.render), np.float32),
+            np.zeros((s, *plane.render), np.float32),
+        )
         fov = (plane.display[0] * plane.spacing[0] / 2, plane.display[1] * plane.spacing[1] / 2)
         r = plane.rot
-        self.zmax = float(np.abs(plane.offsets).max() + plane.thickness + fov[0] * abs(r[2, 1]) + fov[1] * abs(r[2, 0]) + 2.0)
+        self.zmax = float(
+            np.abs(plane.offsets).max() + plane.thickness + fov[0] * abs(r[2, 1]) + fov[1] * abs(r[2, 0]) + 2.0
+        )
         self._cache: dict[tuple, tuple[np.ndarray, ...]] = {}
 
     def patch(self, prim: Prim) -> Patch | None:
@@ -146,8 +163,11 @@ class Rasterizer:
             vr, vc = self.rows[i0:i1, None], self.cols[None, j0:j1]
             w = (self.p.offsets[k0:k1] + dw).astype(np.float32)[:, None, None]
             # image columns have no vertical component (see ``rotation``): y depends on (slice, row)
-            xyz = tuple((np.float32(c[d]) + vr * np.float32(r[d, 1]) + (vc * np.float32(r[d, 0]) if d != 1 else 0.0))[None]
-                        + w * np.float32(r[d, 2]) for d in range(3))
+            xyz = tuple(
+                (np.float32(c[d]) + vr * np.float32(r[d, 1]) + (vc * np.float32(r[d, 0]) if d != 1 else 0.0))[None]
+                + w * np.float32(r[d, 2])
+                for d in range(3)
+            )
             self._cache[ckey] = xyz
         a, b = prim.frame.local(xyz[0], xyz[1])
         out = (a, b, xyz[2])
@@ -196,8 +216,9 @@ class Rasterizer:
         return cv
 
 
-def truth_boxes(plane: Plane, parts: list[tuple[Patch, np.ndarray]], level: float = 0.5
-                ) -> dict[int, tuple[tuple[float, float, float, float], float]]:
+def truth_boxes(
+    plane: Plane, parts: list[tuple[Patch, np.ndarray]], level: float = 0.5
+) -> dict[int, tuple[tuple[float, float, float, float], float]]:
     """Per slice: the box (x0, y0, x1, y1, display pixels) of occupancy >= ``level`` and its
     area (mm²)."""
     sr, sc = plane.scale
@@ -214,7 +235,12 @@ def truth_boxes(plane: Plane, parts: list[tuple[Patch, np.ndarray]], level: floa
             y1 = (i0 + rows[-1]) * sr + 0.5 + sr / 2
             x0 = (j0 + cols[0]) * sc + 0.5 - sc / 2
             x1 = (j0 + cols[-1]) * sc + 0.5 + sc / 2
-            box = (float(max(x0, 0.0)), float(max(y0, 0.0)), float(min(x1, plane.display[1])), float(min(y1, plane.display[0])))
+            box = (
+                float(max(x0, 0.0)),
+                float(max(y0, 0.0)),
+                float(min(x1, plane.display[1])),
+                float(min(y1, plane.display[0])),
+            )
             out[k0 + dk] = (box, n * area_px)
     return out
 

@@ -85,8 +85,9 @@ def studies(n_routine: int, n_hard: int, seed: int, **kw: Any) -> Iterator[Heldo
         yield make_study(study_seed(seed, i), hard=True, **kw)
 
 
-def _matrix(rng: np.random.Generator, hard: bool, matrix: int | tuple[int, int] | None
-            ) -> tuple[tuple[int, int], tuple[float, float]]:
+def _matrix(
+    rng: np.random.Generator, hard: bool, matrix: int | tuple[int, int] | None
+) -> tuple[tuple[int, int], tuple[float, float]]:
     """Display matrix (rows, cols) and pixel spacing (mm): field of view 200-280 mm each way."""
     fov_r = rng.uniform(200.0, 280.0)
     p = [0.35, 0.3, 0.25, 0.05, 0.05] if hard else [0.1, 0.15, 0.25, 0.15, 0.35]
@@ -138,17 +139,32 @@ def sample_protocol(rng: np.random.Generator, hard: bool, matrix: int | tuple[in
     if matrix is not None:  # tests: a small matrix, acquired at 3/4 of it
         acq = [int(round(n * 0.75)) for n in (h, w)]
     render = tuple(max(n, int(np.ceil(1.3 * a / 2) * 2)) for n, a in zip((h, w), acq))
-    seq = Sequence(tr=float(rng.uniform(2500, 4500)), te=float(rng.uniform(75, 130) if hard else rng.uniform(85, 115)),
-                   fat_sat=bool(rng.random() < (0.45 if hard else 0.35)),
-                   fat_residual=float(rng.uniform(0.05, 0.35) if hard else rng.uniform(0.05, 0.2)))
+    seq = Sequence(
+        tr=float(rng.uniform(2500, 4500)),
+        te=float(rng.uniform(75, 130) if hard else rng.uniform(85, 115)),
+        fat_sat=bool(rng.random() < (0.45 if hard else 0.35)),
+        fat_residual=float(rng.uniform(0.05, 0.35) if hard else rng.uniform(0.05, 0.2)),
+    )
     yaw = np.radians(rng.uniform(1, 7) if hard else rng.uniform(0, 3)) * rng.choice([-1, 1])
     roll = np.radians(rng.uniform(1, 6) if hard else rng.uniform(0, 3)) * rng.choice([-1, 1])
-    return Protocol((h, w), (float(sp_r), float(sp_c)), thickness, float(gap), n_slices, (acq[0], acq[1]),
-                    (int(render[0]), int(render[1])), phase_axis, seq, float(yaw), float(roll))
+    return Protocol(
+        (h, w),
+        (float(sp_r), float(sp_c)),
+        thickness,
+        float(gap),
+        n_slices,
+        (acq[0], acq[1]),
+        (int(render[0]), int(render[1])),
+        phase_axis,
+        seq,
+        float(yaw),
+        float(roll),
+    )
 
 
-def make_study(seed: int, hard: bool = False, *, matrix: int | tuple[int, int] | None = None, herniations: bool = True
-               ) -> HeldoutStudy:
+def make_study(
+    seed: int, hard: bool = False, *, matrix: int | tuple[int, int] | None = None, herniations: bool = True
+) -> HeldoutStudy:
     """Generate one study. ``matrix`` overrides the display matrix (tests; the field of view is
     kept, so pixels grow). ``herniations=False`` renders the same study with the herniated
     material left out (and no herniation in the ground truth)."""
@@ -184,8 +200,14 @@ def make_study(seed: int, hard: bool = False, *, matrix: int | tuple[int, int] |
     # acquisition
     rows, cols = plane.rows_mm(), plane.cols_mm()
     coil_col = posterior_edge(canvas.image[n_slices // 2], cols) + 5.0
-    sens = coil_map(rows, cols, coil_col, float(rng.uniform(80, 140) if hard else rng.uniform(120, 220)),
-                    float(rng.uniform(0.05, 0.2) if hard else rng.uniform(0.02, 0.1)), float(rng.uniform(0, 2 * np.pi)))
+    sens = coil_map(
+        rows,
+        cols,
+        coil_col,
+        float(rng.uniform(80, 140) if hard else rng.uniform(120, 220)),
+        float(rng.uniform(0.05, 0.2) if hard else rng.uniform(0.02, 0.1)),
+        float(rng.uniform(0, 2 * np.pi)),
+    )
     sens *= bias_field(rng, render, float(rng.uniform(0.15, 0.4) if hard else rng.uniform(0.05, 0.2)))
     canal_col = int(np.argmin(np.abs(cols - (x_canal - center[0]))))
     snr = float(rng.uniform(9, 18) if hard else rng.uniform(22, 50))
@@ -194,22 +216,47 @@ def make_study(seed: int, hard: bool = False, *, matrix: int | tuple[int, int] |
     static = (canvas.image - csf_part) * sens
     csf_part = csf_part * (1.0 - canvas.void) * sens
     acquisition = Acquisition(
-        acquired=(acq[0], acq[1]), phase_axis=phase_axis,
-        motion_mm=float(rng.uniform(0.2, 1.2) if hard else rng.uniform(0.0, 0.4)), motion_period=float(rng.uniform(4, 30)),
+        acquired=(acq[0], acq[1]),
+        phase_axis=phase_axis,
+        motion_mm=float(rng.uniform(0.2, 1.2) if hard else rng.uniform(0.0, 0.4)),
+        motion_period=float(rng.uniform(4, 30)),
         jerk_mm=float(rng.uniform(1, 3) if rng.random() < (0.4 if hard else 0.15) else 0.0) * (1.0 if hard else 0.5),
         pulsation=float(rng.uniform(0.1, 0.4) if hard else rng.uniform(0.0, 0.15)),
-        filter_alpha=float(0.0 if rng.random() < (0.7 if hard else 0.5) else rng.uniform(0.1, 0.5)), noise_sigma=sigma)
+        filter_alpha=float(0.0 if rng.random() < (0.7 if hard else 0.5) else rng.uniform(0.1, 0.5)),
+        noise_sigma=sigma,
+    )
     volume = acquire(static, csf_part, acquisition, (h, w), fov, rng)
     gain = float(10 ** rng.uniform(0.5, 3.5))
     volume *= np.float32(gain / max(sig["csf"], 1e-6))
 
     discs = _truth(spine, plane, canvas.truth, herniations)
-    meta = dict(fov_mm=fov, matrix=(h, w), acquired=tuple(acq), render=render, phase_axis=phase_axis, tr=seq.tr, te=seq.te,
-                fat_sat=seq.fat_sat, snr=snr, yaw_deg=float(np.degrees(yaw)), roll_deg=float(np.degrees(roll)),
-                lordosis_deg=spine.lordosis, listhesis=spine.listhesis, slice_gap=spacing - thickness, gain=gain)
-    return HeldoutStudy(volume=volume, pixel_spacing=(float(sp_r), float(sp_c)), slice_thickness=thickness,
-                        slice_positions=tuple(float(center[2] + o) for o in offsets), hard=bool(hard), seed=int(seed),
-                        discs=discs, meta=meta)
+    meta = dict(
+        fov_mm=fov,
+        matrix=(h, w),
+        acquired=tuple(acq),
+        render=render,
+        phase_axis=phase_axis,
+        tr=seq.tr,
+        te=seq.te,
+        fat_sat=seq.fat_sat,
+        snr=snr,
+        yaw_deg=float(np.degrees(yaw)),
+        roll_deg=float(np.degrees(roll)),
+        lordosis_deg=spine.lordosis,
+        listhesis=spine.listhesis,
+        slice_gap=spacing - thickness,
+        gain=gain,
+    )
+    return HeldoutStudy(
+        volume=volume,
+        pixel_spacing=(float(sp_r), float(sp_c)),
+        slice_thickness=thickness,
+        slice_positions=tuple(float(center[2] + o) for o in offsets),
+        hard=bool(hard),
+        seed=int(seed),
+        discs=discs,
+        meta=meta,
+    )
 
 
 def _truth(spine: Spine, plane: Plane, parts: dict, herniations: bool) -> tuple[DiscTruth, ...]:
@@ -233,12 +280,28 @@ def _truth(spine: Spine, plane: Plane, parts: dict, herniations: bool) -> tuple[
             dz = plane.z_at(k, xq, yq) - zc
             p = float(hernia.lateral(dz)) if hernia is not None else 0.0
             prot[k] = round(max(p, d.bulge), 3)
-        conf = tuple(n for n, on in (("dark", d.dark > 0), ("osteophyte", d.spur_post > 0), ("anterior_spur", d.spur_ant > 0),
-                                     ("modic", d.modic > 0), ("listhesis", bool(spine.listhesis and spine.listhesis[0] == d.level)))
-                     if on)
+        conf = tuple(
+            n
+            for n, on in (
+                ("dark", d.dark > 0),
+                ("osteophyte", d.spur_post > 0),
+                ("anterior_spur", d.spur_ant > 0),
+                ("modic", d.modic > 0),
+                ("listhesis", bool(spine.listhesis and spine.listhesis[0] == d.level)),
+            )
+            if on
+        )
         kind = d.kind if hernia is not None or d.hernia is None else ("bulge" if d.bulge >= 0.3 else "normal")
         size = hernia.depth if hernia else d.bulge
-        out.append(DiscTruth(level=d.level, herniated=hernia is not None, protrusion_mm=round(size, 3),
-                             kind=kind, boxes=dict(sorted(shown.items())), protrusion_by_slice=dict(sorted(prot.items())),
-                             confounders=conf))
+        out.append(
+            DiscTruth(
+                level=d.level,
+                herniated=hernia is not None,
+                protrusion_mm=round(size, 3),
+                kind=kind,
+                boxes=dict(sorted(shown.items())),
+                protrusion_by_slice=dict(sorted(prot.items())),
+                confounders=conf,
+            )
+        )
     return tuple(out)

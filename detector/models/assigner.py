@@ -9,9 +9,7 @@ from detector.models.boxes import box_iou
 
 
 @torch.no_grad()
-def atss_assign(
-    anchors: Tensor, num_per_level: list[int], gt_boxes: Tensor, topk: int = 9
-) -> Tensor:
+def atss_assign(anchors: Tensor, num_per_level: list[int], gt_boxes: Tensor, topk: int = 9) -> Tensor:
     """Assign each anchor to an object or to background.
 
     anchors [A, 4] (all levels concatenated, ``num_per_level`` anchors per level);
@@ -40,9 +38,9 @@ def atss_assign(
     is_pos = cand_iou >= threshold[None, :]
 
     cand_centers = centers[candidates]  # [K, G, 2]
-    inside = (
-        (cand_centers - gt_boxes[None, :, :2]).min(-1).values > 0.01
-    ) & ((gt_boxes[None, :, 2:] - cand_centers).min(-1).values > 0.01)
+    inside = ((cand_centers - gt_boxes[None, :, :2]).min(-1).values > 0.01) & (
+        (gt_boxes[None, :, 2:] - cand_centers).min(-1).values > 0.01
+    )
     is_pos &= inside
 
     masked = torch.full_like(overlaps, -1.0)

@@ -11,7 +11,15 @@ from torch import Tensor, nn
 from detector.config import BackboneConfig
 
 # MobileNetV2 inverted-residual groups: (expand ratio, channels, blocks, stride).
-MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MBV2_SETTINGS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 RESNET_LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
@@ -21,7 +29,9 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * value else new
 
 
-def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU6) -> nn.Sequential:
+def conv_bn(
+    cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU6
+) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
@@ -89,7 +99,6 @@ class MobileNetV2(StagedBackbone):
         self.out_channels = [channels[i] for i in self.out_indices]
 
 
-
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -146,13 +155,15 @@ class ResNet(StagedBackbone):
         cin = base
         for i, n in enumerate(layers[: max(out_indices) + 1]):
             planes = base * 2**i
-            blocks = [block(cin if j == 0 else planes * block.expansion, planes, 2 if (j == 0 and i > 0) else 1) for j in range(n)]
+            blocks = [
+                block(cin if j == 0 else planes * block.expansion, planes, 2 if (j == 0 and i > 0) else 1)
+                for j in range(n)
+            ]
             stages.append(nn.Sequential(*blocks))
             cin = planes * block.expansion
             channels.append(cin)
         self.stages = nn.ModuleList(stages)
         self.out_channels = [channels[i] for i in self.out_indices]
-
 
 
 def build_backbone(cfg: BackboneConfig) -> MobileNetV2 | ResNet:

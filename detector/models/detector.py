@@ -14,7 +14,9 @@ class GFL(nn.Module):
     def __init__(self, cfg: DetectorConfig) -> None:
         super().__init__()
         if cfg.neck.num_outs != len(cfg.head.strides):
-            raise ValueError(f"head.strides: need one stride per FPN level ({cfg.neck.num_outs}), got {cfg.head.strides}")
+            raise ValueError(
+                f"head.strides: need one stride per FPN level ({cfg.neck.num_outs}), got {cfg.head.strides}"
+            )
         self.cfg = cfg
         self.backbone = build_backbone(cfg.backbone)
         self.neck = FPN(self.backbone.out_channels, cfg.neck.channels, cfg.neck.num_outs)

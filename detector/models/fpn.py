@@ -29,7 +29,9 @@ class FPN(nn.Module):
         """feats: per input level [B, C_i, H_i, W_i] (stride doubling) -> num_outs x [B, channels, H_l, W_l]."""
         laterals = [conv(f) for conv, f in zip(self.lateral, feats)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest"
+            )
         outs = [conv(x) for conv, x in zip(self.output, laterals)]
         for conv in self.extra:
             outs.append(conv(outs[-1]))

@@ -57,8 +57,12 @@ class GFLHead(nn.Module):
         self.cfg = cfg
         self.num_classes = num_classes
         ch = cfg.feat_channels
-        self.cls_convs = nn.Sequential(*(conv_gn_relu(in_channels if i == 0 else ch, ch) for i in range(cfg.stacked_convs)))
-        self.reg_convs = nn.Sequential(*(conv_gn_relu(in_channels if i == 0 else ch, ch) for i in range(cfg.stacked_convs)))
+        self.cls_convs = nn.Sequential(
+            *(conv_gn_relu(in_channels if i == 0 else ch, ch) for i in range(cfg.stacked_convs))
+        )
+        self.reg_convs = nn.Sequential(
+            *(conv_gn_relu(in_channels if i == 0 else ch, ch) for i in range(cfg.stacked_convs))
+        )
         if cfg.stacked_convs == 0 and in_channels != ch:
             raise ValueError("head.feat_channels must equal the FPN channels when stacked_convs = 0")
         self.refine = build_refiner(cfg)
@@ -139,7 +143,10 @@ class GFLHead(nn.Module):
         weight = cls.detach().sigmoid().max(-1).values[pos]
         norm = weight.sum().clamp(min=1e-6)
 
-        loss_qfl = quality_focal_loss(cls.reshape(-1, self.num_classes), labels.reshape(-1), quality.reshape(-1)).sum() / num_pos
+        loss_qfl = (
+            quality_focal_loss(cls.reshape(-1, self.num_classes), labels.reshape(-1), quality.reshape(-1)).sum()
+            / num_pos
+        )
         loss_giou = (giou_loss(pos_boxes, pos_targets) * weight).sum() / norm
         corners = bbox2distance(pos_points, pos_targets, cfg.reg_max).reshape(-1)
         dfl = distribution_focal_loss(pos_dist.reshape(-1, cfg.reg_max + 1), corners)
@@ -153,7 +160,9 @@ class GFLHead(nn.Module):
     # --- inference --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def predict(self, cls_scores: list[Tensor], bbox_preds: list[Tensor], image_size: tuple[int, int]) -> list[Prediction]:
+    def predict(
+        self, cls_scores: list[Tensor], bbox_preds: list[Tensor], image_size: tuple[int, int]
+    ) -> list[Prediction]:
         """Head outputs -> per image (boxes [K, 4] in input pixels, scores [K], labels [K]) after NMS."""
         cfg = self.cfg
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]

@@ -36,9 +36,10 @@ def distribution_focal_loss(logits: Tensor, target: Tensor) -> Tensor:
     right = left + 1
     w_left = right.to(target.dtype) - target
     w_right = target - left.to(target.dtype)
-    return F.cross_entropy(logits, left, reduction="none") * w_left + F.cross_entropy(
-        logits, right, reduction="none"
-    ) * w_right
+    return (
+        F.cross_entropy(logits, left, reduction="none") * w_left
+        + F.cross_entropy(logits, right, reduction="none") * w_right
+    )
 
 
 def giou_loss(pred: Tensor, target: Tensor) -> Tensor:

@@ -126,9 +126,7 @@ def solve_nmode2(u: Tensor, solver: ODESolver) -> Tensor:
     kwargs = dict(method=solver.method, rtol=solver.rtol, atol=solver.atol, options=options)
     if solver.adjoint:
         y0 = (torch.zeros_like(u), u)
-        ys, _ = odeint_adjoint(
-            NMODE2AugmentedFunc(), y0, t, adjoint_params=(), **kwargs
-        )
+        ys, _ = odeint_adjoint(NMODE2AugmentedFunc(), y0, t, adjoint_params=(), **kwargs)
         return ys[-1]
     return odeint(NMODE2Func(u), torch.zeros_like(u), t, **kwargs)[-1]
 
@@ -205,9 +203,7 @@ class NMODE2Refiner(nn.Module):
         self.solver = solver
         self.residual = residual
 
-    def forward(
-        self, cls_feats: Sequence[Tensor], reg_feats: Sequence[Tensor]
-    ) -> tuple[list[Tensor], list[Tensor]]:
+    def forward(self, cls_feats: Sequence[Tensor], reg_feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """cls_feats, reg_feats: per level [B, C, H_l, W_l] -> the same shapes, refined."""
         us = [self.cls_proj(x) for x in cls_feats] + [self.reg_proj(x) for x in reg_feats]
         ys = solve_many(us, self.solver)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -24,7 +24,7 @@ AE = String(16)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def clip(column: Any, value: str | None) -> str | None:
@@ -47,7 +47,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -109,8 +109,8 @@ class Series(Base):
     selection_detail: Mapped[str | None] = mapped_column(Text)
     spool_path: Mapped[str] = mapped_column(Text)
 
-    instances: Mapped[list["Instance"]] = relationship(back_populates="series")
-    jobs: Mapped[list["Job"]] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+    jobs: Mapped[list[Job]] = relationship(back_populates="series")
 
 
 class Instance(Base):
@@ -119,9 +119,7 @@ class Instance(Base):
 
     __tablename__ = "instances"
     __table_args__ = (
-        UniqueConstraint(
-            "series_id", "sop_instance_uid", "revision", name="uq_instances_series_sop_revision"
-        ),
+        UniqueConstraint("series_id", "sop_instance_uid", "revision", name="uq_instances_series_sop_revision"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -179,9 +177,7 @@ class Job(Base):
     lost_deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     series: Mapped[Series] = relationship(back_populates="jobs")
-    events: Mapped[list["JobEvent"]] = relationship(
-        back_populates="job", order_by="JobEvent.id"
-    )
+    events: Mapped[list[JobEvent]] = relationship(back_populates="job", order_by="JobEvent.id")
 
 
 class JobEvent(Base):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -20,14 +20,14 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
     """``30m``, ``2h``, ``7d`` (ago) or an ISO date/time (UTC if no offset)."""
     if not text:
         return None
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if match := _DURATION.match(text.strip()):
         return now - timedelta(**{_UNITS[match["unit"]]: float(match["n"])})
     try:
         value = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ValueError(f"--since {text!r}: use e.g. 30m, 2h, 7d or 2026-11-01T08:00") from exc
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -35,8 +35,14 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def series_rows(
-    session: Session, since: datetime | None = None, status: str | None = None, limit: int = 100,
-    *, until: datetime | None = None, modality: str | None = None, calling_ae: str | None = None,
+    session: Session,
+    since: datetime | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    *,
+    until: datetime | None = None,
+    modality: str | None = None,
+    calling_ae: str | None = None,
     uid: str | None = None,
 ) -> list[dict[str, Any]]:
     """Series, newest first. The keyword filters are the web console's: received before
@@ -58,8 +64,12 @@ def series_rows(
         )
         query = query.where(Series.id.in_(senders))
     if uid:
-        query = query.where(or_(Series.series_instance_uid.startswith(uid, autoescape=True),
-                                Series.study_instance_uid.startswith(uid, autoescape=True)))
+        query = query.where(
+            or_(
+                Series.series_instance_uid.startswith(uid, autoescape=True),
+                Series.study_instance_uid.startswith(uid, autoescape=True),
+            )
+        )
     return [
         {
             "series_instance_uid": s.series_instance_uid,
@@ -79,12 +89,16 @@ def series_rows(
 
 
 def job_rows(
-    session: Session, since: datetime | None = None, status: str | None = None, limit: int = 100,
-    *, series_uid: str | None = None, job_id: int | None = None,
+    session: Session,
+    since: datetime | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    *,
+    series_uid: str | None = None,
+    job_id: int | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
-    found = jobs.list_jobs(session, status=status, since=since, limit=limit,
-                           series_uid=series_uid, job_id=job_id)
+    found = jobs.list_jobs(session, status=status, since=since, limit=limit, series_uid=series_uid, job_id=job_id)
     for summary in found:
         row = summary.as_dict()
         rows.append({"job_id": row.pop("id"), **row})
@@ -93,13 +107,8 @@ def job_rows(
 
 def job_history(session: Session, job_id: int) -> list[dict[str, Any]]:
     """The job's events (:func:`dicom_node.jobs.job_history`) merged with its send attempts."""
-    sends = session.scalars(
-        select(SendAttempt).where(SendAttempt.job_id == job_id).order_by(SendAttempt.id)
-    )
-    rows = [
-        {"at": e["at"], "what": e["state"], "detail": e["detail"]}
-        for e in jobs.job_history(session, job_id)
-    ]
+    sends = session.scalars(select(SendAttempt).where(SendAttempt.job_id == job_id).order_by(SendAttempt.id))
+    rows = [{"at": e["at"], "what": e["state"], "detail": e["detail"]} for e in jobs.job_history(session, job_id)]
     rows += [
         {
             "at": s.at.isoformat(),  # as precise as the events': sorted among them by time
@@ -136,9 +145,7 @@ def association_rows(
     ]
 
 
-def failure_rows(
-    session: Session, since: datetime | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
+def failure_rows(session: Session, since: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Everything that went wrong: quarantined instances, failed jobs, failed sends."""
     rows: list[dict[str, Any]] = []
     quarantine = select(QuarantineRecord).order_by(QuarantineRecord.at.desc()).limit(limit)
@@ -158,5 +165,7 @@ def failure_rows(
     for j in session.scalars(jobs):
         rows.append({"at": _iso(j.updated_at), "kind": f"job {j.id}", "uid": j.series_instance_uid, "reason": j.reason})
     for s in session.scalars(sends):
-        rows.append({"at": _iso(s.at), "kind": f"send -> {s.destination}", "uid": s.sop_instance_uid, "reason": s.error})
+        rows.append(
+            {"at": _iso(s.at), "kind": f"send -> {s.destination}", "uid": s.sop_instance_uid, "reason": s.error}
+        )
     return sorted(rows, key=lambda row: row["at"] or "", reverse=True)[:limit]

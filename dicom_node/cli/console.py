@@ -193,4 +193,3 @@ def console(
     scheme = "https" if settings.console_tls_cert else "http"
     typer.echo(f"MedDet console on {scheme}://{settings.console_host}:{settings.console_port}/", err=True)
     serve_forever(settings, sessions, detector.model_version(settings.checkpoint), job_operations())
-

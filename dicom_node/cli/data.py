@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -26,7 +26,7 @@ def synth(
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same studies and UIDs)")] = 0,
     hard: Annotated[bool, typer.Option("--hard", help="Subtle herniations, strong noise, low contrast")] = False,
     slices: Annotated[int, typer.Option("--slices", min=1, help="Sagittal slices per series")] = 15,
-    size: Annotated[Optional[int], typer.Option("--size", help="Matrix size (default: varied)")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Matrix size (default: varied)")] = None,
     transfer_syntax: Annotated[
         str, typer.Option("--transfer-syntax", help="explicit, implicit, deflate, rle, jpeg-ls or jpeg2000")
     ] = "explicit",
@@ -37,8 +37,7 @@ def synth(
 
     if transfer_syntax not in TRANSFER_SYNTAXES:
         _fail(f"--transfer-syntax: {transfer_syntax!r} not one of {', '.join(TRANSFER_SYNTAXES)}", 2)
-    written = write_studies(out, studies, seed, hard=hard, n_slices=slices, size=size,
-                            transfer_syntax=transfer_syntax)
+    written = write_studies(out, studies, seed, hard=hard, n_slices=slices, size=size, transfer_syntax=transfer_syntax)
     if as_json:
         typer.echo((out / "index.json").read_text())
         return
@@ -54,19 +53,25 @@ def predict(
     path: Annotated[Path, typer.Argument(help="DICOM series folder or file")],
     out: Annotated[
         Path,
-        typer.Option("--out", help="Output folder: findings.json, NN-<kind>.dcm result objects, objects.json "
-                     "(the worker's results layout)"),
+        typer.Option(
+            "--out",
+            help="Output folder: findings.json, NN-<kind>.dcm result objects, objects.json "
+            "(the worker's results layout)",
+        ),
     ],
     checkpoint: Annotated[
-        Optional[Path], typer.Option("--checkpoint", help="Detector checkpoint (default: MEDDET_CHECKPOINT or shipped)")
+        Path | None, typer.Option("--checkpoint", help="Detector checkpoint (default: MEDDET_CHECKPOINT or shipped)")
     ] = None,
     series_uid: Annotated[
-        Optional[str], typer.Option("--series", help="Series Instance UID when PATH holds several")
+        str | None, typer.Option("--series", help="Series Instance UID when PATH holds several")
     ] = None,
     threshold: Annotated[
-        Optional[float],
-        typer.Option("--threshold", help="Calibrated probability that calls a level herniated "
-                     "(default: the operating point stored in the checkpoint by `meddet calibrate`)"),
+        float | None,
+        typer.Option(
+            "--threshold",
+            help="Calibrated probability that calls a level herniated "
+            "(default: the operating point stored in the checkpoint by `meddet calibrate`)",
+        ),
     ] = None,
     results: Annotated[
         str, typer.Option("--results", help="DICOM result objects: comma list of sr,seg,gsps,sc,kos, or 'none'")
@@ -104,8 +109,7 @@ def predict(
     except ValueError as exc:  # names the unknown value and the allowed ones
         _fail(f"--results/--sr-kind: {exc}", 2)
     try:
-        result = analyze_series(series, analyzer, kinds=kinds, sr_kind=sr, threshold=threshold,
-                                batch_size=batch_size)
+        result = analyze_series(series, analyzer, kinds=kinds, sr_kind=sr, threshold=threshold, batch_size=batch_size)
     except FindingsError as exc:
         _fail(f"result objects: {exc}", 1)
     except SeriesError as exc:  # no pixel spacing
@@ -135,14 +139,21 @@ def _print_table(findings: dict[str, Any], slice_of: dict[str, tuple[int, object
         style = "bold red" if f["label"] == "herniation" else "green"
         k, number = slice_of[f["sop_instance_uid"]]
         prot = f.get("protrusion_mm")
-        table.add_row(f["level"], f"[{style}]{f['label']}[/]", f"{f.get('probability', f['score']):.2f}",
-                      "" if prot is None else f"{prot:.1f} mm", f"{k} (#{number})",
-                      ", ".join(f"{v:.0f}" for v in f["box"]))
+        table.add_row(
+            f["level"],
+            f"[{style}]{f['label']}[/]",
+            f"{f.get('probability', f['score']):.2f}",
+            "" if prot is None else f"{prot:.1f} mm",
+            f"{k} (#{number})",
+            ", ".join(f"{v:.0f}" for v in f["box"]),
+        )
     if not findings["findings"]:
         table.add_row("-", "no disc found", "", "", "", "")
     point = findings.get("operating_point")
     if point:
-        table.caption = f"herniation called at probability >= {point['threshold']:.2f} ({point['method']}; {point['data']})"
+        table.caption = (
+            f"herniation called at probability >= {point['threshold']:.2f} ({point['method']}; {point['data']})"
+        )
     levels = findings.get("levels") or {}
     if levels.get("reason"):
         table.caption = f"{table.caption or ''}\nlevels unknown: {levels['reason']}"

@@ -21,8 +21,15 @@ if TYPE_CHECKING:
     from dicom_node.loopback import TestPACS
 
 
-def _show(console: "Console", results: "JobResults", sources: "Sequence[Dataset]", truth: set[str],
-          pacs: "TestPACS", elapsed: float, png: Path) -> None:
+def _show(
+    console: Console,
+    results: JobResults,
+    sources: Sequence[Dataset],
+    truth: set[str],
+    pacs: TestPACS,
+    elapsed: float,
+    png: Path,
+) -> None:
     """Print the findings per level and what the PACS holds; draw the key slice."""
     from rich.table import Table
 
@@ -30,16 +37,25 @@ def _show(console: "Console", results: "JobResults", sources: "Sequence[Dataset]
 
     findings = results.findings["findings"]
     numbers = {str(ds.SOPInstanceUID): int(ds.InstanceNumber) for ds in sources}
-    table = Table("level", "finding", "herniation probability", "key slice", "ground truth",
-                  title=f"MedDet findings, {elapsed:.1f} s after sending")
+    table = Table(
+        "level",
+        "finding",
+        "herniation probability",
+        "key slice",
+        "ground truth",
+        title=f"MedDet findings, {elapsed:.1f} s after sending",
+    )
     for row in loop.level_rows(findings, numbers, truth):
         colour = "red" if row.label == "herniation" else "green"
-        table.add_row(row.level, f"[{colour}]{row.label}[/{colour}]", f"{row.score:.0%}",
-                      str(row.slice_number), row.truth)
+        table.add_row(
+            row.level, f"[{colour}]{row.label}[/{colour}]", f"{row.score:.0%}", str(row.slice_number), row.truth
+        )
     console.print(table if findings else "[yellow]the detector found no disc[/yellow]")
     for ds in pacs.received():
-        console.print(f"  in the test PACS: {ds.Modality:<3} {ds.SOPClassUID.name}, "
-                      f"series {ds.get('SeriesNumber', '')} \"{ds.get('SeriesDescription', '')}\"")
+        console.print(
+            f"  in the test PACS: {ds.Modality:<3} {ds.SOPClassUID.name}, "
+            f'series {ds.get("SeriesNumber", "")} "{ds.get("SeriesDescription", "")}"'
+        )
     key = loop.key_finding(findings)
     if key is not None:
         source = next(ds for ds in sources if str(ds.SOPInstanceUID) == key["sop_instance_uid"])
@@ -51,9 +67,13 @@ def _show(console: "Console", results: "JobResults", sources: "Sequence[Dataset]
 def demo(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Folder for the study, node data, PACS and PNG")] = Path("meddet-demo"),
-    seed: Annotated[int, typer.Option(
-        help="Seed of the synthetic study (1: the first seed whose phantom has two herniated levels, "
-             "chosen by its ground truth, not by what the model makes of it)")] = 1,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of the synthetic study (1: the first seed whose phantom has two herniated levels, "
+            "chosen by its ground truth, not by what the model makes of it)"
+        ),
+    ] = 1,
     hard: Annotated[bool, typer.Option(help="A hard synthetic study (subtle herniations, noise)")] = False,
     quiet_period: Annotated[float, typer.Option(help="Node quiet period in seconds")] = 2.0,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the results")] = 300.0,
@@ -87,26 +107,31 @@ def demo(
         [study] = write_studies(out / "study", 1, seed, hard=hard)
     sources = [dcmread(p) for p in sorted(study.dicom_dir.glob("*.dcm"))]
     truth = set(study.herniated_levels)
-    console.print(f"study: {len(sources)} sagittal T2 slices in {study.dicom_dir}; "
-                  f"herniated levels (ground truth): {', '.join(sorted(truth)) or 'none'}")
+    console.print(
+        f"study: {len(sources)} sagittal T2 slices in {study.dicom_dir}; "
+        f"herniated levels (ground truth): {', '.join(sorted(truth)) or 'none'}"
+    )
 
     pacs = lb.TestPACS(out / "pacs").start()
     node_port = lb.free_port()
-    env = lb.node_environment(dict(os.environ), out / "node", node_port, pacs.destination,
-                                quiet_period, settings.checkpoint, settings.device)
+    env = lb.node_environment(
+        dict(os.environ), out / "node", node_port, pacs.destination, quiet_period, settings.checkpoint, settings.device
+    )
     node = lb.NodeProcess(env, out / "node.log")
     try:
         with console.status("starting the node (meddet serve)"):
             node.wait_listening(node_port)
         console.print(f"node: {settings.ae_title}@127.0.0.1:{node_port}; test PACS: {pacs.destination}")
         started = time.monotonic()
-        report = send_objects(sources, Destination(ae_title=settings.ae_title, host="127.0.0.1", port=node_port),
-                              calling_ae=loop.DEMO_AE)
+        report = send_objects(
+            sources, Destination(ae_title=settings.ae_title, host="127.0.0.1", port=node_port), calling_ae=loop.DEMO_AE
+        )
         if not report.ok:
             raise RuntimeError(f"sending the study failed: {report.summary}")
         with console.status("analysing; waiting for the results in the test PACS"):
-            results = lb.wait_for(lambda: loop.find_results(out / "node", study.series_instance_uid),
-                                    timeout, "results for the series")
+            results = lb.wait_for(
+                lambda: loop.find_results(out / "node", study.series_instance_uid), timeout, "results for the series"
+            )
             lb.wait_for(lambda: loop.all_received(pacs.received(), results), 60, "results in the test PACS")
         _show(console, results, sources, truth, pacs, time.monotonic() - started, out / "key-slice.png")
     except (RuntimeError, TimeoutError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
@@ -20,18 +20,31 @@ T = TypeVar("T")
 
 @app.command("train-discs")
 def train_discs_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (last.pt resumes, best.pt is the result)")] = Path("runs/discs"),
+    out: Annotated[Path, typer.Option("--out", help="Output folder (last.pt resumes, best.pt is the result)")] = Path(
+        "runs/discs"
+    ),
     epochs: Annotated[int, typer.Option("--epochs", help="Epochs; each draws fresh synthetic patients")] = 20,
     patients: Annotated[int, typer.Option("--patients", help="Synthetic patients per epoch (~5 discs each)")] = 500,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the training and validation draws")] = 5150,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present")] = True,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
-    checkpoint: Annotated[Optional[Path], typer.Option(
-        "--checkpoint", help="Detector whose boxes half the herniation crops sit on (default: shipped)")] = None,
-    only: Annotated[Optional[str], typer.Option(
-        "--only", help="Train only this net ('level' or 'herniation'); the other is the checkpoint's second stage")] = None,
-    warm: Annotated[bool, typer.Option(
-        "--warm/--fresh", help="With --only: start that net from the checkpoint's weights (fine-tune) instead of new")] = False,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Detector whose boxes half the herniation crops sit on (default: shipped)"),
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only", help="Train only this net ('level' or 'herniation'); the other is the checkpoint's second stage"
+        ),
+    ] = None,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm/--fresh",
+            help="With --only: start that net from the checkpoint's weights (fine-tune) instead of new",
+        ),
+    ] = False,
     lr: Annotated[float, typer.Option("--lr", min=1e-6, help="Peak learning rate (one-cycle schedule)")] = 2e-3,
 ) -> None:
     """Train the second stage (herniation call + protrusion, disc level) on crops from our own
@@ -58,14 +71,13 @@ def train_discs_cmd(
         return [d.box for d in detector.predict([image])[0] if d.score >= 0.1]
 
     cfg = DiscTrainConfig(epochs=epochs, patients_per_epoch=patients, seed=seed, nets=nets, lr=lr)
-    best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init,
-                       detect=detect if "herniation" in nets else None)
+    best = train_discs(
+        cfg, out, log=typer.echo, resume=resume, init=init, detect=detect if "herniation" in nets else None
+    )
     typer.echo(f"best second stage: {best}")
 
 
-
-
-def _start_from(checkpoint: Optional[Path], fresh: str | None) -> DiscModels:
+def _start_from(checkpoint: Path | None, fresh: str | None) -> DiscModels:
     """The checkpoint's second stage with the ``fresh`` net new (at today's crop spec), or
     as stored (``fresh`` None: fine-tuning)."""
     from dataclasses import replace
@@ -89,17 +101,37 @@ def _start_from(checkpoint: Optional[Path], fresh: str | None) -> DiscModels:
 def calibrate_cmd(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Checkpoint to write (may be the input one)")],
-    data: Annotated[str, typer.Option("--data", help="'synthetic' (our generator, seeds below), or a folder of "
-                                      "DICOM series, each beside a ground_truth.json/boxes.json that lists "
-                                      "'herniated_levels'")] = "synthetic",
-    target_sensitivity: Annotated[float, typer.Option("--target-sensitivity", min=0.01, max=1.0,
-                                                      help="Per-level sensitivity the operating point must reach")] = 0.9,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Input checkpoint (default: MEDDET_CHECKPOINT or shipped)")] = None,
-    discs: Annotated[Optional[Path], typer.Option("--discs", help="Install this second stage (best.pt of `meddet train-discs`) first")] = None,
-    level: Annotated[Optional[Path], typer.Option("--level", help="Take the level net from this second stage "
-                                                  "(best.pt of `meddet train-discs --only level`)")] = None,
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="'synthetic' (our generator, seeds below), or a folder of "
+            "DICOM series, each beside a ground_truth.json/boxes.json that lists "
+            "'herniated_levels'",
+        ),
+    ] = "synthetic",
+    target_sensitivity: Annotated[
+        float,
+        typer.Option(
+            "--target-sensitivity", min=0.01, max=1.0, help="Per-level sensitivity the operating point must reach"
+        ),
+    ] = 0.9,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Input checkpoint (default: MEDDET_CHECKPOINT or shipped)")
+    ] = None,
+    discs: Annotated[
+        Path | None, typer.Option("--discs", help="Install this second stage (best.pt of `meddet train-discs`) first")
+    ] = None,
+    level: Annotated[
+        Path | None,
+        typer.Option(
+            "--level", help="Take the level net from this second stage (best.pt of `meddet train-discs --only level`)"
+        ),
+    ] = None,
     studies: Annotated[int, typer.Option("--studies", help="Synthetic studies to calibrate on")] = 120,
-    seed: Annotated[int, typer.Option("--seed", help="Synthetic seed (keep it apart from training and test seeds)")] = 880000,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Synthetic seed (keep it apart from training and test seeds)")
+    ] = 880000,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
     """Fit the calibration of the herniation call (Platt scaling of the per-level logit) and
@@ -154,8 +186,10 @@ def calibrate_cmd(
     payload = ckpt.with_second_stage(payload, analyzer.discs.with_calibration(cal).to_payload())
     ckpt.save(payload, out)
     typer.echo(f"{len(labels)} levels ({cal.n_positive} herniated) from {described}; {unnamed} studies unnamed")
-    typer.echo(f"Platt a={cal.a:.3f} b={cal.b:.3f}; operating point p >= {cal.threshold:.3f}: "
-               f"sensitivity {cal.sensitivity:.3f}, specificity {cal.specificity:.3f} (on the calibration data)")
+    typer.echo(
+        f"Platt a={cal.a:.3f} b={cal.b:.3f}; operating point p >= {cal.threshold:.3f}: "
+        f"sensitivity {cal.sensitivity:.3f}, specificity {cal.specificity:.3f} (on the calibration data)"
+    )
     typer.echo(f"wrote {out} (version {payload['version']})")
 
 
@@ -171,9 +205,9 @@ def _folder_studies(root: Path) -> Iterator[tuple[np.ndarray, tuple[float, float
 
     import numpy as np
 
+    from detector.levels import LEVELS
     from dicom_node.datasets import BOX_FILES
     from dicom_node.pixels import SeriesError, read_series
-    from detector.levels import LEVELS
 
     files = sorted(p for name in BOX_FILES for p in root.rglob(name))
     if not files:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,25 +12,37 @@ from dicom_node.cli import app
 
 @app.command("distill")
 def distill_cmd(
-    teachers: Annotated[str, typer.Option("--teachers", help="Comma-separated teacher checkpoints (trained with `meddet train`)")],
+    teachers: Annotated[
+        str, typer.Option("--teachers", help="Comma-separated teacher checkpoints (trained with `meddet train`)")
+    ],
     student: Annotated[
-        Optional[str], typer.Option("--student", help="Student config name or TOML path (default: the distill config's)")
+        str | None, typer.Option("--student", help="Student config name or TOML path (default: the distill config's)")
     ] = None,
     data: Annotated[
-        str, typer.Option("--data", help="'synthetic', 'synthetic:hard', or a COCO/YOLO folder (train/ + val/ or one folder)")
+        str,
+        typer.Option(
+            "--data", help="'synthetic', 'synthetic:hard', or a COCO/YOLO folder (train/ + val/ or one folder)"
+        ),
     ] = "synthetic",
-    out: Annotated[Path, typer.Option("--out", help="Output folder (last.pt resumable, student.pt, model.pt)")] = Path("runs/meddet"),
-    config: Annotated[str, typer.Option("--config", help="Distill config name (distill_small, distill_paper) or TOML path")] = "distill_small",
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override train.epochs")] = None,
-    images: Annotated[Optional[int], typer.Option("--images", help="Override train.train_images (synthetic)")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Override train.seed")] = None,
-    fusion: Annotated[Optional[str], typer.Option("--fusion", help="lwff, sum or concat")] = None,
-    ode: Annotated[Optional[str], typer.Option("--ode", help="nmODE² placement: head, fpn, backbone or none")] = None,
-    adversarial: Annotated[Optional[bool], typer.Option("--adversarial/--no-adversarial", help="AATM on or off")] = None,
-    cache: Annotated[Optional[str], typer.Option("--cache", help="Teacher features: memory, disk or none")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (last.pt resumable, student.pt, model.pt)")] = Path(
+        "runs/meddet"
+    ),
+    config: Annotated[
+        str, typer.Option("--config", help="Distill config name (distill_small, distill_paper) or TOML path")
+    ] = "distill_small",
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Override train.epochs")] = None,
+    images: Annotated[int | None, typer.Option("--images", help="Override train.train_images (synthetic)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override train.seed")] = None,
+    fusion: Annotated[str | None, typer.Option("--fusion", help="lwff, sum or concat")] = None,
+    ode: Annotated[str | None, typer.Option("--ode", help="nmODE² placement: head, fpn, backbone or none")] = None,
+    adversarial: Annotated[bool | None, typer.Option("--adversarial/--no-adversarial", help="AATM on or off")] = None,
+    cache: Annotated[str | None, typer.Option("--cache", help="Teacher features: memory, disk or none")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present")] = True,
     init_from: Annotated[
-        Optional[Path], typer.Option("--init-from", help="Start the student from this checkpoint's weights where names and shapes match")
+        Path | None,
+        typer.Option(
+            "--init-from", help="Start the student from this checkpoint's weights where names and shapes match"
+        ),
     ] = None,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -50,7 +62,11 @@ def distill_cmd(
     if student is not None:
         student_cfg = load_config(student).replace(train=student_cfg.to_dict()["train"])
         dcfg = dcfg.replace(student=student)
-    changes = {k: v for k, v in {"fusion": fusion, "ode": ode, "adversarial": adversarial, "cache": cache}.items() if v is not None}
+    changes = {
+        k: v
+        for k, v in {"fusion": fusion, "ode": ode, "adversarial": adversarial, "cache": cache}.items()
+        if v is not None
+    }
     try:
         dcfg = dcfg.replace(**changes)
     except ValueError as exc:
@@ -66,11 +82,24 @@ def distill_cmd(
         raise typer.BadParameter(f"teacher checkpoint(s) not found: {missing or teachers!r}", param_hint="--teachers")
     loaded = [load_teacher(p) for p in paths]
     train_set, val_set = resolve(data, student_cfg.train, open_folder)
-    typer.echo(f"distilling {len(loaded)} teachers ({', '.join(v for _, v in loaded)}) into {dcfg.student}: "
-               f"{len(train_set)} train / {len(val_set)} val images -> {out}")
-    result = distill(dcfg, student_cfg, [m for m, _ in loaded], train_set, val_set, out,
-                     config_name=f"meddet-{Path(dcfg.student).stem}", teacher_versions=[v for _, v in loaded],
-                     resume=resume, progress=progress, log=typer.echo, init=init_from)
+    typer.echo(
+        f"distilling {len(loaded)} teachers ({', '.join(v for _, v in loaded)}) into {dcfg.student}: "
+        f"{len(train_set)} train / {len(val_set)} val images -> {out}"
+    )
+    result = distill(
+        dcfg,
+        student_cfg,
+        [m for m, _ in loaded],
+        train_set,
+        val_set,
+        out,
+        config_name=f"meddet-{Path(dcfg.student).stem}",
+        teacher_versions=[v for _, v in loaded],
+        resume=resume,
+        progress=progress,
+        log=typer.echo,
+        init=init_from,
+    )
     if dcfg.ode in ("fpn", "backbone"):
         typer.echo(f"{result.student} holds the {dcfg.ode} nmODE² variant (ablation only; Detector loads head/none)")
         return

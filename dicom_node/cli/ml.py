@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Optional, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -17,7 +17,11 @@ if TYPE_CHECKING:
     from detector.sources import SliceDataset
 
 DataOpt = Annotated[
-    str, typer.Option("--data", help="'synthetic', 'synthetic:hard', or a folder: DICOM series + boxes.json, COCO or YOLO (train/ + val/, or one folder)")
+    str,
+    typer.Option(
+        "--data",
+        help="'synthetic', 'synthetic:hard', or a folder: DICOM series + boxes.json, COCO or YOLO (train/ + val/, or one folder)",
+    ),
 ]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
@@ -41,15 +45,20 @@ def _usage_error(exc: Exception) -> typer.Exit:
 
 @app.command("train")
 def train_cmd(
-    config: Annotated[str, typer.Option("--config", help="Shipped config name (e.g. student, teacher_r50) or a TOML path")],
+    config: Annotated[
+        str, typer.Option("--config", help="Shipped config name (e.g. student, teacher_r50) or a TOML path")
+    ],
     data: DataOpt = "synthetic",
-    out: Annotated[Path, typer.Option("--out", help="Output folder (last.pt, best.pt, model.pt)")] = Path("runs/student"),
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override train.epochs")] = None,
-    images: Annotated[Optional[int], typer.Option("--images", help="Override train.train_images (synthetic)")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Override train.seed")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (last.pt, best.pt, model.pt)")] = Path(
+        "runs/student"
+    ),
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Override train.epochs")] = None,
+    images: Annotated[int | None, typer.Option("--images", help="Override train.train_images (synthetic)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override train.seed")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present")] = True,
     init_from: Annotated[
-        Optional[Path], typer.Option("--init-from", help="Start from this checkpoint's weights where names and shapes match")
+        Path | None,
+        typer.Option("--init-from", help="Start from this checkpoint's weights where names and shapes match"),
     ] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
@@ -79,8 +88,18 @@ def train_cmd(
         raise _usage_error(exc) from exc
     name = Path(config).stem
     typer.echo(f"training {name}: {len(train_set)} train / {len(val_set)} val images -> {out}")
-    result = train(cfg, train_set, val_set, out, config_name=name, resume=resume, device=device, progress=progress, log=typer.echo,
-                   init=init_from)
+    result = train(
+        cfg,
+        train_set,
+        val_set,
+        out,
+        config_name=name,
+        resume=resume,
+        device=device,
+        progress=progress,
+        log=typer.echo,
+        init=init_from,
+    )
     exported = checkpoint.export(result.best or result.last, out / "model.pt")  # type: ignore[arg-type]
     typer.echo(f"exported {out / 'model.pt'} (version {exported['version']}, epoch {exported.get('epoch')})")
     if exported.get("metrics"):
@@ -91,20 +110,31 @@ def train_cmd(
 def evaluate_cmd(
     ctx: typer.Context,
     checkpoint_path: Annotated[
-        Optional[Path], typer.Option("--checkpoint", help="Checkpoint (default: MEDDET_CHECKPOINT or the shipped one)")
+        Path | None, typer.Option("--checkpoint", help="Checkpoint (default: MEDDET_CHECKPOINT or the shipped one)")
     ] = None,
     data: Annotated[
-        str, typer.Option("--data", help="'synthetic', 'synthetic:hard', a folder (as for train), or 'heldout' "
-                          "('heldout:routine', 'heldout:hard'): the independent held-out studies, scored per disc level "
-                          "(docs/heldout.md)")
+        str,
+        typer.Option(
+            "--data",
+            help="'synthetic', 'synthetic:hard', a folder (as for train), or 'heldout' "
+            "('heldout:routine', 'heldout:hard'): the independent held-out studies, scored per disc level "
+            "(docs/heldout.md)",
+        ),
     ] = "synthetic:hard",
     images: Annotated[
-        Optional[int],
-        typer.Option("--images", help="Synthetic slices to score (default 300); heldout: studies per kind (default 25)"),
+        int | None,
+        typer.Option(
+            "--images", help="Synthetic slices to score (default 300); heldout: studies per kind (default 25)"
+        ),
     ] = None,
-    seed: Annotated[Optional[int], typer.Option(
-        "--seed", help="Data seed (default 20240 for synthetic: not seen in training; 7100 for heldout: the "
-        "model card's test studies)")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Data seed (default 20240 for synthetic: not seen in training; 7100 for heldout: the "
+            "model card's test studies)",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
@@ -121,8 +151,14 @@ def evaluate_cmd(
     if threads:
         torch.set_num_threads(threads)
     if data == "heldout" or data.startswith("heldout:"):
-        _evaluate_heldout(checkpoint_path or state(ctx).settings.checkpoint, data, images or 25,
-                          7100 if seed is None else seed, device, as_json)
+        _evaluate_heldout(
+            checkpoint_path or state(ctx).settings.checkpoint,
+            data,
+            images or 25,
+            7100 if seed is None else seed,
+            device,
+            as_json,
+        )
         return
     seed = 20240 if seed is None else seed
     det = Detector.from_checkpoint(checkpoint_path or state(ctx).settings.checkpoint, device=device)
@@ -136,7 +172,7 @@ def evaluate_cmd(
         typer.echo(format_metrics(metrics))
 
 
-def _evaluate_heldout(checkpoint: Optional[Path], data: str, n: int, seed: int, device: str, as_json: bool) -> None:
+def _evaluate_heldout(checkpoint: Path | None, data: str, n: int, seed: int, device: str, as_json: bool) -> None:
     """``meddet evaluate --data heldout[:routine|:hard]``: the checkpoint's analysis (detector,
     anchor-named levels, calibrated call) on ``n`` held-out studies per kind, per disc level."""
     from detector.analysis import Analyzer
@@ -151,8 +187,10 @@ def _evaluate_heldout(checkpoint: Optional[Path], data: str, n: int, seed: int, 
     except (FileNotFoundError, ValueError) as exc:
         raise _usage_error(exc) from exc
     # a volume [S, H, W] is the sequence of its slices (numpy's stubs do not call it a Sequence)
-    report = score_studies(lambda v, sp: analyzer.analyze(cast("Sequence[np.ndarray]", v), sp).findings,
-                           studies(0 if kind == "hard" else n, 0 if kind == "routine" else n, seed))
+    report = score_studies(
+        lambda v, sp: analyzer.analyze(cast("Sequence[np.ndarray]", v), sp).findings,
+        studies(0 if kind == "hard" else n, 0 if kind == "routine" else n, seed),
+    )
     if as_json:
         out = {"model_version": analyzer.version, "data": data, "seed": seed, "studies_per_kind": n, **report.to_dict()}
         typer.echo(json.dumps(out, indent=2))

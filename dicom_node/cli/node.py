@@ -213,7 +213,11 @@ def _query(
 
 @audit_app.command("series")
 def audit_series(
-    ctx: typer.Context, since: SinceOpt = None, status: StatusOpt = None, as_json: JsonOpt = False, limit: LimitOpt = 100
+    ctx: typer.Context,
+    since: SinceOpt = None,
+    status: StatusOpt = None,
+    as_json: JsonOpt = False,
+    limit: LimitOpt = 100,
 ) -> None:
     """Received series: state (receiving, selected, skipped), counts, the rule that failed."""
     from dicom_node.audit.queries import series_rows
@@ -223,7 +227,11 @@ def audit_series(
 
 @audit_app.command("jobs")
 def audit_jobs(
-    ctx: typer.Context, since: SinceOpt = None, status: StatusOpt = None, as_json: JsonOpt = False, limit: LimitOpt = 100
+    ctx: typer.Context,
+    since: SinceOpt = None,
+    status: StatusOpt = None,
+    as_json: JsonOpt = False,
+    limit: LimitOpt = 100,
 ) -> None:
     """Jobs: series, model version, state, retries and the reason of a failure."""
     from dicom_node.audit.queries import job_rows
@@ -241,7 +249,11 @@ def audit_job(ctx: typer.Context, job_id: int, as_json: JsonOpt = False) -> None
 
 @audit_app.command("associations")
 def audit_associations(
-    ctx: typer.Context, since: SinceOpt = None, status: StatusOpt = None, as_json: JsonOpt = False, limit: LimitOpt = 100
+    ctx: typer.Context,
+    since: SinceOpt = None,
+    status: StatusOpt = None,
+    as_json: JsonOpt = False,
+    limit: LimitOpt = 100,
 ) -> None:
     """Who connected: calling AE, address, times, counts, outcome (released/aborted/rejected)."""
     from dicom_node.audit.queries import association_rows
@@ -250,9 +262,7 @@ def audit_associations(
 
 
 @audit_app.command("failures")
-def audit_failures(
-    ctx: typer.Context, since: SinceOpt = None, as_json: JsonOpt = False, limit: LimitOpt = 100
-) -> None:
+def audit_failures(ctx: typer.Context, since: SinceOpt = None, as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
     """What went wrong: quarantined instances, failed jobs, failed sends, with reasons."""
     from dicom_node.audit.queries import failure_rows
 

@@ -48,8 +48,12 @@ def worker(
         registry = enable_multiprocess(settings.data_dir / "prometheus" / "worker")
         serve_metrics(settings.metrics_port, registry, settings.metrics_host)
     run_worker(
-        settings, options, concurrency=concurrency, queues=queues,
-        loglevel=settings.log_level, hostname=hostname,
+        settings,
+        options,
+        concurrency=concurrency,
+        queues=queues,
+        loglevel=settings.log_level,
+        hostname=hostname,
     )
 
 
@@ -100,6 +104,5 @@ def retry(
         _fail(str(exc))
         return
     if not settings.embedded and not result["published"]:
-        typer.secho(f"job {job}: broker unavailable; the node's relay publishes it later",
-                    fg="yellow", err=True)
+        typer.secho(f"job {job}: broker unavailable; the node's relay publishes it later", fg="yellow", err=True)
     typer.echo(json.dumps(result) if as_json else f"job {job}: queued (run {result['run']})")

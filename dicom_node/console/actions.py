@@ -47,42 +47,68 @@ def _unavailable(*_args: object) -> Outcome:
 NO_OPERATIONS = Operations(_unavailable, _unavailable)
 
 
-def _log(sessions: sessionmaker[Session], user: Principal, action: str, target: str, outcome: Outcome,
-         address: str | None) -> Outcome:
+def _log(
+    sessions: sessionmaker[Session], user: Principal, action: str, target: str, outcome: Outcome, address: str | None
+) -> Outcome:
     with transaction(sessions) as session:
         record(session, user.name, action, "ok" if outcome.ok else "refused", target, outcome.message, address)
     log.info("console_action", user=user.name, action=action, target=target, ok=outcome.ok)
     return outcome
 
 
-def retry(settings: Settings, sessions: sessionmaker[Session], operations: Operations, user: Principal,
-          job_id: int, address: str | None = None) -> Outcome:
+def retry(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    operations: Operations,
+    user: Principal,
+    job_id: int,
+    address: str | None = None,
+) -> Outcome:
     outcome = operations.retry(settings, sessions, job_id, user.name)
     return _log(sessions, user, "retry", f"job {job_id}", outcome, address)
 
 
-def resend(settings: Settings, sessions: sessionmaker[Session], operations: Operations, user: Principal,
-           job_id: int, address: str | None = None) -> Outcome:
+def resend(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    operations: Operations,
+    user: Principal,
+    job_id: int,
+    address: str | None = None,
+) -> Outcome:
     outcome = operations.resend(settings, sessions, job_id, user.name)
     return _log(sessions, user, "resend", f"job {job_id}", outcome, address)
 
 
-def release(settings: Settings, sessions: sessionmaker[Session], operations: Operations, user: Principal,
-            record_id: int, address: str | None = None) -> Outcome:
+def release(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    operations: Operations,
+    user: Principal,
+    record_id: int,
+    address: str | None = None,
+) -> Outcome:
     from dicom_node.headers import Rejected, inspect_instance
     from dicom_node.recording import record_instance
     from dicom_node.spool import Spool
 
     path = _quarantined(settings, sessions, record_id)
     if path is None:
-        return _log(sessions, user, "release", f"quarantine {record_id}",
-                    Outcome(False, "no such quarantined file"), address)
+        return _log(
+            sessions, user, "release", f"quarantine {record_id}", Outcome(False, "no such quarantined file"), address
+        )
     content = path.read_bytes()
     try:
         header = inspect_instance(content, max_pixels=settings.max_pixels, max_bytes=settings.max_instance_bytes)
     except Rejected as rejected:
-        return _log(sessions, user, "release", f"quarantine {record_id}",
-                    Outcome(False, f"still refused: {rejected.reason}"), address)
+        return _log(
+            sessions,
+            user,
+            "release",
+            f"quarantine {record_id}",
+            Outcome(False, f"still refused: {rejected.reason}"),
+            address,
+        )
     spool = Spool(settings.spool_dir, settings.incoming_tmp_dir, settings.quarantine_dir)
     stored = spool.store(content, header.study_uid, header.series_uid, header.sop_uid)
     with transaction(sessions) as session:
@@ -100,14 +126,27 @@ def _quarantined(settings: Settings, sessions: sessionmaker[Session], record_id:
         return data.in_quarantine(settings, row.path) if row is not None else None
 
 
-def delete(settings: Settings, sessions: sessionmaker[Session], operations: Operations, user: Principal,
-           record_id: int, address: str | None = None) -> Outcome:
+def delete(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    operations: Operations,
+    user: Principal,
+    record_id: int,
+    address: str | None = None,
+) -> Outcome:
     path = _quarantined(settings, sessions, record_id)
     if path is None:
-        return _log(sessions, user, "delete", f"quarantine {record_id}",
-                    Outcome(False, "no such quarantined file"), address)
+        return _log(
+            sessions, user, "delete", f"quarantine {record_id}", Outcome(False, "no such quarantined file"), address
+        )
     size = path.stat().st_size
     path.with_suffix(".json").unlink(missing_ok=True)
     path.unlink(missing_ok=True)
-    return _log(sessions, user, "delete", f"quarantine {record_id}",
-                Outcome(True, f"deleted {path.name} ({size} bytes)"), address)
+    return _log(
+        sessions,
+        user,
+        "delete",
+        f"quarantine {record_id}",
+        Outcome(True, f"deleted {path.name} ({size} bytes)"),
+        address,
+    )

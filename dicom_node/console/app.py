@@ -9,7 +9,7 @@ forms with the session's CSRF token.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -33,8 +33,8 @@ from dicom_node.console.web import (
     SESSION_COOKIE,
     Console,
     Ctx,
-    HTTPError,
     Guard,
+    HTTPError,
     address,
     flash,
     make_templates,
@@ -51,7 +51,7 @@ ACCESSION_SCAN = 500  # accession search reads the headers of this many newest s
 
 def _day(value: str) -> datetime | None:
     try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc) if value else None
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC) if value else None
     except ValueError as exc:
         raise HTTPError(400, f"date {value!r}: use YYYY-MM-DD") from exc
 
@@ -65,7 +65,7 @@ def _state(value: str, allowed: type[Enum]) -> str | None:
 @view()
 def overview(request: Request, ctx: Ctx) -> Response:
     with ctx.console.sessions() as session:
-        counts = data.overview(session, ctx.console.settings, datetime.now(timezone.utc))
+        counts = data.overview(session, ctx.console.settings, datetime.now(UTC))
         recent = queries.job_rows(session, limit=10)
     return render(request, ctx, "overview.html", title="Overview", counts=counts, recent=recent, refresh=15)
 
@@ -75,9 +75,11 @@ def series_list(request: Request, ctx: Ctx) -> Response:
     p = request.query_params
     day = _day(p.get("date", ""))
     filters: dict[str, Any] = {
-        "status": _state(p.get("state", ""), SeriesState), "modality": p.get("modality", "").strip() or None,
+        "status": _state(p.get("state", ""), SeriesState),
+        "modality": p.get("modality", "").strip() or None,
         "calling_ae": p.get("calling_ae", "").strip() or None,
-        "since": day, "until": day + timedelta(days=1) if day else None,
+        "since": day,
+        "until": day + timedelta(days=1) if day else None,
     }
     search = p.get("q", "").strip()
     with ctx.console.sessions() as session:
@@ -88,13 +90,24 @@ def series_list(request: Request, ctx: Ctx) -> Response:
             recent = queries.series_rows(session, limit=ACCESSION_SCAN, **filters)
             paths = data.first_instance_paths(session, [r["series_instance_uid"] for r in recent])
             seen = {r["series_instance_uid"] for r in rows}
-            rows += [r for r in recent if r["series_instance_uid"] not in seen
-                     and data.matches_accession(data.header_of(paths.get(r["series_instance_uid"])), search)]
+            rows += [
+                r
+                for r in recent
+                if r["series_instance_uid"] not in seen
+                and data.matches_accession(data.header_of(paths.get(r["series_instance_uid"])), search)
+            ]
         paths = data.first_instance_paths(session, [r["series_instance_uid"] for r in rows])
     headers = {uid: data.header_of(path) for uid, path in paths.items()}
-    return render(request, ctx, "series_list.html", title="Series", rows=rows, headers=headers,
-                  params={k: p.get(k, "") for k in ("state", "modality", "calling_ae", "date", "q")},
-                  states=[s.value for s in SeriesState])
+    return render(
+        request,
+        ctx,
+        "series_list.html",
+        title="Series",
+        rows=rows,
+        headers=headers,
+        params={k: p.get(k, "") for k in ("state", "modality", "calling_ae", "date", "q")},
+        states=[s.value for s in SeriesState],
+    )
 
 
 @view()
@@ -104,16 +117,31 @@ def series_page(request: Request, ctx: Ctx) -> Response:
         extra = data.series_extra(session, uid)
         if extra is None:
             raise HTTPError(404, "no such series")
-        row = next((r for r in queries.series_rows(session, uid=uid, limit=50) if r["series_instance_uid"] == uid), None)
+        row = next(
+            (r for r in queries.series_rows(session, uid=uid, limit=50) if r["series_instance_uid"] == uid), None
+        )
         if row is None:
             raise HTTPError(404, "no such series")
-        study = [r for r in queries.series_rows(session, uid=row["study_instance_uid"], limit=50)
-                 if r["study_instance_uid"] == row["study_instance_uid"] and r["series_instance_uid"] != uid]
+        study = [
+            r
+            for r in queries.series_rows(session, uid=row["study_instance_uid"], limit=50)
+            if r["study_instance_uid"] == row["study_instance_uid"] and r["series_instance_uid"] != uid
+        ]
         job_list = queries.job_rows(session, series_uid=uid)
         sent_by = data.senders(session, uid)
         path = data.first_instance_paths(session, [uid]).get(uid)
-    return render(request, ctx, "series.html", title="Series", row=row, extra=extra, study=study,
-                  jobs=job_list, senders=sent_by, header=data.header_of(path))
+    return render(
+        request,
+        ctx,
+        "series.html",
+        title="Series",
+        row=row,
+        extra=extra,
+        study=study,
+        jobs=job_list,
+        senders=sent_by,
+        header=data.header_of(path),
+    )
 
 
 @view()
@@ -121,8 +149,9 @@ def jobs_list(request: Request, ctx: Ctx) -> Response:
     status = _state(request.query_params.get("state", ""), JobState)
     with ctx.console.sessions() as session:
         rows = queries.job_rows(session, status=status, limit=200)
-    return render(request, ctx, "jobs.html", title="Jobs", rows=rows, state=status or "",
-                  states=[s.value for s in JobState])
+    return render(
+        request, ctx, "jobs.html", title="Jobs", rows=rows, state=status or "", states=[s.value for s in JobState]
+    )
 
 
 def _job_id(request: Request) -> int:
@@ -144,10 +173,18 @@ def job_page(request: Request, ctx: Ctx) -> Response:
     findings = result.findings.get("findings", []) if result and result.findings else []
     state = JobState(found[0]["state"])
     return render(
-        request, ctx, "job.html", title=f"Job {job_id}", job=found[0], history=history, result=result,
-        findings=findings, previews=data.preview_slices(findings),
+        request,
+        ctx,
+        "job.html",
+        title=f"Job {job_id}",
+        job=found[0],
+        history=history,
+        result=result,
+        findings=findings,
+        previews=data.preview_slices(findings),
         can_retry=state in (JobState.failed, JobState.quarantined),
-        can_resend=state in (JobState.done, JobState.failed, JobState.results_written) and bool(result and result.objects),
+        can_resend=state in (JobState.done, JobState.failed, JobState.results_written)
+        and bool(result and result.objects),
     )
 
 
@@ -206,8 +243,14 @@ def settings_page(request: Request, ctx: Ctx) -> Response:
 
 @view(Role.admin)
 def activity(request: Request, ctx: Ctx) -> Response:
-    return render(request, ctx, "activity.html", title="Activity",
-                  rows=users.recent_actions(ctx.console.sessions), people=users.list_users(ctx.console.sessions))
+    return render(
+        request,
+        ctx,
+        "activity.html",
+        title="Activity",
+        rows=users.recent_actions(ctx.console.sessions),
+        people=users.list_users(ctx.console.sessions),
+    )
 
 
 @view()
@@ -223,8 +266,16 @@ def logout(request: Request, ctx: Ctx) -> Response:
 
 def _login_form(request: Request, message: str = "", status: int = 200) -> Response:
     token = request.cookies.get(LOGIN_COOKIE) or new_login_token()
-    response = render(request, None, "login.html", status=status, title="Log in", login_token=token,
-                      next=safe_next(request.query_params.get("next")), message=message)
+    response = render(
+        request,
+        None,
+        "login.html",
+        status=status,
+        title="Log in",
+        login_token=token,
+        next=safe_next(request.query_params.get("next")),
+        message=message,
+    )
     set_cookie(response, request, LOGIN_COOKIE, token, 3600)
     return response
 
@@ -233,9 +284,14 @@ async def login(request: Request) -> Response:
     if request.method == "GET":
         return _login_form(request)
     form = await request.form()
-    return await run_in_threadpool(_login, request, str(form.get("csrf_token", "")),
-                                   str(form.get("username", "")), str(form.get("password", "")),
-                                   str(form.get("next", "/")))
+    return await run_in_threadpool(
+        _login,
+        request,
+        str(form.get("csrf_token", "")),
+        str(form.get("username", "")),
+        str(form.get("password", "")),
+        str(form.get("next", "/")),
+    )
 
 
 def _login(request: Request, token: str, name: str, password: str, target: str) -> Response:
@@ -247,8 +303,12 @@ def _login(request: Request, token: str, name: str, password: str, target: str) 
     if not cookie or not token or not hmac.compare_digest(cookie, token):
         return _login_form(request, "The form expired; please log in again.", 403)
     result = users.authenticate(
-        console.sessions, name.strip(), password, attempts=settings.console_lockout_attempts,
-        lockout=timedelta(minutes=settings.console_lockout_minutes), address=address(request),
+        console.sessions,
+        name.strip(),
+        password,
+        attempts=settings.console_lockout_attempts,
+        lockout=timedelta(minutes=settings.console_lockout_minutes),
+        address=address(request),
     )
     if result.user is None:
         return _login_form(request, "Wrong user name or password, or the account is locked for a while.", 401)
@@ -281,8 +341,13 @@ async def not_found(request: Request, exc: Exception) -> Response:
     return PlainTextResponse("not found", status_code=404)
 
 
-def create_app(settings: Settings, sessions: sessionmaker[Session], model_version: str,
-               metrics_registry: Any = None, operations: actions.Operations = actions.NO_OPERATIONS) -> Starlette:
+def create_app(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    model_version: str,
+    metrics_registry: Any = None,
+    operations: actions.Operations = actions.NO_OPERATIONS,
+) -> Starlette:
     """The console app over ``sessions`` (the audit DB, migrated). ``operations``: retry and
     resend, from the CLI; ``metrics_registry`` adds an unauthenticated ``/metrics`` when the
     node exports metrics (``MEDDET_METRICS_PORT``)."""
@@ -308,6 +373,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], model_versio
     if metrics_registry is not None and settings.metrics_port is not None:
         routes.append(Route("/metrics", metrics))
     app = Starlette(routes=routes, middleware=[Middleware(Guard)], exception_handlers={404: not_found})
-    app.state.console = Console(settings, sessions, model_version, make_templates(), PreviewCache(),
-                                operations, metrics_registry)
+    app.state.console = Console(
+        settings, sessions, model_version, make_templates(), PreviewCache(), operations, metrics_registry
+    )
     return app

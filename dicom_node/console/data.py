@@ -37,8 +37,15 @@ from dicom_node.config import Settings
 
 FAILED_SENDS = ("failure", "unreachable")
 HEADER_FIELDS = (
-    "PatientName", "PatientID", "AccessionNumber", "StudyDate", "StudyDescription",
-    "SeriesDescription", "SeriesNumber", "BodyPartExamined", "InstitutionName",
+    "PatientName",
+    "PatientID",
+    "AccessionNumber",
+    "StudyDate",
+    "StudyDescription",
+    "SeriesDescription",
+    "SeriesNumber",
+    "BodyPartExamined",
+    "InstitutionName",
 )
 
 
@@ -54,10 +61,13 @@ def window_counts(session: Session, since: datetime) -> dict[str, int]:
         "selected": _count(session, completed.where(Series.state == SeriesState.selected)),
         "skipped": _count(session, completed.where(Series.state == SeriesState.skipped)),
         "quarantined": _count(session, select(QuarantineRecord.id).where(QuarantineRecord.at >= since)),
-        "failed_jobs": _count(session, select(Job.id).where(
-            Job.state.in_([JobState.failed, JobState.quarantined]), Job.updated_at >= since)),
-        "failed_sends": _count(session, select(SendAttempt.id).where(
-            SendAttempt.outcome.in_(FAILED_SENDS), SendAttempt.at >= since)),
+        "failed_jobs": _count(
+            session,
+            select(Job.id).where(Job.state.in_([JobState.failed, JobState.quarantined]), Job.updated_at >= since),
+        ),
+        "failed_sends": _count(
+            session, select(SendAttempt.id).where(SendAttempt.outcome.in_(FAILED_SENDS), SendAttempt.at >= since)
+        ),
         "associations": _count(session, select(Association.id).where(Association.started_at >= since)),
     }
 
@@ -138,17 +148,25 @@ def matches_accession(header: dict[str, str], text: str) -> bool:
 def senders(session: Session, series_uid: str) -> list[dict[str, Any]]:
     """Who sent a series: calling AE, address and how many instances each association stored."""
     rows = session.execute(
-        select(Association.id, Association.calling_ae, Association.address, Association.started_at,
-               func.count(Instance.id))
+        select(
+            Association.id, Association.calling_ae, Association.address, Association.started_at, func.count(Instance.id)
+        )
         .join(Instance, Instance.association_id == Association.id)
         .join(Series, Instance.series_id == Series.id)
         .where(Series.series_instance_uid == series_uid)
         .group_by(Association.id, Association.calling_ae, Association.address, Association.started_at)
         .order_by(Association.id)
     )
-    return [{"association": a, "calling_ae": ae, "address": addr,
-             "started_at": at.isoformat(timespec="seconds"), "instances": n}
-            for a, ae, addr, at, n in rows]
+    return [
+        {
+            "association": a,
+            "calling_ae": ae,
+            "address": addr,
+            "started_at": at.isoformat(timespec="seconds"),
+            "instances": n,
+        }
+        for a, ae, addr, at, n in rows
+    ]
 
 
 def series_extra(session: Session, series_uid: str) -> dict[str, Any] | None:
@@ -192,9 +210,11 @@ def results(session: Session, settings: Settings, job_id: int) -> Results | None
     sends: dict[str, dict[str, dict[str, Any]]] = {}
     for s in session.scalars(select(SendAttempt).where(SendAttempt.job_id == job_id).order_by(SendAttempt.id)):
         sends.setdefault(s.sop_instance_uid or "", {})[s.destination] = {
-            "destination": s.destination, "outcome": s.outcome,
+            "destination": s.destination,
+            "outcome": s.outcome,
             "status": None if s.status is None else f"0x{s.status:04X}",
-            "error": s.error, "at": s.at.isoformat(timespec="seconds"),
+            "error": s.error,
+            "at": s.at.isoformat(timespec="seconds"),
         }
     objects = [{**item, "sends": list(sends.get(item["sop_instance_uid"], {}).values())} for item in manifest]
     return Results(folder, findings, objects)
@@ -248,6 +268,14 @@ def quarantined_files(session: Session, settings: Settings, limit: int = 200) ->
         path = in_quarantine(settings, q.path)
         if path is None:
             continue
-        rows.append({"id": q.id, "at": q.at.isoformat(timespec="seconds"), "uid": q.sop_instance_uid,
-                     "reason": q.reason, "file": path.name, "bytes": path.stat().st_size})
+        rows.append(
+            {
+                "id": q.id,
+                "at": q.at.isoformat(timespec="seconds"),
+                "uid": q.sop_instance_uid,
+                "reason": q.reason,
+                "file": path.name,
+                "bytes": path.stat().st_size,
+            }
+        )
     return rows

@@ -50,8 +50,14 @@ class PreviewCache:
                 self._items.popitem(last=False)
 
 
-def render(sessions: sessionmaker[Session], settings: Settings, job_id: int, finding: int | None,
-           cache: PreviewCache | None = None, scale: int = 2) -> bytes:
+def render(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    job_id: int,
+    finding: int | None,
+    cache: PreviewCache | None = None,
+    scale: int = 2,
+) -> bytes:
     """PNG of the slice of finding number ``finding`` (default: the first preview slice)."""
     from dicom_node.demo import render_key_slice
 

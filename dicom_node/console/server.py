@@ -18,8 +18,13 @@ from dicom_node.logging import get_logger
 log = get_logger(__name__)
 
 
-def _config(settings: Settings, sessions: sessionmaker[Session], model_version: str,
-            metrics_registry: Any = None, operations: Operations = NO_OPERATIONS) -> Any:
+def _config(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    model_version: str,
+    metrics_registry: Any = None,
+    operations: Operations = NO_OPERATIONS,
+) -> Any:
     import uvicorn
 
     from dicom_node.console.app import create_app
@@ -29,24 +34,41 @@ def _config(settings: Settings, sessions: sessionmaker[Session], model_version: 
     if settings.console_tls_cert is not None:
         tls = {"ssl_certfile": str(settings.console_tls_cert), "ssl_keyfile": str(settings.console_tls_key)}
     elif settings.console_host not in LOOPBACK_HOSTS:
-        log.warning("console_without_tls", host=settings.console_host,
-                    hint="set MEDDET_CONSOLE_TLS_CERT/KEY or put an HTTPS proxy in front")
-    return uvicorn.Config(app, host=settings.console_host, port=settings.console_port, access_log=False,
-                          log_config=None, server_header=False, lifespan="off", **tls)
+        log.warning(
+            "console_without_tls",
+            host=settings.console_host,
+            hint="set MEDDET_CONSOLE_TLS_CERT/KEY or put an HTTPS proxy in front",
+        )
+    return uvicorn.Config(
+        app,
+        host=settings.console_host,
+        port=settings.console_port,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        lifespan="off",
+        **tls,
+    )
 
 
 class ConsoleThread:
     """The console beside the node: ``start()`` returns once it listens, ``stop()`` ends it."""
 
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], model_version: str,
-                 metrics_registry: Any = None, operations: Operations = NO_OPERATIONS) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        model_version: str,
+        metrics_registry: Any = None,
+        operations: Operations = NO_OPERATIONS,
+    ) -> None:
         import uvicorn
 
         self.settings = settings
         self.server = uvicorn.Server(_config(settings, sessions, model_version, metrics_registry, operations))
         self.thread = threading.Thread(target=self.server.run, name="console", daemon=True)
 
-    def start(self, timeout: float = 30.0) -> "ConsoleThread":
+    def start(self, timeout: float = 30.0) -> ConsoleThread:
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -66,8 +88,9 @@ class ConsoleThread:
         self.thread.join(timeout)
 
 
-def serve_forever(settings: Settings, sessions: sessionmaker[Session], model_version: str,
-                  operations: Operations = NO_OPERATIONS) -> None:
+def serve_forever(
+    settings: Settings, sessions: sessionmaker[Session], model_version: str, operations: Operations = NO_OPERATIONS
+) -> None:
     """``meddet console``: the console alone, until SIGINT/SIGTERM."""
     import uvicorn
 

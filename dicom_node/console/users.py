@@ -68,18 +68,31 @@ def check_password_rules(password: str) -> None:
 
 
 def record(
-    session: Session, user_name: str | None, action: str, outcome: str = "ok",
-    target: str | None = None, detail: str | None = None, address: str | None = None,
+    session: Session,
+    user_name: str | None,
+    action: str,
+    outcome: str = "ok",
+    target: str | None = None,
+    detail: str | None = None,
+    address: str | None = None,
 ) -> None:
     """One row of the console's action log (in the caller's transaction)."""
-    session.add(ConsoleAction(
-        at=utcnow(), user_name=user_name, action=action, target=target, outcome=outcome,
-        detail=detail[:2000] if detail else detail, address=address,
-    ))
+    session.add(
+        ConsoleAction(
+            at=utcnow(),
+            user_name=user_name,
+            action=action,
+            target=target,
+            outcome=outcome,
+            detail=detail[:2000] if detail else detail,
+            address=address,
+        )
+    )
 
 
-def add_user(sessions: sessionmaker[Session], name: str, role: Role | str, password: str,
-             by: str | None = None) -> Principal:
+def add_user(
+    sessions: sessionmaker[Session], name: str, role: Role | str, password: str, by: str | None = None
+) -> Principal:
     if not NAME.match(name):
         raise UserError("a user name is 1-64 letters, digits, '.', '_', '@' or '-'")
     check_password_rules(password)
@@ -87,8 +100,7 @@ def add_user(sessions: sessionmaker[Session], name: str, role: Role | str, passw
     with transaction(sessions) as session:
         if session.scalar(select(User.id).where(User.name == name)) is not None:
             raise UserError(f"user {name} exists")
-        user = User(name=name, role=role, password_hash=HASHER.hash(password), created_at=utcnow(),
-                    failed_logins=0)
+        user = User(name=name, role=role, password_hash=HASHER.hash(password), created_at=utcnow(), failed_logins=0)
         session.add(user)
         session.flush()
         record(session, by, "user_add", target=name, detail=role.value)
@@ -127,8 +139,7 @@ def list_users(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
     now = utcnow()
     with sessions() as session:
         users = list(session.scalars(select(User).order_by(User.name)))
-        counts = dict(session.execute(
-            select(ApiToken.user_id, func.count()).group_by(ApiToken.user_id)).all())
+        counts = dict(session.execute(select(ApiToken.user_id, func.count()).group_by(ApiToken.user_id)).all())
     return [
         {
             "name": u.name,
@@ -136,7 +147,8 @@ def list_users(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
             "created_at": u.created_at.isoformat(timespec="seconds"),
             "last_login_at": u.last_login_at.isoformat(timespec="seconds") if u.last_login_at else None,
             "locked_until": u.locked_until.isoformat(timespec="seconds")
-            if u.locked_until and u.locked_until > now else None,
+            if u.locked_until and u.locked_until > now
+            else None,
             "api_tokens": counts.get(u.id, 0),
         }
         for u in users
@@ -151,8 +163,14 @@ def _get(session: Session, name: str) -> User:
 
 
 def authenticate(
-    sessions: sessionmaker[Session], name: str, password: str, *, attempts: int,
-    lockout: timedelta, address: str | None = None, via: str = "login",
+    sessions: sessionmaker[Session],
+    name: str,
+    password: str,
+    *,
+    attempts: int,
+    lockout: timedelta,
+    address: str | None = None,
+    via: str = "login",
 ) -> Login:
     """Check a password; ``attempts`` wrong ones in a row lock the user for ``lockout``.
 
@@ -176,8 +194,7 @@ def authenticate(
             record(session, name, via, "refused", detail="locked out", address=address)
             return Login(None, "locked")
         if not ok:
-            session.execute(update(User).where(User.id == user.id)
-                            .values(failed_logins=User.failed_logins + 1))
+            session.execute(update(User).where(User.id == user.id).values(failed_logins=User.failed_logins + 1))
             row = session.get(User, user.id)
             assert row is not None
             session.refresh(row)
@@ -185,9 +202,14 @@ def authenticate(
             if locked_now:
                 row.locked_until = now + lockout
                 row.failed_logins = 0
-            record(session, name, via, "refused",
-                   detail="wrong password" + (f"; locked out for {lockout}" if locked_now else ""),
-                   address=address)
+            record(
+                session,
+                name,
+                via,
+                "refused",
+                detail="wrong password" + (f"; locked out for {lockout}" if locked_now else ""),
+                address=address,
+            )
             return Login(None, "wrong_password", locked_now)
         row = session.get(User, user.id)
         assert row is not None
@@ -253,10 +275,16 @@ def open_session(sessions: sessionmaker[Session], user: Principal, hours: float)
     now = utcnow()
     with transaction(sessions) as session:
         session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
-        session.add(ConsoleSession(
-            token_sha256=digest(token), user_id=user.id, csrf_token=secrets.token_urlsafe(32),
-            created_at=now, expires_at=now + timedelta(hours=hours), last_seen_at=now,
-        ))
+        session.add(
+            ConsoleSession(
+                token_sha256=digest(token),
+                user_id=user.id,
+                csrf_token=secrets.token_urlsafe(32),
+                created_at=now,
+                expires_at=now + timedelta(hours=hours),
+                last_seen_at=now,
+            )
+        )
     return token
 
 
@@ -286,8 +314,14 @@ def recent_actions(sessions: sessionmaker[Session], limit: int = 200) -> list[di
     with sessions() as session:
         rows = session.scalars(select(ConsoleAction).order_by(ConsoleAction.id.desc()).limit(limit))
         return [
-            {"at": r.at.isoformat(timespec="seconds"), "user": r.user_name, "action": r.action,
-             "target": r.target, "outcome": r.outcome, "detail": r.detail, "address": r.address}
+            {
+                "at": r.at.isoformat(timespec="seconds"),
+                "user": r.user_name,
+                "action": r.action,
+                "target": r.target,
+                "outcome": r.outcome,
+                "detail": r.detail,
+                "address": r.address,
+            }
             for r in rows
         ]
-

@@ -42,8 +42,10 @@ SESSION_COOKIE = "meddet_session"
 LOGIN_COOKIE = "meddet_login"  # the login form's CSRF value (double submit)
 FLASH_COOKIE = "meddet_flash"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-CSP = ("default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 @dataclass
@@ -81,8 +83,13 @@ class Ctx:
 
 
 def make_templates() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["short_uid"] = lambda uid: "" if not uid else (uid if len(uid) <= 20 else "…" + uid[-18:])
     env.filters["pct"] = lambda v: "" if v is None else f"{float(v):.0%}"
     env.filters["when"] = lambda v: "" if not v else str(v).replace("T", " ")[:19]
@@ -106,8 +113,7 @@ def safe_next(target: str | None) -> str:
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int | None) -> None:
-    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="lax",
-                        secure=is_https(request))
+    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="lax", secure=is_https(request))
 
 
 def flash(response: Response, request: Request, message: str, ok: bool) -> Response:
@@ -120,9 +126,15 @@ def render(request: Request, ctx: Ctx | None, name: str, status: int = 200, **va
     raw = request.cookies.get(FLASH_COOKIE)
     message = unquote(raw) if raw else ""
     html = console.templates.get_template(name).render(
-        user=ctx.user if ctx else None, csrf=ctx.csrf if ctx else "", path=request.url.path,
-        model_version=console.model_version, ae_title=console.settings.ae_title,
-        flash=message[1:], flash_ok=message[:1] == "1", refresh=values.pop("refresh", None), **values,
+        user=ctx.user if ctx else None,
+        csrf=ctx.csrf if ctx else "",
+        path=request.url.path,
+        model_version=console.model_version,
+        ae_title=console.settings.ae_title,
+        flash=message[1:],
+        flash_ok=message[:1] == "1",
+        refresh=values.pop("refresh", None),
+        **values,
     )
     response = HTMLResponse(html, status_code=status)
     if raw:
@@ -134,8 +146,7 @@ def error(request: Request, ctx: Ctx | None, status: int, message: str, api: boo
     if api:
         headers = {"WWW-Authenticate": 'Basic realm="MedDet console"'} if status == 401 else None
         return JSONResponse({"error": message}, status_code=status, headers=headers)
-    return render(request, ctx, "error.html", status=status, status_code=status, message=message,
-                  title=f"{status}")
+    return render(request, ctx, "error.html", status=status, status_code=status, message=message, title=f"{status}")
 
 
 def _from_header(console: Console, request: Request, header: str) -> Principal | None:
@@ -149,8 +160,13 @@ def _from_header(console: Console, request: Request, header: str) -> Principal |
             return None
         settings = console.settings
         login = users.authenticate(
-            console.sessions, name, password, attempts=settings.console_lockout_attempts,
-            lockout=timedelta(minutes=settings.console_lockout_minutes), address=address(request), via="api",
+            console.sessions,
+            name,
+            password,
+            attempts=settings.console_lockout_attempts,
+            lockout=timedelta(minutes=settings.console_lockout_minutes),
+            address=address(request),
+            via="api",
         )
         return login.user
     return None
@@ -222,8 +238,9 @@ def _handle(fn: View, request: Request, role: Role | None, form: FormData | None
     except HTTPError as exc:
         if ctx is not None and request.method == "POST":  # a refused action is on the record too
             with transaction(console.sessions) as session:
-                users.record(session, ctx.user.name, "post", "refused", request.url.path[:128], exc.message,
-                             address(request))
+                users.record(
+                    session, ctx.user.name, "post", "refused", request.url.path[:128], exc.message, address(request)
+                )
         return error(request, ctx, exc.status, exc.message, api)
 
 
@@ -269,5 +286,11 @@ class Guard:
             await self.app(scope, receive, send_with_headers)
         finally:
             state = scope.get("state") or {}
-            log.info("http", method=scope["method"], path=scope["path"], status=status["code"],
-                     user=state.get("user"), ms=round(1000 * (time.perf_counter() - started), 1))
+            log.info(
+                "http",
+                method=scope["method"],
+                path=scope["path"],
+                status=status["code"],
+                user=state.get("user"),
+                ms=round(1000 * (time.perf_counter() - started), 1),
+            )

@@ -13,9 +13,9 @@ from typing import Any
 
 from pydicom import Dataset
 
-from dicom_node.logging import get_logger
 from dicom_node.kinds import RESULT_KINDS as KINDS
 from dicom_node.kinds import SR_KINDS, ResultKind, SrKind
+from dicom_node.logging import get_logger
 from dicom_node.results.common import FindingsError, ResultContext
 
 __all__ = ["KINDS", "SR_KINDS", "FindingsError", "build_result_objects", "write_result_objects"]
@@ -81,6 +81,10 @@ def write_result_objects(
     objects = build_result_objects(findings, sources, kinds, sr_kind)
     manifest = write_results(out_dir, dict(findings), objects)
     for item in manifest:
-        log.info("result written", kind=item["kind"], sop_instance_uid=item["sop_instance_uid"],
-                 path=str(out_dir / item["file"]))
+        log.info(
+            "result written",
+            kind=item["kind"],
+            sop_instance_uid=item["sop_instance_uid"],
+            path=str(out_dir / item["file"]),
+        )
     return [out_dir / item["file"] for item in manifest]

@@ -186,7 +186,7 @@ class ResultContext:
     operating_point: OperatingPoint | None = None
 
     @classmethod
-    def create(cls, findings: Mapping[str, Any], sources: Sequence[Dataset]) -> "ResultContext":
+    def create(cls, findings: Mapping[str, Any], sources: Sequence[Dataset]) -> ResultContext:
         """Validate ``findings`` (DESIGN.md section 3) against ``sources``; errors name the field."""
         if not sources:
             raise FindingsError("sources: at least one source dataset is required")
@@ -335,9 +335,7 @@ def _parse_operating_point(item: Any) -> OperatingPoint | None:
     sensitivity = item.get("target_sensitivity")
     return OperatingPoint(
         threshold=_fraction(f"{where}['threshold']", item["threshold"]),
-        target_sensitivity=(
-            None if sensitivity is None else _fraction(f"{where}['target_sensitivity']", sensitivity)
-        ),
+        target_sensitivity=(None if sensitivity is None else _fraction(f"{where}['target_sensitivity']", sensitivity)),
         method=str(item["method"]) if item.get("method") else None,
         data=str(item["data"]) if item.get("data") else None,
     )
@@ -359,9 +357,7 @@ def _parse_finding(
     if item.get("score") is None and item.get("probability") is None:
         raise FindingsError(f"{where}: missing key 'score' (or 'probability')")
     if item["level"] not in LEVEL_SITES and item["level"] != UNKNOWN_LEVEL:
-        raise FindingsError(
-            f"{where}['level']: {item['level']!r} not one of {[*LEVEL_SITES, UNKNOWN_LEVEL]}"
-        )
+        raise FindingsError(f"{where}['level']: {item['level']!r} not one of {[*LEVEL_SITES, UNKNOWN_LEVEL]}")
     if item["label"] not in LABELS:
         raise FindingsError(f"{where}['label']: {item['label']!r} not one of {list(LABELS)}")
     label = "herniation" if item["label"] == "herniation" else "normal_disc"
@@ -397,22 +393,17 @@ def _parse_finding(
         reason = str(item.get("reason") or default_reason)
     source = by_uid.get(item["sop_instance_uid"])
     if source is None:
-        raise FindingsError(
-            f"{where}['sop_instance_uid']: {item['sop_instance_uid']} is not among the sources"
-        )
+        raise FindingsError(f"{where}['sop_instance_uid']: {item['sop_instance_uid']} is not among the sources")
     box = tuple(float(v) for v in item["box"])
     if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
         raise FindingsError(f"{where}['box']: {item['box']} is not [x0, y0, x1, y1] with x0<x1, y0<y1")
     if box[0] < 0 or box[1] < 0 or box[2] > source.Columns or box[3] > source.Rows:
-        raise FindingsError(
-            f"{where}['box']: {item['box']} lies outside the {source.Columns}x{source.Rows} image"
-        )
+        raise FindingsError(f"{where}['box']: {item['box']} lies outside the {source.Columns}x{source.Rows} image")
     n_frames = int(source.get("NumberOfFrames", 1) or 1)
     frame = int(item.get("frame", 1))
     if n_frames > 1 and "frame" not in item:
         raise FindingsError(
-            f"{where}['frame']: source {source.SOPInstanceUID} has {n_frames} frames; "
-            "name the 1-based frame of the box"
+            f"{where}['frame']: source {source.SOPInstanceUID} has {n_frames} frames; name the 1-based frame of the box"
         )
     if not 1 <= frame <= n_frames:
         raise FindingsError(f"{where}['frame']: {frame} not within 1..{n_frames}")

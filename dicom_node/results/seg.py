@@ -22,12 +22,16 @@ from dicom_node.results.common import (
     finish,
 )
 
-
 #: Recommended display colours (sRGB) of segments 1, 2, ...: warm, distinct, red first, as in the
 #: demo's key-slice image; without them viewers pick their own (OHIF: red, green, blue...), and a
 #: herniation drawn in green reads as "normal" at a glance.
 SEGMENT_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (255, 60, 60), (255, 150, 30), (230, 60, 230), (255, 220, 40), (255, 110, 160), (190, 90, 255),
+    (255, 60, 60),
+    (255, 150, 30),
+    (230, 60, 230),
+    (255, 220, 40),
+    (255, 110, 160),
+    (190, 90, 255),
 )
 
 

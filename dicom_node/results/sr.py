@@ -73,9 +73,7 @@ def _groups(
         finding_category=MORPHOLOGICALLY_ABNORMAL if finding.is_herniation else ANATOMICAL_STRUCTURE,
         # A disc whose level is unknown gets no site: we do not name a level we do not know.
         finding_sites=(
-            [hd.sr.FindingSite(anatomic_location=LEVEL_SITES[finding.level])]
-            if finding.level_known
-            else None
+            [hd.sr.FindingSite(anatomic_location=LEVEL_SITES[finding.level])] if finding.level_known else None
         ),
         algorithm_id=ctx.sr_algorithm(),
     )
@@ -89,9 +87,7 @@ def _groups(
         comments.append(f"Disc level unknown: {finding.reason}")
     for text in comments:
         roi[0].ContentSequence.append(
-            hd.sr.TextContentItem(
-                name=COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
-            )
+            hd.sr.TextContentItem(name=COMMENT, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
         )
     numbers = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(ctx, finding), measurements=_measurements(ctx, finding), **common

@@ -164,8 +164,13 @@ class AllOf(_Condition):
 
 
 _TAGS: Sequence[tuple[str, str]] = (
-    ("any", "any"), ("all", "all"), ("orientation", "orientation"),
-    ("in", "in"), ("matches", "matches"), ("min", "range"), ("max", "range"),
+    ("any", "any"),
+    ("all", "all"),
+    ("orientation", "orientation"),
+    ("in", "in"),
+    ("matches", "matches"),
+    ("min", "range"),
+    ("max", "range"),
 )
 
 
@@ -192,7 +197,12 @@ Condition = Annotated[
     ),
 ]
 _KIND_OF: dict[type[_Condition], str] = {
-    AnyOf: "any", AllOf: "all", Orientation: "orientation", InList: "in", Matches: "matches", Range: "range",
+    AnyOf: "any",
+    AllOf: "all",
+    Orientation: "orientation",
+    InList: "in",
+    Matches: "matches",
+    Range: "range",
 }
 
 AnyOf.model_rebuild()

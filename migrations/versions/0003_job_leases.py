@@ -9,9 +9,10 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-29
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -30,9 +31,7 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("lease_token", sa.String(length=128), nullable=True))
         batch.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(
-            sa.Column("lost_deliveries", sa.Integer(), nullable=False, server_default="0")
-        )
+        batch.add_column(sa.Column("lost_deliveries", sa.Integer(), nullable=False, server_default="0"))
         batch.create_index(INDEX, ["lease_expires_at"], unique=False)
     jobs = sa.table(
         "jobs",
@@ -43,7 +42,7 @@ def upgrade() -> None:
     op.execute(
         jobs.update()
         .where(jobs.c.state.in_(IN_FLIGHT))
-        .values(lease_token="pre-0003", lease_expires_at=datetime.now(timezone.utc))
+        .values(lease_token="pre-0003", lease_expires_at=datetime.now(UTC))
     )
 
 

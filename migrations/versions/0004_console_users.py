@@ -8,6 +8,7 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -62,12 +63,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("token_sha256"),
     )
-    op.create_index(
-        op.f("ix_console_sessions_user_id"), "console_sessions", ["user_id"], unique=False
-    )
-    op.create_index(
-        op.f("ix_console_sessions_expires_at"), "console_sessions", ["expires_at"], unique=False
-    )
+    op.create_index(op.f("ix_console_sessions_user_id"), "console_sessions", ["user_id"], unique=False)
+    op.create_index(op.f("ix_console_sessions_expires_at"), "console_sessions", ["expires_at"], unique=False)
     op.create_table(
         "console_actions",
         sa.Column("id", sa.Integer(), nullable=False),

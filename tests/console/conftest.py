@@ -19,9 +19,9 @@ from dicom_node.config import Settings
 from dicom_node.console import users
 from dicom_node.console.server import ConsoleThread
 from dicom_node.loopback import free_port
+from migrations import upgrade
 from tests.console.harness import ADMIN, RADIOLOGIST
 from tests.console.seed import Seeded, seed
-from migrations import upgrade
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -42,8 +42,9 @@ class Running:
         client = client or self.client()
         form = client.get("/login")
         token = CSRF.search(form.text).group(1)
-        response = client.post("/login", data={"csrf_token": token, "username": who[0],
-                                               "password": who[1], "next": "/"})
+        response = client.post(
+            "/login", data={"csrf_token": token, "username": who[0], "password": who[1], "next": "/"}
+        )
         assert response.status_code == 303 and response.headers["location"] == "/", response.text[:300]
         return client
 
@@ -71,8 +72,9 @@ def start_console(database_url: str, tmp_path: Path) -> Iterator[Callable[..., R
         engine = make_engine(database_url)
         engines.append(engine)
         sessions = make_session_factory(engine)
-        settings = Settings(data_dir=tmp_path / "data", database_url=database_url,
-                            console_port=free_port(), **overrides)
+        settings = Settings(
+            data_dir=tmp_path / "data", database_url=database_url, console_port=free_port(), **overrides
+        )
         seeded = seed(settings, sessions)
         users.add_user(sessions, ADMIN[0], "admin", ADMIN[1], by="tests")
         users.add_user(sessions, RADIOLOGIST[0], "radiologist", RADIOLOGIST[1], by="tests")

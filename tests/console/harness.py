@@ -79,13 +79,26 @@ def node_with_study(folder: Path, seed: int = 1, timeout: float = 150.0) -> Iter
     try:
         node.wait_listening(dicom_port)
         wait_for(lambda: "web console on" in log.read_text(errors="replace"), 30, "the web console")
-        report = send_objects(sources, Destination(ae_title="MEDDET", host="127.0.0.1", port=dicom_port),
-                              calling_ae=CALLING_AE)
+        report = send_objects(
+            sources, Destination(ae_title="MEDDET", host="127.0.0.1", port=dicom_port), calling_ae=CALLING_AE
+        )
         assert report.ok, report.summary
-        job = wait_for(lambda: job_of(url, study.series_instance_uid), timeout,
-                       lambda: f"the job of the series\n{node.tail()}", interval=0.5)
+        job = wait_for(
+            lambda: job_of(url, study.series_instance_uid),
+            timeout,
+            lambda: f"the job of the series\n{node.tail()}",
+            interval=0.5,
+        )
         first = sources[0]
-        yield RunningNode(url, data_dir, log, study.series_instance_uid, str(first.StudyInstanceUID),
-                          int(job["job_id"]), str(first.PatientName), str(first.PatientID))
+        yield RunningNode(
+            url,
+            data_dir,
+            log,
+            study.series_instance_uid,
+            str(first.StudyInstanceUID),
+            int(job["job_id"]),
+            str(first.PatientName),
+            str(first.PatientID),
+        )
     finally:
         node.stop(timeout=3)  # test data only: a node still closing an association is killed

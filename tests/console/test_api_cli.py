@@ -39,7 +39,10 @@ def test_api_gives_what_the_cli_prints(console: Running, monkeypatch: pytest.Mon
     with console.client(headers=bearer) as api, console.client(auth=ADMIN) as basic:
         pairs = [
             ("/api/series", ["audit", "series"]),
-            ("/api/series?status=selected&since=1h&limit=5", ["audit", "series", "--status", "selected", "--since", "1h", "--limit", "5"]),
+            (
+                "/api/series?status=selected&since=1h&limit=5",
+                ["audit", "series", "--status", "selected", "--since", "1h", "--limit", "5"],
+            ),
             ("/api/jobs", ["audit", "jobs"]),
             ("/api/jobs?status=failed", ["audit", "jobs", "--status", "failed"]),
             (f"/api/jobs/{job}", ["audit", "job", str(job)]),
@@ -99,8 +102,15 @@ def test_meddet_console_serves_alone(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDDET_")}
     port = free_port()
     env |= {"MEDDET_DATA_DIR": str(tmp_path / "data"), "MEDDET_CONSOLE_PORT": str(port), "OMP_NUM_THREADS": "1"}
-    subprocess.run([*MEDDET, "user", "add", RADIOLOGIST[0]], input=RADIOLOGIST[1] + "\n", env=env, text=True,
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [*MEDDET, "user", "add", RADIOLOGIST[0]],
+        input=RADIOLOGIST[1] + "\n",
+        env=env,
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     console = MeddetProcess(["console"], env, tmp_path / "console.log")
     try:
         console.wait_listening(port, timeout=60, says=None)
@@ -122,16 +132,17 @@ def test_console_port_zero_is_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_migration_matches_the_models_and_is_the_single_head(backend: str, request: pytest.FixtureRequest,
-                                                            tmp_path: Path) -> None:
+def test_migration_matches_the_models_and_is_the_single_head(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
+    from sqlalchemy import MetaData
 
     from dicom_node.audit import accounts
     from dicom_node.audit.db import make_engine
     from dicom_node.audit.models import Base
-    from sqlalchemy import MetaData
     from migrations import alembic_config, upgrade
 
     assert len(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()) == 1
@@ -139,8 +150,12 @@ def test_migration_matches_the_models_and_is_the_single_head(backend: str, reque
     upgrade(url)
     engine = make_engine(url)
     mine = MetaData()
-    names = {accounts.User.__tablename__, accounts.ApiToken.__tablename__,
-             accounts.ConsoleSession.__tablename__, accounts.ConsoleAction.__tablename__}
+    names = {
+        accounts.User.__tablename__,
+        accounts.ApiToken.__tablename__,
+        accounts.ConsoleSession.__tablename__,
+        accounts.ConsoleAction.__tablename__,
+    }
     for name in names:
         Base.metadata.tables[name].to_metadata(mine)
     with engine.connect() as connection:
@@ -159,8 +174,12 @@ def test_serve_goes_on_receiving_when_the_console_port_is_taken(tmp_path: Path) 
         taken.listen()
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDDET_")}
         dicom_port = free_port()
-        env |= {"MEDDET_DATA_DIR": str(tmp_path / "data"), "MEDDET_PORT": str(dicom_port), "OMP_NUM_THREADS": "1",
-                "MEDDET_CONSOLE_PORT": str(taken.getsockname()[1])}
+        env |= {
+            "MEDDET_DATA_DIR": str(tmp_path / "data"),
+            "MEDDET_PORT": str(dicom_port),
+            "OMP_NUM_THREADS": "1",
+            "MEDDET_CONSOLE_PORT": str(taken.getsockname()[1]),
+        }
         node = NodeProcess(env, tmp_path / "serve.log")
         try:
             node.wait_listening(dicom_port)

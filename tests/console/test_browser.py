@@ -94,8 +94,9 @@ def test_radiologist_sees_the_findings_and_may_not_act(browser: Browser, node: R
     expect(page.locator("#error-message")).to_contain_text("refused: rita is a radiologist")
     page.goto(f"{node.url}/")
     token = page.locator("form.logout input[name=csrf_token]").get_attribute("value")
-    forged = page.context.request.post(f"{node.url}/jobs/{node.job_id}/retry", form={"csrf_token": token or ""},
-                                       max_redirects=0)
+    forged = page.context.request.post(
+        f"{node.url}/jobs/{node.job_id}/retry", form={"csrf_token": token or ""}, max_redirects=0
+    )
     assert forged.status == 403  # the session and its token are right; the role is not
     page.goto(f"{node.url}/jobs/{node.job_id}")
     expect(page.locator("#job-state")).to_contain_text("failed")

@@ -31,8 +31,10 @@ def _job(console: Running) -> Job:
 
 def _actions(console: Running) -> list[tuple]:
     with console.sessions() as session:
-        return [(a.user_name, a.action, a.target, a.outcome)
-                for a in session.scalars(select(ConsoleAction).order_by(ConsoleAction.id))]
+        return [
+            (a.user_name, a.action, a.target, a.outcome)
+            for a in session.scalars(select(ConsoleAction).order_by(ConsoleAction.id))
+        ]
 
 
 def test_nothing_without_a_login_but_healthz(console: Running) -> None:
@@ -41,8 +43,13 @@ def test_nothing_without_a_login_but_healthz(console: Running) -> None:
             response = client.get(page)
             assert response.status_code == 303, page
             assert response.headers["location"].startswith("/login?next=")
-        for api in ["/api/series", "/api/jobs", f"/api/jobs/{console.seeded.job_id}", "/api/failures",
-                    f"/api/jobs/{console.seeded.job_id}/preview.png"]:
+        for api in [
+            "/api/series",
+            "/api/jobs",
+            f"/api/jobs/{console.seeded.job_id}",
+            "/api/failures",
+            f"/api/jobs/{console.seeded.job_id}/preview.png",
+        ]:
             response = client.get(api)
             assert response.status_code == 401 and "Basic" in response.headers["www-authenticate"], api
         assert client.post(f"/jobs/{console.seeded.job_id}/retry").status_code == 303  # to the login page
@@ -82,11 +89,15 @@ def test_login_goes_back_to_the_page_asked_for_and_never_elsewhere(console: Runn
     with console.client() as client:
         login = client.get(f"/login?next=/jobs/{console.seeded.job_id}")
         token = client.cookies["meddet_login"]
-        for target, expected in [(f"/jobs/{console.seeded.job_id}", f"/jobs/{console.seeded.job_id}"),
-                                 ("//evil.example/x", "/"), ("https://evil.example/", "/")]:
+        for target, expected in [
+            (f"/jobs/{console.seeded.job_id}", f"/jobs/{console.seeded.job_id}"),
+            ("//evil.example/x", "/"),
+            ("https://evil.example/", "/"),
+        ]:
             client.cookies.set("meddet_login", token)
-            response = client.post("/login", data={"csrf_token": token, "username": ADMIN[0],
-                                                   "password": ADMIN[1], "next": target})
+            response = client.post(
+                "/login", data={"csrf_token": token, "username": ADMIN[0], "password": ADMIN[1], "next": target}
+            )
             assert response.status_code == 303 and response.headers["location"] == expected
         assert f'value="/jobs/{console.seeded.job_id}"' in login.text
 
@@ -129,9 +140,12 @@ def test_radiologist_sees_findings_but_may_not_act(console: Running) -> None:
         response = client.get(page)
         assert response.status_code == 403 and "refused: rita is a radiologist" in response.text, page
     token = csrf_of(client)
-    for action in [f"/jobs/{console.seeded.job_id}/retry", f"/jobs/{console.seeded.job_id}/resend",
-                   f"/quarantine/{console.seeded.good_quarantine}/release",
-                   f"/quarantine/{console.seeded.bad_quarantine}/delete"]:
+    for action in [
+        f"/jobs/{console.seeded.job_id}/retry",
+        f"/jobs/{console.seeded.job_id}/resend",
+        f"/quarantine/{console.seeded.good_quarantine}/release",
+        f"/quarantine/{console.seeded.bad_quarantine}/delete",
+    ]:
         assert client.post(action, data={"csrf_token": token}).status_code == 403, action
     assert _job(console).state.value == "failed"
     assert len(list(console.settings.quarantine_dir.glob("*.dcm"))) == 2
@@ -148,8 +162,9 @@ def test_lockout_after_repeated_wrong_passwords(start_console) -> None:
 
         def attempt(password: str) -> int:
             token = csrf_of(client, "/login")
-            return client.post("/login", data={"csrf_token": token, "username": ADMIN[0],
-                                               "password": password}).status_code
+            return client.post(
+                "/login", data={"csrf_token": token, "username": ADMIN[0], "password": password}
+            ).status_code
 
         assert [attempt("wrong-1"), attempt("wrong-2")] == [401, 401]
         assert attempt(ADMIN[1]) == 303  # two failures: not yet locked, and a success resets
@@ -211,7 +226,9 @@ def test_quarantine_release_and_delete(console: Running) -> None:
     assert released.status_code == 303
     assert "released: filed in series" in client.get("/failures").text
     with console.sessions() as session:
-        series = session.scalar(select(Series).where(Series.series_instance_uid == console.seeded.quarantined_series_uid))
+        series = session.scalar(
+            select(Series).where(Series.series_instance_uid == console.seeded.quarantined_series_uid)
+        )
         assert series is not None and series.n_instances == 1 and series.state.value == "receiving"
     client.post(f"/quarantine/{console.seeded.bad_quarantine}/release", data={"csrf_token": token})
     assert "still refused" in client.get("/failures").text
@@ -254,14 +271,33 @@ def test_secure_cookie_under_tls(tmp_path, start_console) -> None:
     import subprocess
 
     cert, key = tmp_path / "console.crt", tmp_path / "console.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     console = start_console(console_tls_cert=cert, console_tls_key=key)
     url = console.url.replace("http://", "https://")
     with httpx.Client(base_url=url, verify=False, timeout=30) as client:
         client.get("/login")
-        response = client.post("/login", data={"csrf_token": client.cookies["meddet_login"],
-                                               "username": ADMIN[0], "password": ADMIN[1]})
+        response = client.post(
+            "/login", data={"csrf_token": client.cookies["meddet_login"], "username": ADMIN[0], "password": ADMIN[1]}
+        )
         assert response.status_code == 303
         set_cookie = response.headers["set-cookie"]
         assert "meddet_session=" in set_cookie and "Secure" in set_cookie and "HttpOnly" in set_cookie

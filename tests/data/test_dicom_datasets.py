@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from pydicom.uid import JPEGLSLossless
 
 from detector.data.synthetic import make_study
 from dicom_node.datasets import DicomBoxDataset
 from dicom_node.pixels import SeriesError
 from dicom_node.synth import save, study_datasets, write_studies
-from pydicom.uid import JPEGLSLossless
 
 
 def test_synth_output_trains_as_is(tmp_path):

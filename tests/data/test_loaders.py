@@ -44,8 +44,16 @@ def test_coco_round_trip(tmp_path, items):
         images.append({"id": 10 + i, "file_name": name, "width": img.shape[1], "height": img.shape[0]})
         for b, c in zip(t["boxes"], t["labels"]):
             x0, y0, x1, y1 = map(float, b)
-            anns.append({"id": len(anns) + 1, "image_id": 10 + i, "category_id": 7 if c == 0 else 3,
-                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": 10 + i,
+                    "category_id": 7 if c == 0 else 3,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
     cats = [{"id": 3, "name": "normal"}, {"id": 7, "name": "herniation"}]  # CDH-1848 style names
     (tmp_path / "annotations.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     ds = CocoDataset(tmp_path)
@@ -58,8 +66,9 @@ def test_coco_round_trip(tmp_path, items):
 
 
 def test_coco_unknown_category_is_named(tmp_path):
-    (tmp_path / "annotations.json").write_text(json.dumps(
-        {"images": [], "annotations": [], "categories": [{"id": 1, "name": "vertebra"}]}))
+    (tmp_path / "annotations.json").write_text(
+        json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "vertebra"}]})
+    )
     with pytest.raises(ValueError, match="vertebra"):
         CocoDataset(tmp_path)
 
@@ -74,7 +83,9 @@ def test_yolo_round_trip_with_split_and_class_names(tmp_path, items):
         h, w = img.shape
         lines = []
         for (x0, y0, x1, y1), c in zip(t["boxes"], t["labels"]):
-            lines.append(f"{1 - c} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}")
+            lines.append(
+                f"{1 - c} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}"
+            )
         if i != 0:  # image 0 has no label file: a negative
             (tmp_path / "labels" / "train" / f"{i:03d}.txt").write_text("\n".join(lines) + "\n")
         expected.append((pixels, t if i != 0 else {"boxes": np.zeros((0, 4)), "labels": np.zeros(0)}))
@@ -106,7 +117,9 @@ def test_collate_same_and_mixed_sizes(items):
     images, targets = collate(items[:2])
     assert images.shape == (2, 1, 128, 128) and images.dtype == torch.float32
     assert targets[0]["boxes"].dtype == torch.float32 and targets[0]["labels"].dtype == torch.int64
-    mixed = [items[0], (np.zeros((64, 80), np.float32), {"boxes": np.zeros((0, 4), np.float32),
-                                                         "labels": np.zeros(0, np.int64)})]
+    mixed = [
+        items[0],
+        (np.zeros((64, 80), np.float32), {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}),
+    ]
     images, targets = collate(mixed)
     assert isinstance(images, list) and images[1].shape == (1, 64, 80) and len(targets[1]["boxes"]) == 0

@@ -68,11 +68,14 @@ def test_rescale_and_monochrome1(datasets):
     np.testing.assert_allclose(inv, img.max() + img.min() - img)
 
 
-@pytest.mark.parametrize("iop,transform", [
-    ([0, -1, 0, 0, 0, 1], lambda a: a[::-1, ::-1]),  # anterior right, feet up
-    ([0, 0, -1, 0, 1, 0], lambda a: a.T),  # rows and columns swapped
-    ([0, 0, 1, 0, -1, 0], lambda a: a.T[::-1, ::-1]),
-])
+@pytest.mark.parametrize(
+    "iop,transform",
+    [
+        ([0, -1, 0, 0, 0, 1], lambda a: a[::-1, ::-1]),  # anterior right, feet up
+        ([0, 0, -1, 0, 1, 0], lambda a: a.T),  # rows and columns swapped
+        ([0, 0, 1, 0, -1, 0], lambda a: a.T[::-1, ::-1]),
+    ],
+)
 def test_canonical_view_undoes_other_sagittal_orientations(datasets, study, iop, transform):
     ds = copy.deepcopy(datasets[1])
     stored = np.ascontiguousarray(transform(pixels_of(ds)))
@@ -108,9 +111,20 @@ def enhanced_mr(datasets) -> Dataset:
     order = [2, 0, 3, 1]
     first = datasets[0]
     ds = Dataset()
-    for kw in ("StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns", "SamplesPerPixel",
-               "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
-               "Modality", "FrameOfReferenceUID"):
+    for kw in (
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "Modality",
+        "FrameOfReferenceUID",
+    ):
         setattr(ds, kw, getattr(first, kw))
     ds.SOPClassUID = EnhancedMRImageStorage
     ds.SOPInstanceUID = synth_uid("enhanced")

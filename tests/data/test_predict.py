@@ -11,12 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from detector import SHIPPED_CHECKPOINT
-from detector.data.synthetic import make_study
-from detector.levels import LEVELS, box_iou
-from detector.types import CLASS_NAMES, Detection
 from detector.analysis import DiscFinding, SeriesAnalysis
+from detector.data.synthetic import make_study
 from detector.discs.calibration import Calibration
+from detector.levels import LEVELS, box_iou
 from detector.naming import Naming
+from detector.types import CLASS_NAMES, Detection
 from dicom_node.findings import build_findings
 from dicom_node.pixels import series_from_datasets
 from dicom_node.synth import study_datasets, write_studies
@@ -30,22 +30,35 @@ def invoke(*args: str):
 
 
 def truth_detections(study) -> list[list[Detection]]:
-    return [[Detection(CLASS_NAMES[c], 0.9, tuple(map(float, b))) for b, c in zip(boxes, labels)]
-            for boxes, labels in zip(study.boxes, study.labels)]
+    return [
+        [Detection(CLASS_NAMES[c], 0.9, tuple(map(float, b))) for b, c in zip(boxes, labels)]
+        for boxes, labels in zip(study.boxes, study.labels)
+    ]
 
 
 def truth_analysis(study, threshold: float = 0.4) -> SeriesAnalysis:
     """The analysis a perfect model would give: each level on the slice of its largest box."""
     findings = []
     for level in LEVELS:
-        k, box = max(((k, b) for k, (bs, lv) in enumerate(zip(study.boxes, study.levels))
-                      for b, name in zip(bs, lv) if name == level), key=lambda kb: kb[1][2] - kb[1][0])
+        k, box = max(
+            (
+                (k, b)
+                for k, (bs, lv) in enumerate(zip(study.boxes, study.levels))
+                for b, name in zip(bs, lv)
+                if name == level
+            ),
+            key=lambda kb: kb[1][2] - kb[1][0],
+        )
         p = 0.9 if level in study.herniated_levels else 0.1
-        findings.append(DiscFinding(level, "herniation" if p >= threshold else "normal_disc", p, 0.0, k,
-                                    tuple(float(v) for v in box)))
+        findings.append(
+            DiscFinding(
+                level, "herniation" if p >= threshold else "normal_disc", p, 0.0, k, tuple(float(v) for v in box)
+            )
+        )
     naming = Naming(list(LEVELS), "found", None, 0, 9.0)
-    return SeriesAnalysis(findings, naming, Calibration(threshold=threshold, method="platt", data="test"),
-                          truth_detections(study))
+    return SeriesAnalysis(
+        findings, naming, Calibration(threshold=threshold, method="platt", data="test"), truth_detections(study)
+    )
 
 
 def test_findings_from_true_detections_on_a_flipped_series():
@@ -54,7 +67,9 @@ def test_findings_from_true_detections_on_a_flipped_series():
     datasets = []
     for ds in study_datasets(study, key=("predict",), number=1, patient_id="P"):
         ds = copy.deepcopy(ds)
-        ds.PixelData = np.ascontiguousarray(np.frombuffer(ds.PixelData, np.uint16).reshape(128, 128)[::-1, ::-1]).tobytes()
+        ds.PixelData = np.ascontiguousarray(
+            np.frombuffer(ds.PixelData, np.uint16).reshape(128, 128)[::-1, ::-1]
+        ).tobytes()
         ds.ImageOrientationPatient = ["0", "-1", "0", "0", "0", "1"]
         datasets.append(ds)
     series = series_from_datasets(datasets)
@@ -83,8 +98,9 @@ def test_findings_need_one_list_per_slice():
     series = series_from_datasets(study_datasets(study, key=("n",), number=1, patient_id="P"))
     analysis = truth_analysis(study)
     with pytest.raises(ValueError, match="1 slices analysed, series has 2"):
-        build_findings(series, SeriesAnalysis(analysis.findings, analysis.naming, analysis.calibration, [[]]),
-                       version="v")
+        build_findings(
+            series, SeriesAnalysis(analysis.findings, analysis.naming, analysis.calibration, [[]]), version="v"
+        )
 
 
 def test_a_user_threshold_overrides_the_stored_operating_point():
@@ -114,36 +130,65 @@ def untrained_checkpoint(tmp_path_factory):
 
 def test_predict_cli_writes_findings_json(tmp_path, untrained_checkpoint):
     write_studies(tmp_path / "in", 1, seed=2, n_slices=3, size=96, transfer_syntax="rle")
-    run = invoke("predict", str(tmp_path / "in" / "SYN0001" / "dicom"), "--out", str(tmp_path / "out"),
-                 "--checkpoint", str(untrained_checkpoint), "--json", "--results", "none", "--device", "cpu")
+    run = invoke(
+        "predict",
+        str(tmp_path / "in" / "SYN0001" / "dicom"),
+        "--out",
+        str(tmp_path / "out"),
+        "--checkpoint",
+        str(untrained_checkpoint),
+        "--json",
+        "--results",
+        "none",
+        "--device",
+        "cpu",
+    )
     assert run.exit_code == 0, run.output
     written = json.loads((tmp_path / "out" / "findings.json").read_text())
-    assert set(written) == {"study_instance_uid", "series_instance_uid", "model", "operating_point", "levels",
-                            "findings"}
+    assert set(written) == {
+        "study_instance_uid",
+        "series_instance_uid",
+        "model",
+        "operating_point",
+        "levels",
+        "findings",
+    }
     assert written["model"]["name"] == "meddet" and written["model"]["version"].startswith("tiny-")
     gt = json.loads((tmp_path / "in" / "SYN0001" / "ground_truth.json").read_text())
     assert written["series_instance_uid"] == gt["series_instance_uid"]
     assert all(f["sop_instance_uid"] in gt["instances"] for f in written["findings"])
-    assert json.loads(run.stdout[run.stdout.index("{"):]) == written
+    assert json.loads(run.stdout[run.stdout.index("{") :]) == written
 
 
 def test_predict_cli_errors_are_clear(tmp_path, untrained_checkpoint):
     run = invoke("predict", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert run.exit_code == 2 and "no such file" in run.output
     write_studies(tmp_path / "in", 1, seed=2, n_slices=2, size=96)
-    run = invoke("predict", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
-                 "--checkpoint", str(tmp_path / "none.pt"))
+    run = invoke(
+        "predict", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "none.pt")
+    )
     assert run.exit_code == 2 and "none.pt" in run.output
     for option, value in (("--results", "sr,segg"), ("--sr-kind", "4d")):  # a typo is refused, not dropped
-        run = invoke("predict", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
-                     "--checkpoint", str(untrained_checkpoint), option, value, "--device", "cpu")
+        run = invoke(
+            "predict",
+            str(tmp_path / "in"),
+            "--out",
+            str(tmp_path / "o"),
+            "--checkpoint",
+            str(untrained_checkpoint),
+            option,
+            value,
+            "--device",
+            "cpu",
+        )
         output = " ".join(run.output.split())
         assert run.exit_code == 2 and repr(value.split(",")[-1]) in output and "allowed:" in output, output
     assert not (tmp_path / "o").exists()
 
 
 NO_CHECKPOINT = pytest.mark.skipif(
-    not SHIPPED_CHECKPOINT.is_file(), reason=f"no shipped checkpoint at {SHIPPED_CHECKPOINT} (engineer D1 ships it)")
+    not SHIPPED_CHECKPOINT.is_file(), reason=f"no shipped checkpoint at {SHIPPED_CHECKPOINT} (engineer D1 ships it)"
+)
 
 
 @NO_CHECKPOINT
@@ -151,8 +196,12 @@ def test_predict_with_the_shipped_checkpoint_end_to_end(tmp_path):
     """The installed command on a synthetic study: every level named right, valid result objects."""
     write_studies(tmp_path / "in", 1, seed=77, n_slices=11, size=256)
     out = tmp_path / "out"
-    run = subprocess.run(["meddet", "predict", str(tmp_path / "in" / "SYN0001" / "dicom"), "--out", str(out)],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        ["meddet", "predict", str(tmp_path / "in" / "SYN0001" / "dicom"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "C2-C3" in run.stdout  # the table
     findings = json.loads((out / "findings.json").read_text())

@@ -23,8 +23,13 @@ SLICES, SIZE, SEED = 4, 128, 21
 
 def meddet(*args: str) -> subprocess.CompletedProcess:
     """The installed ``meddet`` entry point, as a user runs it."""
-    return subprocess.run(["meddet", *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MEDDET_LOG_LEVEL": "warning"})
+    return subprocess.run(
+        ["meddet", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MEDDET_LOG_LEVEL": "warning"},
+    )
 
 
 def synth_in_process(*args: str):
@@ -40,8 +45,20 @@ def synth_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("synth")
     out = {}
     for ts in TRANSFER_SYNTAXES:
-        run = synth_in_process("--out", str(root / ts), "--studies", "1", "--seed", str(SEED),
-                               "--slices", str(SLICES), "--size", str(SIZE), "--transfer-syntax", ts)
+        run = synth_in_process(
+            "--out",
+            str(root / ts),
+            "--studies",
+            "1",
+            "--seed",
+            str(SEED),
+            "--slices",
+            str(SLICES),
+            "--size",
+            str(SIZE),
+            "--transfer-syntax",
+            ts,
+        )
         assert run.exit_code == 0, run.output
         out[ts] = root / ts
     return out
@@ -103,8 +120,12 @@ def test_headers_describe_a_sagittal_t2_cervical_series(synth_dirs):
 def test_same_seed_same_uids_and_hard_flag(tmp_path):
     run = meddet("synth", "--out", str(tmp_path / "a"), "--seed", "4", "--slices", "2", "--size", "96", "--hard")
     assert run.returncode == 0 and "SYN0001" in run.stdout
-    assert synth_in_process("--out", str(tmp_path / "b"), "--seed", "4", "--slices", "2", "--size", "96",
-                            "--hard").exit_code == 0
+    assert (
+        synth_in_process(
+            "--out", str(tmp_path / "b"), "--seed", "4", "--slices", "2", "--size", "96", "--hard"
+        ).exit_code
+        == 0
+    )
     a, b = (json.loads((tmp_path / n / "index.json").read_text()) for n in ("a", "b"))
     assert a == b and a["hard"] is True
     gt = json.loads((tmp_path / "a" / "SYN0001" / "ground_truth.json").read_text())

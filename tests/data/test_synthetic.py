@@ -109,7 +109,8 @@ def test_hard_is_harder_than_easy():
     size = lambda spines: np.mean([h.size for s in spines for h in s.hernias])  # noqa: E731
     assert size(hard) < size(easy)
     assert np.mean([sample_artifacts(rng, True, 64).noise for _ in range(20)]) > 2 * np.mean(
-        [sample_artifacts(rng, False, 64).noise for _ in range(20)])
+        [sample_artifacts(rng, False, 64).noise for _ in range(20)]
+    )
 
     def roughness(hard_mode: bool) -> float:
         vals = []

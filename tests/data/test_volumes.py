@@ -18,7 +18,13 @@ import pytest
 
 from detector.config import load_config as load_detector_config
 from detector.data.spider import (
-    LabelPolicy, SpiderConfig, VolumeSliceDataset, level_map, read_gradings, spider_datasets, split_patients,
+    LabelPolicy,
+    SpiderConfig,
+    VolumeSliceDataset,
+    level_map,
+    read_gradings,
+    spider_datasets,
+    split_patients,
 )
 from detector.data.volumes import RAS_TO_LPS, read_volume, sagittal_orientation, to_sagittal
 from detector.sources import eval_dataset, resolve
@@ -62,19 +68,28 @@ def stored(canonical: np.ndarray) -> np.ndarray:
     return np.transpose(canonical[::-1, ::-1, ::-1], (1, 0, 2))
 
 
-def write_mha(path: Path, array: np.ndarray, element: str, compressed: bool = False, msb: bool = False,
-              detached: bool = False) -> None:
+def write_mha(
+    path: Path, array: np.ndarray, element: str, compressed: bool = False, msb: bool = False, detached: bool = False
+) -> None:
     raw = np.asarray(array.transpose(2, 1, 0), np.dtype(MET[element]).newbyteorder(">" if msb else "<")).tobytes()
     if compressed:
         raw = zlib.compress(raw)
     direction = tilted_direction()
     lines = [
-        "ObjectType = Image", "NDims = 3", "BinaryData = True", f"BinaryDataByteOrderMSB = {msb}",
-        f"CompressedData = {compressed}", *([f"CompressedDataSize = {len(raw)}"] if compressed else []),
+        "ObjectType = Image",
+        "NDims = 3",
+        "BinaryData = True",
+        f"BinaryDataByteOrderMSB = {msb}",
+        f"CompressedData = {compressed}",
+        *([f"CompressedDataSize = {len(raw)}"] if compressed else []),
         "TransformMatrix = " + " ".join(f"{v:.10g}" for v in direction.T.ravel()),
-        "Offset = " + " ".join(map(str, ORIGIN)), "CenterOfRotation = 0 0 0", "AnatomicalOrientation = RAI",
-        "ElementSpacing = " + " ".join(map(str, SPACING)), "DimSize = " + " ".join(map(str, array.shape)),
-        f"ElementType = {element}", f"ElementDataFile = {path.stem + '.raw' if detached else 'LOCAL'}",
+        "Offset = " + " ".join(map(str, ORIGIN)),
+        "CenterOfRotation = 0 0 0",
+        "AnatomicalOrientation = RAI",
+        "ElementSpacing = " + " ".join(map(str, SPACING)),
+        "DimSize = " + " ".join(map(str, array.shape)),
+        f"ElementType = {element}",
+        f"ElementDataFile = {path.stem + '.raw' if detached else 'LOCAL'}",
     ]
     header = ("\n".join(lines) + "\n").encode()
     if detached:
@@ -127,11 +142,18 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_root(tmp_path_factory.mktemp("spider"))
 
 
-@pytest.mark.parametrize("element, compressed, msb, detached", [
-    ("MET_SHORT", False, False, False), ("MET_SHORT", True, False, False), ("MET_FLOAT", True, False, False),
-    ("MET_UCHAR", False, False, True), ("MET_USHORT", False, True, False), ("MET_INT", True, True, False),
-    ("MET_DOUBLE", False, False, False),
-])
+@pytest.mark.parametrize(
+    "element, compressed, msb, detached",
+    [
+        ("MET_SHORT", False, False, False),
+        ("MET_SHORT", True, False, False),
+        ("MET_FLOAT", True, False, False),
+        ("MET_UCHAR", False, False, True),
+        ("MET_USHORT", False, True, False),
+        ("MET_INT", True, True, False),
+        ("MET_DOUBLE", False, False, False),
+    ],
+)
 def test_metaimage_reader_returns_voxels_spacing_and_direction(tmp_path, element, compressed, msb, detached):
     image, _ = phantom()
     data = stored(np.abs(image)).astype(MET[element])
@@ -190,7 +212,13 @@ def test_discs_are_boxed_per_slice_with_levels_and_labels(root):
 
 def test_label_policy_text_grades_and_binary_columns(tmp_path):
     policy = LabelPolicy(grade_column="Grade")
-    assert [policy.classify({"Grade": g}) for g in ("Bulge", "protrusion", "extrusion", "sequestration", "normal")] == [1, 0, 0, 0, 1]
+    assert [policy.classify({"Grade": g}) for g in ("Bulge", "protrusion", "extrusion", "sequestration", "normal")] == [
+        1,
+        0,
+        0,
+        0,
+        1,
+    ]
     binary = LabelPolicy()
     assert binary.classify({"Disc herniation": "1", "Disc bulging": "0"}) == 0
     assert binary.classify({"Disc herniation": "0", "Disc bulging": "1"}) == 1
@@ -200,7 +228,11 @@ def test_label_policy_text_grades_and_binary_columns(tmp_path):
     with pytest.raises(ValueError, match=r"grades\.csv, line 4 .*IVD label '3'.*'mystery' is not in the label policy"):
         read_gradings(csv, policy)
     with pytest.warns(UserWarning, match="mystery"):
-        assert read_gradings(csv, LabelPolicy(grade_column="Grade", missing="skip")) == {("1", 1): 0, ("1", 2): 1, ("1", 3): None}
+        assert read_gradings(csv, LabelPolicy(grade_column="Grade", missing="skip")) == {
+            ("1", 1): 0,
+            ("1", 2): 1,
+            ("1", 3): None,
+        }
     (tmp_path / "blank.csv").write_text(GRADINGS_HEADER + "7,2,0,0,0,0,,0,0,3\n")
     with pytest.raises(ValueError, match=r"blank\.csv, line 2 .*Disc herniation is '', not 0 or 1"):
         read_gradings(tmp_path / "blank.csv", binary)
@@ -211,7 +243,9 @@ def test_label_policy_text_grades_and_binary_columns(tmp_path):
 def test_missing_grade_is_an_error_or_drops_the_slices_it_shows_on(tmp_path):
     rows = "1,1,0,0,0,0,1,0,0,3\n1,2,0,0,0,0,0,0,0,3\n"  # no row for IVD label 3 (mask 203, C5-C6)
     root = make_root(tmp_path / "a", patients=1, gradings=GRADINGS_HEADER + rows)
-    with pytest.raises(ValueError, match=r"radiological_gradings\.csv: no row for Patient 1, IVD label 3 \(C5-C6, in .*1_t1\.mha\)"):
+    with pytest.raises(
+        ValueError, match=r"radiological_gradings\.csv: no row for Patient 1, IVD label 3 \(C5-C6, in .*1_t1\.mha\)"
+    ):
         VolumeSliceDataset(root)
     root = make_root(tmp_path / "b", patients=1, gradings=GRADINGS_HEADER + rows, toml='[labels]\nmissing = "skip"\n')
     with pytest.warns(UserWarning, match="IVD label 3"):
@@ -263,10 +297,15 @@ def test_data_spec_resolves_spider_folders(root):
 
 def test_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.mha"
-    bad.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\nElementDataFile = LOCAL\n" + b"\0" * 10)
+    bad.write_bytes(
+        b"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\nElementDataFile = LOCAL\n"
+        + b"\0" * 10
+    )
     with pytest.raises(ValueError, match=r"bad\.mha: 10 bytes of voxel data, DimSize x MET_SHORT needs 128"):
         read_volume(bad)
-    bad.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_LONG_DOUBLE\nElementDataFile = LOCAL\n")
+    bad.write_bytes(
+        b"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_LONG_DOUBLE\nElementDataFile = LOCAL\n"
+    )
     with pytest.raises(ValueError, match=r"bad\.mha: ElementType 'MET_LONG_DOUBLE'"):
         read_volume(bad)
     broken = make_root(tmp_path / "grid", patients=1)

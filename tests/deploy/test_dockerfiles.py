@@ -25,8 +25,7 @@ def test_dockerfile_follows_the_project_rules(path: Path, torch_version: str) ->
 
 def test_worker_image_has_a_cuda_base() -> None:
     first_line = next(
-        line for line in (DEPLOY / "docker" / "Dockerfile.worker").read_text().splitlines()
-        if line.startswith("FROM ")
+        line for line in (DEPLOY / "docker" / "Dockerfile.worker").read_text().splitlines() if line.startswith("FROM ")
     )
     assert "nvidia/cuda:" in first_line
 
@@ -44,6 +43,8 @@ def test_checker_catches_the_mistakes_it_is_for(tmp_path: Path) -> None:
 def test_hadolint_finds_nothing(path: Path) -> None:
     result = subprocess.run(
         ["hadolint", "--no-color", "--failure-threshold", "info", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr

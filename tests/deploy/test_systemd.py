@@ -49,7 +49,10 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
         (tmp_path / unit.name).write_text(unit.read_text().replace(INSTALLED_MEDDET, meddet))
     names = [str(tmp_path / "meddet-node.service"), str(tmp_path / "meddet-worker@0.service")]
     result = subprocess.run(
-        ["systemd-analyze", "verify", *names], capture_output=True, text=True, timeout=60,
+        ["systemd-analyze", "verify", *names],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PATH": "/usr/bin:/bin", "SYSTEMD_LOG_LEVEL": "notice"},
     )
     ours = [line for line in result.stderr.splitlines() if "meddet" in line]

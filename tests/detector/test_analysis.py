@@ -69,16 +69,32 @@ def test_a_series_without_its_top_discs_gets_unknown_levels_with_a_reason(analyz
 
 
 def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None:
-    from dicom_node.cli import app
     import dicom_node.cli.discs  # noqa: F401  (registers the commands)
+    from dicom_node.cli import app
 
     out = tmp_path / "calibrated.pt"
     level = checkpoint.load(SHIPPED_CHECKPOINT)["discs"]  # --level: another level net (nudged) goes in
     key = next(k for k in level["level"] if k.endswith("bias"))
     level["level"][key] = level["level"][key] + 0.01
     torch.save(level, tmp_path / "level.pt")
-    run = CliRunner().invoke(app, ["calibrate", "--out", str(out), "--studies", "8", "--seed", "123",
-                                   "--target-sensitivity", "0.8", "--threads", "1", "--level", str(tmp_path / "level.pt")])
+    run = CliRunner().invoke(
+        app,
+        [
+            "calibrate",
+            "--out",
+            str(out),
+            "--studies",
+            "8",
+            "--seed",
+            "123",
+            "--target-sensitivity",
+            "0.8",
+            "--threads",
+            "1",
+            "--level",
+            str(tmp_path / "level.pt"),
+        ],
+    )
     assert run.exit_code == 0, run.output
     payload = checkpoint.load(out)
     torch.testing.assert_close(payload["discs"]["level"][key].float(), level["level"][key].float())

@@ -16,8 +16,22 @@ def test_train_then_evaluate_json(tmp_path: Path) -> None:
     out = tmp_path / "run"
     done = runner.invoke(
         app,
-        ["train", "--config", "tiny", "--data", "synthetic", "--out", str(out), "--epochs", "1", "--images", "16",
-         "--threads", "1", "--no-progress"],
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--data",
+            "synthetic",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--images",
+            "16",
+            "--threads",
+            "1",
+            "--no-progress",
+        ],
     )
     assert done.exit_code == 0, done.output
     assert {"last.pt", "best.pt", "model.pt", "model.json"} <= {p.name for p in out.iterdir()}
@@ -35,7 +49,9 @@ def test_train_then_evaluate_json(tmp_path: Path) -> None:
 
 
 def test_train_rejects_an_unknown_data_spec(tmp_path: Path) -> None:
-    done = CliRunner().invoke(app, ["train", "--config", "tiny", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    done = CliRunner().invoke(
+        app, ["train", "--config", "tiny", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)]
+    )
     assert done.exit_code == 2 and "neither" not in done.output
     assert "expected" in done.output
 
@@ -46,17 +62,33 @@ def test_train_and_evaluate_on_dicom_series_with_a_box_file(tmp_path: Path) -> N
 
     torch.set_num_threads(1)
     runner = CliRunner()
-    made = runner.invoke(app, ["synth", "--out", str(tmp_path / "study"), "--studies", "1", "--seed", "3", "--slices", "6", "--size", "224"])
+    made = runner.invoke(
+        app,
+        ["synth", "--out", str(tmp_path / "study"), "--studies", "1", "--seed", "3", "--slices", "6", "--size", "224"],
+    )
     assert made.exit_code == 0, made.output
     done = runner.invoke(
         app,
-        ["train", "--config", "tiny", "--data", str(tmp_path / "study"), "--out", str(tmp_path / "run"),
-         "--epochs", "1", "--threads", "1", "--no-progress"],
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--data",
+            str(tmp_path / "study"),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--no-progress",
+        ],
     )
     assert done.exit_code == 0, done.output
     assert "5 train / 1 val images" in done.output  # every tenth slice validates
     scored = runner.invoke(
-        app, ["evaluate", "--checkpoint", str(tmp_path / "run" / "model.pt"), "--data", str(tmp_path / "study"), "--json"]
+        app,
+        ["evaluate", "--checkpoint", str(tmp_path / "run" / "model.pt"), "--data", str(tmp_path / "study"), "--json"],
     )
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.output)["images"] == 6
@@ -72,8 +104,11 @@ def test_train_discs_fine_tunes_only_a_named_net_from_the_checkpoint() -> None:
     warm, fresh = _start_from(None, None), _start_from(None, "herniation")
     for name, tensor in warm.herniation.state_dict().items():
         torch.testing.assert_close(tensor.float(), stored["herniation"][name].float())
-    assert any(not torch.equal(t, stored["herniation"][n].float()) for n, t in fresh.herniation.state_dict().items()
-               if t.is_floating_point())
+    assert any(
+        not torch.equal(t, stored["herniation"][n].float())
+        for n, t in fresh.herniation.state_dict().items()
+        if t.is_floating_point()
+    )
     for name, tensor in fresh.level.state_dict().items():  # the other net is kept either way
         torch.testing.assert_close(tensor.float(), stored["level"][name].float())
     bad = CliRunner().invoke(app, ["train-discs", "--warm", "--epochs", "1"])

@@ -18,7 +18,7 @@ def _dot_volume(spacing: float, size_mm: float = 60.0, dot_mm: tuple[float, floa
     n = int(round(size_mm / spacing))
     vol = torch.zeros(3, n, n)
     r, c = int(round(dot_mm[0] / spacing)), int(round(dot_mm[1] / spacing))
-    vol[1, r - 1:r + 2, c - 1:c + 2] = 1.0
+    vol[1, r - 1 : r + 2, c - 1 : c + 2] = 1.0
     return vol
 
 
@@ -165,7 +165,6 @@ def test_level_training_draws_other_craniovertebral_proportions() -> None:
         np.testing.assert_allclose(np.diff(v.body_top[1:]), np.diff(spine.body_top[1:]))
         assert v.skull_gap > v.dens_len
     assert np.ptp([v.body_bot[0] for v in varied]) > 4 and np.ptp([v.dens_len for v in varied]) > 5
-
 
 
 def test_training_looks_vary_every_tissue_but_keep_what_a_t2_call_needs() -> None:

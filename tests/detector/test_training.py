@@ -21,7 +21,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("tiny")
     cfg = load_config("tiny").replace(train={"epochs": 3})
-    result = train(cfg, FakeDiscs(128, seed=0), FakeDiscs(40, seed=1), out, config_name="tiny", progress=False, log=lambda s: None)
+    result = train(
+        cfg, FakeDiscs(128, seed=0), FakeDiscs(40, seed=1), out, config_name="tiny", progress=False, log=lambda s: None
+    )
     return out, result
 
 
@@ -82,5 +84,7 @@ def test_model_version_does_not_import_torch(trained: tuple[Path, object]) -> No
         "import sys, detector; v = detector.model_version(sys.argv[1]); "
         "assert 'torch' not in sys.modules, 'torch imported'; print(v)"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(out / "last.pt")], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(out / "last.pt")], capture_output=True, text=True, check=True
+    )
     assert done.stdout.strip() == checkpoint.load(out / "last.pt")["version"]

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -45,38 +45,51 @@ def test_migrations_on_postgresql(postgres_url: str) -> None:
 def test_audit_writes_and_reads_on_postgresql(postgres_url: str) -> None:
     upgrade(postgres_url)
     factory = make_session_factory(make_engine(postgres_url))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with transaction(factory) as session:
-        session.add(Series(series_instance_uid="1.2.3", study_instance_uid="1.2", spool_path="/x",
-                           state=SeriesState.skipped, failed_rule="sagittal", last_received_at=now))
+        session.add(
+            Series(
+                series_instance_uid="1.2.3",
+                study_instance_uid="1.2",
+                spool_path="/x",
+                state=SeriesState.skipped,
+                failed_rule="sagittal",
+                last_received_at=now,
+            )
+        )
     with factory() as session:
         rows = series_rows(session, since=parse_since("1h"), status="skipped")
     assert [(r["series_instance_uid"], r["failed_rule"]) for r in rows] == [("1.2.3", "sagittal")]
 
 
 def test_parse_since() -> None:
-    now = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 2, tzinfo=UTC)
     assert parse_since("2h", now) == now - timedelta(hours=2)
-    assert parse_since("2026-01-01T08:00", now) == datetime(2026, 1, 1, 8, tzinfo=timezone.utc)
+    assert parse_since("2026-01-01T08:00", now) == datetime(2026, 1, 1, 8, tzinfo=UTC)
     with pytest.raises(ValueError, match="--since"):
         parse_since("yesterday", now)
 
 
 def test_retention_removes_finished_series_and_old_quarantine(tmp_path: Path, sqlite_url: str) -> None:
-    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, spool_retention_hours=1, quarantine_retention_days=1)
+    settings = Settings(
+        data_dir=tmp_path, database_url=sqlite_url, spool_retention_hours=1, quarantine_retention_days=1
+    )
     factory = make_session_factory(make_engine(sqlite_url))
-    old = datetime.now(timezone.utc) - timedelta(hours=5)
+    old = datetime.now(UTC) - timedelta(hours=5)
     folders = {}
-    for uid, state, job_state in [("1.1", SeriesState.selected, JobState.done),
-                                  ("1.2", SeriesState.selected, JobState.failed),
-                                  ("1.3", SeriesState.skipped, None)]:
+    for uid, state, job_state in [
+        ("1.1", SeriesState.selected, JobState.done),
+        ("1.2", SeriesState.selected, JobState.failed),
+        ("1.3", SeriesState.skipped, None),
+    ]:
         folder = settings.spool_dir / "9" / uid
         folder.mkdir(parents=True)
         (folder / "a.dcm").write_bytes(b"x" * 10)
         folders[uid] = folder
         with transaction(factory) as session:
-            series = Series(series_instance_uid=uid, study_instance_uid="9", spool_path=str(folder),
-                            state=state, completed_at=old)
+            series = Series(
+                series_instance_uid=uid, study_instance_uid="9", spool_path=str(folder), state=state, completed_at=old
+            )
             session.add(series)
             session.flush()
             if job_state:
@@ -101,7 +114,10 @@ def test_retention_removes_finished_series_and_old_quarantine(tmp_path: Path, sq
 
 def test_audit_cli_json(tmp_path: Path) -> None:
     env = dict(os.environ, MEDDET_DATA_DIR=str(tmp_path))
-    run = lambda *args: subprocess.run([sys.executable, "-m", "dicom_node.cli", *args], env=env, capture_output=True, text=True)  # noqa: E731
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "dicom_node.cli", *args], env=env, capture_output=True, text=True)
+
     assert run("db", "upgrade").returncode == 0
     result = run("audit", "series", "--json", "--since", "1d")
     assert result.returncode == 0, result.stderr
@@ -111,21 +127,37 @@ def test_audit_cli_json(tmp_path: Path) -> None:
 
 
 def _instance_row(series_id: int, sop: str, revision: int = 0) -> dict[str, object]:
-    return dict(series_id=series_id, sop_instance_uid=sop, revision=revision, sop_class_uid="1.2",
-                transfer_syntax_uid="1.2.840.10008.1.2.1", size_bytes=1, sha256="0" * 64,
-                spool_path=f"/spool/{series_id}/{sop}.r{revision}.dcm", received_at=datetime.now(timezone.utc))
+    return dict(
+        series_id=series_id,
+        sop_instance_uid=sop,
+        revision=revision,
+        sop_class_uid="1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        size_bytes=1,
+        sha256="0" * 64,
+        spool_path=f"/spool/{series_id}/{sop}.r{revision}.dcm",
+        received_at=datetime.now(UTC),
+    )
 
 
 def _check_instances_keyed_by_series(url: str) -> None:
     """From revision 0001 (unique on SOP + revision) to head (unique per series), data kept."""
     upgrade(url, "0001")
     engine = make_engine(url)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         for uid in ("1.1", "1.2"):
-            conn.execute(Series.__table__.insert().values(
-                series_instance_uid=uid, study_instance_uid="1", spool_path="/s", state="receiving",
-                n_instances=0, first_received_at=now, last_received_at=now))
+            conn.execute(
+                Series.__table__.insert().values(
+                    series_instance_uid=uid,
+                    study_instance_uid="1",
+                    spool_path="/s",
+                    state="receiving",
+                    n_instances=0,
+                    first_received_at=now,
+                    last_received_at=now,
+                )
+            )
         conn.execute(Instance.__table__.insert().values(**_instance_row(1, "9.9")))
     engine.dispose()
     upgrade(url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 
@@ -22,8 +22,8 @@ from dicom_node.recorder import AuditRecorder, InstanceStored
 from dicom_node.recovery import reconcile
 from dicom_node.spool import Spool, StoredFile
 from migrations import upgrade
-from tests.worker.support import POSTGRES_ADMIN_URL
 from tests.factories import make_mr_series
+from tests.worker.support import POSTGRES_ADMIN_URL
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
@@ -59,7 +59,7 @@ def spooled(spool: Spool, ds: Dataset) -> tuple[InstanceHeader, StoredFile]:
 
 def stored_event(spool: Spool, ds: Dataset) -> InstanceStored:
     header, stored = spooled(spool, ds)
-    return InstanceStored(None, header, stored, datetime.now(timezone.utc))
+    return InstanceStored(None, header, stored, datetime.now(UTC))
 
 
 def same_sop_in_a_second_series(ds: Dataset) -> Dataset:
@@ -100,7 +100,10 @@ def test_same_sop_uid_in_two_series_is_recorded_in_both(sessions: sessionmaker[S
     rows = recorded(sessions)
     assert len(rows) == 6
     assert [row for row in rows if row[1] == first[0].SOPInstanceUID] == sorted(
-        [(first[0].SeriesInstanceUID, first[0].SOPInstanceUID, 0), (second[0].SeriesInstanceUID, first[0].SOPInstanceUID, 0)]
+        [
+            (first[0].SeriesInstanceUID, first[0].SOPInstanceUID, 0),
+            (second[0].SeriesInstanceUID, first[0].SOPInstanceUID, 0),
+        ]
     )
     with sessions() as session:
         counts = {s.series_instance_uid: s.n_instances for s in session.scalars(select(Series))}
@@ -125,7 +128,10 @@ def test_a_row_the_db_refuses_is_recorded_as_a_failure_and_the_batch_kept(
     events = [stored_event(spool, ds) for ds in series]
     # The same (series, SOP, revision) claimed by a second file: the DB must refuse one of them.
     clash = InstanceStored(
-        None, events[1].header, StoredFile(events[1].stored.path.with_name("copy.dcm"), 0, "0" * 64, 1, False), events[1].at
+        None,
+        events[1].header,
+        StoredFile(events[1].stored.path.with_name("copy.dcm"), 0, "0" * 64, 1, False),
+        events[1].at,
     )
     run_recorder(sessions, [events[0], events[1], clash, events[2]])
     assert len(recorded(sessions)) == 3
@@ -163,7 +169,11 @@ def _outage_postgresql(db_url: str) -> tuple[sessionmaker[Session], Callable[[],
         run(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         run(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
 
-    return make_session_factory(make_engine(db_url)), down, lambda: run(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    return (
+        make_session_factory(make_engine(db_url)),
+        down,
+        lambda: run(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'),
+    )
 
 
 def test_a_database_outage_longer_than_the_retries_loses_nothing(db_url: str, spool: Spool) -> None:
@@ -226,7 +236,6 @@ def test_the_node_starts_with_a_bad_spool_file(tmp_path: Path, sqlite_url: str) 
     node = Node(settings, sessions, on_selected=lambda session, series: None).start()
     node.stop(timeout=1)
     assert len(recorded(sessions)) == 3
-
 
 
 def test_a_full_queue_drops_without_blocking_and_recovery_catches_up(

@@ -21,7 +21,10 @@ def test_env_lists_and_destinations(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDDET_DESTINATIONS", "PACS@127.0.0.1:4242,ARCH@[::1]:104")
     settings = Settings()
     assert settings.allowed_aes == ["PACS1", "MODALITY"]
-    assert settings.destinations == [Destination.parse("PACS@127.0.0.1:4242"), Destination(ae_title="ARCH", host="::1", port=104)]
+    assert settings.destinations == [
+        Destination.parse("PACS@127.0.0.1:4242"),
+        Destination(ae_title="ARCH", host="::1", port=104),
+    ]
     assert str(settings.destinations[1]) == "ARCH@[::1]:104"
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dicom_node.cli import app
-from dicom_node.cli import node  # noqa: F401  (registers `config show`)
+from dicom_node.cli import (
+    app,
+    node,  # noqa: F401  (registers `config show`)
+)
 
 DB_URL = "postgresql://u:s3cret@h/db"
 BROKER_URL = "redis://:s3cret@h:6379/0"
@@ -58,9 +60,7 @@ def test_configuration_error_masks_passwords(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.usefixtures("secret_env")
-def test_configuration_error_from_toml_masks_passwords(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_configuration_error_from_toml_masks_passwords(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pydantic shortens long inputs in the middle, cutting the scheme off: the error must not
     echo inputs at all."""
     monkeypatch.delenv("MEDDET_DATABASE_URL")

@@ -65,7 +65,9 @@ def test_events_wait_for_the_flush_of_their_files_and_keep_their_order(tmp_path:
 def test_one_flush_per_window_while_instances_keep_arriving(tmp_path: Path) -> None:
     calls: list[float] = []
     committer = GroupCommitter(
-        tmp_path, lambda event: None, window=0.02,
+        tmp_path,
+        lambda event: None,
+        window=0.02,
         flush=lambda folder, paths: calls.append(time.monotonic()),
     ).start()
     try:

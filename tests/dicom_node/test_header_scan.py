@@ -43,7 +43,11 @@ CASES = {
     "implicit": (lambda: make_mr_series(1)[0], ImplicitVRLittleEndian, True),
     "sequences explicit": (lambda: with_sequences(make_mr_series(1)[0]), ExplicitVRLittleEndian, False),
     "sequences implicit": (lambda: with_sequences(make_mr_series(1)[0]), ImplicitVRLittleEndian, True),
-    "no ImagesInAcquisition": (lambda: make_mr_series(1, images_in_acquisition=False)[0], ExplicitVRLittleEndian, False),
+    "no ImagesInAcquisition": (
+        lambda: make_mr_series(1, images_in_acquisition=False)[0],
+        ExplicitVRLittleEndian,
+        False,
+    ),
     "RLE": (lambda: compressed(make_mr_series(1)[0], RLELossless), RLELossless, False),
     "JPEG-LS": (lambda: compressed(make_mr_series(1)[0], JPEGLSLossless), JPEGLSLossless, False),
 }

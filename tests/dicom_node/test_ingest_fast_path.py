@@ -26,8 +26,11 @@ def dataset_bytes(ds: Dataset, implicit: bool = False) -> bytes:
 
 def as_file(ds: Dataset, syntax: str, implicit: bool = False) -> bytes:
     meta = encode_file_meta(
-        str(ds.SOPClassUID), str(ds.SOPInstanceUID), syntax,
-        PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION,
+        str(ds.SOPClassUID),
+        str(ds.SOPInstanceUID),
+        syntax,
+        PYNETDICOM_IMPLEMENTATION_UID,
+        PYNETDICOM_IMPLEMENTATION_VERSION,
     )
     return meta + dataset_bytes(ds, implicit)
 
@@ -35,19 +38,24 @@ def as_file(ds: Dataset, syntax: str, implicit: bool = False) -> bytes:
 @pytest.mark.parametrize("sop_uid", ["1.2.3.4", "1.2.840.10008.5.1.4.1.1.4.12"])  # odd, even
 def test_file_meta_bytes_equal_pynetdicoms(sop_uid: str) -> None:
     for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-        expected = b"\x00" * 128 + b"DICM" + pynetdicom_encode_file_meta(
-            create_file_meta(sop_class_uid=MRImageStorage, sop_instance_uid=sop_uid, transfer_syntax=syntax)
+        expected = (
+            b"\x00" * 128
+            + b"DICM"
+            + pynetdicom_encode_file_meta(
+                create_file_meta(sop_class_uid=MRImageStorage, sop_instance_uid=sop_uid, transfer_syntax=syntax)
+            )
         )
         ours = encode_file_meta(
-            MRImageStorage, sop_uid, syntax,
-            PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION,
+            MRImageStorage,
+            sop_uid,
+            syntax,
+            PYNETDICOM_IMPLEMENTATION_UID,
+            PYNETDICOM_IMPLEMENTATION_VERSION,
         )
         assert ours == expected
 
 
-@pytest.mark.parametrize(
-    ("syntax", "implicit"), [(ExplicitVRLittleEndian, False), (ImplicitVRLittleEndian, True)]
-)
+@pytest.mark.parametrize(("syntax", "implicit"), [(ExplicitVRLittleEndian, False), (ImplicitVRLittleEndian, True)])
 def test_fast_header_equals_full_parse(syntax: str, implicit: bool) -> None:
     for ds in make_mr_series(3, 32, 48):
         fast = inspect_dataset(dataset_bytes(ds, implicit), syntax, str(ds.SOPInstanceUID))

@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,7 @@ from dicom_node.loopback import wait_for
 from dicom_node.retention import RetentionLoop
 from migrations import upgrade
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=200)
 RECENT = NOW - timedelta(days=10)
 
@@ -61,22 +61,40 @@ def _series(session: Session, settings: Settings, name: str, at: datetime, spool
     folder = settings.spool_dir / "1.2.3" / f"1.2.3.{name}"
     if spool:
         _folder(folder, at)
-    series = Series(series_instance_uid=f"1.2.3.{name}", study_instance_uid="1.2.3", spool_path=str(folder),
-                    state=SeriesState.selected, first_received_at=at, last_received_at=at, completed_at=at)
+    series = Series(
+        series_instance_uid=f"1.2.3.{name}",
+        study_instance_uid="1.2.3",
+        spool_path=str(folder),
+        state=SeriesState.selected,
+        first_received_at=at,
+        last_received_at=at,
+        completed_at=at,
+    )
     session.add(series)
     session.flush()
     return series
 
 
 def _job(session: Session, settings: Settings, series: Series, state: JobState, at: datetime) -> Job:
-    job = Job(series_id=series.id, series_instance_uid=series.series_instance_uid, model_version="v1",
-              state=state, created_at=at, updated_at=at)
+    job = Job(
+        series_id=series.id,
+        series_instance_uid=series.series_instance_uid,
+        model_version="v1",
+        state=state,
+        created_at=at,
+        updated_at=at,
+    )
     session.add(job)
     session.flush()
     job.results_path = str(_folder(settings.results_dir / str(job.id), at))
-    session.add_all([JobEvent(job_id=job.id, state="queued", at=at), JobEvent(job_id=job.id, state=state.value, at=at),
-                     Outbox(job_id=job.id, created_at=at, published_at=at),
-                     SendAttempt(job_id=job.id, destination="PACS@h:104", outcome="success", at=at)])
+    session.add_all(
+        [
+            JobEvent(job_id=job.id, state="queued", at=at),
+            JobEvent(job_id=job.id, state=state.value, at=at),
+            Outbox(job_id=job.id, created_at=at, published_at=at),
+            SendAttempt(job_id=job.id, destination="PACS@h:104", outcome="success", at=at),
+        ]
+    )
     return job
 
 
@@ -87,31 +105,67 @@ def build(tmp_path: Path, url: str) -> World:
     sessions = make_session_factory(make_engine(url))
     jobs, series, folders = {}, {}, {}
     with transaction(sessions) as session:
-        old_assoc = Association(calling_ae="CT", called_ae="MEDDET", address="10.0.0.1", started_at=OLD,
-                                ended_at=OLD, outcome="released")
-        session.add_all([old_assoc,
-                         Association(calling_ae="CT", called_ae="MEDDET", address="10.0.0.1", started_at=OLD),
-                         Association(calling_ae="CT", called_ae="MEDDET", address="10.0.0.1", started_at=RECENT,
-                                     ended_at=RECENT, outcome="released")])
+        old_assoc = Association(
+            calling_ae="CT", called_ae="MEDDET", address="10.0.0.1", started_at=OLD, ended_at=OLD, outcome="released"
+        )
+        session.add_all(
+            [
+                old_assoc,
+                Association(calling_ae="CT", called_ae="MEDDET", address="10.0.0.1", started_at=OLD),
+                Association(
+                    calling_ae="CT",
+                    called_ae="MEDDET",
+                    address="10.0.0.1",
+                    started_at=RECENT,
+                    ended_at=RECENT,
+                    outcome="released",
+                ),
+            ]
+        )
         for name, state, at, series_at in [
-            ("done", JobState.done, OLD, OLD), ("failed", JobState.failed, OLD, OLD),
-            ("failed_recently", JobState.failed, RECENT, OLD), ("running", JobState.running, OLD, OLD),
+            ("done", JobState.done, OLD, OLD),
+            ("failed", JobState.failed, OLD, OLD),
+            ("failed_recently", JobState.failed, RECENT, OLD),
+            ("running", JobState.running, OLD, OLD),
         ]:
             s = _series(session, settings, name, series_at, spool=True)
             series[name] = s.id
             jobs[name] = _job(session, settings, s, state, at).id
-        session.add(Instance(series_id=series["failed_recently"], association_id=old_assoc.id,
-                             sop_instance_uid="1.2.3.9", sop_class_uid="1.2", transfer_syntax_uid="1.2",
-                             size_bytes=1, sha256="0" * 64, spool_path="x", received_at=OLD))
-        session.add(Instance(series_id=series["failed"], sop_instance_uid="1.2.3.8", sop_class_uid="1.2",
-                             transfer_syntax_uid="1.2", size_bytes=1, sha256="0" * 64, spool_path="x",
-                             received_at=OLD))
+        session.add(
+            Instance(
+                series_id=series["failed_recently"],
+                association_id=old_assoc.id,
+                sop_instance_uid="1.2.3.9",
+                sop_class_uid="1.2",
+                transfer_syntax_uid="1.2",
+                size_bytes=1,
+                sha256="0" * 64,
+                spool_path="x",
+                received_at=OLD,
+            )
+        )
+        session.add(
+            Instance(
+                series_id=series["failed"],
+                sop_instance_uid="1.2.3.8",
+                sop_class_uid="1.2",
+                transfer_syntax_uid="1.2",
+                size_bytes=1,
+                sha256="0" * 64,
+                spool_path="x",
+                received_at=OLD,
+            )
+        )
         skipped = _series(session, settings, "skipped", OLD, spool=False)  # retention took its folder
         series["skipped"] = skipped.id
-        session.add_all([QuarantineRecord(path="q1", reason="bad", at=OLD),
-                         QuarantineRecord(path="q2", reason="bad", at=RECENT),
-                         SendAttempt(destination="PACS@h:104", outcome="unreachable", at=OLD),
-                         CleanupRecord(path="p", kind="spool", reason="r", at=OLD)])
+        session.add_all(
+            [
+                QuarantineRecord(path="q1", reason="bad", at=OLD),
+                QuarantineRecord(path="q2", reason="bad", at=RECENT),
+                SendAttempt(destination="PACS@h:104", outcome="unreachable", at=OLD),
+                CleanupRecord(path="p", kind="spool", reason="r", at=OLD),
+            ]
+        )
     folders["orphan_old"] = _folder(settings.results_dir / "999", OLD)
     folders["orphan_recent"] = _folder(settings.results_dir / "998", RECENT)
     return World(settings, sessions, jobs, series, folders)
@@ -139,7 +193,7 @@ def run_cli(world: World, *args: str) -> dict:
     env = {"MEDDET_DATA_DIR": str(world.settings.data_dir), "MEDDET_DATABASE_URL": world.settings.database_url}
     result = CliRunner().invoke(app, ["db", "prune", "--older-than", "90d", "--json", *args], env=env)
     assert result.exit_code == 0, result.output
-    return json.loads(result.output[result.output.index("{"):])
+    return json.loads(result.output[result.output.index("{") :])
 
 
 def test_dry_run_lists_and_deletes_nothing(world: World) -> None:
@@ -158,8 +212,18 @@ def test_prune_deletes_what_is_old_and_finished_and_records_it(world: World) -> 
     report = run_cli(world)
     assert report["rows"] == planned["rows"]
     assert {f["path"] for f in report["folders"]} == {f["path"] for f in planned["folders"]}
-    expected = {"jobs": 2, "job_events": 4, "outbox": 2, "send_attempts": 2, "series": 2, "instances": 1,
-                "associations": 1, "quarantine": 1, "send_attempts_without_job": 1, "cleanup": 1}
+    expected = {
+        "jobs": 2,
+        "job_events": 4,
+        "outbox": 2,
+        "send_attempts": 2,
+        "series": 2,
+        "instances": 1,
+        "associations": 1,
+        "quarantine": 1,
+        "send_attempts_without_job": 1,
+        "cleanup": 1,
+    }
     assert report["rows"] == expected
     with world.sessions() as session:
         kept = {j.id for j in session.scalars(select(Job))}
@@ -172,7 +236,9 @@ def test_prune_deletes_what_is_old_and_finished_and_records_it(world: World) -> 
         assert {a.outcome for a in session.scalars(select(Association))} == {"open", "released"}
         records = list(session.scalars(select(CleanupRecord).where(CleanupRecord.kind == "prune")))
         assert len(records) == 1 and "jobs 2" in records[0].reason
-        assert session.scalar(select(func.count()).select_from(CleanupRecord).where(CleanupRecord.kind == "results")) == 3
+        assert (
+            session.scalar(select(func.count()).select_from(CleanupRecord).where(CleanupRecord.kind == "results")) == 3
+        )
     results = world.settings.results_dir
     assert not (results / str(world.jobs["done"])).exists() and not (results / str(world.jobs["failed"])).exists()
     assert (results / str(world.jobs["failed_recently"])).exists() and world.folders["orphan_recent"].exists()

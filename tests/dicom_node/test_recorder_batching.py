@@ -5,7 +5,7 @@ fixed cost is the recorder's CPU on the node's GIL), and a barrier or stop ends 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,7 +19,7 @@ from tests.factories import make_mr_series
 
 
 def opened(key: int) -> AssociationOpened:
-    return AssociationOpened(key, "SCU", "MEDDET", "127.0.0.1", 104, datetime.now(timezone.utc))
+    return AssociationOpened(key, "SCU", "MEDDET", "127.0.0.1", 104, datetime.now(UTC))
 
 
 def test_a_barrier_or_the_stop_marker_ends_a_batch(session_factory: sessionmaker[Session]) -> None:
@@ -35,9 +35,7 @@ def test_a_barrier_or_the_stop_marker_ends_a_batch(session_factory: sessionmaker
     assert time.monotonic() - started < recorder_module.BATCH_GAP_S  # no wait after the stop marker
 
 
-def test_events_that_keep_coming_share_a_transaction(
-    session_factory: sessionmaker[Session], tmp_path: Path
-) -> None:
+def test_events_that_keep_coming_share_a_transaction(session_factory: sessionmaker[Session], tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", tmp_path / "tmp", tmp_path / "quarantine", durable=False)
     events = [stored_event(spool, ds) for ds in make_mr_series(12, 16, 16)]
     recorder = AuditRecorder(session_factory)

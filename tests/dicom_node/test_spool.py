@@ -1,6 +1,6 @@
+import json
 from pathlib import Path
 
-import json
 import pytest
 
 from dicom_node.spool import Spool, SpoolError, parse_spool_name

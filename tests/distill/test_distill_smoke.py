@@ -25,13 +25,17 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def data() -> tuple[SyntheticSliceDataset, SyntheticSliceDataset]:
-    return SyntheticSliceDataset(TRAIN_IMAGES, seed=0, hard=False, size=192), SyntheticSliceDataset(32, seed=1, hard=False, size=192)
+    return SyntheticSliceDataset(TRAIN_IMAGES, seed=0, hard=False, size=192), SyntheticSliceDataset(
+        32, seed=1, hard=False, size=192
+    )
 
 
 @pytest.fixture(scope="module")
 def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory, data) -> Path:
     torch.set_num_threads(1)
-    res = train(teacher_cfg(), data[0], None, tmp_path_factory.mktemp("teacher"), config_name="tiny-teacher", progress=False)
+    res = train(
+        teacher_cfg(), data[0], None, tmp_path_factory.mktemp("teacher"), config_name="tiny-teacher", progress=False
+    )
     assert res.last is not None
     return res.last
 
@@ -42,8 +46,16 @@ def test_distillation_beats_plain_training(tmp_path: Path, data, teacher_ckpt: P
     plain = train(cfg, train_set, None, tmp_path / "plain", config_name="plain", progress=False)
     plain_model, _ = load_teacher(plain.last)  # type: ignore[arg-type]
     teacher, version = load_teacher(teacher_ckpt)
-    result = distill(DistillConfig(ode="none"), cfg, [teacher], train_set, None, tmp_path / "distill",
-                     teacher_versions=[version], progress=False)
+    result = distill(
+        DistillConfig(ode="none"),
+        cfg,
+        [teacher],
+        train_set,
+        None,
+        tmp_path / "distill",
+        teacher_versions=[version],
+        progress=False,
+    )
     h = result.history
     assert h[-1]["mse"] < 0.8 * h[0]["mse"], h
     assert h[-1]["adv_d"] < h[0]["adv_d"], h
@@ -51,24 +63,44 @@ def test_distillation_beats_plain_training(tmp_path: Path, data, teacher_ckpt: P
     ap_distilled = evaluate_model(result.model, test_set, cfg.preprocess)["map50"]
     assert ap_distilled > ap_plain, (ap_distilled, ap_plain)
     # resumable: a finished run resumes to the same weights without training further
-    again = distill(DistillConfig(ode="none"), cfg, [teacher], train_set, None, tmp_path / "distill",
-                    teacher_versions=[version], progress=False)
+    again = distill(
+        DistillConfig(ode="none"),
+        cfg,
+        [teacher],
+        train_set,
+        None,
+        tmp_path / "distill",
+        teacher_versions=[version],
+        progress=False,
+    )
     assert len(again.history) == len(h)
     for a, b in zip(again.model.state_dict().values(), result.model.state_dict().values()):
         assert torch.equal(a, b)
 
 
 def test_meddet_distill_cli(tmp_path: Path, teacher_ckpt: Path) -> None:
+    from detector.inference import Detector
     from dicom_node.cli import app
     from dicom_node.cli import distill as _  # noqa: F401  (registers the command)
-    from detector.inference import Detector
 
     cfg_path = tmp_path / "tiny.toml"
-    cfg_path.write_text('[distill]\nstudent = "tiny"\ncache = "disk"\n[train]\nepochs = 1\nbatch_size = 8\n'
-                        'train_images = 16\nval_images = 8\nnum_threads = 1\naugment = false\n')
+    cfg_path.write_text(
+        '[distill]\nstudent = "tiny"\ncache = "disk"\n[train]\nepochs = 1\nbatch_size = 8\n'
+        "train_images = 16\nval_images = 8\nnum_threads = 1\naugment = false\n"
+    )
     out = tmp_path / "run"
-    args = ["distill", "--config", str(cfg_path), "--teachers", f"{teacher_ckpt},{teacher_ckpt}",
-            "--data", "synthetic", "--out", str(out), "--no-progress"]
+    args = [
+        "distill",
+        "--config",
+        str(cfg_path),
+        "--teachers",
+        f"{teacher_ckpt},{teacher_ckpt}",
+        "--data",
+        "synthetic",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "exported" in res.output and (out / "model.pt").is_file()

@@ -66,8 +66,17 @@ def test_distill_starts_the_student_from_init(plain: tuple[Path, torch.nn.Module
     cfg = tiny().replace(train={"lr": 0.0, "warmup_iters": 1})
     teacher = freeze(build_detector(cfg.replace(neck={"channels": 16}, head={"feat_channels": 16})))
     lines: list[str] = []
-    res = distill(DistillConfig(), cfg, [teacher], SyntheticSliceDataset(4, seed=3, size=128), None,
-                  tmp_path / "run", progress=False, log=lines.append, init=path)
+    res = distill(
+        DistillConfig(),
+        cfg,
+        [teacher],
+        SyntheticSliceDataset(4, seed=3, size=128),
+        None,
+        tmp_path / "run",
+        progress=False,
+        log=lines.append,
+        init=path,
+    )
     assert any("initialised from" in line for line in lines)
     state = dict(res.model.named_parameters())  # lr 0: still the plain model's weights (BN stats move)
     assert all(torch.equal(state[k], v) for k, v in model.named_parameters() if not k.startswith("head.gfl_"))
@@ -81,7 +90,24 @@ def test_train_cli_init_from(plain: tuple[Path, torch.nn.Module], tmp_path: Path
     from dicom_node.cli import app
 
     path, _ = plain
-    done = CliRunner().invoke(app, ["train", "--config", "tiny", "--out", str(tmp_path / "ft"), "--epochs", "1",
-                                    "--images", "8", "--threads", "1", "--no-progress", "--init-from", str(path)])
+    done = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--out",
+            str(tmp_path / "ft"),
+            "--epochs",
+            "1",
+            "--images",
+            "8",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--init-from",
+            str(path),
+        ],
+    )
     assert done.exit_code == 0, done.output
     assert f"initialised from {path}" in done.output

@@ -31,9 +31,19 @@ def tiny():
 )
 def test_variants_train_one_epoch(tmp_path: Path, dcfg: DistillConfig, wrapped: str) -> None:
     cfg = tiny()
-    teachers = [freeze(build_detector(cfg.replace(neck={"channels": 16}, head={"feat_channels": 16}))) for _ in range(2)]
-    res = distill(dcfg, cfg.replace(train={"augment": True}), teachers, SyntheticSliceDataset(8, seed=3, size=128),
-                  None, tmp_path, progress=False, log=lambda _: None)
+    teachers = [
+        freeze(build_detector(cfg.replace(neck={"channels": 16}, head={"feat_channels": 16}))) for _ in range(2)
+    ]
+    res = distill(
+        dcfg,
+        cfg.replace(train={"augment": True}),
+        teachers,
+        SyntheticSliceDataset(8, seed=3, size=128),
+        None,
+        tmp_path,
+        progress=False,
+        log=lambda _: None,
+    )
     row = res.history[0]
     assert {"det", "mse", "fused_det"} <= set(row) and ("adv_d" in row) == dcfg.adversarial
     assert all(torch.isfinite(torch.tensor(v)) for v in row.values())

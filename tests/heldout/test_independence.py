@@ -51,5 +51,14 @@ def test_heldout_imports_only_itself_and_numeric_libraries() -> None:
                 assert m.startswith("detector.heldout"), f"{path.name} imports {m}"
             assert not m.startswith("."), f"{path.name}: relative import {m}"
             top = m.split(".")[0]
-            assert top in {"detector", "numpy", "scipy", "__future__", "collections", "dataclasses", "typing", "math",
-                           "time"}, f"{path.name} imports {m}"
+            assert top in {
+                "detector",
+                "numpy",
+                "scipy",
+                "__future__",
+                "collections",
+                "dataclasses",
+                "typing",
+                "math",
+                "time",
+            }, f"{path.name} imports {m}"

@@ -57,7 +57,9 @@ def test_rates_at_threshold() -> None:
 
 @pytest.fixture(scope="module")
 def study():
-    seed = next(s for s in range(60) if sum(d.herniated for d in make_study(s, False, matrix=64).discs if d.reported) >= 1)
+    seed = next(
+        s for s in range(60) if sum(d.herniated for d in make_study(s, False, matrix=64).discs if d.reported) >= 1
+    )
     return make_study(seed, False, matrix=128)
 
 
@@ -66,9 +68,20 @@ def _perfect(study, shift: int = 0, drop: str | None = None) -> list[dict]:
     for d in study.discs:
         if not d.reported or d.level == drop:
             continue
-        k = max(d.protrusion_by_slice, key=d.protrusion_by_slice.get) if d.herniated else sorted(d.boxes)[len(d.boxes) // 2]
-        out.append({"level": DISC_LEVELS[DISC_LEVELS.index(d.level) + shift], "probability": 0.95 if d.herniated else 0.05,
-                    "called": d.herniated, "slice_index": k, "box": d.boxes[k]})
+        k = (
+            max(d.protrusion_by_slice, key=d.protrusion_by_slice.get)
+            if d.herniated
+            else sorted(d.boxes)[len(d.boxes) // 2]
+        )
+        out.append(
+            {
+                "level": DISC_LEVELS[DISC_LEVELS.index(d.level) + shift],
+                "probability": 0.95 if d.herniated else 0.05,
+                "called": d.herniated,
+                "slice_index": k,
+                "box": d.boxes[k],
+            }
+        )
     return out
 
 
@@ -147,8 +160,9 @@ def test_meddet_evaluate_heldout_json() -> None:
     from dicom_node.cli import app
 
     torch.set_num_threads(1)
-    done = CliRunner().invoke(app, ["evaluate", "--data", "heldout:routine", "--images", "1", "--seed", "3", "--device", "cpu",
-                                    "--json"])
+    done = CliRunner().invoke(
+        app, ["evaluate", "--data", "heldout:routine", "--images", "1", "--seed", "3", "--device", "cpu", "--json"]
+    )
     assert done.exit_code == 0, done.output
     out = json.loads(done.stdout)
     assert out["data"] == "heldout:routine" and out["studies_per_kind"] == 1

@@ -48,8 +48,10 @@ def ohif_dist() -> Path | None:
 def unavailable_reason() -> str | None:
     """Why the viewer test cannot run here (for pytest.skip), None when it can."""
     if ohif_dist() is None:
-        return (f"@ohif/app@{OHIF_VERSION} not found under {cache_dir()} (.ci/run fetches it: "
-                f"npm pack @ohif/app@{OHIF_VERSION}, unpacked there) nor in MEDDET_OHIF_DIST")
+        return (
+            f"@ohif/app@{OHIF_VERSION} not found under {cache_dir()} (.ci/run fetches it: "
+            f"npm pack @ohif/app@{OHIF_VERSION}, unpacked there) nor in MEDDET_OHIF_DIST"
+        )
     try:
         import playwright  # noqa: F401
     except ImportError:
@@ -103,11 +105,14 @@ def app_config(data_source_name: str = "orthanc") -> str:
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Static files of ``dist`` (``index.html`` for the viewer's routes), DICOMweb proxied."""
 
-    server: "ViewerServer"
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
-                      ".wasm": "application/wasm", ".mjs": "text/javascript"}
+    server: ViewerServer
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".wasm": "application/wasm",
+        ".mjs": "text/javascript",
+    }
 
-    def __init__(self, request: Any, client_address: Any, server: "ViewerServer") -> None:
+    def __init__(self, request: Any, client_address: Any, server: ViewerServer) -> None:
         super().__init__(request, client_address, server, directory=str(server.dist))
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -140,8 +145,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         body = self.rfile.read(length) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "content-type", "range")}
         headers["Authorization"] = self.server.authorization
-        request = urllib.request.Request(self.server.upstream + self.path, data=body, headers=headers,
-                                         method=self.command)
+        request = urllib.request.Request(
+            self.server.upstream + self.path, data=body, headers=headers, method=self.command
+        )
         try:
             response = urllib.request.urlopen(request, timeout=60)
         except urllib.error.HTTPError as error:
@@ -162,8 +168,7 @@ class ViewerServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, dist: Path, upstream: str, authorization: str, port: int = 0,
-                 config: str | None = None) -> None:
+    def __init__(self, dist: Path, upstream: str, authorization: str, port: int = 0, config: str | None = None) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.dist = dist
         self.upstream = upstream.rstrip("/")
@@ -176,7 +181,7 @@ class ViewerServer(http.server.ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def start(self) -> "ViewerServer":
+    def start(self) -> ViewerServer:
         self._thread = threading.Thread(target=self.serve_forever, name="ohif-server", daemon=True)
         self._thread.start()
         return self
@@ -188,8 +193,13 @@ class ViewerServer(http.server.ThreadingHTTPServer):
 
 def chromium_args() -> list[str]:
     """Headless Chromium with software WebGL (SwiftShader): the viewer's images are WebGL."""
-    return ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
-            "--no-sandbox", "--disable-dev-shm-usage"]
+    return [
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
+        "--ignore-gpu-blocklist",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+    ]
 
 
 # --- the browser check (runs where Orthanc is reachable: inside the test's network namespace) ---
@@ -227,7 +237,8 @@ class Viewer:
         page = self.page
         page.goto(f"{self.base_url}/viewer?StudyInstanceUIDs={study_uid}", timeout=self.timeout)
         page.wait_for_function(
-            "n => document.querySelectorAll('[id^=\"thumbnail-\"]').length >= n", arg=n_series,
+            "n => document.querySelectorAll('[id^=\"thumbnail-\"]').length >= n",
+            arg=n_series,
             timeout=self.timeout,
         )
         page.locator('[data-cy="viewport-pane"] canvas.cornerstone-canvas').first.wait_for(timeout=self.timeout)
@@ -242,8 +253,9 @@ class Viewer:
             description = thumb.locator('[data-cy="series-description-label"]')
             row = {
                 "modality": modality.first.inner_text().strip() if modality.count() else None,
-                "description": description.first.inner_text().strip() if description.count() else
-                thumb.inner_text().strip().splitlines()[0],
+                "description": description.first.inner_text().strip()
+                if description.count()
+                else thumb.inner_text().strip().splitlines()[0],
                 "messages": [],
             }
             warning = thumb.locator('button[id^="display-set-tooltip-"]')
@@ -289,14 +301,16 @@ class Viewer:
         self.page.locator(f'[data-cy="{name}-btn"]').first.click()
         if name == "panelSegmentation":
             self.page.locator('[data-cy^="all-segments-visibility-toggle"]').first.wait_for(timeout=self.timeout)
-            self.page.wait_for_function("() => !document.querySelector('[data-cy^=\"measurement-table-row-\"]')",
-                                        timeout=self.timeout)
+            self.page.wait_for_function(
+                "() => !document.querySelector('[data-cy^=\"measurement-table-row-\"]')", timeout=self.timeout
+            )
 
     def rows(self, minimum: int) -> list[dict]:
         """The open panel's rows (measurements or segments): title and detail lines."""
         page = self.page
         page.wait_for_function(
-            "n => document.querySelectorAll('[data-cy=\"data-row-title\"]').length >= n", arg=minimum,
+            "n => document.querySelectorAll('[data-cy=\"data-row-title\"]').length >= n",
+            arg=minimum,
             timeout=self.timeout,
         )
         rows = []
@@ -305,10 +319,14 @@ class Viewer:
             if not title.count():
                 continue
             parent = row.locator("xpath=..")
-            rows.append({
-                "title": title.first.inner_text().strip(),
-                "details": [d.strip() for d in parent.locator('[data-cy="data-row-detail-line"]').all_inner_texts()],
-            })
+            rows.append(
+                {
+                    "title": title.first.inner_text().strip(),
+                    "details": [
+                        d.strip() for d in parent.locator('[data-cy="data-row-detail-line"]').all_inner_texts()
+                    ],
+                }
+            )
         return rows
 
     def canvas_colours(self) -> dict | None:
@@ -360,8 +378,11 @@ def check_study(base_url: str, study_uid: str, expected: dict, out: Path) -> dic
 
             # SR: the overlay of the SR viewport (read-only), then loaded as tracked measurements.
             viewer.load(expected["sr"])
-            report["sr_prompt"] = page.locator('[data-cy="viewport-notification"]').first.inner_text(
-                timeout=viewer.timeout).splitlines()[0]
+            report["sr_prompt"] = (
+                page.locator('[data-cy="viewport-notification"]')
+                .first.inner_text(timeout=viewer.timeout)
+                .splitlines()[0]
+            )
             report["sr_overlay"] = viewer.overlay_texts()
             report["screenshots"] = [viewer.screenshot("ohif-sr-overlay.jpg")]
             viewer.accept_prompt()
@@ -377,8 +398,7 @@ def check_study(base_url: str, study_uid: str, expected: dict, out: Path) -> dic
                 viewer.open_panel("panelSegmentation")
                 report["segments"] = viewer.rows(expected["segments"])
                 try:  # until the segment is drawn; the test judges what was there
-                    page.wait_for_function(f"() => ({_CANVAS_COLOURS})()?.warm > {SEG_PIXELS}",
-                                           timeout=viewer.timeout)
+                    page.wait_for_function(f"() => ({_CANVAS_COLOURS})()?.warm > {SEG_PIXELS}", timeout=viewer.timeout)
                 except PlaywrightError:
                     pass
                 report["seg_canvas"] = viewer.canvas_colours()
@@ -389,7 +409,8 @@ def check_study(base_url: str, study_uid: str, expected: dict, out: Path) -> dic
                 viewer.load(expected["sc"])
                 page.wait_for_function(
                     "d => document.querySelector('[data-cy=\"viewport-pane\"]')?.innerText.includes(d)",
-                    arg=expected["sc"], timeout=viewer.timeout,
+                    arg=expected["sc"],
+                    timeout=viewer.timeout,
                 )
                 report["sc_viewport"] = viewer.viewport_text()
                 report["screenshots"].append(viewer.screenshot("ohif-sc.jpg"))

@@ -129,7 +129,11 @@ class Orthanc:
     """
 
     def __init__(
-        self, ns: NetNamespace, workdir: Path, node_port: int = NODE_PORT, node_aet: str = "MEDDET",
+        self,
+        ns: NetNamespace,
+        workdir: Path,
+        node_port: int = NODE_PORT,
+        node_aet: str = "MEDDET",
         stable_age: int = 2,
     ) -> None:
         self.ns = ns
@@ -157,7 +161,7 @@ class Orthanc:
         }
         self._token = base64.b64encode(f"admin:{self.password}".encode()).decode()
 
-    def start(self, timeout: float = 30.0) -> "Orthanc":
+    def start(self, timeout: float = 30.0) -> Orthanc:
         process = self.ns.popen([ORTHANC_BIN, str(self.config_path)], self.log, env=self.env)
 
         def ready() -> bool:
@@ -182,8 +186,9 @@ class Orthanc:
         """Orthanc's C-ECHO to ``modality`` (the node) succeeds."""
         return self._call("POST", f"/modalities/{modality}/echo", b"{}", check=False).returncode == 0
 
-    def _call(self, method: str, path: str, body: bytes = b"", files: Iterable[Path] = (),
-              check: bool = True) -> subprocess.CompletedProcess:
+    def _call(
+        self, method: str, path: str, body: bytes = b"", files: Iterable[Path] = (), check: bool = True
+    ) -> subprocess.CompletedProcess:
         url = f"http://127.0.0.1:{self.http_port}{path}"
         argv = [sys.executable, "-c", _CLIENT, method, url, self._token, *map(str, files)]
         return self.ns.run(argv, input=body, check=check)
@@ -225,13 +230,23 @@ class Routed:
 
 
 def route_synthetic_study(
-    ns: NetNamespace, tmp: Path, seed: int, *, stable_age: int, quiet_period: float, objects: Sequence[str] = (),
+    ns: NetNamespace,
+    tmp: Path,
+    seed: int,
+    *,
+    stable_age: int,
+    quiet_period: float,
+    objects: Sequence[str] = (),
 ) -> Routed:
     """``meddet synth`` one study (``seed``), then Orthanc and ``meddet serve`` (shipped checkpoint,
     CPU; Orthanc its one destination, asking for ``objects`` when given) in ``ns``; upload the
     study through REST and wait for the node's results of the series."""
-    subprocess.run([*MEDDET, "synth", "--out", str(tmp / "study"), "--studies", "1", "--seed", str(seed)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [*MEDDET, "synth", "--out", str(tmp / "study"), "--studies", "1", "--seed", str(seed)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     [study] = json.loads((tmp / "study" / "index.json").read_text())["studies"]
     files = sorted((tmp / "study" / study["dicom_dir"]).glob("*.dcm"))
     orthanc = Orthanc(ns, tmp / "orthanc", stable_age=stable_age).start()
@@ -243,6 +258,9 @@ def route_synthetic_study(
     wait_for(orthanc.echo, 120, lambda: f"the node answering Orthanc's C-ECHO\n{node_log.read_text()}")
     uploaded_at = time.monotonic()
     orthanc.upload(files)  # routed to the node by deploy/orthanc's Lua rule
-    results = wait_for(lambda: find_results(tmp / "node", study["series_instance_uid"]), 240,
-                       lambda: f"the node's results\n{node_log.read_text()[-4000:]}")
+    results = wait_for(
+        lambda: find_results(tmp / "node", study["series_instance_uid"]),
+        240,
+        lambda: f"the node's results\n{node_log.read_text()[-4000:]}",
+    )
     return Routed(orthanc, study, results, node_log, uploaded_at)

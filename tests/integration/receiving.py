@@ -73,9 +73,9 @@ def completed(factory: sessionmaker[Session], uid: str) -> Series | None:
 
 def instance_count(factory: sessionmaker[Session], uid: str) -> int:
     with factory() as session:
-        return session.scalar(
-            select(func.count(Instance.id)).join(Series).where(Series.series_instance_uid == uid)
-        ) or 0
+        return (
+            session.scalar(select(func.count(Instance.id)).join(Series).where(Series.series_instance_uid == uid)) or 0
+        )
 
 
 def rejected_association(node: Node, factory: sessionmaker[Session]) -> Association | None:

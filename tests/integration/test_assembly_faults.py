@@ -41,7 +41,9 @@ def unknown_vr_instance(folder: Path) -> tuple[Path, str]:
 
 
 def test_an_undecodable_header_skips_its_series_and_the_others_complete(
-    node_settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path,
+    node_settings: Settings,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with running_node(node_settings, session_factory) as node:

@@ -61,8 +61,9 @@ def store_and_request(port: int, datasets: list[Dataset]) -> tuple[Dataset, list
             (MRImageStorage, missing, NO_SUCH_INSTANCE),
             (CTImageStorage, str(datasets[0].SOPInstanceUID), CLASS_INSTANCE_CONFLICT),
         ]
-        transaction = request([(MRImageStorage, str(ds.SOPInstanceUID)) for ds in datasets]
-                              + [(c, i) for c, i, _ in failing])
+        transaction = request(
+            [(MRImageStorage, str(ds.SOPInstanceUID)) for ds in datasets] + [(c, i) for c, i, _ in failing]
+        )
         status, _ = assoc.send_n_action(transaction, 1, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
         assert status.Status == 0x0000
     finally:
@@ -70,14 +71,17 @@ def store_and_request(port: int, datasets: list[Dataset]) -> tuple[Dataset, list
     return transaction, failing
 
 
-def check_report(got: tuple[int, Dataset, str], transaction: Dataset, datasets: list[Dataset],
-                 failing: list[tuple[str, str, int]]) -> None:
+def check_report(
+    got: tuple[int, Dataset, str], transaction: Dataset, datasets: list[Dataset], failing: list[tuple[str, str, int]]
+) -> None:
     event_type, report, calling = got
     assert event_type == 2 and calling == "MEDDET"
     assert report.TransactionUID == transaction.TransactionUID
     assert committed(report) == {str(ds.SOPInstanceUID) for ds in datasets}
-    failed = {(str(i.ReferencedSOPClassUID), str(i.ReferencedSOPInstanceUID)): i.FailureReason
-              for i in report.FailedSOPSequence}
+    failed = {
+        (str(i.ReferencedSOPClassUID), str(i.ReferencedSOPInstanceUID)): i.FailureReason
+        for i in report.FailedSOPSequence
+    }
     assert failed == {(c, i): reason for c, i, reason in failing}
 
 
@@ -85,10 +89,12 @@ def test_a_request_pending_at_stop_is_answered_after_the_restart(
     node_settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
     port = free_port()  # the SCU's own SCP: not listening until after the restart
-    settings = node_settings.model_copy(update={
-        "commitment_association": "new",
-        "commitment_peers": Settings(commitment_peers=f"COMMITSCU@127.0.0.1:{port}").commitment_peers,
-    })
+    settings = node_settings.model_copy(
+        update={
+            "commitment_association": "new",
+            "commitment_peers": Settings(commitment_peers=f"COMMITSCU@127.0.0.1:{port}").commitment_peers,
+        }
+    )
     pending = PendingRequests(settings.data_dir / "commitment")
     datasets = make_mr_series(3, 64, 64)
     node = start_node(settings, session_factory)

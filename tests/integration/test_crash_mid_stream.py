@@ -62,7 +62,9 @@ def test_sigkill_mid_stream_loses_no_acknowledged_instance(
     try:
         factory = make_session_factory(make_engine(f"sqlite:///{tmp_path / 'data' / 'meddet.db'}"))
         with factory() as session:
-            recorded = {uid: path for uid, path in session.execute(select(Instance.sop_instance_uid, Instance.spool_path))}
+            recorded = {
+                uid: path for uid, path in session.execute(select(Instance.sop_instance_uid, Instance.spool_path))
+            }
         spool = tmp_path / "data" / "spool"
         present = {p.stem: p for p in spool.glob("*/*/*.dcm")}
         for uid in acknowledged:  # acknowledged: present and recorded

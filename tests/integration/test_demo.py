@@ -24,7 +24,10 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-c", "from dicom_node.cli import main; main()", "demo", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=400,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MedDet findings" in result.stdout and "ground truth" in result.stdout

@@ -54,8 +54,11 @@ def expected_file(ds: Dataset, syntax: str) -> bytes:
     """What pynetdicom's ``event.encoded_dataset()`` gives for this instance, as received."""
     uid = UID(syntax)
     meta = encode_file_meta(
-        str(ds.SOPClassUID), str(ds.SOPInstanceUID), syntax,
-        PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION,
+        str(ds.SOPClassUID),
+        str(ds.SOPInstanceUID),
+        syntax,
+        PYNETDICOM_IMPLEMENTATION_UID,
+        PYNETDICOM_IMPLEMENTATION_VERSION,
     )
     body = encode(ds, uid.is_implicit_VR, uid.is_little_endian, uid.is_deflated)
     assert body is not None
@@ -95,10 +98,17 @@ def test_every_transfer_syntax_from_pynetdicom_is_streamed_byte_exact(node: Node
 #: storescu's option proposing each transfer syntax (JPEG Lossless Process 14, .57, has none:
 #: pynetdicom covers it above).
 DCMTK_PROPOSE = {
-    "1.2.840.10008.1.2.1": "-xe", "1.2.840.10008.1.2": "-xi", "1.2.840.10008.1.2.1.99": "-xd",
-    "1.2.840.10008.1.2.4.50": "-xy", "1.2.840.10008.1.2.4.51": "-xx", "1.2.840.10008.1.2.4.70": "-xs",
-    "1.2.840.10008.1.2.4.80": "-xt", "1.2.840.10008.1.2.4.81": "-xu", "1.2.840.10008.1.2.4.90": "-xv",
-    "1.2.840.10008.1.2.4.91": "-xw", "1.2.840.10008.1.2.5": "-xr",
+    "1.2.840.10008.1.2.1": "-xe",
+    "1.2.840.10008.1.2": "-xi",
+    "1.2.840.10008.1.2.1.99": "-xd",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
 }
 
 
@@ -113,8 +123,13 @@ def test_every_transfer_syntax_from_dcmtk_is_streamed_byte_exact(node: Node, tmp
         meta_end = 132 + 12 + struct.unpack("<L", data[140:144])[0]
         got = spooled(node, ds).read_bytes()
         syntax = str(ds.file_meta.TransferSyntaxUID)
-        meta = encode_file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), syntax,
-                                PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION)
+        meta = encode_file_meta(
+            str(ds.SOPClassUID),
+            str(ds.SOPInstanceUID),
+            syntax,
+            PYNETDICOM_IMPLEMENTATION_UID,
+            PYNETDICOM_IMPLEMENTATION_VERSION,
+        )
         assert got == meta + data[meta_end:], syntax  # dcmtk sends the data set as stored
     assert node.handlers.handler_stores == 0
 

@@ -26,9 +26,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_small_fault_suite_loses_nothing_and_logs_no_patient_data(tmp_path: Path) -> None:
     out = tmp_path / "faults.json"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "faults.py"), "--small", "--json", str(out),
-         "--keep", str(tmp_path / "work")],
-        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=280,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "faults.py"),
+            "--small",
+            "--json",
+            str(out),
+            "--keep",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=280,
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     result = json.loads(out.read_text())

@@ -74,8 +74,12 @@ def faulty_worker(mode: str, tmp_path: Path, redis_url: str) -> Iterator[Faulty]
     """Run one job (a series registered as the node records it) with the worker in ``mode``."""
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     env = {
-        **os.environ, "MEDDET_DATA_DIR": str(tmp_path / "data"), "MEDDET_DATABASE_URL": url,
-        "MEDDET_BROKER_URL": redis_url, "MEDDET_JOB_LEASE_SECONDS": "3", "OMP_NUM_THREADS": "1",
+        **os.environ,
+        "MEDDET_DATA_DIR": str(tmp_path / "data"),
+        "MEDDET_DATABASE_URL": url,
+        "MEDDET_BROKER_URL": redis_url,
+        "MEDDET_JOB_LEASE_SECONDS": "3",
+        "OMP_NUM_THREADS": "1",
     }
     sessions = migrated_sessions(url)
     settings = Settings(data_dir=tmp_path / "data", database_url=url, broker_url=redis_url)
@@ -103,8 +107,12 @@ def _history(run: Faulty) -> tuple[Job, list[str]]:
 @pytest.mark.parametrize("mode", ["oom", "hard_time_limit"])
 def test_a_job_that_kills_its_worker_fails_after_max_deliveries(mode, tmp_path, redis_url):
     with faulty_worker(mode, tmp_path, redis_url) as run:
-        wait_for(lambda: job_state(run.sessions, run.job_id) == "failed", 150,
-                 f"the job to fail ({mode}); log: {run.log}", interval=0.2)
+        wait_for(
+            lambda: job_state(run.sessions, run.job_id) == "failed",
+            150,
+            f"the job to fail ({mode}); log: {run.log}",
+            interval=0.2,
+        )
     job, history = _history(run)
     assert "worker lost on 3 deliveries" in job.reason, job.reason
     assert history.count("running") == 3, history
@@ -124,8 +132,12 @@ def test_a_pool_process_that_loads_its_model_slowly_replaces_a_killed_one(tmp_pa
     loads the model again; Celery killed any that took over 4 s to start (a loaded host), again
     and again, so the worker never ran another job."""
     with faulty_worker("slow_warm_up", tmp_path, redis_url) as run:
-        wait_for(lambda: job_state(run.sessions, run.job_id) in ("done", "failed"), 90,
-                 f"the job; log: {run.log}", interval=0.2)
+        wait_for(
+            lambda: job_state(run.sessions, run.job_id) in ("done", "failed"),
+            90,
+            f"the job; log: {run.log}",
+            interval=0.2,
+        )
     job, history = _history(run)
     assert job.state.value == "done", (job.reason, history)
     assert history.count("running") == 2, history

@@ -83,11 +83,25 @@ def viewed(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "measurements": len(written.findings["findings"]),
             "segments": len(herniations),
         }
-        env = dict(os.environ, ORTHANC_URL=f"http://127.0.0.1:{orthanc.http_port}",
-                   ORTHANC_AUTHORIZATION=orthanc.authorization, OMP_NUM_THREADS="1")
-        browser = ns.run([sys.executable, "-m", "tests.integration.ohif", study["study_instance_uid"],
-                          json.dumps(expected), str(tmp / "screenshots")],
-                         cwd=REPO, env=env, timeout=180)
+        env = dict(
+            os.environ,
+            ORTHANC_URL=f"http://127.0.0.1:{orthanc.http_port}",
+            ORTHANC_AUTHORIZATION=orthanc.authorization,
+            OMP_NUM_THREADS="1",
+        )
+        browser = ns.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.ohif",
+                study["study_instance_uid"],
+                json.dumps(expected),
+                str(tmp / "screenshots"),
+            ],
+            cwd=REPO,
+            env=env,
+            timeout=180,
+        )
         output = browser.stdout.decode(errors="replace")
         assert browser.returncode == 0, output + browser.stderr.decode(errors="replace")[-4000:]
         report = json.loads(output)
@@ -139,8 +153,10 @@ def test_seg_is_listed_with_our_segment_labels_and_drawn(viewed: dict) -> None:
     assert report["seg_prompt"] == "Do you want to open this Segmentation?"
     # discs of unknown level are numbered in document order, normal ones included (as the SR's)
     unknown = [f for f in viewed["findings"]["findings"] if f["level"] == "unknown"]
-    labels = [f"{f['level']} herniation" if f["level"] != "unknown"
-              else f"herniation, level unknown ({unknown.index(f) + 1})" for f in viewed["herniations"]]
+    labels = [
+        f"{f['level']} herniation" if f["level"] != "unknown" else f"herniation, level unknown ({unknown.index(f) + 1})"
+        for f in viewed["herniations"]
+    ]
     assert [row["title"] for row in report["segments"]] == labels
     # the overlay is drawn on the image: the grey canvas holds pixels of our red/orange segments
     assert report["seg_canvas"]["warm"] > ohif.SEG_PIXELS, report["seg_canvas"]
@@ -151,5 +167,6 @@ def test_gsps_is_refused_and_the_burned_in_fallback_is_shown(viewed: dict) -> No
     report = viewed["report"]
     [gsps] = [row for row in report["series"] if row["description"] == DESCRIPTIONS["gsps"]]
     assert gsps["messages"] == ["SOP Class UID is not supported."], (
-        "OHIF's answer to our GSPS changed: update docs/conformance.md (section 6) and this test")
+        "OHIF's answer to our GSPS changed: update docs/conformance.md (section 6) and this test"
+    )
     assert DESCRIPTIONS["sc"] in report["sc_viewport"]

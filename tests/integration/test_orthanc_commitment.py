@@ -18,6 +18,7 @@ from tests.integration.orthanc_netns import NODE_PORT, NetNamespace, Orthanc
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
+
 def test_orthanc_storage_commitment_is_confirmed_by_the_node(namespace: NetNamespace, tmp_path: Path) -> None:
     orthanc = Orthanc(namespace, tmp_path / "orthanc", node_port=NODE_PORT, stable_age=60)
     (tmp_path / "model.pt").write_bytes(b"stand-in checkpoint: only its version is read here")
@@ -39,9 +40,10 @@ def test_orthanc_storage_commitment_is_confirmed_by_the_node(namespace: NetNames
     study_id = next(i["ID"] for i in orthanc.post("/tools/lookup", study_uid) if i["Type"] == "Study")
 
     wait_for(orthanc.echo, 60, lambda: f"the node\n{node_log.read_text()[-3000:]}")
-    job = orthanc.post("/modalities/MEDDET/store", json.dumps(
-        {"Resources": [study_id], "StorageCommitment": True, "Synchronous": True}
-    ))
+    job = orthanc.post(
+        "/modalities/MEDDET/store",
+        json.dumps({"Resources": [study_id], "StorageCommitment": True, "Synchronous": True}),
+    )
     transaction = job["StorageCommitmentTransactionUID"]
 
     def report() -> dict | None:
@@ -52,6 +54,7 @@ def test_orthanc_storage_commitment_is_confirmed_by_the_node(namespace: NetNames
     assert result["Status"] == "Success", result
     assert {item["SOPInstanceUID"] for item in result["Success"]} == {str(ds.SOPInstanceUID) for ds in datasets}
     assert result["Failures"] == []
+
     # Orthanc has the report before the node hears its N-EVENT-REPORT-RSP and logs delivery
     def delivered() -> str | None:
         text = node_log.read_text()

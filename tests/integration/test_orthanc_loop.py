@@ -67,17 +67,26 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
             return series if count >= len(written.objects) and all(s["IsStable"] for s in series) else None
 
         series = wait_for(stored, 60, lambda: f"the results in Orthanc\n{orthanc.log_text()[-3000:]}")
-        print(f"upload to results stored and stable in Orthanc: {time.monotonic() - routed.uploaded_at:.1f} s "
-              "(StableAge 2 s, twice)")
+        print(
+            f"upload to results stored and stable in Orthanc: {time.monotonic() - routed.uploaded_at:.1f} s "
+            "(StableAge 2 s, twice)"
+        )
         objects: dict[str, list[Dataset]] = {}
         for s in series:
             objects.setdefault(s["MainDicomTags"]["Modality"], []).extend(_download(orthanc, s))
         qido = orthanc.get(f"/dicom-web/studies/{study['study_instance_uid']}/series")
         return Loop(
-            study["study_instance_uid"], study["series_instance_uid"], set(study["herniated_levels"]),
-            json.loads((tmp / "study" / study["ground_truth"]).read_text()), series, objects, [s["00080060"]["Value"][0] for s in qido],
-            written.findings, [o["sop_instance_uid"] for o in written.objects],
-            routed.node_log.read_text(errors="replace"), orthanc.log_text(),
+            study["study_instance_uid"],
+            study["series_instance_uid"],
+            set(study["herniated_levels"]),
+            json.loads((tmp / "study" / study["ground_truth"]).read_text()),
+            series,
+            objects,
+            [s["00080060"]["Value"][0] for s in qido],
+            written.findings,
+            [o["sop_instance_uid"] for o in written.objects],
+            routed.node_log.read_text(errors="replace"),
+            orthanc.log_text(),
         )
 
 
@@ -141,7 +150,8 @@ def _sr_findings(sr_ds: Dataset) -> dict[str, SRFinding]:
         points = group.roi.value
         (source,) = group.roi.ContentSequence
         result[group.tracking_identifier.removesuffix(" disc")] = SRFinding(
-            group.finding_type.value == HERNIATION, float(certainty.value),
+            group.finding_type.value == HERNIATION,
+            float(certainty.value),
             str(source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID),
             (*points.min(axis=0).tolist(), *points.max(axis=0).tolist()),
         )

@@ -78,8 +78,16 @@ def test_orthanc_accepts_results_from_the_node_ae(namespace: NetNamespace, tmp_p
     study_uid = generate_uid()
     _mr_series(tmp_path / "result", 1, "CSPINE", "MedDet stand-in", study_uid)
     sent = namespace.run(
-        [STORESCU, "-aet", "MEDDET", "-aec", orthanc.aet, "127.0.0.1", str(orthanc.dicom_port),
-         str(tmp_path / "result" / "001.dcm")],
+        [
+            STORESCU,
+            "-aet",
+            "MEDDET",
+            "-aec",
+            orthanc.aet,
+            "127.0.0.1",
+            str(orthanc.dicom_port),
+            str(tmp_path / "result" / "001.dcm"),
+        ],
         env={**os.environ, "TCP_NODELAY": "1"},
     )
     assert sent.returncode == 0, sent.stderr

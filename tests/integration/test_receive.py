@@ -34,6 +34,7 @@ from tests.integration.receiving import MODEL, completed, instance_count, send, 
 
 pytestmark = pytest.mark.integration
 
+
 def test_storescu_series_becomes_a_selected_series_with_a_queued_job(
     node: Node, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
@@ -55,9 +56,7 @@ def test_storescu_series_becomes_a_selected_series_with_a_queued_job(
         assert path.stat().st_size > 128 * 128 * 2
 
 
-@pytest.mark.parametrize(
-    "syntax", [JPEGLSLossless, JPEG2000Lossless, RLELossless, DeflatedExplicitVRLittleEndian]
-)
+@pytest.mark.parametrize("syntax", [JPEGLSLossless, JPEG2000Lossless, RLELossless, DeflatedExplicitVRLittleEndian])
 def test_compressed_transfer_syntaxes_are_kept_as_sent(
     node: Node, session_factory: sessionmaker[Session], syntax: str
 ) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from io import BytesIO
 from pathlib import Path
 
+import pynetdicom._config
 import pytest
 from pydicom.dataset import Dataset
-import pynetdicom._config
 from pynetdicom import AE
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker

@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
 from pynetdicom import AE
 from pynetdicom.association import Association as PynetdicomAssociation
-from pynetdicom.transport import AssociationSocket
 from pynetdicom.sop_class import MRImageStorage, Verification
+from pynetdicom.transport import AssociationSocket
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -207,9 +207,7 @@ def test_a_tiny_instance_declaring_a_huge_image_is_quarantined_with_the_reason(
         assert "65535 x 65535 x 10000" in record.reason
 
 
-def test_an_endless_dimse_command_set_aborts(
-    node_settings: Settings, session_factory: sessionmaker[Session]
-) -> None:
+def test_an_endless_dimse_command_set_aborts(node_settings: Settings, session_factory: sessionmaker[Session]) -> None:
     with running_node(node_settings, session_factory, max_pdu=16384) as node:
         assoc = associated(node)
         sock = dul_socket(assoc)

@@ -24,10 +24,26 @@ pytestmark = pytest.mark.integration
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "node.crt", tmp_path / "node.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -79,20 +95,51 @@ def test_a_silent_tcp_connection_does_not_stop_tls_associations(
 
 def _ca_and_client(tmp_path: Path, client_cn: str) -> tuple[Path, Path, Path, Path, Path]:
     """A CA, the node's certificate and a client certificate for ``client_cn``, all signed by it."""
+
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
     ca, ca_key = tmp_path / "ca.crt", tmp_path / "ca.key"
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test CA",
-        "-keyout", str(ca_key), "-out", str(ca))
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+    )
     made = []
-    for name, subj, ext in (("node", "/CN=localhost", "subjectAltName=IP:127.0.0.1"),
-                            ("client", f"/CN={client_cn}", "extendedKeyUsage=clientAuth")):
+    for name, subj, ext in (
+        ("node", "/CN=localhost", "subjectAltName=IP:127.0.0.1"),
+        ("client", f"/CN={client_cn}", "extendedKeyUsage=clientAuth"),
+    ):
         key, csr, crt = tmp_path / f"{name}.key", tmp_path / f"{name}.csr", tmp_path / f"{name}.crt"
         run("req", "-newkey", "rsa:2048", "-nodes", "-subj", subj, "-keyout", str(key), "-out", str(csr))
         (tmp_path / f"{name}.ext").write_text(ext + "\n")
-        run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-            "-days", "1", "-extfile", str(tmp_path / f"{name}.ext"), "-out", str(crt))
+        run(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            str(tmp_path / f"{name}.ext"),
+            "-out",
+            str(crt),
+        )
         made += [crt, key]
     return ca, made[0], made[1], made[2], made[3]
 

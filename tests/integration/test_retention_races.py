@@ -7,7 +7,7 @@ instance acknowledged between retention's plan and its delete must stay on disk.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -52,7 +52,7 @@ def _finished_series(node: Node, factory: sessionmaker[Session], n: int = 5) -> 
     series = wait_for(lambda: completed(factory, datasets[0].SeriesInstanceUID))
     with factory() as session:
         row = session.get(Series, series.id)
-        row.completed_at = datetime.now(timezone.utc) - timedelta(minutes=5)
+        row.completed_at = datetime.now(UTC) - timedelta(minutes=5)
         for job in session.scalars(select(Job).where(Job.series_id == series.id)):
             job.state = JobState.done
         session.commit()
@@ -99,19 +99,23 @@ def test_an_instance_acknowledged_between_plan_and_delete_survives(
     assert _spooled(node, late).is_file(), "an acknowledged instance was deleted"
 
 
-def test_a_removal_deletes_only_the_planned_files(
-    settings: Settings, session_factory: sessionmaker[Session]
-) -> None:
+def test_a_removal_deletes_only_the_planned_files(settings: Settings, session_factory: sessionmaker[Session]) -> None:
     """Deterministic half of the race: a file spooled after the plan, not yet recorded."""
     folder = settings.spool_dir / "1.2" / "1.2.3"
     folder.mkdir(parents=True)
     (folder / "1.2.3.1.dcm").write_bytes(b"x" * 10)
     with session_factory() as session:
-        session.add(Series(series_instance_uid="1.2.3", study_instance_uid="1.2",
-                           spool_path=str(folder), state="skipped",
-                           completed_at=datetime.now(timezone.utc) - timedelta(hours=1)))
+        session.add(
+            Series(
+                series_instance_uid="1.2.3",
+                study_instance_uid="1.2",
+                spool_path=str(folder),
+                state="skipped",
+                completed_at=datetime.now(UTC) - timedelta(hours=1),
+            )
+        )
         session.commit()
-        (removal,) = retention.plan(settings, session, datetime.now(timezone.utc))
+        (removal,) = retention.plan(settings, session, datetime.now(UTC))
     (folder / "1.2.3.2.dcm").write_bytes(b"y" * 10)  # acknowledged after the plan
     with session_factory() as session, session.begin():
         assert retention._remove(session, removal)

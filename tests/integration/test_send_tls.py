@@ -26,10 +26,26 @@ def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (server or client) and its key."""
     cert, key = folder / f"{name}.crt", folder / f"{name}.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -38,8 +54,7 @@ def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
 def certs(tmp_path: Path) -> dict[str, Path]:
     server_cert, server_key = self_signed(tmp_path, "pacs")
     client_cert, client_key = self_signed(tmp_path, "meddet")
-    return {"server_cert": server_cert, "server_key": server_key,
-            "client_cert": client_cert, "client_key": client_key}
+    return {"server_cert": server_cert, "server_key": server_key, "client_cert": client_cert, "client_key": client_key}
 
 
 @pytest.fixture
@@ -61,8 +76,9 @@ def tls_scp(certs: dict[str, Path]) -> Iterator[Callable[[bool], tuple[int, list
             context.load_verify_locations(certs["client_cert"])
         ae = AE(ae_title="PACS")
         ae.add_supported_context(MRImageStorage)
-        server = ae.start_server(("127.0.0.1", 0), block=False, ssl_context=context,
-                                 evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        server = ae.start_server(
+            ("127.0.0.1", 0), block=False, ssl_context=context, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+        )
         servers.append(server)
         return int(server.server_address[1]), received
 
@@ -87,8 +103,11 @@ def test_destination_tls_option_parses_and_prints() -> None:
 def test_results_are_sent_over_mutual_tls(tmp_path: Path, certs: dict[str, Path], tls_scp) -> None:
     port, received = tls_scp(True)
     settings = settings_for(
-        tmp_path, f"PACS@127.0.0.1:{port}?tls=1", destination_tls_ca=certs["server_cert"],
-        destination_tls_cert=certs["client_cert"], destination_tls_key=certs["client_key"],
+        tmp_path,
+        f"PACS@127.0.0.1:{port}?tls=1",
+        destination_tls_ca=certs["server_cert"],
+        destination_tls_cert=certs["client_cert"],
+        destination_tls_key=certs["client_key"],
     )
     datasets = make_mr_series(2, 32, 32)
     report = send_objects(datasets, settings.destinations[0], calling_ae="MEDDET", retries=0)
@@ -100,19 +119,15 @@ def test_an_unverified_destination_gets_nothing(tmp_path: Path, tls_scp) -> None
     """No CA given: the self-signed certificate is not trusted, nothing is sent."""
     port, received = tls_scp(False)
     settings = settings_for(tmp_path, f"PACS@127.0.0.1:{port}?tls=1")
-    report = send_objects(make_mr_series(1, 32, 32), settings.destinations[0], calling_ae="MEDDET",
-                          retries=0)
+    report = send_objects(make_mr_series(1, 32, 32), settings.destinations[0], calling_ae="MEDDET", retries=0)
     assert not report.ok and report.failed[0].outcome == "unreachable"
     assert received == []
 
 
-def test_mutual_tls_without_our_certificate_sends_nothing(
-    tmp_path: Path, certs: dict[str, Path], tls_scp
-) -> None:
+def test_mutual_tls_without_our_certificate_sends_nothing(tmp_path: Path, certs: dict[str, Path], tls_scp) -> None:
     port, received = tls_scp(True)
     settings = settings_for(tmp_path, f"PACS@127.0.0.1:{port}?tls=1", destination_tls_ca=certs["server_cert"])
-    report = send_objects(make_mr_series(1, 32, 32), settings.destinations[0], calling_ae="MEDDET",
-                          retries=0)
+    report = send_objects(make_mr_series(1, 32, 32), settings.destinations[0], calling_ae="MEDDET", retries=0)
     assert not report.ok and received == []
 
 

@@ -61,7 +61,10 @@ def _send(tmp_path: Path, env: dict[str, str], n: int = 8) -> None:
     files = write_series(series_datasets(n, seed=3), tmp_path / "to-send")
     subprocess.run(
         [STORESCU, "-aec", "MEDDET", "127.0.0.1", env["MEDDET_PORT"], *map(str, files)],
-        env={**os.environ, "TCP_NODELAY": "1"}, check=True, capture_output=True, timeout=60,
+        env={**os.environ, "TCP_NODELAY": "1"},
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
 
 
@@ -129,7 +132,10 @@ def test_a_late_instance_reruns_the_finished_job(tmp_path, scp, checkpoint):
         late.save_as(path)
         subprocess.run(
             [STORESCU, "-aec", "MEDDET", "127.0.0.1", env["MEDDET_PORT"], str(path)],
-            env={**os.environ, "TCP_NODELAY": "1"}, check=True, capture_output=True, timeout=60,
+            env={**os.environ, "TCP_NODELAY": "1"},
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         sessions, _ = _one_job(env)
 

@@ -61,10 +61,7 @@ def scu(ae_title: str = "COMMITSCU") -> AE:
 
 
 def references(report: Dataset, sequence: str) -> dict[str, int | None]:
-    return {
-        str(item.ReferencedSOPInstanceUID): item.get("FailureReason")
-        for item in report.get(sequence, [])
-    }
+    return {str(item.ReferencedSOPInstanceUID): item.get("FailureReason") for item in report.get(sequence, [])}
 
 
 def test_report_on_the_same_association_with_committed_and_failed_references(node: Node) -> None:
@@ -75,8 +72,9 @@ def test_report_on_the_same_association_with_committed_and_failed_references(nod
         reports.put((event.event_type, event.event_information))
         return 0x0000, None
 
-    assoc = scu().associate("127.0.0.1", node.port, ae_title="MEDDET",
-                            evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    assoc = scu().associate(
+        "127.0.0.1", node.port, ae_title="MEDDET", evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)]
+    )
     assert assoc.is_established
     try:
         assert [assoc.send_c_store(ds).Status for ds in stored] == [statuses.SUCCESS] * 3
@@ -119,13 +117,17 @@ def test_everything_committed_is_event_type_1_and_an_invalid_request_is_refused(
         refused, _ = assoc.send_n_action(empty, 1, StorageCommitmentPushModel, WELL_KNOWN_INSTANCE)
         assert refused.Status == 0x0115  # invalid argument value: no references
         wrong_action, _ = assoc.send_n_action(
-            request([(MRImageStorage, str(stored[0].SOPInstanceUID))]), 2,
-            StorageCommitmentPushModel, WELL_KNOWN_INSTANCE,
+            request([(MRImageStorage, str(stored[0].SOPInstanceUID))]),
+            2,
+            StorageCommitmentPushModel,
+            WELL_KNOWN_INSTANCE,
         )
         assert wrong_action.Status == 0x0123  # no such action
         status, _ = assoc.send_n_action(
-            request([(MRImageStorage, str(ds.SOPInstanceUID)) for ds in stored]), 1,
-            StorageCommitmentPushModel, WELL_KNOWN_INSTANCE,
+            request([(MRImageStorage, str(ds.SOPInstanceUID)) for ds in stored]),
+            1,
+            StorageCommitmentPushModel,
+            WELL_KNOWN_INSTANCE,
         )
         assert status.Status == 0x0000
         event_type, report = reports.get(timeout=30)
@@ -157,10 +159,12 @@ def test_report_on_a_new_association_to_the_requesting_ae(
 ) -> None:
     """``new``: always a new association; ``same``: a new one because the SCU released first."""
     listener, port, reports = listening_scu("COMMITSCU")
-    settings = node_settings.model_copy(update={
-        "commitment_association": mode,
-        "commitment_peers": Settings(commitment_peers=f"COMMITSCU@127.0.0.1:{port}").commitment_peers,
-    })
+    settings = node_settings.model_copy(
+        update={
+            "commitment_association": mode,
+            "commitment_peers": Settings(commitment_peers=f"COMMITSCU@127.0.0.1:{port}").commitment_peers,
+        }
+    )
     node = start_node(settings, session_factory)
     try:
         stored = make_mr_series(2, 64, 64)

@@ -73,8 +73,7 @@ def _env(tmp_path: Path, database_url: str, broker_url: str, destination: str, c
 
 
 def _settings(env: dict[str, str], **overrides) -> Settings:
-    keys = {k[len("MEDDET_"):].lower(): v for k, v in env.items()
-            if k.startswith("MEDDET_") and k != "MEDDET_CONFIG"}
+    keys = {k[len("MEDDET_") :].lower(): v for k, v in env.items() if k.startswith("MEDDET_") and k != "MEDDET_CONFIG"}
     return Settings(**{**keys, **overrides})
 
 
@@ -82,7 +81,10 @@ def _meddet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     """Run a ``meddet`` command; it must succeed."""
     cli = subprocess.run(
         [sys.executable, "-c", "from dicom_node.cli import main; main()", *args],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert cli.returncode == 0, cli.stderr
     return cli
@@ -124,20 +126,32 @@ class Loop:
 
     def submit(self, n_slices: int, spool: Path) -> int:
         """Register a series as the node does (job + outbox row) and wake the relay."""
-        job_id = register_series(self.sessions, series_datasets(n_slices), spool,
-                                 _model_version(Path(self.env["MEDDET_CHECKPOINT"])))
+        job_id = register_series(
+            self.sessions, series_datasets(n_slices), spool, _model_version(Path(self.env["MEDDET_CHECKPOINT"]))
+        )
         self.relay.notify()
         return job_id
 
     def wait_finished(self, job_id: int) -> str:
         finished = ("done", "failed", "quarantined")
-        return wait_for(lambda: (s := job_state(self.sessions, job_id)) in finished and s,
-                        120, f"job {job_id} to finish", interval=0.2)
+        return wait_for(
+            lambda: (s := job_state(self.sessions, job_id)) in finished and s,
+            120,
+            f"job {job_id} to finish",
+            interval=0.2,
+        )
 
 
 @contextmanager
-def distributed(tmp_path: Path, database_url: str, redis_url: str, destination: str,
-                checkpoint: Path, *worker_args: str, **worker_env: str) -> Iterator[Loop]:
+def distributed(
+    tmp_path: Path,
+    database_url: str,
+    redis_url: str,
+    destination: str,
+    checkpoint: Path,
+    *worker_args: str,
+    **worker_env: str,
+) -> Iterator[Loop]:
     env = _env(tmp_path, database_url, redis_url, destination, checkpoint)
     settings = _settings(env)
     sessions = migrated_sessions(database_url)
@@ -153,8 +167,9 @@ def distributed(tmp_path: Path, database_url: str, redis_url: str, destination: 
 
 def _run_distributed_loop(tmp_path, database_url, redis_url, scp, checkpoint) -> None:
     metrics_port = free_port()
-    with distributed(tmp_path, database_url, redis_url, scp.destination, checkpoint,
-                     MEDDET_METRICS_PORT=str(metrics_port)) as loop:
+    with distributed(
+        tmp_path, database_url, redis_url, scp.destination, checkpoint, MEDDET_METRICS_PORT=str(metrics_port)
+    ) as loop:
         job_id = loop.submit(8, tmp_path / "spool")
         loop.wait_finished(job_id)
         url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -179,14 +194,12 @@ def test_distributed_loop_on_postgresql(tmp_path, redis_url, scp, checkpoint, po
 
 
 def _running_pids(loop: Loop, job_id: int) -> list[int]:
-    return [int(json.loads(e["detail"])["pid"])
-            for e in _history(loop.sessions, job_id) if e["state"] == "running"]
+    return [int(json.loads(e["detail"])["pid"]) for e in _history(loop.sessions, job_id) if e["state"] == "running"]
 
 
 @pytest.mark.slow
 def test_sigkill_mid_job_redelivers_and_sends_once(tmp_path, redis_url, scp, checkpoint):
-    with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination,
-                     checkpoint) as loop:
+    with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination, checkpoint) as loop:
         job_id = loop.submit(20, tmp_path / "spool")
         (pid,) = wait_for(lambda: _running_pids(loop, job_id), 60, "the job to start running", interval=0.02)
         os.kill(pid, signal.SIGKILL)  # the pool process running the job dies mid-job
@@ -204,8 +217,15 @@ def test_sigkill_mid_job_redelivers_and_sends_once(tmp_path, redis_url, scp, che
 def test_whole_worker_killed_its_job_goes_to_the_next_worker(tmp_path, redis_url, scp, checkpoint):
     """The worker's main process dies too (OOM, host crash): the unacked message comes back
     after the visibility timeout to whichever worker runs then."""
-    with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination,
-                     checkpoint, "--visibility-timeout", "6") as loop:
+    with distributed(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'audit.db'}",
+        redis_url,
+        scp.destination,
+        checkpoint,
+        "--visibility-timeout",
+        "6",
+    ) as loop:
         job_id = loop.submit(20, tmp_path / "spool")
         wait_for(lambda: _running_pids(loop, job_id), 60, "the job to start running", interval=0.02)
         loop.worker.kill()
@@ -223,8 +243,7 @@ def test_whole_worker_killed_its_job_goes_to_the_next_worker(tmp_path, redis_url
 @pytest.mark.slow
 def test_destination_down_retries_fails_then_resend_succeeds(tmp_path, redis_url, checkpoint):
     scp = TestPACS(ae_title="DEST")  # not started: the destination is down
-    with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination,
-                     checkpoint) as loop:
+    with distributed(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}", redis_url, scp.destination, checkpoint) as loop:
         job_id = loop.submit(6, tmp_path / "spool")
         assert loop.wait_finished(job_id) == "failed"
     sessions, settings, env = loop.sessions, loop.settings, loop.env
@@ -249,8 +268,11 @@ def test_destination_down_retries_fails_then_resend_succeeds(tmp_path, redis_url
 
 def test_embedded_loop_runs_in_process(tmp_path, scp, checkpoint):
     settings = Settings(
-        data_dir=tmp_path / "data", destinations=scp.destination, checkpoint=checkpoint,
-        device="cpu", send_retries=1,
+        data_dir=tmp_path / "data",
+        destinations=scp.destination,
+        checkpoint=checkpoint,
+        device="cpu",
+        send_retries=1,
     )
     sessions = migrated_sessions(settings.effective_database_url)
     metrics = Metrics()
@@ -259,8 +281,9 @@ def test_embedded_loop_runs_in_process(tmp_path, scp, checkpoint):
     try:
         job_id = register_series(sessions, series_datasets(6), tmp_path / "spool", _model_version(checkpoint))
         dispatcher.notify()
-        wait_for(lambda: job_state(sessions, job_id) in ("done", "failed", "quarantined"), 120,
-                 "job to finish", interval=0.2)
+        wait_for(
+            lambda: job_state(sessions, job_id) in ("done", "failed", "quarantined"), 120, "job to finish", interval=0.2
+        )
     finally:
         dispatcher.stop(timeout=60)
     assert _states(_history(sessions, job_id)) == EVERY_STATE, _history(sessions, job_id)
@@ -274,8 +297,11 @@ def test_embedded_loop_runs_in_process(tmp_path, scp, checkpoint):
 def test_embedded_destination_down_fails_then_meddet_retry_runs_it_again(tmp_path, checkpoint):
     scp = TestPACS(ae_title="DEST")  # down for the first run
     settings = Settings(
-        data_dir=tmp_path / "data", destinations=scp.destination, checkpoint=checkpoint,
-        device="cpu", send_retries=1,
+        data_dir=tmp_path / "data",
+        destinations=scp.destination,
+        checkpoint=checkpoint,
+        device="cpu",
+        send_retries=1,
     )
     sessions = migrated_sessions(settings.effective_database_url)
     dispatcher = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2, retry_backoff=0.2)

@@ -139,8 +139,12 @@ def findings_for(sources: list[Dataset], multiframe: bool = False) -> dict[str, 
     }
 
 
-OPERATING_POINT = {"threshold": 0.31, "target_sensitivity": 0.9, "method": "platt",
-                   "data": "synthetic seeds 300000-300399"}
+OPERATING_POINT = {
+    "threshold": 0.31,
+    "target_sensitivity": 0.9,
+    "method": "platt",
+    "data": "synthetic seeds 300000-300399",
+}
 NO_ANCHOR = "no C2 anchor found: levels cannot be counted"
 
 
@@ -163,10 +167,25 @@ def calibrated_findings_for(sources: list[Dataset], multiframe: bool = False) ->
         return {"sop_instance_uid": sources[i].SOPInstanceUID}
 
     doc["findings"] += [
-        {"level": "unknown", "label": "herniation", "score": 0.77, "probability": 0.77,
-         "protrusion_mm": 1.9, "box": [20, 30, 40, 38], "reason": NO_ANCHOR, **ref(3)},
-        {"level": "unknown", "label": "normal_disc", "score": 0.05, "probability": 0.05,
-         "box": [20, 44, 40, 52], "reason": "chain of discs inconsistent: 2 gaps", **ref(3)},
+        {
+            "level": "unknown",
+            "label": "herniation",
+            "score": 0.77,
+            "probability": 0.77,
+            "protrusion_mm": 1.9,
+            "box": [20, 30, 40, 38],
+            "reason": NO_ANCHOR,
+            **ref(3),
+        },
+        {
+            "level": "unknown",
+            "label": "normal_disc",
+            "score": 0.05,
+            "probability": 0.05,
+            "box": [20, 44, 40, 52],
+            "reason": "chain of discs inconsistent: 2 gaps",
+            **ref(3),
+        },
     ]
     return doc
 

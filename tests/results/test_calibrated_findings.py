@@ -25,10 +25,10 @@ from dicom_node.results.common import (
 )
 from tests.results.conftest import dciodvfy
 from tests.results.make_sources import (
-    by_kind,
     ALL_KINDS,
-    SR_READERS,
     NO_ANCHOR,
+    SR_READERS,
+    by_kind,
     calibrated_findings_for,
     enhanced_mr,
     findings_for,
@@ -77,8 +77,9 @@ def test_sr_carries_probability_operating_point_protrusion_and_unknown_levels(tm
     sources = mr_series()
     doc = calibrated_findings_for(sources)
     objects = _written_clean(tmp_path, doc, sources, sr_kind)
-    proc = subprocess.run(["/usr/bin/dsrdump", str(tmp_path / "out" / "00-sr.dcm")],
-                          capture_output=True, text=True, errors="replace")
+    proc = subprocess.run(
+        ["/usr/bin/dsrdump", str(tmp_path / "out" / "00-sr.dcm")], capture_output=True, text=True, errors="replace"
+    )
     assert proc.returncode == 0 and "E:" not in proc.stderr, proc.stderr
 
     sr = SR_READERS[sr_kind].from_dataset(objects["sr"])
@@ -107,7 +108,9 @@ def test_sr_carries_probability_operating_point_protrusion_and_unknown_levels(tm
             assert float(protrusion.value) == pytest.approx(item["protrusion_mm"])
             assert protrusion.unit == codes.UCUM.Millimeter
         # The first Comment is the label a viewer shows (as the GSPS text); then the reason.
-        label = f"{item['level']} {'herniation' if herniation else 'normal'} {round(100 * (p if herniation else 1 - p))}%"
+        label = (
+            f"{item['level']} {'herniation' if herniation else 'normal'} {round(100 * (p if herniation else 1 - p))}%"
+        )
         if item["level"] == "unknown":
             assert group.finding_sites == numbers.finding_sites == []  # no level claimed
             label = label.replace("unknown", "disc (level unknown)", 1)
@@ -142,14 +145,15 @@ def test_seg_gsps_sc_name_no_level_for_unknown_discs(tmp_path):
 
     gsps = objects["gsps"]
     texts = [t.UnformattedTextValue for a in gsps.GraphicAnnotationSequence for t in a.TextObjectSequence]
-    assert sorted(texts) == ["C5-C6 herniation 91%", "C6-C7 herniation 63%",
-                             "disc (level unknown) herniation 77%"]
-    graphics = {g.TrackingID: g.TrackingUID for a in gsps.GraphicAnnotationSequence
-                for g in a.GraphicObjectSequence}
+    assert sorted(texts) == ["C5-C6 herniation 91%", "C6-C7 herniation 63%", "disc (level unknown) herniation 77%"]
+    graphics = {g.TrackingID: g.TrackingUID for a in gsps.GraphicAnnotationSequence for g in a.GraphicObjectSequence}
     assert graphics == {k: v for k, v in sr_uids.items() if k != "C4-C5 disc" and k != "unknown disc 2"}
 
-    comments = {ds.SourceImageSequence[0].ReferencedSOPInstanceUID: ds.ImageComments
-                for name, ds in objects.items() if name.startswith("sc")}
+    comments = {
+        ds.SourceImageSequence[0].ReferencedSOPInstanceUID: ds.ImageComments
+        for name, ds in objects.items()
+        if name.startswith("sc")
+    }
     assert comments[sources[3].SOPInstanceUID] == "disc (level unknown) herniation 77%"
     assert comments[sources[2].SOPInstanceUID] == "C5-C6 herniation 91%"
 
@@ -167,11 +171,8 @@ def test_old_document_without_calibration_works_as_before(tmp_path):
         assert [m.name for m in numbers.get_measurements()] == [CERTAINTY_OF_FINDING]
         assert _texts(group, codes.DCM.AlgorithmParameters) == []
     seg = hd.seg.Segmentation.from_dataset(objects["seg"])
-    assert "AlgorithmParameters" not in (
-        seg.get_segment_description(1).SegmentationAlgorithmIdentificationSequence[0]
-    )
-    texts = [t.UnformattedTextValue for a in objects["gsps"].GraphicAnnotationSequence
-             for t in a.TextObjectSequence]
+    assert "AlgorithmParameters" not in (seg.get_segment_description(1).SegmentationAlgorithmIdentificationSequence[0])
+    texts = [t.UnformattedTextValue for a in objects["gsps"].GraphicAnnotationSequence for t in a.TextObjectSequence]
     assert sorted(texts) == ["C5-C6 herniation 91%", "C6-C7 herniation 63%"]
 
 
@@ -184,8 +185,9 @@ def test_multiframe_source_with_unknown_levels(tmp_path):
         source_sop_instance_uid=source.SOPInstanceUID, source_frame_numbers=[4], segment_numbers=[3]
     )
     assert pixels[0, 30:38, 20:40, 0].all()  # the unknown herniation on frame 4
-    frames = {int(a.ReferencedImageSequence[0].ReferencedFrameNumber)
-              for a in objects["gsps"].GraphicAnnotationSequence}
+    frames = {
+        int(a.ReferencedImageSequence[0].ReferencedFrameNumber) for a in objects["gsps"].GraphicAnnotationSequence
+    }
     assert frames == {2, 3, 4}
 
 

@@ -53,9 +53,20 @@ def test_non_ascii_text_without_charset_is_written_as_utf8(tmp_path):
 
 def test_missing_optional_attributes_still_valid(tmp_path):
     dropped = (
-        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-        "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "BodyPartExamined",
-        "SeriesNumber", "InstanceNumber", "Manufacturer", "SliceThickness",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "StudyID",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "BodyPartExamined",
+        "SeriesNumber",
+        "InstanceNumber",
+        "Manufacturer",
+        "SliceThickness",
         "PositionReferenceIndicator",
     )
     sources = mr_series(drop=dropped)

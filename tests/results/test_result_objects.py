@@ -15,12 +15,12 @@ from dicom_node.results import build_result_objects, write_result_objects
 from dicom_node.results.common import (
     CERTAINTY_OF_FINDING,
     HERNIATED_STRUCTURE,
-    Finding,
     HERNIATION,
     LEVEL_SITES,
     MANUFACTURER,
     MORPHOLOGICALLY_ABNORMAL,
     NORMAL,
+    Finding,
 )
 from dicom_node.results.seg import box_mask
 from tests.results.conftest import assert_valid
@@ -65,9 +65,7 @@ def test_every_object_passes_dciodvfy_and_sr_passes_dsrdump(tmp_path, sources, f
 def test_sr_reads_back_to_the_findings(tmp_path, sources, findings, sr_kind):
     ds = _written(tmp_path, findings, sources, sr_kind)["sr"]
     sr = SR_READERS[sr_kind].from_dataset(ds)
-    assert (sr.PreliminaryFlag, sr.VerificationFlag, sr.CompletionFlag) == (
-        "PRELIMINARY", "UNVERIFIED", "PARTIAL"
-    )
+    assert (sr.PreliminaryFlag, sr.VerificationFlag, sr.CompletionFlag) == ("PRELIMINARY", "UNVERIFIED", "PARTIAL")
     groups = {g.tracking_identifier: g for g in sr.content.get_planar_roi_measurement_groups()}
     assert len(groups) == len(findings["findings"])
     uids = set()
@@ -95,10 +93,7 @@ def test_sr_reads_back_to_the_findings(tmp_path, sources, findings, sr_kind):
         assert points.max(axis=0).tolist() == pytest.approx([x1, y1])
         (source,) = group.roi.ContentSequence
         assert source.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == item["sop_instance_uid"]
-        texts = {
-            item.ConceptNameCodeSequence[0].CodeValue: item.get("TextValue")
-            for item in group[0].ContentSequence
-        }
+        texts = {item.ConceptNameCodeSequence[0].CodeValue: item.get("TextValue") for item in group[0].ContentSequence}
         assert texts[codes.DCM.AlgorithmName.value] == "meddet"
         assert texts[codes.DCM.AlgorithmVersion.value] == "0.1.0-test"
         label = f"{item['level']} {item['label'].replace('_disc', '')} {round(100 * item['score'])}%"
@@ -122,13 +117,13 @@ def test_seg_frames_match_the_herniation_boxes(tmp_path, sources, findings):
         pixels = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=[item["sop_instance_uid"]], segment_numbers=[number]
         )
-        finding = Finding(item["level"], "herniation", item["score"], item["sop_instance_uid"],
-                          tuple(item["box"]))
+        finding = Finding(item["level"], "herniation", item["score"], item["sop_instance_uid"], tuple(item["box"]))
         assert np.array_equal(pixels[0, :, :, 0].astype(bool), box_mask(finding, 64, 64))
     # Segments share the SR groups' tracking UIDs.
     sr = hd.sr.Comprehensive3DSR.from_dataset(_written(tmp_path, findings, sources)["sr"])
-    by_level = {g.tracking_identifier.split()[0]: g.tracking_uid
-                for g in sr.content.get_planar_roi_measurement_groups()}
+    by_level = {
+        g.tracking_identifier.split()[0]: g.tracking_uid for g in sr.content.get_planar_roi_measurement_groups()
+    }
     assert all(by_level[level] == uid for level, uid in sr_uids.items())
 
 
@@ -215,7 +210,10 @@ def test_gsps_is_applied_by_dcmtk_to_its_key_slice_with_our_boxes_and_texts(tmp_
     sources[key].save_as(source_path, enforce_file_format=True)
     with_ps = subprocess.run(
         ["/usr/bin/dcmp2pgm", "-v", "-p", str(gsps_path), str(source_path), str(tmp_path / "with.pgm")],
-        capture_output=True, text=True, errors="replace", timeout=60,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=60,
     )
     assert with_ps.returncode == 0, with_ps.stdout + with_ps.stderr
     log = with_ps.stdout + with_ps.stderr
@@ -224,7 +222,8 @@ def test_gsps_is_applied_by_dcmtk_to_its_key_slice_with_our_boxes_and_texts(tmp_
     assert "graphic 1: points=5 type=polyline filled=no units=pixel" in log
     assert "22\\24, 42\\24, 42\\33, 22\\33, 22\\24" in log  # the finding's box, closed
     assert objects["gsps"].GraphicAnnotationSequence  # and it is only on the key slices
-    without = subprocess.run(["/usr/bin/dcmp2pgm", str(source_path), str(tmp_path / "without.pgm")],
-                             capture_output=True, timeout=60)
+    without = subprocess.run(
+        ["/usr/bin/dcmp2pgm", str(source_path), str(tmp_path / "without.pgm")], capture_output=True, timeout=60
+    )
     assert without.returncode == 0
     assert (tmp_path / "with.pgm").read_bytes() == (tmp_path / "without.pgm").read_bytes()

@@ -23,12 +23,21 @@ def _findings_from_truth(truth: dict, sources: list[pydicom.Dataset]) -> dict:
             area = (box[2] - box[0]) * (box[3] - box[1])
             key = (label == "herniation", area)
             if level not in best or key > best[level]["_key"]:
-                best[level] = {"level": level, "label": label, "sop_instance_uid": uid, "box": box,
-                               "score": 0.9 if label == "herniation" else 0.2, "_key": key}
+                best[level] = {
+                    "level": level,
+                    "label": label,
+                    "sop_instance_uid": uid,
+                    "box": box,
+                    "score": 0.9 if label == "herniation" else 0.2,
+                    "_key": key,
+                }
     findings = [{k: v for k, v in f.items() if k != "_key"} for f in best.values()]
-    return {"study_instance_uid": truth["study_instance_uid"],
-            "series_instance_uid": truth["series_instance_uid"],
-            "model": {"name": "meddet", "version": "ground-truth"}, "findings": findings}
+    return {
+        "study_instance_uid": truth["study_instance_uid"],
+        "series_instance_uid": truth["series_instance_uid"],
+        "model": {"name": "meddet", "version": "ground-truth"},
+        "findings": findings,
+    }
 
 
 @pytest.mark.parametrize("syntax", ["rle", "jpeg2000"])

@@ -78,15 +78,20 @@ def test_requested_contexts_are_exactly_what_is_sent(objects):
 def test_send_to_dcmtk_storescp(storescp, objects, audit):
     port, folder = storescp
     report = send_objects(
-        objects, Destination.parse(f"PACS@127.0.0.1:{port}"), calling_ae="MEDDET",
-        session_factory=audit, job_id=None,
+        objects,
+        Destination.parse(f"PACS@127.0.0.1:{port}"),
+        calling_ae="MEDDET",
+        session_factory=audit,
+        job_id=None,
     )
     assert report.ok and report.associations == 1, report.summary
     received = {pydicom.dcmread(p).SOPInstanceUID for p in folder.iterdir()}
     assert received == {ds.SOPInstanceUID for _, ds in objects}
     rows = _rows(audit)
     assert [(r.kind, r.outcome, r.status) for r in rows] == [
-        ("sr", "success", 0), ("seg", "success", 0), ("gsps", "success", 0)
+        ("sr", "success", 0),
+        ("seg", "success", 0),
+        ("gsps", "success", 0),
     ]
     assert {r.destination for r in rows} == {f"PACS@127.0.0.1:{port}"}
 
@@ -101,8 +106,12 @@ def test_destination_refusing_the_sop_class(pynetdicom_scp, objects, audit):
     port = pynetdicom_scp([MRImageStorage], handler)
     mr = mr_series(1)[0]
     report = send_objects(
-        [("source", mr), *objects], Destination(ae_title="PACS", host="127.0.0.1", port=port),
-        calling_ae="MEDDET", session_factory=audit, retries=2, backoff=0.01,
+        [("source", mr), *objects],
+        Destination(ae_title="PACS", host="127.0.0.1", port=port),
+        calling_ae="MEDDET",
+        session_factory=audit,
+        retries=2,
+        backoff=0.01,
     )
     assert not report.ok
     assert report.associations == 1  # a refusal is final: no retry
@@ -132,8 +141,13 @@ def test_statuses_failure_final_warning_stored_out_of_resources_retried(pynetdic
         handler,
     )
     report = send_objects(
-        objects, Destination(ae_title="PACS", host="127.0.0.1", port=port),
-        calling_ae="MEDDET", session_factory=audit, job_id=None, retries=3, backoff=0.01,
+        objects,
+        Destination(ae_title="PACS", host="127.0.0.1", port=port),
+        calling_ae="MEDDET",
+        session_factory=audit,
+        job_id=None,
+        retries=3,
+        backoff=0.01,
     )
     print(report, dict(calls))  # shown when the test fails
     outcomes = {o.kind: o for o in report.outcomes}
@@ -141,10 +155,12 @@ def test_statuses_failure_final_warning_stored_out_of_resources_retried(pynetdic
     assert outcomes["gsps"].outcome == "warning" and outcomes["gsps"].stored
     assert outcomes["seg"].outcome == "success"
     assert report.associations == 2 and not report.ok
-    assert calls == {Comprehensive3DSRStorage: 1, GrayscaleSoftcopyPresentationStateStorage: 1,
-                     SegmentationStorage: 2}
+    assert calls == {Comprehensive3DSRStorage: 1, GrayscaleSoftcopyPresentationStateStorage: 1, SegmentationStorage: 2}
     assert [(r.kind, r.outcome) for r in _rows(audit)] == [
-        ("sr", "failure"), ("seg", "failure"), ("gsps", "warning"), ("seg", "success")
+        ("sr", "failure"),
+        ("seg", "failure"),
+        ("gsps", "warning"),
+        ("seg", "success"),
     ]
     assert "sr failure" in report.summary
 
@@ -153,8 +169,13 @@ def test_destination_down_retries_then_records_failure(objects, audit):
     port = free_port()  # nothing listens there
     slept: list[float] = []
     report = send_objects(
-        objects, Destination(ae_title="PACS", host="127.0.0.1", port=port),
-        calling_ae="MEDDET", session_factory=audit, retries=2, backoff=0.5, sleep=slept.append,
+        objects,
+        Destination(ae_title="PACS", host="127.0.0.1", port=port),
+        calling_ae="MEDDET",
+        session_factory=audit,
+        retries=2,
+        backoff=0.5,
+        sleep=slept.append,
     )
     assert not report.ok and report.associations == 3
     assert slept == [0.5, 1.0]  # exponential backoff

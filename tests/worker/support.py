@@ -39,9 +39,7 @@ def migrated_sessions(url: str) -> sessionmaker[Session]:
     return make_session_factory(make_engine(url))
 
 
-def register_series(
-    sessions: sessionmaker[Session], datasets: list[Dataset], spool: Path, model_version: str
-) -> int:
+def register_series(sessions: sessionmaker[Session], datasets: list[Dataset], spool: Path, model_version: str) -> int:
     """Write ``datasets`` to ``spool`` (a series folder) and record them through the node's
     audit recorder; then select the series and enqueue its job as the assembler does. The job id."""
     spool.mkdir(parents=True, exist_ok=True)
@@ -51,10 +49,13 @@ def register_series(
             path = spool / f"{ds.SOPInstanceUID}.dcm"
             ds.save_as(path, enforce_file_format=True)
             data = path.read_bytes()
-            stored = StoredFile(path, revision=0, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
-                                duplicate=False)
+            stored = StoredFile(
+                path, revision=0, sha256=hashlib.sha256(data).hexdigest(), size=len(data), duplicate=False
+            )
             recorder.apply(session, InstanceStored(None, inspect_instance(data), stored, utcnow()))
-        series = session.scalars(select(Series).where(Series.series_instance_uid == datasets[0].SeriesInstanceUID)).one()
+        series = session.scalars(
+            select(Series).where(Series.series_instance_uid == datasets[0].SeriesInstanceUID)
+        ).one()
         series.state, series.completed_at = SeriesState.selected, utcnow()
         job = jobs.enqueue_series(session, series, model_version)
         return job.id
@@ -96,11 +97,22 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.proc = subprocess.Popen(
-            [exe, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "yes", "--dir", str(self.workdir)],
+            [
+                exe,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -29,9 +29,7 @@ def test_enqueue_writes_job_event_and_outbox_in_one_transaction(sessions, tmp_pa
         assert (job.state, job.run, job.model_version) == (JobState.queued, 1, "v1")
         assert [e.state for e in job.events] == ["queued"]
         rows = session.scalars(select(Outbox)).all()
-        assert [(r.job_id, r.task_name, r.published_at) for r in rows] == [
-            (job_id, "meddet.analyze_series", None)
-        ]
+        assert [(r.job_id, r.task_name, r.published_at) for r in rows] == [(job_id, "meddet.analyze_series", None)]
 
 
 def test_enqueue_rolls_back_with_the_callers_transaction(sessions, tmp_path):
@@ -130,9 +128,14 @@ def test_latest_revision_of_each_instance_is_loaded(sessions, tmp_path):
         first = session.scalars(select(Instance).order_by(Instance.id)).first()
         session.add(
             Instance(
-                series_id=series_id, sop_instance_uid=first.sop_instance_uid, revision=1,
-                sop_class_uid=first.sop_class_uid, transfer_syntax_uid=first.transfer_syntax_uid,
-                size_bytes=1, sha256="0" * 64, spool_path=first.spool_path + ".r1",
+                series_id=series_id,
+                sop_instance_uid=first.sop_instance_uid,
+                revision=1,
+                sop_class_uid=first.sop_class_uid,
+                transfer_syntax_uid=first.transfer_syntax_uid,
+                size_bytes=1,
+                sha256="0" * 64,
+                spool_path=first.spool_path + ".r1",
             )
         )
     with sessions() as session:

@@ -34,7 +34,9 @@ from worker.tasks import claim_job, run_job, schedule_retry
 
 def _context(sessions, tmp_path: Path, **settings) -> WorkerContext:  # type: ignore[no-untyped-def]
     return WorkerContext(
-        Settings(data_dir=tmp_path / "data", **settings), sessions, Metrics(),
+        Settings(data_dir=tmp_path / "data", **settings),
+        sessions,
+        Metrics(),
         retry=RetryPolicy(max_retries=2, base_seconds=0.5),
     )
 
@@ -155,8 +157,7 @@ def test_a_job_whose_worker_is_lost_every_time_is_failed_after_max_deliveries(se
         assert not isinstance(claim_job(ctx, job_id), str)
         later += timedelta(seconds=ctx.settings.job_lease_seconds + 1)
         report = leases.sweep(sessions, ctx.settings.max_deliveries, now=later)
-        assert report == (leases.SweepReport(failed=(job_id,)) if lost == 3
-                          else leases.SweepReport(requeued=(job_id,)))
+        assert report == (leases.SweepReport(failed=(job_id,)) if lost == 3 else leases.SweepReport(requeued=(job_id,)))
     job = _job_row(sessions, job_id)
     assert job.state is JobState.failed and job.lease_token is None
     assert job.reason.startswith("worker lost on 3 deliveries")
@@ -195,8 +196,9 @@ def test_a_delivery_that_lost_its_lease_stops_at_its_next_step(sessions, tmp_pat
 def test_a_claim_takes_over_from_a_killed_process_and_counts_it(sessions, tmp_path):
     ctx = _context(sessions, tmp_path)
     job_id = _job(sessions, tmp_path)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     host = leases.new_token().rsplit(":", 2)[0]
     assert not isinstance(claim_job(ctx, job_id, f"{host}:{dead.stdout.strip()}:gone"), str)
     assert not isinstance(claim_job(ctx, job_id, "other-host:1:alive"), str)  # lease not expired
@@ -251,7 +253,10 @@ def test_a_job_that_kills_the_embedded_node_is_failed_not_rerun_forever(tmp_path
     for _ in range(5):  # restarts
         node = subprocess.run(
             [sys.executable, "-c", CRASHING_NODE, url, str(tmp_path / "data")],
-            capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).parents[2],
         )
         codes.append(node.returncode)
         if node.returncode == 0:
@@ -276,16 +281,23 @@ def test_migration_0003_hands_jobs_stuck_before_it_to_the_sweeper(backend, tmp_p
         upgrade(url, "0002")
         engine = make_engine(url)
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO series (id, series_instance_uid, study_instance_uid, state, n_instances,"
-                " first_received_at, last_received_at, spool_path)"
-                " VALUES (1, '1.2.3', '1.2', 'selected', 2, :t, :t, '/x')"), {"t": utcnow()})
+            conn.execute(
+                text(
+                    "INSERT INTO series (id, series_instance_uid, study_instance_uid, state, n_instances,"
+                    " first_received_at, last_received_at, spool_path)"
+                    " VALUES (1, '1.2.3', '1.2', 'selected', 2, :t, :t, '/x')"
+                ),
+                {"t": utcnow()},
+            )
             for job_id, state in ((1, "running"), (2, "done")):
-                conn.execute(text(
-                    "INSERT INTO jobs (id, series_id, series_instance_uid, model_version, state,"
-                    " retries, run, created_at, updated_at)"
-                    " VALUES (:id, 1, '1.2.3', :v, :s, 0, 1, :t, :t)"),
-                    {"id": job_id, "v": f"v{job_id}", "s": state, "t": utcnow()})
+                conn.execute(
+                    text(
+                        "INSERT INTO jobs (id, series_id, series_instance_uid, model_version, state,"
+                        " retries, run, created_at, updated_at)"
+                        " VALUES (:id, 1, '1.2.3', :v, :s, 0, 1, :t, :t)"
+                    ),
+                    {"id": job_id, "v": f"v{job_id}", "s": state, "t": utcnow()},
+                )
         upgrade(url)
         sessions = make_session_factory(engine)
         assert leases.sweep(sessions, 3).requeued == (1,)

@@ -42,8 +42,10 @@ class TruthAnalyzer:
 def _layout(folder: Path) -> tuple[list[str], list[tuple[str, str]], dict]:
     manifest = json.loads((folder / "objects.json").read_text())
     files = sorted(p.name for p in folder.iterdir())
-    return files, [(item["kind"], item["file"]) for item in manifest], json.loads(
-        (folder / "findings.json").read_text()
+    return (
+        files,
+        [(item["kind"], item["file"]) for item in manifest],
+        json.loads((folder / "findings.json").read_text()),
     )
 
 

@@ -77,8 +77,9 @@ def test_broker_down_keeps_rows_and_publishes_when_it_returns(sessions, tmp_path
     finally:
         dispatcher.stop()
     assert len(_messages(private_redis.url)) == 2
-    samples = {s.labels.get("state"): s.value for m in metrics.registry.collect() for s in m.samples
-               if s.name == "meddet_jobs"}
+    samples = {
+        s.labels.get("state"): s.value for m in metrics.registry.collect() for s in m.samples if s.name == "meddet_jobs"
+    }
     assert samples["queued"] == 2
 
 

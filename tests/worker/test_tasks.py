@@ -22,9 +22,7 @@ from worker.tasks import resend_job, run_job, schedule_retry
 
 def _context(sessions, tmp_path: Path, max_retries: int = 2) -> WorkerContext:
     settings = Settings(data_dir=tmp_path)
-    return WorkerContext(
-        settings, sessions, Metrics(), retry=RetryPolicy(max_retries=max_retries, base_seconds=0.5)
-    )
+    return WorkerContext(settings, sessions, Metrics(), retry=RetryPolicy(max_retries=max_retries, base_seconds=0.5))
 
 
 def _job(sessions, tmp_path: Path) -> int:
@@ -75,9 +73,7 @@ def test_missing_spool_files_fail_the_job_once_with_the_reason(sessions, tmp_pat
         history = jobs.job_history(session, job_id)
     assert [e["state"] for e in history] == ["queued", "running", "failed"]
     assert json.loads(history[1]["detail"])["run"] == 1
-    assert ctx.metrics.registry.get_sample_value(
-        "meddet_jobs_finished_total", {"outcome": "failed"}
-    ) == 1.0
+    assert ctx.metrics.registry.get_sample_value("meddet_jobs_finished_total", {"outcome": "failed"}) == 1.0
 
 
 def test_a_series_without_instances_is_quarantined(sessions, tmp_path):

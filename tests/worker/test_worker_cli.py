@@ -7,12 +7,14 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from dicom_node import jobs
 from dicom_node.audit.db import transaction
 from dicom_node.audit.models import Job, JobState
-from dicom_node.cli import app
-from dicom_node.cli import ops  # noqa: F401  (registers the commands)
+from dicom_node.cli import (
+    app,
+    ops,  # noqa: F401  (registers the commands)
+)
 from dicom_node.config import Settings
-from dicom_node import jobs
 from tests.factories import make_mr_series
 from tests.worker.support import migrated_sessions, register_series
 
