@@ -130,7 +130,8 @@ class OutboxRelay(OutboxLoop):
                     return self.poll_interval
             except PublishFailed as exc:
                 self._failures += 1
-                delay: float = min(self.max_backoff, self.poll_interval * 2**self._failures)  # int ** int: Any
+                # the exponent is capped: 2 ** 1024 no longer fits a float (a broker down for hours)
+                delay = min(self.max_backoff, self.poll_interval * 2.0 ** min(self._failures, 32))
                 log.warning("broker_unavailable", job_id=exc.job_id, retry_in=delay, error=str(exc))
                 return delay
             self._failures = 0

@@ -126,3 +126,18 @@ def _race_two_relays(sessions, tmp_path) -> None:  # type: ignore[no-untyped-def
     racer.join(10)
     assert published == [("first", job_id)]
     assert _published(sessions) == [True]
+
+
+def test_the_relay_backs_off_to_its_ceiling_however_long_the_broker_is_down(sessions, tmp_path):
+    """A broker down for hours: the back-off stays at max_backoff (2 ** failures once
+    overflowed a float after ~1,000 failures and every tick raised instead)."""
+    register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "spool", "v1")
+
+    def refuse(task: str, job: int) -> None:
+        raise ConnectionError("broker down")
+
+    relay = OutboxRelay(sessions, Metrics(), refuse, poll_interval=0.5, max_backoff=10.0)
+    assert [relay.tick() for _ in range(3)] == [1.0, 2.0, 4.0]
+    relay._failures = 5000
+    assert relay.tick() == 10.0
+    assert _published(sessions) == [False]
