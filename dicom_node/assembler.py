@@ -8,6 +8,7 @@ All state is in the audit DB, so a restarted node picks up where it stopped.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +22,9 @@ from dicom_node.logging import get_logger
 from dicom_node.selection import Decision, Rule, evaluate, series_fields
 
 log = get_logger(__name__)
+
+#: While assembly passes keep failing, a one-line reminder at most this often (seconds).
+FAILING_REMINDER_S = 60.0
 
 OnSelected = Callable[[Session, Series], None]
 
@@ -85,13 +89,29 @@ class SeriesAssembler:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        failing_since: float | None = None  # while passes keep failing (e.g. the database is down)
+        reminded = 0.0
         while not self._stop.is_set():
             self._wake.wait(self._poll)
             self._wake.clear()
             try:
                 self.complete_due(datetime.now(UTC))
-            except Exception:  # keep assembling; the next pass retries what failed
-                log.exception("series assembly pass failed")
+            except Exception as exc:  # keep assembling; the next pass retries what failed
+                now = time.monotonic()
+                if failing_since is None:  # the traceback once, then a line now and then
+                    log.exception("series assembly pass failed; retrying every pass")
+                    failing_since = reminded = now
+                elif now - reminded >= FAILING_REMINDER_S:
+                    log.warning(
+                        "series assembly still failing",
+                        error=type(exc).__name__,
+                        failing_for_s=round(now - failing_since),
+                    )
+                    reminded = now
+            else:
+                if failing_since is not None:
+                    log.info("series assembly works again", failed_for_s=round(time.monotonic() - failing_since, 1))
+                    failing_since = None
 
     def complete_due(self, now: datetime) -> list[Series]:
         """One pass: complete, select or skip every due series (one transaction each; one that
