@@ -268,29 +268,9 @@ def test_settings_page_masks_secrets(start_console) -> None:
 
 
 def test_secure_cookie_under_tls(tmp_path, start_console) -> None:
-    import subprocess
+    from tests.certificates import self_signed
 
-    cert, key = tmp_path / "console.crt", tmp_path / "console.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed(tmp_path, "console", "127.0.0.1")
     console = start_console(console_tls_cert=cert, console_tls_key=key)
     url = console.url.replace("http://", "https://")
     with httpx.Client(base_url=url, verify=False, timeout=30) as client:

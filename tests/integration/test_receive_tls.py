@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node import statuses
 from dicom_node.config import Settings
+from tests import certificates
 from tests.factories import make_mr_series
 from tests.integration.receiving import running_node, start_node
 
@@ -22,30 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "node.crt", tmp_path / "node.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return certificates.self_signed(tmp_path, "node", "localhost")
 
 
 def test_tls_association_stores_and_plain_tcp_is_refused(

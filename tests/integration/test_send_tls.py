@@ -4,7 +4,6 @@ verified, with a client certificate for mutual TLS; never in the clear."""
 from __future__ import annotations
 
 import ssl
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,37 +16,10 @@ from dicom_node import statuses
 from dicom_node.config import Settings
 from dicom_node.destinations import Destination
 from dicom_node.sender import send_objects
+from tests.certificates import self_signed
 from tests.factories import make_mr_series
 
 pytestmark = pytest.mark.integration
-
-
-def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (server or client) and its key."""
-    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 @pytest.fixture
