@@ -18,6 +18,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -243,8 +244,10 @@ class LeaseSweeper:
         interval: float,
         on_requeued: Callable[[], None] = lambda: None,
         republish_after: float | None = None,
+        guard: AbstractContextManager[Any] | None = None,
     ) -> None:
         self._sessions = sessions
+        self._guard = guard  # held around every pass (the worker makes its forks wait for it)
         self._republish_after = republish_after
         self._max = max_deliveries
         self._interval = interval
@@ -264,12 +267,13 @@ class LeaseSweeper:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                report = sweep(self._sessions, self._max)
-                again = (
-                    republish_unclaimed(self._sessions, self._republish_after)
-                    if self._republish_after is not None
-                    else ()
-                )
+                with self._guard or nullcontext():
+                    report = sweep(self._sessions, self._max)
+                    again = (
+                        republish_unclaimed(self._sessions, self._republish_after)
+                        if self._republish_after is not None
+                        else ()
+                    )
             except TRANSIENT_DB_ERRORS as exc:
                 log.warning("lease_sweep_failed", error=short_error(exc))
                 continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -221,10 +222,19 @@ def make_relay(
 
 
 def make_sweeper(
-    settings: Settings, session_factory: sessionmaker[Session], on_requeued: Callable[[], None]
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    on_requeued: Callable[[], None],
+    guard: AbstractContextManager[Any] | None = None,
 ) -> leases.LeaseSweeper:
-    """The lease sweeper of ``meddet serve`` and ``meddet worker``; call start()."""
+    """The lease sweeper of ``meddet serve`` and ``meddet worker``; call start(). ``guard``
+    is held around every pass."""
     interval = leases.sweep_interval(settings.job_lease_seconds)
     return leases.LeaseSweeper(
-        session_factory, settings.max_deliveries, interval, on_requeued, republish_after=settings.job_republish_seconds
+        session_factory,
+        settings.max_deliveries,
+        interval,
+        on_requeued,
+        republish_after=settings.job_republish_seconds,
+        guard=guard,
     )

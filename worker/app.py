@@ -7,6 +7,8 @@ process, on CUDA when the host has it.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -150,9 +152,24 @@ def run_worker(
 def _start_sweeper(settings: Settings) -> LeaseSweeper:
     """The lease sweeper in the worker's main process: jobs of a pool process that was killed
     (out of memory, hard time limit) are requeued or failed even when no node runs one.
-    Unpooled, so the pool processes forked later hold none of its connections."""
+    Unpooled, and every fork waits for its pass to end (``fork_guard``), so a pool process
+    forked later holds none of its connections nor their locks."""
     from dicom_node.audit.db import make_engine, make_session_factory
     from dicom_node.outbox import make_sweeper
 
     engine = make_engine(settings.effective_database_url, pooled=False)
-    return make_sweeper(settings, make_session_factory(engine), lambda: None).start()
+    return make_sweeper(settings, make_session_factory(engine), lambda: None, guard=fork_guard()).start()
+
+
+def fork_guard() -> threading.Lock:
+    """A lock every fork of this process waits for (``os.register_at_fork``).
+
+    Held around each lease-sweeper pass: Celery forks a new pool process as soon as one dies,
+    often just when the sweeper is requeueing that process's job. A child forked while the
+    sweeper held the SQLite database copies SQLite's in-process lock table, believes another
+    connection of its own holds the write lock, and gets "database is locked" on every write
+    (seen once in CI: a replacement pool process retried a job for 60 s and never ran it).
+    """
+    guard = threading.Lock()
+    os.register_at_fork(before=guard.acquire, after_in_parent=guard.release, after_in_child=guard.release)
+    return guard
