@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    discs = DiscModels.from_payload(torch.load(args.discs, weights_only=False)) if args.discs else None
+    discs = DiscModels.from_payload(torch.load(args.discs, weights_only=True)) if args.discs else None
     analyzer = Analyzer.from_checkpoint(args.checkpoint, device="cpu", discs=discs)
     if args.views == "one":
         analyzer.level_views = (LevelView(),)

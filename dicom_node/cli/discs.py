@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from detector.discs.model import DiscModels
+    from detector.discs.samples import Detect
 
 T = TypeVar("T")
 
@@ -65,15 +66,16 @@ def train_discs_cmd(
         init, nets = _start_from(checkpoint, None if warm else only), (only,)
     elif warm:
         _fail("--warm: name the net to fine-tune with --only")
-    detector = Detector.from_checkpoint(checkpoint, device="cpu")
+    detect: Detect | None = None
+    if "herniation" in nets:  # half its crops sit on the detector's boxes; the level net's need none
+        detector = Detector.from_checkpoint(checkpoint, device="cpu")
 
-    def detect(image: np.ndarray) -> list[tuple[float, float, float, float]]:
-        return [d.box for d in detector.predict([image])[0] if d.score >= 0.1]
+        def boxes(image: np.ndarray) -> list[tuple[float, float, float, float]]:
+            return [d.box for d in detector.predict([image])[0] if d.score >= 0.1]
 
+        detect = boxes
     cfg = DiscTrainConfig(epochs=epochs, patients_per_epoch=patients, seed=seed, nets=nets, lr=lr)
-    best = train_discs(
-        cfg, out, log=typer.echo, resume=resume, init=init, detect=detect if "herniation" in nets else None
-    )
+    best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init, detect=detect)
     typer.echo(f"best second stage: {best}")
 
 
