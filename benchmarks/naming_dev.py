@@ -33,7 +33,7 @@ from detector.analysis import Analyzer, LevelView  # noqa: E402
 from detector.data.render import random_contrast, sample_contrast  # noqa: E402
 from detector.data.synthetic import make_study  # noqa: E402
 from detector.discs.model import DiscModels  # noqa: E402
-from detector.discs.samples import widen  # noqa: E402
+from detector.discs.samples import widen, with_craniovertebral_bones  # noqa: E402
 from detector.levels import LEVELS  # noqa: E402
 
 
@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--discs", default=None, help="a second stage (best.pt of `meddet train-discs`) to use instead")
     ap.add_argument("--views", choices=("one", "all"), default="all")
     ap.add_argument("--look", choices=("generator", "random"), default="generator")
+    ap.add_argument(
+        "--anatomy",
+        choices=("widen", "bones"),
+        default="widen",
+        help="bones: also C1's posterior arch, the clivus, other C1 and dens sizes (as in training)",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -53,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.views == "one":
         analyzer.level_views = (LevelView(),)
     contrast = random_contrast if args.look == "random" else sample_contrast
+    adjust = with_craniovertebral_bones if args.anatomy == "bones" else widen
     counts: Counter[str] = Counter()
     for i in range(args.studies):
         study = make_study(
-            np.random.default_rng([args.seed, i]), hard=bool(i % 2), n_slices=15, adjust=widen, contrast_of=contrast
+            np.random.default_rng([args.seed, i]), hard=bool(i % 2), n_slices=15, adjust=adjust, contrast_of=contrast
         )
         result = analyzer.analyze(list(study.volume), (study.pixel_spacing, study.pixel_spacing))
         counts["studies"] += 1
@@ -81,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "discs": args.discs,
         "views": args.views,
         "look": args.look,
+        "anatomy": args.anatomy,
         "seed": args.seed,
         **counts,
         "named right": round(counts["right"] / max(counts["reported"], 1), 3),

@@ -69,6 +69,10 @@ class Spine:
     size: int
     dens_len: float = 16.0  # dens tip above the top of the C2 body
     skull_gap: float = 28.0  # foramen magnum above the top of the C2 body
+    dens_half_width: float = 4.5
+    c1_anterior_arch: float = 1.0  # size of C1's anterior arch (0 = not drawn)
+    c1_posterior_arch: float = 0.0  # thickness (mm) of C1's posterior arch behind the canal (0 = not drawn)
+    clivus: float = 0.0  # thickness (mm) of the clivus rising from above the dens tip (0 = not drawn)
 
     @property
     def pixel_spacing(self) -> float:

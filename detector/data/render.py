@@ -179,9 +179,11 @@ def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float,
     img[rim] = c.cortex
     if abs(d) < 5:
         top = sp.dens_len
-        dens = (u < 0) & (u > -top) & (np.abs(v + 1) < 4.5 - np.clip(-u - top + 4, 0, 4)) & ~head
+        dens = (u < 0) & (u > -top) & (np.abs(v + 1) < sp.dens_half_width - np.clip(-u - top + 4, 0, 4)) & ~head
         img[dens] = c.marrow
-        img[(u > 2 - top) & (u < 10 - top) & (np.abs(v - front + 5) < 3)] = c.marrow * 0.8  # C1 arch
+        a = sp.c1_anterior_arch
+        img[(u > 6 - top - 4 * a) & (u < 6 - top + 4 * a) & (np.abs(v - front + 5) < 3 * a)] = c.marrow * 0.8  # C1
+    _craniovertebral(sp, c, img, u, v, canal_p, d)
 
     # discs: annulus with a bright (or degenerated) nucleus, and their posterior protrusions
     edge = 0.8 * (du_disc / disc_h) ** 2
@@ -211,6 +213,25 @@ def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float,
             img[cord] = c.cord
     _posterior_elements(sp, c, img, u, v, k, canal_p, d)
     return img
+
+
+def _craniovertebral(
+    sp: Spine, c: Contrast, img: np.ndarray, u: np.ndarray, v: np.ndarray, canal_p: np.ndarray, d: float
+) -> None:
+    """C1's posterior arch behind the canal at the dens and the clivus rising anteriorly from
+    above the dens tip, where the spine draws them (in place; a real neck has both)."""
+    top = sp.dens_len
+    if sp.c1_posterior_arch > 0 and abs(d) < sp.canal_half_width + 4:
+        t = sp.c1_posterior_arch
+        arch = (np.abs(u - (6 - top)) < t / 2) & (v > canal_p + 0.5) & (v < canal_p + 14)
+        img[arch] = c.marrow * 0.85
+        img[arch & ((np.abs(u - (6 - top)) > t / 2 - 0.8) | (v > canal_p + 13))] = c.cortex
+    if sp.clivus > 0 and abs(d) < 9:
+        above = -u - top - 3  # mm above the basion, which sits 3 mm above the dens tip
+        axis = -1 - 0.55 * above  # the clivus leans anteriorly as it rises
+        clivus = (above > 0) & (above < 30) & (np.abs(v - axis) < sp.clivus / 2)
+        img[clivus] = c.marrow * 0.9
+        img[clivus & (np.abs(v - axis) > sp.clivus / 2 - 0.9)] = c.cortex
 
 
 def _protrusion_map(

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from detector.data.anatomy import LEVELS, Spine, disc_back, disc_boxes, protrusions, to_pixels
-from detector.data.render import sample_contrast, t2_random_contrast
+from detector.data.render import random_contrast, sample_contrast, t2_random_contrast
 from detector.data.synthetic import SIZES, study_renderer
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, take_crops
 from detector.discs.model import NOT_DISC
@@ -38,6 +38,21 @@ LABEL_THRESHOLD_MM = 1.5
 T2_RANDOM_CONTRAST = 0.5
 #: A detector for one slice: image [H, W] -> boxes (x0, y0, x1, y1) it found.
 Detect = Callable[[np.ndarray], list[tuple[float, float, float, float]]]
+
+
+@dataclass(frozen=True)
+class Variety:
+    """What the training sampler varies beyond ``widen`` and the random T2 looks (both off in
+    the shipped recipe): ``random_look``, the share of patients with every tissue's intensity
+    at random (``random_contrast``, taken from the generator's own look's share), and
+    ``craniovertebral_bones`` (``with_craniovertebral_bones``)."""
+
+    random_look: float = 0.0
+    craniovertebral_bones: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.random_look <= 1.0 - T2_RANDOM_CONTRAST:
+            raise ValueError(f"random_look: expected 0..{1 - T2_RANDOM_CONTRAST}, got {self.random_look}")
 
 
 @dataclass
@@ -98,6 +113,20 @@ def _vary_craniovertebral(spine: Spine, rng: np.random.Generator) -> Spine:
     )
 
 
+def with_craniovertebral_bones(spine: Spine, rng: np.random.Generator) -> Spine:
+    """``widen``, then C1's posterior arch and the clivus (each present in most necks, of
+    random size), C1's anterior arch of another size and a dens of another width: the bones
+    around the anchor that our generator leaves out or draws one way, drawn many ways."""
+    wide = widen(spine, rng)
+    return replace(
+        wide,
+        dens_half_width=float(rng.uniform(3.5, 6.0)),
+        c1_anterior_arch=float(rng.uniform(0.6, 1.5)),
+        c1_posterior_arch=float(rng.uniform(4.0, 9.0)) if rng.random() < 0.7 else 0.0,
+        clivus=float(rng.uniform(6.0, 12.0)) if rng.random() < 0.7 else 0.0,
+    )
+
+
 def _bend(spine: Spine, cx: np.ndarray, cy: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
     """The centre line with ``delta`` radians less lordosis, pinned at the middle of the neck."""
     length = spine.body_bot[6]
@@ -124,16 +153,23 @@ def draw(
     level_spec: CropSpec,
     augment: bool = True,
     detect: Detect | None = None,
+    variety: Variety = Variety(),
 ) -> CropBatch:
     """The crops of one synthetic patient (see the module docstring). With ``detect`` (a
     detector's boxes for one slice), half the patients' herniation crops sit on its boxes
     instead of jittered true ones, labelled by the true disc they overlap."""
     hard = bool(rng.random() < 0.5)
     size = int(rng.choice(SIZES))
-    t2_look = augment and bool(rng.random() < T2_RANDOM_CONTRAST)
-    spine, render = study_renderer(
-        rng, hard, size, adjust=widen, contrast_of=t2_random_contrast if t2_look else sample_contrast
+    look = rng.random() if augment else 1.0
+    contrast_of = (
+        t2_random_contrast
+        if look < T2_RANDOM_CONTRAST
+        else random_contrast
+        if look < T2_RANDOM_CONTRAST + variety.random_look
+        else sample_contrast
     )
+    adjust = with_craniovertebral_bones if variety.craniovertebral_bones else widen
+    spine, render = study_renderer(rng, hard, size, adjust=adjust, contrast_of=contrast_of)
     if spine.hernias and rng.random() < 0.6:
         h = spine.hernias[rng.integers(len(spine.hernias))]
         d = h.center + rng.uniform(-1, 1) * h.half_width
@@ -274,11 +310,15 @@ def draw_many(
     level_spec: CropSpec,
     augment: bool = True,
     detect: Detect | None = None,
+    variety: Variety = Variety(),
 ) -> CropBatch:
     """``n`` patients' crops; patient i is a function of (seed, i) (and ``detect``) only."""
     seeds = (seed,) if isinstance(seed, int) else tuple(seed)
     return CropBatch.cat(
-        [draw(np.random.default_rng([*seeds, i]), herniation_spec, level_spec, augment, detect) for i in range(n)]
+        [
+            draw(np.random.default_rng([*seeds, i]), herniation_spec, level_spec, augment, detect, variety)
+            for i in range(n)
+        ]
     )
 
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from detector.discs.crops import normalize_crops
 from detector.discs.model import DiscModels, DiscNet
 from detector.discs.randomize import randomize
-from detector.discs.samples import LABEL_THRESHOLD_MM, CropBatch, Detect, draw_many
+from detector.discs.samples import LABEL_THRESHOLD_MM, CropBatch, Detect, Variety, draw_many
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class DiscTrainConfig:
     mm_loss_weight: float = 0.15
     seed: int = 5150
     nets: tuple[str, ...] = ("herniation", "level")  # which nets learn; the others stay as given
+    variety: Variety = Variety()  # what the sampler varies beyond the shipped recipe
 
 
 def train_discs(
@@ -74,7 +75,12 @@ def train_discs(
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         batch = draw_many(
-            (cfg.seed, 2, epoch), cfg.patients_per_epoch, models.herniation_crop, models.level_crop, detect=detect
+            (cfg.seed, 2, epoch),
+            cfg.patients_per_epoch,
+            models.herniation_crop,
+            models.level_crop,
+            detect=detect,
+            variety=cfg.variety,
         )
         t_data = time.perf_counter() - t0
         losses = _epoch(models, batch, opt, cfg, gen)

@@ -47,12 +47,30 @@ def train_discs_cmd(
         ),
     ] = False,
     lr: Annotated[float, typer.Option("--lr", min=1e-6, help="Peak learning rate (one-cycle schedule)")] = 2e-3,
+    random_look: Annotated[
+        float,
+        typer.Option(
+            "--random-look",
+            min=0.0,
+            max=0.5,
+            help="Share of patients drawn with every tissue's intensity at random (SynthSeg-style), "
+            "taken from our generator's own look; half are always random T2 looks",
+        ),
+    ] = 0.0,
+    bones: Annotated[
+        bool,
+        typer.Option(
+            "--bones/--no-bones",
+            help="Draw C1's posterior arch and the clivus in most necks, and other C1 and dens sizes",
+        ),
+    ] = False,
 ) -> None:
     """Train the second stage (herniation call + protrusion, disc level) on crops from our own
     synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
     payload); `meddet calibrate --discs OUT/best.pt` then puts it in a checkpoint."""
     import torch
 
+    from detector.discs.samples import Variety
     from detector.discs.train import DiscTrainConfig, train_discs
     from detector.inference import Detector
 
@@ -74,7 +92,14 @@ def train_discs_cmd(
             return [d.box for d in detector.predict([image])[0] if d.score >= 0.1]
 
         detect = boxes
-    cfg = DiscTrainConfig(epochs=epochs, patients_per_epoch=patients, seed=seed, nets=nets, lr=lr)
+    cfg = DiscTrainConfig(
+        epochs=epochs,
+        patients_per_epoch=patients,
+        seed=seed,
+        nets=nets,
+        lr=lr,
+        variety=Variety(random_look=random_look, craniovertebral_bones=bones),
+    )
     best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init, detect=detect)
     typer.echo(f"best second stage: {best}")
 

@@ -167,6 +167,36 @@ def test_level_training_draws_other_craniovertebral_proportions() -> None:
     assert np.ptp([v.body_bot[0] for v in varied]) > 4 and np.ptp([v.dens_len for v in varied]) > 5
 
 
+def test_training_necks_get_c1s_posterior_arch_and_a_clivus_above_c2_only() -> None:
+    """The bones around the anchor that our generator leaves out are drawn where they belong
+    (C1's posterior arch behind the canal, the clivus above the dens tip), nothing at or below
+    the C2 body changes, and the training sampler draws them in most necks, of varied size."""
+    from dataclasses import replace
+
+    from detector.data.anatomy import sample_spine, uv_grid
+    from detector.data.render import render_slice, sample_contrast
+    from detector.discs.samples import with_craniovertebral_bones
+
+    rng = np.random.default_rng(3)
+    spine = sample_spine(rng, hard=False, size=256)
+    look = sample_contrast(rng, hard=False)
+    u, v = uv_grid(spine)
+    texture = np.zeros((2, 256, 256), np.float32)
+    plain = render_slice(spine, look, u, v, 0.0, texture)
+    arch = render_slice(replace(spine, c1_posterior_arch=6.0), look, u, v, 0.0, texture) != plain
+    clivus = render_slice(replace(spine, clivus=9.0), look, u, v, 0.0, texture) != plain
+    assert arch.sum() > 20 and clivus.sum() > 20
+    assert (u[arch] < 0).all() and (u[clivus] < -spine.dens_len).all()  # above C2's body / the dens
+    assert (v[arch] > 0).all() and np.median(v[clivus]) < 0  # behind the canal / in front of it
+    drawn = [with_craniovertebral_bones(spine, np.random.default_rng([5, i])) for i in range(40)]
+    assert 0.5 < np.mean([s.clivus > 0 for s in drawn]) < 0.95
+    assert np.ptp([s.c1_posterior_arch for s in drawn]) > 3 and np.ptp([s.dens_half_width for s in drawn]) > 1.5
+    from detector.discs.samples import Variety
+
+    with pytest.raises(ValueError, match="random_look"):
+        Variety(random_look=0.6)  # half the patients are random T2 looks already
+
+
 def test_training_looks_vary_every_tissue_but_keep_what_a_t2_call_needs() -> None:
     """Half the training patients get random tissue intensities (domain randomisation), but
     always bright CSF over a darker cord, a dark annulus and dark cortex: the herniation
