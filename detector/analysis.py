@@ -8,7 +8,8 @@
 4. The herniation net reads a close crop (0.3 mm/px, disc and canal, with the neighbouring
    slices) of every detection of a disc; the disc's logit is the highest over its slices, the
    calibrated probability of that is its score, and the stored operating point its call. The
-   key slice is where the logit is highest.
+   key slice of a herniation is where the logit is highest; of a normal disc, where the disc
+   was detected most clearly (a far lateral slice's low logit may be the highest).
 
 ``Analyzer.from_checkpoint()`` loads both stages and the calibration from one checkpoint;
 ``analyze(images, pixel_spacing)`` is pure computation on arrays (no DICOM, no I/O).
@@ -183,18 +184,20 @@ class Analyzer:
         return [out[owners == i] for i in range(len(chain.members))]
 
     def _finding(self, level: str, members: list[Disc], outputs: np.ndarray, reason: str | None) -> DiscFinding:
-        k = int(np.argmax(outputs[:, 0]))
-        probability = float(self.calibration.probability(outputs[k, 0]))
+        top = int(np.argmax(outputs[:, 0]))
+        probability = float(self.calibration.probability(outputs[top, 0]))
+        called = probability >= self.calibration.threshold
+        k = top if called else clearest(members)
         disc = members[k]
         return DiscFinding(
             level=level,
-            label="herniation" if probability >= self.calibration.threshold else "normal_disc",
+            label="herniation" if called else "normal_disc",
             probability=probability,
             protrusion_mm=max(0.0, float(outputs[k, 1])),
             slice_index=disc.slice_index,
             box=disc.box,
             reason=reason if level == UNKNOWN else None,
-            logit=float(outputs[k, 0]),
+            logit=float(outputs[top, 0]),
         )
 
 
@@ -232,6 +235,13 @@ def inferred(chain: Chain, i: int) -> list[Disc]:
         )
         for d in key_members(chain.members[j])
     ]
+
+
+def clearest(members: list[Disc]) -> int:
+    """Index of the disc's clearest detection: the highest score, ties (discs inferred where
+    nothing was detected) to the middle one."""
+    middle = (len(members) - 1) / 2
+    return max(range(len(members)), key=lambda i: (members[i].score, -abs(i - middle)))
 
 
 def key_members(members: list[Disc], min_fraction: float = 0.35) -> list[Disc]:

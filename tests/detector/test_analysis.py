@@ -126,3 +126,26 @@ def test_the_level_net_reads_each_chain_position_in_several_views_and_averages_t
     np.testing.assert_allclose(mean, np.mean(views, axis=0), atol=1e-5)
     np.testing.assert_allclose(mean.sum(axis=1), 1.0, atol=1e-5)
     assert not np.allclose(views[0], views[len(views) // 2], atol=1e-3)  # the views do differ
+
+
+def test_a_normal_disc_is_shown_on_its_clearest_slice_and_a_herniation_where_it_shows_most(
+    analyzer: Analyzer,
+) -> None:
+    """The call is the disc's highest logit either way; a disc called normal is boxed on the
+    slice where it was detected most clearly (not on a far lateral slice whose low logit
+    happened to be the highest), a herniation on the slice where its logit is highest."""
+    from detector.analysis import clearest
+    from detector.levels import Disc
+
+    members = [
+        Disc(k, np.array([50.0, 60.0 + k]), (40.0, 55.0 + k, 60.0, 65.0 + k), 0.0, s)
+        for k, s in ((3, 0.4), (7, 0.95), (11, 0.5))
+    ]
+    normal = analyzer._finding("C4-C5", members, np.array([[-6.0, 0.1], [-5.0, 0.2], [-3.0, 0.4]]), None)
+    assert normal.label == "normal_disc" and normal.slice_index == 7 and normal.box == members[1].box
+    assert normal.logit == -3.0 and normal.probability == pytest.approx(analyzer.calibration.probability(-3.0))
+    assert normal.protrusion_mm == pytest.approx(0.2)
+    herniated = analyzer._finding("C4-C5", members, np.array([[-6.0, 0.1], [-5.0, 0.2], [6.0, 3.0]]), None)
+    assert herniated.label == "herniation" and herniated.slice_index == 11 and herniated.protrusion_mm == 3.0
+    inferred = [Disc(k, np.zeros(2), (0.0, 0.0, 1.0, 1.0), 0.0, 0.0) for k in (4, 5, 6)]
+    assert clearest(inferred) == 1  # nothing detected there: the middle slice
