@@ -1,14 +1,16 @@
 """Generalisation benchmark: the analysis on the independent held-out generator.
 
     python benchmarks/generalization.py [--routine 25] [--hard 25] [--seed 7100]
-        [--checkpoint PATH] [--json OUT] [--threads 1] [--baseline]
+        [--checkpoint PATH] [--json OUT] [--threads 1] [--baseline] [--calibration-plot PNG]
 
 Studies come from ``detector.heldout`` (written separately from the training generator, never
 used for training or model selection; docs/heldout.md). The analysis under test is
 ``detector.analysis.Analyzer``; ``--baseline`` also runs the old path on the same studies
 (``Detector.predict`` + ``detector.levels.assign_levels``: today's shipped behaviour), so one
 run prints old vs new. Prints the report tables (routine / hard / all), the targets with
-PASS/FAIL, and the analysis time per study.
+PASS/FAIL, the calibration table (per disc by position) and the analysis time per study.
+``--calibration-plot`` draws that calibration as a reliability diagram (the new analysis, or
+the baseline where the new one is not available; docs/figures/heldout_calibration.png).
 """
 
 from __future__ import annotations
@@ -18,16 +20,30 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detector.heldout.metrics import ReliabilityBin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 Analyze = Callable[[Any, tuple[float, float]], list[Any]]
+BASELINE_THRESHOLD = 0.5  # assign_levels' default: the old path's operating point
 
 
-def baseline_analyzer(checkpoint: str | None) -> Analyze:
+@dataclass(frozen=True)
+class Model:
+    """An analysis path under test: the callable, the model version and its operating point."""
+
+    analyze: Analyze
+    version: str
+    threshold: float
+
+
+def baseline_analyzer(checkpoint: str | None) -> Model:
     """The old analysis path: per-slice detections, then levels named by ``assign_levels``."""
     from detector.inference import Detector
     from detector.levels import assign_levels
@@ -36,7 +52,7 @@ def baseline_analyzer(checkpoint: str | None) -> Analyze:
 
     def analyze(volume: Any, pixel_spacing: tuple[float, float]) -> list[dict[str, Any]]:
         out = []
-        for lf in assign_levels(det.predict(list(volume))):
+        for lf in assign_levels(det.predict(list(volume)), threshold=BASELINE_THRESHOLD):
             herniated = lf.label == "herniation"
             out.append(
                 {
@@ -49,14 +65,57 @@ def baseline_analyzer(checkpoint: str | None) -> Analyze:
             )
         return out
 
-    return analyze
+    return Model(analyze, det.version, BASELINE_THRESHOLD)
 
 
-def new_analyzer(checkpoint: str | None) -> Analyze:
+def new_analyzer(checkpoint: str | None) -> Model:
     from detector.analysis import Analyzer  # type: ignore[import-not-found]
 
     analyzer = Analyzer.from_checkpoint(checkpoint)
-    return lambda volume, spacing: list(analyzer.analyze(volume, spacing).findings)
+    return Model(
+        lambda volume, spacing: list(analyzer.analyze(volume, spacing).findings),
+        analyzer.version,
+        analyzer.calibration.threshold,
+    )
+
+
+def plot_calibration(
+    bins: dict[str, Sequence[ReliabilityBin]], threshold: float, title: str, path: str, note: str = ""
+) -> None:
+    """Write a reliability diagram: observed herniation rate against mean predicted probability
+    per bin (``ReliabilityBin``s) for each series, with Wilson 95% intervals, the diagonal, the
+    operating point as a vertical line, and the count per bin as bars below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, axn) = plt.subplots(
+        2, 1, figsize=(5.2, 5.8), sharex=True, gridspec_kw={"height_ratios": [4, 1.2], "hspace": 0.08}
+    )
+    ax.plot([0, 1], [0, 1], ":", color="0.4", lw=1, label="perfect calibration")
+    width = min(b.hi - b.lo for bs in bins.values() for b in bs) / (len(bins) + 1)
+    for k, (name, bs) in enumerate(bins.items()):
+        full = [b for b in bs if b.n]
+        x = [b.mean_predicted for b in full]
+        y = [b.observed.value for b in full]
+        err = [[v - b.observed.ci[0] for v, b in zip(y, full)], [b.observed.ci[1] - v for v, b in zip(y, full)]]
+        n = sum(b.n for b in bs)
+        line = ax.errorbar(x, y, yerr=err, marker="o", ms=5, capsize=2, lw=1.5, label=f"{name} (n = {n})")
+        offset = (k - (len(bins) - 1) / 2) * width
+        bars = axn.bar([(b.lo + b.hi) / 2 + offset for b in bs], [b.n for b in bs], width, color=line[0].get_color())
+        axn.bar_label(bars, fontsize=7, padding=1)
+    for a in (ax, axn):
+        a.axvline(threshold, color="tab:red", ls="--", lw=1)
+    ax.plot([], [], color="tab:red", ls="--", lw=1, label=f"operating point p >= {threshold:.3g}")
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.05), ylabel="observed herniation rate", title=title)
+    ax.legend(loc="upper left", fontsize=7.5, framealpha=0.7)
+    axn.set(xlabel="predicted herniation probability (points: bin mean; bars: discs per bin)", ylabel="discs")
+    axn.set_ylim(0, max((b.n for bs in bins.values() for b in bs), default=1) * 1.35 + 1)
+    if note:
+        fig.text(0.99, 0.005, note, ha="right", va="bottom", fontsize=6, color="0.4")
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", dest="json_out", default=None, help="write the reports as JSON here")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--baseline", action="store_true", help="also run the old analysis path (Detector + assign_levels)")
+    ap.add_argument(
+        "--calibration-plot", metavar="PNG", default=None, help="draw the calibration by position (reliability) here"
+    )
     args = ap.parse_args(argv)
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -75,9 +137,16 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     from detector.heldout import studies
-    from detector.heldout.protocol import Report, format_report, format_targets, score_study
+    from detector.heldout.protocol import (
+        CALIBRATION_EDGES,
+        Report,
+        format_calibration,
+        format_report,
+        format_targets,
+        score_study,
+    )
 
-    analyzers: dict[str, Analyze] = {}
+    analyzers: dict[str, Model] = {}
     try:
         analyzers["new"] = new_analyzer(args.checkpoint)
     except (ImportError, ValueError, FileNotFoundError) as exc:
@@ -92,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     for i, st in enumerate(studies(args.routine, args.hard, args.seed)):
         gen_s += time.perf_counter() - t_all
         line = [f"study {i + 1:>3} {'hard   ' if st.hard else 'routine'} seed {st.seed:>10} {tuple(st.volume.shape)}"]
-        for name, analyze in analyzers.items():
+        for name, model in analyzers.items():
             t0 = time.perf_counter()
-            findings = analyze(st.volume, st.pixel_spacing)
+            findings = model.analyze(st.volume, st.pixel_spacing)
             dt = time.perf_counter() - t0
             results[name].append(score_study(st, findings, dt))
             line.append(f"{name} {dt:.2f} s")
@@ -108,19 +177,43 @@ def main(argv: list[str] | None = None) -> int:
         "generation_s_per_study": gen_s / max(n, 1),
         "reports": {},
     }
-    for name, rs in results.items():
-        report = Report(rs)
+    reports = {name: Report(rs) for name, rs in results.items()}
+    for name, report in reports.items():
+        model = analyzers[name]
         print()
         path = "detector.analysis.Analyzer" if name == "new" else "Detector + assign_levels"
-        print(format_report(report, f"== {name} analysis ({path}) =="))
+        print(format_report(report, f"== {name} analysis ({path}), model {model.version} =="))
+        print(format_calibration(report))
+        print(f"  operating point: p >= {model.threshold:.4g}")
         print(format_targets(report))
-        secs = sum(r.seconds for r in rs) / max(len(rs), 1)
+        secs = sum(r.seconds for r in report.results) / max(len(report.results), 1)
         print(f"  total analysis time per study: {secs:.2f} s")
-        out["reports"][name] = report.to_dict() | {"analysis_s_per_study": secs}
+        calibration = {
+            "edges": list(CALIBRATION_EDGES),
+            "groups": {g: [b.to_dict() for b in report.calibration(g)] for g in ("routine", "hard", "all")},
+        }
+        out["reports"][name] = report.to_dict() | {
+            "analysis_s_per_study": secs,
+            "model_version": model.version,
+            "operating_point": model.threshold,
+            "calibration_by_position": calibration,
+        }
     print(f"\ngeneration: {gen_s / max(n, 1):.2f} s per study")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json_out}")
+    if args.calibration_plot:
+        name = "new" if "new" in reports else "baseline"
+        report, model = reports[name], analyzers[name]
+        series = {g: report.calibration(g) for g in ("routine", "hard") if report.studies(g)}
+        plot_calibration(
+            series,
+            model.threshold,
+            f"Calibration on the held-out generator (by position)\nmodel {model.version}, {name} analysis",
+            args.calibration_plot,
+            note=f"benchmarks/generalization.py --routine {args.routine} --hard {args.hard} --seed {args.seed}",
+        )
+        print(f"wrote {args.calibration_plot}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Pure metrics for the held-out protocol (numpy only): Wilson intervals, ROC AUC, rates."""
+"""Pure metrics for the held-out protocol (numpy only): Wilson intervals, ROC AUC, rates,
+reliability bins."""
 
 from __future__ import annotations
 
@@ -107,6 +108,60 @@ def best_sensitivity_at_specificity(
         if sp.value >= min_specificity and se.value > best[0]:
             best = (se.value, float(t))
     return best
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One bin of a reliability diagram: the cases with ``lo <= p < hi`` (the last bin also
+    holds ``p == hi``), their mean probability and how many were positive."""
+
+    lo: float
+    hi: float
+    n: int
+    positives: int
+    mean_predicted: float  # NaN when the bin is empty
+
+    @property
+    def observed(self) -> Rate:
+        """The observed positive rate, with its Wilson interval."""
+        return Rate(self.positives, self.n)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "lo": _num(self.lo),
+            "hi": _num(self.hi),
+            "n": self.n,
+            "positives": self.positives,
+            "mean_predicted": _num(self.mean_predicted),
+            "observed": _num(self.observed.value),
+        }
+
+
+def reliability_bins(
+    probabilities: Sequence[float] | np.ndarray,
+    labels: Sequence[bool] | np.ndarray,
+    edges: Sequence[float] | np.ndarray,
+) -> list[ReliabilityBin]:
+    """Every bin between consecutive ``edges`` (increasing), empty ones included: bin i holds
+    ``edges[i] <= p < edges[i + 1]``, the last bin also ``p == edges[-1]``. Probabilities
+    outside ``[edges[0], edges[-1]]`` (or NaN) are an error."""
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    e = np.asarray(edges, dtype=np.float64).ravel()
+    if p.shape != y.shape:
+        raise ValueError(f"reliability_bins: {p.shape[0]} probabilities for {y.shape[0]} labels")
+    if len(e) < 2 or not np.all(np.diff(e) > 0):
+        raise ValueError(f"reliability_bins: edges must be >= 2 increasing values, got {e.tolist()}")
+    if not np.all((p >= e[0]) & (p <= e[-1])):  # NaN fails both comparisons
+        raise ValueError(f"reliability_bins: probabilities outside [{e[0]}, {e[-1]}] or NaN")
+    index = np.minimum(np.searchsorted(e, p, side="right") - 1, len(e) - 2)
+    out = []
+    for i in range(len(e) - 1):
+        sel = index == i
+        n = int(sel.sum())
+        mean = float(p[sel].mean()) if n else math.nan
+        out.append(ReliabilityBin(float(e[i]), float(e[i + 1]), n, int(y[sel].sum()), mean))
+    return out
 
 
 def _num(v: float) -> float | None:

@@ -25,11 +25,20 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from detector.heldout.anatomy import DISC_LEVELS, REPORTED_LEVELS
-from detector.heldout.metrics import Rate, best_sensitivity_at_specificity, roc_auc, sensitivity, specificity
+from detector.heldout.metrics import (
+    Rate,
+    ReliabilityBin,
+    best_sensitivity_at_specificity,
+    reliability_bins,
+    roc_auc,
+    sensitivity,
+    specificity,
+)
 from detector.heldout.study import DiscTruth, HeldoutStudy
 
 Box = tuple[float, float, float, float]
 SIZE_BINS = ((1.5, 2.5), (2.5, 4.0), (4.0, math.inf))
+CALIBRATION_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 TARGETS = {"naming": 0.98, "sensitivity": 0.85, "specificity": 0.85, "auc": 0.92}
 
 
@@ -158,8 +167,22 @@ def _classification(cases: list[dict[str, Any]], key: str) -> dict[str, Any]:
 class Report:
     results: list[StudyResult]
 
+    def studies(self, name: str) -> list[StudyResult]:
+        """The results of group ``name``: "routine", "hard" or "all"."""
+        return [r for r in self.results if name == "all" or r.hard == (name == "hard")]
+
+    def by_position(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(herniation probability, herniated) of every reported disc of group ``name``, the
+        probability that of the findings on the disc, names ignored (0 where none is)."""
+        cases = [c for r in self.studies(name) for c in r.cases]
+        return np.array([c["p_pos"] for c in cases], float), np.array([c["herniated"] for c in cases], bool)
+
+    def calibration(self, name: str, edges: Sequence[float] = CALIBRATION_EDGES) -> list[ReliabilityBin]:
+        """Reliability bins of the by-position probabilities of group ``name``."""
+        return reliability_bins(*self.by_position(name), edges)
+
     def group(self, name: str) -> dict[str, Any]:
-        rs = [r for r in self.results if name == "all" or r.hard == (name == "hard")]
+        rs = self.studies(name)
         named = [(f, d) for r in rs for f, d in r.named]
         cases = [c for r in rs for c in r.cases]
         out: dict[str, Any] = {
@@ -318,6 +341,24 @@ def format_report(report: Report, title: str = "") -> str:
         row(f"  {key}", [rate(g[n]["by_name"]["sensitivity_by_size"][key]) for n in names])
     row("  specificity on bulges", [rate(g[n]["by_name"]["specificity_bulge"]) for n in names])
     row("  specificity on normals", [rate(g[n]["by_name"]["specificity_normal"]) for n in names])
+    return "\n".join(lines)
+
+
+def format_calibration(report: Report, edges: Sequence[float] = CALIBRATION_EDGES) -> str:
+    """The reliability table by position: per bin, per group the count, the mean predicted
+    probability and the observed herniation rate."""
+    names = [n for n in ("routine", "hard") if report.studies(n)] + ["all"]
+    bins = {n: report.calibration(n, edges) for n in names}
+
+    def num(v: float) -> str:
+        return "-" if math.isnan(v) else f"{v:.3f}"
+
+    lines = ["  calibration by position (herniation probability; n / mean predicted / observed rate)"]
+    lines.append(f"  {'  bin':<26}" + "".join(f"{n:>34}" for n in names))
+    for i, b in enumerate(bins["all"]):
+        bracket = "]" if i == len(bins["all"]) - 1 else ")"
+        cells = [f"{x.n:>5} {num(x.mean_predicted):>7} {num(x.observed.value):>7}" for x in (bins[n][i] for n in names)]
+        lines.append(f"  {f'  [{b.lo:.2f}, {b.hi:.2f}{bracket}':<26}" + "".join(f"{c:>34}" for c in cells))
     return "\n".join(lines)
 
 

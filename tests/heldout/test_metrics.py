@@ -13,12 +13,13 @@ from detector.heldout.metrics import (
     Rate,
     at_threshold,
     best_sensitivity_at_specificity,
+    reliability_bins,
     roc_auc,
     sensitivity,
     specificity,
     wilson_interval,
 )
-from detector.heldout.protocol import Report, check_targets, format_report, score_study
+from detector.heldout.protocol import Report, check_targets, format_calibration, format_report, score_study
 
 
 def test_wilson_interval_known_values() -> None:
@@ -53,6 +54,49 @@ def test_rates_at_threshold() -> None:
     assert best == 1.0 and thr == pytest.approx(0.4)  # one of two negatives (0.7) called
     best, thr = best_sensitivity_at_specificity(scores, labels, 0.6)
     assert best == pytest.approx(1 / 3) and thr == pytest.approx(0.9)
+
+
+def test_reliability_bins_counts_means_empty_bins_and_the_top_edge() -> None:
+    p = [0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.0]
+    y = [False, False, True, False, True, True, True, False]
+    bins = reliability_bins(p, y, [0.0, 0.25, 0.5, 0.625, 0.75, 1.0])
+    assert [(b.lo, b.hi) for b in bins] == [(0.0, 0.25), (0.25, 0.5), (0.5, 0.625), (0.625, 0.75), (0.75, 1.0)]
+    assert [b.n for b in bins] == [2, 2, 1, 0, 3]  # 0.25 opens its bin; 1.0 sits in the last one
+    assert [b.positives for b in bins] == [0, 1, 1, 0, 2]
+    assert [b.mean_predicted for b in bins if b.n] == [0.0625, 0.3125, 0.5, 2.75 / 3]
+    assert [b.observed.value for b in bins if b.n] == [0.0, 0.5, 1.0, 2 / 3]
+    empty = bins[3]
+    assert math.isnan(empty.mean_predicted) and math.isnan(empty.observed.value)
+    assert empty.to_dict() == {
+        "lo": 0.625,
+        "hi": 0.75,
+        "n": 0,
+        "positives": 0,
+        "mean_predicted": None,
+        "observed": None,
+    }
+    assert bins[4].observed == Rate(2, 3)
+    top = reliability_bins(np.array([1.0, 1.0]), np.array([1, 0]), np.linspace(0, 1, 6))
+    assert [b.n for b in top] == [0, 0, 0, 0, 2] and top[-1].mean_predicted == 1.0
+    none = reliability_bins([], [], [0.0, 0.5, 1.0])
+    assert [(b.lo, b.hi, b.n, b.positives) for b in none] == [(0.0, 0.5, 0, 0), (0.5, 1.0, 0, 0)]
+    assert all(math.isnan(b.mean_predicted) for b in none)
+
+
+@pytest.mark.parametrize(
+    ("p", "y", "edges"),
+    [
+        ([0.5, 1.01], [0, 1], [0.0, 0.5, 1.0]),  # above the top edge
+        ([-0.1], [0], [0.0, 1.0]),  # below the bottom edge
+        ([math.nan], [0], [0.0, 1.0]),
+        ([0.5, 0.6], [1], [0.0, 1.0]),  # one label short
+        ([0.5], [1], [0.0, 0.5, 0.5, 1.0]),  # edges not increasing
+        ([0.5], [1], [0.0]),
+    ],
+)
+def test_reliability_bins_rejects_bad_input(p, y, edges) -> None:
+    with pytest.raises(ValueError):
+        reliability_bins(p, y, edges)
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +216,19 @@ def test_meddet_evaluate_heldout_json() -> None:
     assert {t["group"] for t in out["targets"]} == {"all", "routine"}
     bad = CliRunner().invoke(app, ["evaluate", "--data", "heldout:easy", "--images", "1"])
     assert bad.exit_code == 2
+
+
+def test_calibration_by_position_ignores_names(study) -> None:
+    n_pos = sum(d.herniated for d in study.discs if d.reported)
+    for shift in (0, 1):  # a shifted chain changes no probability by position
+        report = Report([score_study(study, _perfect(study, shift=shift))])
+        p, y = report.by_position("all")
+        assert len(p) == len(y) == 6 and int(y.sum()) == n_pos
+        assert np.array_equal(p, np.where(y, 0.95, 0.05))
+        bins = report.calibration("routine")
+        assert [b.n for b in bins] == [6 - n_pos, 0, 0, 0, n_pos]
+        assert [b.positives for b in bins] == [0, 0, 0, 0, n_pos]
+        assert bins[0].mean_predicted == pytest.approx(0.05) and bins[-1].mean_predicted == pytest.approx(0.95)
+        assert [b.n for b in report.calibration("hard")] == [0] * 5  # no hard studies: empty bins
+    text = format_calibration(report)
+    assert "[0.80, 1.00]" in text and "[0.00, 0.20)" in text and "hard" not in text
