@@ -214,6 +214,7 @@ class StoreHandlers:
             assert received is not None, "a C-STORE request without a data set"
             with received.getbuffer() as view:
                 sink.write(view)
+                sink.flush()  # the sink keeps a reference until then
         key = id(event.assoc)
         sop_uid = str(request.AffectedSOPInstanceUID or "")
         status, comment = self.finish_store(key, sink, sop_uid, str(event.context.transfer_syntax))

@@ -72,13 +72,15 @@ def _free_revision(folder: Path, sop_uid: str, size: int, same: Callable[[Path],
     """The first revision name of ``sop_uid`` in ``folder`` that is free, or the one already
     holding the same bytes (``same``, asked only of files of ``size`` bytes): (path, revision,
     whether it is that duplicate)."""
-    revision = 0
+    base, revision = os.fspath(folder), 0
     while True:
-        path = folder / (f"{sop_uid}.dcm" if revision == 0 else f"{sop_uid}.r{revision}.dcm")
-        if not path.exists():
-            return path, revision, False
-        if path.stat().st_size == size and same(path):
-            return path, revision, True
+        name = f"{sop_uid}.dcm" if revision == 0 else f"{sop_uid}.r{revision}.dcm"
+        try:
+            found = os.stat(f"{base}/{name}").st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return folder / name, revision, False
+        if found == size and same(folder / name):
+            return folder / name, revision, True
         revision += 1
 
 
@@ -105,7 +107,7 @@ class Spool:
             folder.mkdir(parents=True, exist_ok=True)
         self._counter = itertools.count()
         self._lock = threading.Lock()  # serialises revision numbering per process
-        self._known_dirs: set[Path] = set()
+        self._known_dirs: dict[tuple[str, str], Path] = {}  # series folders made or seen
         #: fsync file and folder before a write returns (``MEDDET_DURABILITY=per-instance``);
         #: off with group commit (dicom_node/durability.py flushes in groups).
         self.durable = durable
@@ -118,14 +120,15 @@ class Spool:
         return self.tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._counter)}.part"
 
     def _series_folder(self, study_uid: str, series_uid: str) -> Path:
-        folder = self.series_dir(study_uid, series_uid)
-        if folder not in self._known_dirs:
+        folder = self._known_dirs.get((study_uid, series_uid))
+        if folder is None:
+            folder = self.series_dir(study_uid, series_uid)
             new = not folder.is_dir()
             folder.mkdir(parents=True, exist_ok=True)
             if new and self.durable:  # the new folders' own entries, too
                 _fsync_dir(folder.parent)
                 _fsync_dir(self.spool_dir)
-            self._known_dirs.add(folder)
+            self._known_dirs[study_uid, series_uid] = folder
         return folder
 
     def _write_atomic(self, data: bytes, final: Path) -> None:
