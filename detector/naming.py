@@ -6,12 +6,14 @@ whole chain has one unknown: which position is C2-C3, the disc just under C2 wit
 and C1 above it. ``name_chain`` scores every placement of that anchor by the summed
 log-probabilities of what the placement says each position is: "not a disc" above the
 anchor (e.g. the base of the dens), C2-C3 at it, "some other disc" below it; then it counts
-down. Only the anchor's identity is read from the net; which lower level a disc looks like
-is not (that appearance differs between scanners and anatomies far more than "the first
-disc under C2" does).
+down. Only the anchor's identity names the chain; which lower level a disc looks like does
+not (that appearance differs between scanners and anatomies far more than "the first disc
+under C2" does), but a counted disc that the net is sure is another level vetoes the count
+(a disc missed, or a non-disc counted, between it and the anchor).
 
-Failure is explicit: no anchor, or a placement barely likelier than another, gives
-``status`` "unknown" with a reason, and every disc's level is reported as unknown.
+Failure is explicit: no anchor, a placement barely likelier than another, or a counted disc
+that is surely another level gives ``status`` "unknown" with a reason, and every disc's
+level is reported as unknown.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from detector.levels import LEVELS
 
 N_LEVEL_CLASSES = 8  # C2-C3 .. T1-T2 (7), not a disc
+LEVEL_NAMES = (*LEVELS, "T1-T2")  # the level net's disc classes
 NOT_DISC = 7
 ANCHOR = 0  # C2-C3
 
@@ -39,7 +42,11 @@ class Naming:
 
 
 def name_chain(
-    log_probs: np.ndarray, min_anchor_prob: float = 0.3, min_margin: float = 1.5, not_disc: float = 0.6
+    log_probs: np.ndarray,
+    min_anchor_prob: float = 0.3,
+    min_margin: float = 1.5,
+    not_disc: float = 0.6,
+    contradiction: float = 0.9,
 ) -> Naming:
     """Align a chain [L, 8] of level log-probabilities with the disc levels.
 
@@ -47,6 +54,9 @@ def name_chain(
     ``min_margin``: the best alignment must be at least e**min_margin times likelier than
     any other. ``not_disc``: a position the net calls "not a disc" with at least this
     probability (a facet or a vertebral body the detector boxed) is left out of the count.
+    ``contradiction``: a counted disc that the net takes for another level with at least
+    this probability (a disc the detector missed, or a non-disc counted, above it) makes the
+    whole chain unknown: the count and that disc disagree, and neither is trusted.
     """
     lp = np.asarray(log_probs, dtype=np.float64)
     if lp.ndim != 2 or lp.shape[1] != N_LEVEL_CLASSES:
@@ -56,7 +66,27 @@ def name_chain(
     names: list[str | None] = [None] * len(lp)
     for i, name in zip(keep, inner.names):
         names[int(i)] = name
+    clash = _contradiction(lp, names, contradiction) if inner.status == "found" else None
+    if clash is not None:
+        return Naming([None] * len(lp), "unknown", clash, inner.offset, inner.margin)
     return Naming(names, inner.status, inner.reason, inner.offset, inner.margin)
+
+
+def _contradiction(lp: np.ndarray, names: list[str | None], min_prob: float) -> str | None:
+    """Why the count is contradicted: the first named disc that looks like another level
+    with at least ``min_prob``; None when none does."""
+    for i, name in enumerate(names):
+        if name is None:
+            continue
+        disc = np.exp(lp[i, :NOT_DISC])
+        looks = int(np.argmax(disc))
+        if looks != LEVELS.index(name) and disc[looks] >= min_prob:
+            seen = LEVEL_NAMES[looks]
+            return (
+                f"inconsistent chain: the disc counted as {name} from C2 looks like {seen} "
+                f"(probability {disc[looks]:.2f}); a disc may be missed or a non-disc counted"
+            )
+    return None
 
 
 def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float) -> Naming:

@@ -92,9 +92,20 @@ def test_the_chain_is_named_from_the_c2_anchor_not_from_the_top() -> None:
     noisy = _chain_log_probs([0, 1, 2, 3, 4, 5])
     noisy[2] = np.log(np.full(len(LEVEL_CLASSES), 1 / len(LEVEL_CLASSES)))
     assert name_chain(noisy).names == list(LEVELS)
-    # below the anchor the count names the discs, not what each looks like
-    mislooking = name_chain(_chain_log_probs([0, 3, 3, 1, 6, 2]))
+    # below the anchor the count names the discs, not what each looks like...
+    mislooking = name_chain(_chain_log_probs([0, 3, 3, 1, 6, 2], confidence=0.8))
     assert mislooking.status == "found" and mislooking.names == list(LEVELS)[:6]
+
+
+def test_a_counted_disc_that_surely_is_another_level_vetoes_the_count() -> None:
+    # ...unless the net is sure: C3-C4 missed by the detector, so the count says C3-C4 where
+    # the disc is C4-C5
+    skipped = name_chain(_chain_log_probs([0, 2, 3, 4], confidence=0.95))
+    assert skipped.status == "unknown" and skipped.names == [None] * 4
+    assert "counted as C3-C4 from C2 looks like C4-C5 (probability 0.95)" in (skipped.reason or "")
+    assert name_chain(_chain_log_probs([0, 2, 3, 4], confidence=0.95), contradiction=0.99).status == "found"
+    # a thoracic disc that looks like T1-T2 below C7-T1 is no contradiction (it is not named)
+    assert name_chain(_chain_log_probs([0, 1, 2, 3, 4, 5, 6], confidence=0.95)).status == "found"
 
 
 def test_no_anchor_or_a_chain_that_disagrees_gives_unknown_levels_with_a_reason() -> None:
