@@ -1,7 +1,7 @@
 """Level naming under stress, on our own generator: the development set for the level anchor.
 
     python benchmarks/naming_dev.py [--studies 30] [--seed 9400] [--discs BEST_PT]
-        [--views one|all] [--look generator|random] [--json OUT]
+        [--views one|all] [--look generator|random] [--anatomy widen|bones] [--json OUT]
 
 The held-out generator (``detector.heldout``) must never choose a model, a view set or a
 threshold, so changes to the level anchor are judged here: studies of ``detector.data`` with
@@ -10,7 +10,8 @@ dens and skull-base proportions, straighter or kyphotic necks, the skull base cu
 15 slices, half of them hard, at seeds (SEED, i) that no training or calibration draw uses.
 ``--look random`` draws every tissue's intensity at random (``random_contrast``), a
 stress look; it flatters a net trained on that look, so ``generator`` is the fair
-comparison. ``--views one`` reads one crop per chain position (as before
+comparison. ``--anatomy bones`` also draws C1's posterior arch and the clivus, and other C1
+and dens sizes (``samples.with_craniovertebral_bones``, as ``train-discs --bones``). ``--views one`` reads one crop per chain position (as before
 ``LEVEL_VIEWS``). Prints: studies named / unknown, reported levels named right, studies with
 a wrong or shifted chain (two or more levels off by the same step).
 """
