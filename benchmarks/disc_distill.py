@@ -25,13 +25,14 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP, CropRequest, anchor_of_box, normalize_crops, take_crops  # noqa: E402  # noqa: E402
-from detector.discs.model import LEVEL_CLASSES, DiscNet  # noqa: E402
+from detector.discs.model import DiscNet  # noqa: E402
 from detector.discs.randomize import randomize  # noqa: E402
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw_many  # noqa: E402
 from detector.discs.train import auc  # noqa: E402
 from detector.distill.afa import AFA  # noqa: E402
 from detector.distill.losses import feature_mse  # noqa: E402
 from detector.distill.lwff import LWFF  # noqa: E402
+from detector.naming import LEVEL_CLASSES  # noqa: E402
 
 WIDE = (32, 64, 96, 128, 192)
 

@@ -24,9 +24,10 @@ import numpy as np
 
 from detector.levels import LEVELS
 
-N_LEVEL_CLASSES = 8  # C2-C3 .. T1-T2 (7), not a disc
-LEVEL_NAMES = (*LEVELS, "T1-T2")  # the level net's disc classes
-NOT_DISC = 7
+#: What the level net says a chain position is: a disc level C2-C3 .. T1-T2, or not a disc.
+LEVEL_CLASSES = (*LEVELS, "T1-T2", "not_disc")
+N_LEVEL_CLASSES = len(LEVEL_CLASSES)
+NOT_DISC = N_LEVEL_CLASSES - 1
 ANCHOR = 0  # C2-C3
 
 
@@ -81,7 +82,7 @@ def _contradiction(lp: np.ndarray, names: list[str | None], min_prob: float) -> 
         disc = np.exp(lp[i, :NOT_DISC])
         looks = int(np.argmax(disc))
         if looks != LEVELS.index(name) and disc[looks] >= min_prob:
-            seen = LEVEL_NAMES[looks]
+            seen = LEVEL_CLASSES[looks]
             return (
                 f"inconsistent chain: the disc counted as {name} from C2 looks like {seen} "
                 f"(probability {disc[looks]:.2f}); a disc may be missed or a non-disc counted"

@@ -22,9 +22,7 @@ from torch import Tensor, nn
 
 from detector.discs.calibration import Calibration
 from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP, CropSpec
-
-LEVEL_CLASSES = ("C2-C3", "C3-C4", "C4-C5", "C5-C6", "C6-C7", "C7-T1", "T1-T2", "not_disc")
-NOT_DISC = len(LEVEL_CLASSES) - 1
+from detector.naming import LEVEL_CLASSES
 
 
 class DiscNet(nn.Module):

@@ -29,8 +29,8 @@ from detector.data.anatomy import LEVELS, Spine, disc_back, disc_boxes, protrusi
 from detector.data.render import random_contrast, sample_contrast, t2_random_contrast
 from detector.data.synthetic import SIZES, study_renderer
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, take_crops
-from detector.discs.model import NOT_DISC
 from detector.levels import box_iou
+from detector.naming import NOT_DISC
 
 LABEL_THRESHOLD_MM = 1.5
 #: The share of training patients drawn with random intensities that keep a T2 image's

@@ -8,10 +8,10 @@ import torch
 
 from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, take_crops
-from detector.discs.model import LEVEL_CLASSES, NOT_DISC, DiscModels
+from detector.discs.model import DiscModels
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
-from detector.naming import name_chain
+from detector.naming import LEVEL_CLASSES, NOT_DISC, name_chain
 
 
 def _dot_volume(spacing: float, size_mm: float = 60.0, dot_mm: tuple[float, float] = (30.0, 20.0)) -> torch.Tensor:
