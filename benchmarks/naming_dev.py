@@ -11,8 +11,8 @@ dens and skull-base proportions, straighter or kyphotic necks, the skull base cu
 ``--look random`` draws every tissue's intensity at random (``random_contrast``), a
 stress look; it flatters a net trained on that look, so ``generator`` is the fair
 comparison. ``--anatomy bones`` also draws C1's posterior arch and the clivus, and other C1
-and dens sizes (``samples.with_craniovertebral_bones``, as ``train-discs --bones``). ``--views one`` reads one crop per chain position (as before
-``LEVEL_VIEWS``). Prints: studies named / unknown, reported levels named right, studies with
+and dens sizes (``samples.with_craniovertebral_bones``, as ``train-discs --bones``).
+``--views one`` reads one crop per chain position (as before ``LEVEL_VIEWS``). Prints: studies named / unknown, reported levels named right, studies with
 a wrong or shifted chain (two or more levels off by the same step).
 """
 
