@@ -47,7 +47,7 @@ class AssociationRejected:
 class InstanceStored:
     key: int | None  # association key; None for files found by recovery
     header: InstanceHeader
-    stored: StoredFile
+    stored: StoredFile  # sha256 None from the receive path: the recorder hashes the file
     at: datetime
 
 

@@ -13,7 +13,6 @@ group committer) and the C-STORE status comes back.
 from __future__ import annotations
 
 import errno
-import hashlib
 import mmap
 import os
 import time
@@ -50,8 +49,9 @@ Outcome = tuple[int, str | None]
 class DataSetSink:
     """One data set on its way to the spool: file meta, then each fragment, to a temp file.
 
-    Counts, hashes (SHA-256 of the whole file) and keeps the first :data:`HEAD_BYTES` as it
-    goes. Fragments are gathered (by reference, not copied) and written with one
+    Counts and keeps the first :data:`HEAD_BYTES` as it goes; it does not hash (the audit
+    recorder computes the file's SHA-256 from the spooled file, off this thread). Fragments
+    are gathered (by reference, not copied) and written with one
     ``writev`` per :data:`PENDING_BYTES`, at :meth:`flush` and at :meth:`close`: one system
     call for a typical instance instead of one per fragment plus the file meta. A fragment
     given to :meth:`write` must therefore stay unchanged until the next :meth:`flush` or
@@ -69,7 +69,6 @@ class DataSetSink:
         self.head = bytearray()
         self.too_large = False
         self.error: OSError | None = None
-        self._hash = hashlib.sha256(file_meta)
         self._fd: int | None = None
         self._pending: list[bytes | bytearray | memoryview] = [file_meta]
         self._pending_bytes = len(file_meta)
@@ -90,7 +89,6 @@ class DataSetSink:
             return
         if len(self.head) < HEAD_BYTES:
             self.head += fragment[: HEAD_BYTES - len(self.head)]
-        self._hash.update(fragment)
         self._pending.append(fragment)
         self._pending_bytes += size
         if self._pending_bytes >= PENDING_BYTES or len(self._pending) >= PENDING_PIECES:
@@ -142,10 +140,6 @@ class DataSetSink:
     @property
     def size(self) -> int:
         return self.meta_size + self.received
-
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
 
 
 def _write_all(fd: int, pieces: list[bytes | bytearray | memoryview]) -> None:
@@ -204,9 +198,7 @@ class Intake:
             log.error("spool read failed", sop_uid=sop_uid, error=str(exc))
             return statuses.OUT_OF_RESOURCES, None
         try:
-            stored = self.spool.place(
-                sink.path, sink.size, sink.sha256, header.study_uid, header.series_uid, header.sop_uid
-            )
+            stored = self.spool.place(sink.path, sink.size, header.study_uid, header.series_uid, header.sop_uid)
         except SpoolError as exc:
             log.error("spool write failed", sop_uid=sop_uid, error=str(exc))
             return statuses.OUT_OF_RESOURCES, None

@@ -11,6 +11,12 @@ batches, one transaction per batch. Nothing one event does can take the others d
 
 A crash between "file on disk" and "row in the DB" loses nothing either: at start-up
 :func:`dicom_node.recovery.reconcile` records spool files the DB does not know.
+
+The receive path does not hash: this thread computes each received file's SHA-256 (the audit
+row's ``sha256``) from the spooled file, before the batch's transaction. Its events come from
+the group committer after the flush (``per-instance``: after the fsync), so every file it
+reads is durable; the read hits the page cache, and hashlib releases the GIL while it hashes,
+beside the association threads.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import select
@@ -47,6 +54,7 @@ from dicom_node.recording import (  # noqa: F401 - record_instance: recovery's i
     record_instance,
     record_instances,
 )
+from dicom_node.spool import with_sha256
 
 log = get_logger(__name__)
 
@@ -154,7 +162,7 @@ class AuditRecorder:
     def _write_batch(self, events: list[Event]) -> bool:
         """Write ``events`` in one transaction; if the DB refuses it, one by one. False when
         given up at shutdown with the DB unreachable."""
-        pending = list(events)
+        pending = self._hashed(events)
         one_by_one = len(pending) == 1
         ready: set[str] = set()
         attempt = 0
@@ -180,6 +188,20 @@ class AuditRecorder:
         if ready and self._on_batch is not None:
             self._on_batch(ready)  # complete by count: no need to wait for the next poll
         return True
+
+    def _hashed(self, events: list[Event]) -> list[Event]:
+        """``events`` with the SHA-256 of each new spooled file filled in (once, outside the
+        transaction); a file that cannot be read is reported as a failure and its event left out."""
+        done: list[Event] = []
+        for event in events:
+            if isinstance(event, InstanceStored) and event.stored.sha256 is None and not event.stored.duplicate:
+                try:
+                    event = replace(event, stored=with_sha256(event.stored))
+                except OSError as exc:
+                    self._record_failure(event, exc)
+                    continue
+            done.append(event)
+        return done
 
     def _commit(self, events: list[Event]) -> set[str]:
         """One transaction; returns the series brought to their expected count."""

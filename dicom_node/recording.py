@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from dicom_node.audit.models import Instance, Series, SeriesState, clip
 from dicom_node.headers import InstanceHeader
 from dicom_node.logging import get_logger
-from dicom_node.spool import StoredFile
+from dicom_node.spool import StoredFile, file_sha256
 
 log = get_logger(__name__)
 
@@ -109,7 +109,8 @@ def _instance_row(
         "sop_class_uid": header.sop_class_uid,
         "transfer_syntax_uid": header.transfer_syntax_uid,
         "size_bytes": stored.size,
-        "sha256": stored.sha256,
+        # the recorder fills it in before its transaction; read here only for direct callers
+        "sha256": stored.sha256 if stored.sha256 is not None else file_sha256(stored.path),
         "spool_path": str(stored.path),
         "received_at": at,
     }

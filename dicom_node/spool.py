@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dicom_node.atomic import fsync_dir as _fsync_dir
@@ -34,6 +34,8 @@ from dicom_node.atomic import fsync_file as _fsync_file
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _REVISION_RE = re.compile(r"^(?P<sop>[0-9.]+?)(\.r(?P<rev>[0-9]+))?\.dcm$")
+#: Bytes read per piece when hashing a spooled file (a typical instance: one piece).
+_HASH_PIECE = 1 << 20
 
 
 class SpoolError(Exception):
@@ -44,9 +46,26 @@ class SpoolError(Exception):
 class StoredFile:
     path: Path
     revision: int
-    sha256: str
+    #: SHA-256 (hex) of the whole file, file meta included. None: not computed yet; the
+    #: receive path (:meth:`Spool.place`) leaves it to the audit recorder, which reads the
+    #: file back (:func:`with_sha256`) off the association thread.
+    sha256: str | None
     size: int
     duplicate: bool  # same bytes as an existing revision: nothing new was written
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file, read in pieces (hashlib releases the GIL while it hashes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as handle:
+        while piece := handle.read(_HASH_PIECE):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def with_sha256(stored: StoredFile) -> StoredFile:
+    """``stored`` with its ``sha256`` (computed from the file when missing; OSError if unreadable)."""
+    return stored if stored.sha256 is not None else replace(stored, sha256=file_sha256(stored.path))
 
 
 def is_valid_uid(uid: str | None) -> bool:
@@ -162,9 +181,10 @@ class Spool:
             self._write_atomic(data, path)
         return StoredFile(path, revision, digest, len(data), duplicate=False)
 
-    def place(self, tmp: Path, size: int, sha256: str, study_uid: str, series_uid: str, sop_uid: str) -> StoredFile:
+    def place(self, tmp: Path, size: int, study_uid: str, series_uid: str, sop_uid: str) -> StoredFile:
         """Rename a complete temp file (written by the receive path) into the spool, as
-        :meth:`store` does with bytes; a duplicate's temp file is removed."""
+        :meth:`store` does with bytes; a duplicate's temp file is removed. Unlike
+        :meth:`store` it does not hash: the returned ``sha256`` is None (see :class:`StoredFile`)."""
         _check_uids(study_uid, series_uid, sop_uid)
         try:
             folder = self._series_folder(study_uid, series_uid)
@@ -174,7 +194,7 @@ class Spool:
                 )
                 if same:
                     tmp.unlink(missing_ok=True)
-                    return StoredFile(path, revision, sha256, size, duplicate=True)
+                    return StoredFile(path, revision, None, size, duplicate=True)
                 if self.durable:
                     _fsync_file(tmp)
                 _replace(tmp, path)
@@ -183,7 +203,7 @@ class Spool:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise SpoolError(f"could not store {sop_uid}.dcm: {exc}") from exc
-        return StoredFile(path, revision, sha256, size, duplicate=False)
+        return StoredFile(path, revision, None, size, duplicate=False)
 
     def quarantine_file(self, tmp: Path, reason: str, **context: str | None) -> Path:
         """Move a received temp file to ``quarantine/`` with its reason (see :meth:`quarantine`)."""
