@@ -1,7 +1,8 @@
 """Level naming under stress, on our own generator: the development set for the level anchor.
 
     python benchmarks/naming_dev.py [--studies 30] [--seed 9400] [--discs BEST_PT]
-        [--views one|all] [--look generator|random] [--anatomy widen|bones] [--json OUT]
+        [--views one|all] [--look generator|random] [--anatomy widen|bones]
+        [--locator LOCATOR_PT [--fusion product|mean|locator|level]] [--json OUT]
 
 The held-out generator (``detector.heldout``) must never choose a model, a view set or a
 threshold, so changes to the level anchor are judged here: studies of ``detector.data`` with
@@ -12,8 +13,10 @@ dens and skull-base proportions, straighter or kyphotic necks, the skull base cu
 stress look; it flatters a net trained on that look, so ``generator`` is the fair
 comparison. ``--anatomy bones`` also draws C1's posterior arch and the clivus, and other C1
 and dens sizes (``samples.with_craniovertebral_bones``, as ``train-discs --bones``).
-``--views one`` reads one crop per chain position (as before ``LEVEL_VIEWS``). Prints: studies named / unknown, reported levels named right, studies with
-a wrong or shifted chain (two or more levels off by the same step).
+``--views one`` reads one crop per chain position (as before ``LEVEL_VIEWS``). ``--locator``
+adds a level locator (``meddet train-locator``), combined with the level net by ``--fusion``.
+Prints: studies named / unknown (and why), reported levels named right, studies with a wrong
+or shifted chain (two or more levels off by the same step).
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ import torch  # noqa: E402
 from detector.analysis import Analyzer, LevelView  # noqa: E402
 from detector.data.render import random_contrast, sample_contrast  # noqa: E402
 from detector.data.synthetic import make_study  # noqa: E402
+from detector.discs.locator import load_locator  # noqa: E402
 from detector.discs.model import DiscModels  # noqa: E402
 from detector.discs.samples import widen, with_craniovertebral_bones  # noqa: E402
 from detector.levels import LEVELS  # noqa: E402
+from detector.naming import FUSIONS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,11 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         default="widen",
         help="bones: also C1's posterior arch, the clivus, other C1 and dens sizes (as in training)",
     )
+    ap.add_argument("--locator", default=None, help="a level locator (locator.pt of training) to add")
+    ap.add_argument("--fusion", choices=FUSIONS, default="mean")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     discs = DiscModels.from_payload(torch.load(args.discs, weights_only=True)) if args.discs else None
     analyzer = Analyzer.from_checkpoint(args.checkpoint, device="cpu", discs=discs)
+    if args.locator:
+        analyzer.discs.locator = load_locator(args.locator)
+        analyzer.discs.level_fusion = args.fusion
     if args.views == "one":
         analyzer.level_views = (LevelView(),)
     contrast = random_contrast if args.look == "random" else sample_contrast
@@ -69,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         result = analyzer.analyze(list(study.volume), (study.pixel_spacing, study.pixel_spacing))
         counts["studies"] += 1
         counts["named" if result.naming.status == "found" else "unknown"] += 1
+        if result.naming.reason:
+            counts["unknown: " + result.naming.reason.split(":")[0]] += 1
         steps = []
         for f in result.findings:
             truth = study.level_under(f.slice_index, f.box)
@@ -90,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         "views": args.views,
         "look": args.look,
         "anatomy": args.anatomy,
+        "locator": args.locator,
+        "fusion": analyzer.discs.level_fusion,
         "seed": args.seed,
         **counts,
         "named right": round(counts["right"] / max(counts["reported"], 1), 3),

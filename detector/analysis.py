@@ -2,9 +2,10 @@
 
 1. The MedDet detector finds and boxes the discs on every slice (``Detector.predict``).
 2. The discs of all slices form one chain along the spine (``levels.disc_chain``).
-3. The level net reads a wide crop around each chain position; the chain is named by
-   aligning it with the levels from the C2 anchor (``naming.name_chain``), or every level is
-   ``unknown`` with the reason.
+3. The level net reads a wide crop around each chain position (and, where the checkpoint
+   holds one, the level locator reads the whole neck once: ``discs.locator``; the two views
+   are combined by ``fuse``); the chain is named by aligning it with the levels from the C2
+   anchor (``naming.name_chain``), or every level is ``unknown`` with the reason.
 4. The herniation net reads a close crop (0.3 mm/px, disc and canal, with the neighbouring
    slices) of every detection of a disc; the disc's logit is the highest over its slices, the
    calibrated probability of that is its score, and the stored operating point its call. The
@@ -28,10 +29,11 @@ from detector import SHIPPED_CHECKPOINT
 from detector import checkpoint as ckpt
 from detector.discs.calibration import Calibration
 from detector.discs.crops import CropRequest, anchor_of_box, normalize_crops, take_crops
+from detector.discs.locator import LOCATOR_WINDOW, chain_log_probs, log_distribution, to_window
 from detector.discs.model import DiscModels
 from detector.inference import Detector, pick_device
 from detector.levels import Chain, Disc, disc_chain
-from detector.naming import Naming, name_chain
+from detector.naming import Naming, fuse, name_chain
 from detector.types import Detection
 
 UNKNOWN = "unknown"
@@ -85,7 +87,11 @@ class Analyzer:
     """The detector and the second stage, ready for a series; build with ``from_checkpoint``."""
 
     def __init__(
-        self, detector: Detector, discs: DiscModels, version: str, level_views: Sequence[LevelView] = LEVEL_VIEWS
+        self,
+        detector: Detector,
+        discs: DiscModels,
+        version: str,
+        level_views: Sequence[LevelView] = LEVEL_VIEWS,
     ) -> None:
         self.detector = detector
         self.discs = discs.to(detector.device).eval()
@@ -148,10 +154,32 @@ class Analyzer:
             findings.append(self._finding(level, members, logits[i], naming.reason))
         return SeriesAnalysis(findings, naming, self.calibration, detections)
 
-    @torch.inference_mode()
     def level_log_probs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> np.ndarray:
+        """[L, 8] log-probabilities of each chain position's level: the level net's, or with
+        a locator in the second stage, both combined (``fuse``)."""
+        net = self.level_net_log_probs(volume, spacing, chain)
+        if self.discs.locator is None or self.discs.level_fusion == "level":
+            return net
+        return fuse(net, self.locator_log_probs(volume, spacing, chain), self.discs.level_fusion)
+
+    @torch.inference_mode()
+    def locator_log_probs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> np.ndarray:
+        """[L, 8] the locator's level log-probabilities of the chain positions, from one
+        window on the central slice anchored on the chain's top seen disc."""
+        assert self.discs.locator is not None
+        central = _central_slice(chain, volume.shape[0])
+        top = next(i for i, m in enumerate(chain.members) if m)
+        x, y = chain.positions[top]
+        request = CropRequest(central, float(y), float(x))
+        window = normalize_crops(take_crops(volume, spacing, LOCATOR_WINDOW, [request]))
+        dist = log_distribution(*self.discs.locator(window))[0].cpu().numpy()
+        points = to_window(chain.positions[:, ::-1], request, spacing)
+        return chain_log_probs(dist, points)
+
+    @torch.inference_mode()
+    def level_net_log_probs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> np.ndarray:
         """[L, 8] log-probabilities of each chain position's level: the mean probability of
-        the wide crops of ``level_views`` around the central slice."""
+        the level net's wide crops of ``level_views`` around the central slice."""
         central = _central_slice(chain, volume.shape[0])
         last = volume.shape[0] - 1
         requests = []

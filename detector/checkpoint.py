@@ -94,8 +94,9 @@ def with_second_stage(payload: dict[str, Any], discs: dict[str, Any]) -> dict[st
     """``payload`` with the second stage (a ``DiscModels.to_payload()`` dict, calibration
     included) under ``"discs"``, versioned by the weights of both stages and the calibration."""
     h = hashlib.sha256(weights_digest(payload["model"]).encode())
-    for key in ("herniation", "level"):
-        h.update(weights_digest(discs[key]).encode())
+    for key in ("herniation", "level", "locator"):
+        if key in discs:
+            h.update(weights_digest(discs[key]).encode())
     h.update(json.dumps(discs["calibration"], sort_keys=True).encode())
     return {**payload, "discs": discs, "version": f"{payload['config_name']}-{h.hexdigest()[:12]}"}
 

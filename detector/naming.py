@@ -29,6 +29,8 @@ LEVEL_CLASSES = (*LEVELS, "T1-T2", "not_disc")
 N_LEVEL_CLASSES = len(LEVEL_CLASSES)
 NOT_DISC = N_LEVEL_CLASSES - 1
 ANCHOR = 0  # C2-C3
+#: How two views of each position's level (the level net's, the locator's) combine: ``fuse``.
+FUSIONS = ("level", "locator", "mean", "product")
 
 
 @dataclass(frozen=True)
@@ -140,3 +142,18 @@ def _score(lp: np.ndarray, offset: int) -> float:
         j = offset + i
         total += lp[i, NOT_DISC] if j < 0 else lp[i, ANCHOR] if j == 0 else below[i]
     return float(total)
+
+
+def fuse(a: np.ndarray, b: np.ndarray, how: str) -> np.ndarray:
+    """Two [L, 8] level log-probabilities combined: "mean" (of the probabilities),
+    "product" (renormalised), or one of them ("level" = ``a``, "locator" = ``b``)."""
+    if how == "level":
+        return a
+    if how == "locator":
+        return b
+    if how == "mean":
+        return np.log((np.exp(a) + np.exp(b)) / 2)
+    if how == "product":
+        s = a + b
+        return s - np.logaddexp.reduce(s, axis=1, keepdims=True)
+    raise ValueError(f"fusion: expected one of {', '.join(FUSIONS)}, got {how!r}")

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from detector.discs.calibration import Calibration
 from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP, CropSpec
-from detector.naming import LEVEL_CLASSES
+from detector.discs.locator import LevelLocator
+from detector.naming import FUSIONS, LEVEL_CLASSES
 
 
 class DiscNet(nn.Module):
@@ -61,6 +62,8 @@ class DiscModels:
     level_crop: CropSpec = LEVEL_CROP
     calibration: Calibration = field(default_factory=Calibration.identity)
     label_threshold_mm: float = 1.5  # a disc is "herniation" in training when it protrudes this far
+    locator: LevelLocator | None = None  # where each level is, on the whole neck (``discs.locator``)
+    level_fusion: str = "level"  # how the level net's and the locator's views combine (``analysis.fuse``)
 
     @classmethod
     def new(cls, herniation_crop: CropSpec = HERNIATION_CROP, level_crop: CropSpec = LEVEL_CROP) -> DiscModels:
@@ -71,14 +74,17 @@ class DiscModels:
             level_crop,
         )
 
+    def nets(self) -> list[nn.Module]:
+        return [self.herniation, self.level, *([self.locator] if self.locator is not None else [])]
+
     def eval(self) -> DiscModels:
-        self.herniation.eval()
-        self.level.eval()
+        for net in self.nets():
+            net.eval()
         return self
 
     def to(self, device: torch.device | str) -> DiscModels:
-        self.herniation.to(device)
-        self.level.to(device)
+        for net in self.nets():
+            net.to(device)
         return self
 
     def with_calibration(self, calibration: Calibration) -> DiscModels:
@@ -87,7 +93,7 @@ class DiscModels:
     def to_payload(self, half: bool = True) -> dict[str, Any]:
         """A plain dict (tensors, numbers, strings) for the checkpoint."""
 
-        def state(net: DiscNet) -> dict[str, Tensor]:
+        def state(net: nn.Module) -> dict[str, Tensor]:
             return {
                 k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
                 for k, v in net.state_dict().items()
@@ -102,6 +108,8 @@ class DiscModels:
             "level_classes": list(LEVEL_CLASSES),
             "calibration": self.calibration.to_dict(),
             "label_threshold_mm": self.label_threshold_mm,
+            **({"locator": state(self.locator), "locator_width": self.locator.width} if self.locator else {}),
+            "level_fusion": self.level_fusion,
         }
 
     @classmethod
@@ -118,6 +126,12 @@ class DiscModels:
             Calibration.from_dict(payload["calibration"]),
             float(payload["label_threshold_mm"]),
         )
-        for net, key in ((models.herniation, "herniation"), (models.level, "level")):
-            net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload[key].items()})
+        models.level_fusion = str(payload.get("level_fusion", "level"))
+        if models.level_fusion not in FUSIONS:
+            raise ValueError(f"checkpoint: level fusion {models.level_fusion!r} is not one of {FUSIONS}")
+        if "locator" in payload:
+            models.locator = LevelLocator(int(payload["locator_width"]))
+        for net, key in ((models.herniation, "herniation"), (models.level, "level"), (models.locator, "locator")):
+            if net is not None:
+                net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload[key].items()})
         return models.eval()

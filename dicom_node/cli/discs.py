@@ -1,4 +1,5 @@
-"""Second-stage commands: train-discs, calibrate (torch imported lazily inside each command)."""
+"""Second-stage commands: train-discs, train-locator, calibrate (torch imported lazily inside
+each command)."""
 
 from __future__ import annotations
 
@@ -104,6 +105,45 @@ def train_discs_cmd(
     typer.echo(f"best second stage: {best}")
 
 
+@app.command("train-locator")
+def train_locator_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (OUT/locator.pt is the result)")] = Path(
+        "runs/locator"
+    ),
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs; each draws fresh synthetic patients")] = 16,
+    patients: Annotated[int, typer.Option("--patients", min=8, help="Synthetic patients per epoch")] = 1024,
+    val_patients: Annotated[
+        int, typer.Option("--val-patients", min=8, help="Fixed validation patients (the best epoch is kept)")
+    ] = 256,
+    random_look: Annotated[
+        float,
+        typer.Option(
+            "--random-look",
+            min=0.0,
+            max=1.0,
+            help="Share of patients with every tissue's intensity at random (the rest: half random T2 looks)",
+        ),
+    ] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the training and validation draws")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
+) -> None:
+    """Train the level locator: a whole-neck window (skull base to the thoracic spine) ->
+    where each disc level C2-C3 .. T1-T2 is, on fresh synthetic patients every epoch.
+    Writes OUT/locator.pt; `meddet calibrate --locator OUT/locator.pt` puts it in a checkpoint,
+    where its view of each disc's level is combined with the level net's."""
+    import torch
+
+    from detector.discs.locator_train import LocatorTrainConfig, train_locator
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = LocatorTrainConfig(
+        epochs=epochs, patients_per_epoch=patients, val_patients=val_patients, random_look=random_look, seed=seed
+    )
+    best = train_locator(cfg, out, log=typer.echo)
+    typer.echo(f"best locator: {best}")
+
+
 def _start_from(checkpoint: Path | None, fresh: str | None) -> DiscModels:
     """The checkpoint's second stage with the ``fresh`` net new (at today's crop spec), or
     as stored (``fresh`` None: fine-tuning)."""
@@ -155,6 +195,18 @@ def calibrate_cmd(
             "--level", help="Take the level net from this second stage (best.pt of `meddet train-discs --only level`)"
         ),
     ] = None,
+    locator: Annotated[
+        Path | None,
+        typer.Option("--locator", help="Install this level locator (locator.pt of `meddet train-locator`)"),
+    ] = None,
+    fusion: Annotated[
+        str,
+        typer.Option(
+            "--fusion",
+            help="With --locator: how its view of each disc's level combines with the level net's: "
+            "'product' (both must agree), 'mean', 'locator' (its view alone) or 'level' (stored, unused)",
+        ),
+    ] = "product",
     studies: Annotated[int, typer.Option("--studies", help="Synthetic studies to calibrate on")] = 120,
     seed: Annotated[
         int, typer.Option("--seed", help="Synthetic seed (keep it apart from training and test seeds)")
@@ -185,6 +237,14 @@ def calibrate_cmd(
 
             levels = DiscModels.from_payload(torch.load(level, weights_only=True))
             analyzer.discs = replace(analyzer.discs, level=levels.level.eval(), level_crop=levels.level_crop)
+        if locator is not None:
+            from detector.discs.locator import load_locator
+            from detector.naming import FUSIONS
+
+            if fusion not in FUSIONS:
+                _fail(f"--fusion: expected one of {', '.join(FUSIONS)}, got {fusion!r}")
+            analyzer.discs.locator = load_locator(locator)
+            analyzer.discs.level_fusion = fusion
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(f"checkpoint: {exc}")
     analyzer.discs = analyzer.discs.with_calibration(Calibration.identity())
