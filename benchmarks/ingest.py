@@ -277,6 +277,7 @@ def run(
     rss: list[float] = []
     flush: list[float] = []
     groups: list[dict[str, Any]] = []
+    base_groups: list[dict[str, Any]] = []  # the baseline's, so its threads' CPU is comparable
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
         every = make_instances(max(instances, associations * per_association), series_size, Path(folder))
         files, concurrent = every[:instances], every[: associations * per_association]
@@ -294,6 +295,7 @@ def run(
                         rate, _, stats = node_round(files, mode, script=base_script)
                         results.setdefault("baseline group", []).append(rate)
                         cpu.setdefault("baseline group", []).append(sum(stats["cpu_s"].values()))
+                        base_groups.append(stats)
             results.setdefault("storescp concurrent", []).append(storescp_round(concurrent, associations))
             results.setdefault("storescp --fork concurrent", []).append(
                 storescp_round(concurrent, associations, fork=True)
@@ -328,6 +330,7 @@ def run(
         "durable_write_ms": round(flush_ms, 2),
         "per_instance_ceiling_inst_per_s": round(1000 / flush_ms, 1),
         "group_commit": groups[len(groups) // 2] if groups else {},
+        "baseline_group_commit": base_groups[len(base_groups) // 2] if base_groups else {},
         "node_cpu_s": {name: round(statistics.median(values), 3) for name, values in cpu.items()},
         "load_average": os.getloadavg(),
         "targets": {"ratio": 0.8, "rss_mb": 300},
@@ -369,6 +372,8 @@ def main(argv: list[str] | None = None) -> None:
         f"(per-instance ceiling {result['per_instance_ceiling_inst_per_s']:.0f}/s)"
     )
     print(f"  group commit (median round): {result['group_commit']}")
+    if result["baseline_group_commit"]:
+        print(f"  baseline group commit (median round): {result['baseline_group_commit']}")
     print(f"  node CPU seconds per round (median): {result['node_cpu_s']}")
     print(f"  node peak RSS while receiving: {result['node_peak_rss_mb']:.0f} MB  (target < 300)")
 
