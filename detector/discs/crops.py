@@ -13,6 +13,7 @@ posterior; a point is (row, col) in pixels, pixel centres at integers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,6 +64,10 @@ HERNIATION_CROP = CropSpec(mm_per_px=0.3, size=96, offset_mm=(0.0, 7.0))
 LEVEL_CROP = CropSpec(mm_per_px=1.5, size=72, offset_mm=(-18.0, 0.0), neighbours=(0,))
 
 
+#: Cosine modes per axis of a ``CropRequest.warp`` (3: shapes bend, not ripple).
+WARP_BASIS = 3
+
+
 @dataclass(frozen=True)
 class CropRequest:
     """One crop to take: the slice, the anchor point (row, col px) and optional augmentation."""
@@ -73,6 +78,9 @@ class CropRequest:
     angle: float = 0.0  # radians, in-plane rotation of the window
     zoom: float = 1.0  # > 1 shows more anatomy (a smaller-looking spine)
     stretch: float = 1.0  # extra zoom of the window's cranio-caudal axis only
+    #: A smooth elastic warp (augmentation): mm of displacement (rows, then cols) of each of
+    #: WARP_BASIS x WARP_BASIS cosine modes over the window; empty = none.
+    warp: tuple[float, ...] = ()
 
 
 def anchor_of_box(box: Sequence[float] | np.ndarray) -> tuple[float, float]:
@@ -107,10 +115,23 @@ def _grid(
     for r in requests:
         ca, sa = float(np.cos(r.angle)), float(np.sin(r.angle))
         my, mx = (dy * r.stretch * ca - dx * sa) * r.zoom, (dy * r.stretch * sa + dx * ca) * r.zoom
+        if r.warp:
+            wy, wx = _warp(r.warp, spec.size, device)
+            my, mx = my + wy, mx + wx
         rows = r.row + (spec.offset_mm[0] * r.zoom + my) / spacing[0]
         cols = r.col + (spec.offset_mm[1] * r.zoom + mx) / spacing[1]
         out.append(torch.stack([cols * 2 / max(w - 1, 1) - 1, rows * 2 / max(h - 1, 1) - 1], dim=-1))
     return torch.stack(out)
+
+
+def _warp(coefficients: Sequence[float], size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Displacements (rows mm, cols mm) [size, size] of a warp: a sum of cosine modes."""
+    k = WARP_BASIS
+    c = torch.tensor(coefficients, dtype=torch.float32, device=device).reshape(2, k, k)
+    u = torch.linspace(0.0, math.pi, size, device=device)
+    modes = torch.cos(torch.arange(k, device=device, dtype=torch.float32)[:, None] * u[None, :])  # [k, size]
+    field = torch.einsum("cij,iy,jx->cyx", c, modes, modes)
+    return field[0], field[1]
 
 
 def normalize_crops(crops: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from torch import Tensor
 from detector.data.anatomy import LEVELS, Spine, disc_back, disc_boxes, protrusions, to_pixels
 from detector.data.render import random_contrast, sample_contrast, t2_random_contrast
 from detector.data.synthetic import SIZES, study_renderer
-from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, take_crops
+from detector.discs.crops import WARP_BASIS, CropRequest, CropSpec, anchor_of_box, take_crops
 from detector.levels import box_iou
 from detector.naming import NOT_DISC
 
@@ -42,13 +42,14 @@ Detect = Callable[[np.ndarray], list[tuple[float, float, float, float]]]
 
 @dataclass(frozen=True)
 class Variety:
-    """What the training sampler varies beyond ``widen`` and the random T2 looks (both off in
+    """What the training sampler varies beyond ``widen`` and the random T2 looks (all off in
     the shipped recipe): ``random_look``, the share of patients with every tissue's intensity
-    at random (``random_contrast``, taken from the generator's own look's share), and
-    ``craniovertebral_bones`` (``with_craniovertebral_bones``)."""
+    at random (``random_contrast``, taken from the generator's own look's share),
+    ``craniovertebral_bones`` (``with_craniovertebral_bones``) and ``warp_mm``."""
 
     random_look: float = 0.0
     craniovertebral_bones: bool = False
+    warp_mm: float = 0.0  # level crops: a smooth elastic warp, this sd (mm) per cosine mode
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.random_look <= 1.0 - T2_RANDOM_CONTRAST:
@@ -207,7 +208,7 @@ def draw(
     l_req: list[CropRequest] = []
     l_cls: list[int] = []
     for level_point, cls in _level_points(spine, d, boxes, names, rng):
-        l_req.append(_level_request(rng, level_point) if augment else CropRequest(1, *level_point))
+        l_req.append(_level_request(rng, level_point, variety.warp_mm) if augment else CropRequest(1, *level_point))
         l_cls.append(cls)
     return CropBatch(
         herniation=take_crops(volume, spacing, herniation_spec, h_req),
@@ -263,9 +264,11 @@ def _jitter_box(rng: np.random.Generator, box: np.ndarray, mm_per_px: float) -> 
     return box + rng.uniform(-1, 1, 4) * scale
 
 
-def _level_request(rng: np.random.Generator, point: tuple[float, float]) -> CropRequest:
+def _level_request(rng: np.random.Generator, point: tuple[float, float], warp_mm: float = 0.0) -> CropRequest:
     """A level crop with its geometry randomised: rotation up to 20 degrees, zoom 0.8-1.25
-    and a stretch of the cranio-caudal axis 0.85-1.18 (other vertebral proportions)."""
+    and a stretch of the cranio-caudal axis 0.85-1.18 (other vertebral proportions); with
+    ``warp_mm``, a smooth elastic warp too (other shapes of bodies, dens and skull base)."""
+    warp = tuple(float(v) for v in rng.normal(0.0, warp_mm, 2 * WARP_BASIS**2)) if warp_mm > 0 else ()
     return CropRequest(
         1,
         point[0],
@@ -273,6 +276,7 @@ def _level_request(rng: np.random.Generator, point: tuple[float, float]) -> Crop
         float(rng.uniform(-0.35, 0.35)),
         float(np.exp(rng.uniform(-0.22, 0.22))),
         float(np.exp(rng.uniform(-0.16, 0.16))),
+        warp,
     )
 
 

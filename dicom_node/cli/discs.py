@@ -65,6 +65,15 @@ def train_discs_cmd(
             help="Draw C1's posterior arch and the clivus in most necks, and other C1 and dens sizes",
         ),
     ] = False,
+    warp: Annotated[
+        float,
+        typer.Option(
+            "--warp",
+            min=0.0,
+            max=10.0,
+            help="Level crops: a smooth elastic warp, this sd in mm per cosine mode (other bone shapes); 0 = off",
+        ),
+    ] = 0.0,
 ) -> None:
     """Train the second stage (herniation call + protrusion, disc level) on crops from our own
     synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
@@ -99,7 +108,7 @@ def train_discs_cmd(
         seed=seed,
         nets=nets,
         lr=lr,
-        variety=Variety(random_look=random_look, craniovertebral_bones=bones),
+        variety=Variety(random_look=random_look, craniovertebral_bones=bones, warp_mm=warp),
     )
     best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init, detect=detect)
     typer.echo(f"best second stage: {best}")

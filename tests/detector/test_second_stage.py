@@ -221,3 +221,18 @@ def test_training_looks_vary_every_tissue_but_keep_what_a_t2_call_needs() -> Non
         assert any(c.nucleus > c.csf for c in looks) and any(c.muscle > c.soft for c in looks)
     free = [random_contrast(np.random.default_rng(i), hard=False) for i in range(40)]
     assert any(c.marrow > c.csf for c in free) and any(c.annulus > c.nucleus for c in free)
+
+
+def test_an_elastic_warp_moves_the_anatomy_smoothly_and_none_changes_nothing() -> None:
+    from detector.discs.crops import WARP_BASIS
+
+    spec = CropSpec(mm_per_px=0.5, size=32, neighbours=(0,))
+    vol = _dot_volume(0.5)
+    plain = take_crops(vol, (0.5, 0.5), spec, [CropRequest(1, 60, 40)])
+    zero = take_crops(vol, (0.5, 0.5), spec, [CropRequest(1, 60, 40, warp=(0.0,) * (2 * WARP_BASIS**2))])
+    torch.testing.assert_close(plain, zero)
+    shift = [0.0] * (2 * WARP_BASIS**2)
+    shift[0] = 3.0  # the constant row mode: every sample 3 mm further caudal, so the dot moves up 6 px
+    moved = take_crops(vol, (0.5, 0.5), spec, [CropRequest(1, 60, 40, warp=tuple(shift))])[0, 0]
+    peak = np.unravel_index(int(moved.argmax()), moved.shape)
+    assert abs(peak[0] - (15.5 - 6)) <= 1.5 and abs(peak[1] - 15.5) <= 1.5
