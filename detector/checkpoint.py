@@ -92,11 +92,14 @@ def export(src: Path, dst: Path, half: bool = True) -> dict[str, Any]:
 
 def with_second_stage(payload: dict[str, Any], discs: dict[str, Any]) -> dict[str, Any]:
     """``payload`` with the second stage (a ``DiscModels.to_payload()`` dict, calibration
-    included) under ``"discs"``, versioned by the weights of both stages and the calibration."""
+    included) under ``"discs"``, versioned by the weights of both stages (a locator's with its
+    fusion) and the calibration."""
     h = hashlib.sha256(weights_digest(payload["model"]).encode())
     for key in ("herniation", "level", "locator"):
         if key in discs:
             h.update(weights_digest(discs[key]).encode())
+    if "locator" in discs:  # how its view is used changes the names (without one it is unused)
+        h.update(str(discs["level_fusion"]).encode())
     h.update(json.dumps(discs["calibration"], sort_keys=True).encode())
     return {**payload, "discs": discs, "version": f"{payload['config_name']}-{h.hexdigest()[:12]}"}
 

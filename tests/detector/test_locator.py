@@ -127,3 +127,19 @@ def test_train_locator_then_calibrate_installs_it_and_the_analysis_uses_it(tmp_p
     assert bad.exit_code == 2 and "not a level locator" in bad.output
     bad = runner.invoke(app, [*args, "--locator", str(tmp_path / "loc" / "locator.pt"), "--fusion", "max"])
     assert bad.exit_code == 2 and "--fusion" in bad.output
+
+
+def test_the_version_follows_the_locator_and_its_fusion_and_ignores_the_fusion_without_one() -> None:
+    from detector import SHIPPED_CHECKPOINT, checkpoint
+
+    payload = checkpoint.load(SHIPPED_CHECKPOINT)
+    shipped = payload["discs"]
+    again = checkpoint.with_second_stage(payload, {**shipped, "level_fusion": "product"})
+    assert again["version"] == payload["version"]  # no locator: the fusion names nothing
+    models = DiscModels.from_payload(shipped)
+    models.locator = LevelLocator(16)
+    versions = set()
+    for how in ("product", "mean"):
+        models.level_fusion = how
+        versions.add(checkpoint.with_second_stage(payload, models.to_payload())["version"])
+    assert len(versions) == 2 and payload["version"] not in versions
