@@ -157,10 +157,11 @@ class Analyzer:
     def level_log_probs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> np.ndarray:
         """[L, 8] log-probabilities of each chain position's level: the level net's, or with
         a locator in the second stage, both combined (``fuse``)."""
+        how = self.discs.level_fusion if self.discs.locator is not None else "level"
+        if how == "locator":  # the level net's view would be discarded: not computed
+            return self.locator_log_probs(volume, spacing, chain)
         net = self.level_net_log_probs(volume, spacing, chain)
-        if self.discs.locator is None or self.discs.level_fusion == "level":
-            return net
-        return fuse(net, self.locator_log_probs(volume, spacing, chain), self.discs.level_fusion)
+        return net if how == "level" else fuse(net, self.locator_log_probs(volume, spacing, chain), how)
 
     @torch.inference_mode()
     def locator_log_probs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> np.ndarray:

@@ -27,7 +27,7 @@ from detector.data.anatomy import Spine, disc_back, to_pixels
 from detector.data.render import random_contrast, sample_contrast, t2_random_contrast
 from detector.data.synthetic import SIZES, study_renderer
 from detector.discs.crops import CropRequest, normalize_crops, take_crops
-from detector.discs.locator import LOCATOR_WINDOW, LevelLocator, log_distribution, targets, to_window
+from detector.discs.locator import LOCATOR_WINDOW, STRIDE, LevelLocator, log_distribution, targets, to_window
 from detector.discs.randomize import randomize
 from detector.discs.samples import widen, with_craniovertebral_bones
 
@@ -117,7 +117,7 @@ def c2c3_error_mm(net: LevelLocator, x: torch.Tensor, target: torch.Tensor) -> f
     ok = target[:, 0, -1] < 0.5
     cells = maps.shape[-1]
     d = torch.stack([(pred // cells - true // cells), (pred % cells - true % cells)], 1).float().norm(dim=1)
-    return float(d[ok].median()) * 4 * LOCATOR_WINDOW.mm_per_px
+    return float(d[ok].median()) * STRIDE * LOCATOR_WINDOW.mm_per_px
 
 
 def train_locator(cfg: LocatorTrainConfig, out: Path, log: Callable[[str], None] = print) -> Path:

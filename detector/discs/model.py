@@ -63,7 +63,7 @@ class DiscModels:
     calibration: Calibration = field(default_factory=Calibration.identity)
     label_threshold_mm: float = 1.5  # a disc is "herniation" in training when it protrudes this far
     locator: LevelLocator | None = None  # where each level is, on the whole neck (``discs.locator``)
-    level_fusion: str = "level"  # how the level net's and the locator's views combine (``analysis.fuse``)
+    level_fusion: str = "level"  # how the level net's and the locator's views combine (``naming.fuse``)
 
     @classmethod
     def new(cls, herniation_crop: CropSpec = HERNIATION_CROP, level_crop: CropSpec = LEVEL_CROP) -> DiscModels:
