@@ -209,13 +209,13 @@ def calibrate_cmd(
         typer.Option("--locator", help="Install this level locator (locator.pt of `meddet train-locator`)"),
     ] = None,
     fusion: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--fusion",
             help="With --locator: how its view of each disc's level combines with the level net's: "
-            "'product' (both must agree), 'mean', 'locator' (its view alone) or 'level' (stored, unused)",
+            "'product' (both must agree; the default), 'mean', 'locator' (its view alone) or 'level' (stored, unused)",
         ),
-    ] = "product",
+    ] = None,
     studies: Annotated[int, typer.Option("--studies", help="Synthetic studies to calibrate on")] = 120,
     seed: Annotated[
         int, typer.Option("--seed", help="Synthetic seed (keep it apart from training and test seeds)")
@@ -237,6 +237,8 @@ def calibrate_cmd(
 
     if threads:
         torch.set_num_threads(threads)
+    if locator is None and fusion is not None:
+        _fail("--fusion: only with --locator (it says how the locator's view combines with the level net's)")
     source = checkpoint or state(ctx).settings.checkpoint
     try:
         second = DiscModels.from_payload(torch.load(discs, weights_only=True)) if discs is not None else None
@@ -250,6 +252,7 @@ def calibrate_cmd(
             from detector.discs.locator import load_locator
             from detector.naming import FUSIONS
 
+            fusion = fusion or "product"
             if fusion not in FUSIONS:
                 _fail(f"--fusion: expected one of {', '.join(FUSIONS)}, got {fusion!r}")
             analyzer.discs.locator = load_locator(locator)

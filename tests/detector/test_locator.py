@@ -127,6 +127,8 @@ def test_train_locator_then_calibrate_installs_it_and_the_analysis_uses_it(tmp_p
     assert bad.exit_code == 2 and "not a level locator" in bad.output
     bad = runner.invoke(app, [*args, "--locator", str(tmp_path / "loc" / "locator.pt"), "--fusion", "max"])
     assert bad.exit_code == 2 and "--fusion" in bad.output
+    bad = runner.invoke(app, [*args, "--fusion", "mean"])  # a fusion with no locator to fuse
+    assert bad.exit_code == 2 and "only with --locator" in bad.output
 
 
 def test_the_version_follows_the_locator_and_its_fusion_and_ignores_the_fusion_without_one() -> None:
