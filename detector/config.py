@@ -89,6 +89,10 @@ class TrainConfig:
     val_images: int = 200
     hard_fraction: float = 0.5
     augment: bool = True
+    # share of training slices drawn with the second stage's variety (a widened field of view
+    # and neck geometry, random T2 tissue intensities) and, independently, the share of slices
+    # whose look is randomised as the second stage's crops are (``detector.discs.randomize``)
+    varied: float = 0.0
     seed: int = 0
     num_threads: int = 0  # 0 = leave torch's default; 1 on a shared, busy CPU
 

@@ -1,7 +1,7 @@
 """Turn a ``--data`` spec into train / validation datasets.
 
-Specs: ``synthetic`` (normal and hard slices mixed by ``train.hard_fraction``; validation on
-hard slices), ``synthetic:hard`` (hard only), or a folder in COCO-json or YOLO-txt layout. A
+Specs: ``synthetic`` (normal and hard slices mixed by ``train.hard_fraction``, ``train.varied``
+of them with the second stage's wider variety; validation on hard slices of the plain generator), ``synthetic:hard`` (hard only), or a folder in COCO-json or YOLO-txt layout. A
 folder with ``train/`` and ``val/`` subfolders uses them; otherwise every tenth item validates.
 ``spider:PATH`` (or a folder holding ``images/`` + ``masks/`` with .mha/.nii volumes) is a
 SPIDER-layout volume set (``detector.data.spider``), split by patient per its ``spider.toml``;
@@ -33,9 +33,15 @@ def synthetic_split(tc: TrainConfig, hard_only: bool = False) -> tuple[SliceData
     from detector.data.synthetic import SyntheticSliceDataset
 
     n_hard = tc.train_images if hard_only else round(tc.train_images * tc.hard_fraction)
-    parts: list[SliceDataset] = [SyntheticSliceDataset(n_hard, tc.seed * 2 + 1, hard=True)]
+    variety: dict[str, Any] = {}
+    if tc.varied:  # the second stage's widened necks and random T2 looks (docs/results.md)
+        from detector.data.render import t2_random_contrast
+        from detector.discs.samples import widen
+
+        variety = {"varied": tc.varied, "adjust": widen, "contrast_of": t2_random_contrast}
+    parts: list[SliceDataset] = [SyntheticSliceDataset(n_hard, tc.seed * 2 + 1, hard=True, **variety)]
     if tc.train_images - n_hard > 0:
-        parts.append(SyntheticSliceDataset(tc.train_images - n_hard, tc.seed * 2, hard=False))
+        parts.append(SyntheticSliceDataset(tc.train_images - n_hard, tc.seed * 2, hard=False, **variety))
     val = SyntheticSliceDataset(tc.val_images, tc.seed + VAL_SEED_OFFSET, hard=True)
     return ConcatDataset(cast("list[Dataset[Any]]", parts)), val
 

@@ -68,14 +68,15 @@ def collate(batch: list[tuple[Tensor, dict[str, Tensor]]]) -> tuple[Tensor, list
 
 
 def default_augment(cfg: DetectorConfig) -> Augmentation | None:
-    """D2's MRI augmentation (``detector.data.augment.Augment``) when enabled and available."""
+    """D2's MRI augmentation (``detector.data.augment.Augment``) when enabled and available,
+    randomising the look of ``train.varied`` of the slices."""
     if not cfg.train.augment:
         return None
     try:
         from detector.data.augment import Augment
     except ImportError:
         return None
-    return Augment()
+    return Augment(look=cfg.train.varied)
 
 
 def init_from(model: torch.nn.Module, path: Path | str) -> list[str]:

@@ -35,6 +35,7 @@ class Augment:
     shift: float = 0.05  # fraction of the image size
     noise: tuple[float, float] = (0.0, 0.06)  # Rician sigma, relative to the 0..1 range
     min_size: float = 2.0
+    look: float = 0.0  # probability of the second stage's look randomisation (``randomize``)
     generator: torch.Generator | None = None
 
     def __call__(self, image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
@@ -48,7 +49,17 @@ class Augment:
             image = image * self._bias_field(image.shape[-2:]).to(image)
         if self._happens():
             image = self.rician(image, self._uniform(*self.noise))
+        if self.look and float(torch.rand((), generator=self.generator)) < self.look:
+            image = self.randomize_look(image)
         return image, boxes
+
+    def randomize_look(self, image: Tensor) -> Tensor:
+        """Another scanner's look (intensity curve, resolution, ringing, bias, ghosts, flow
+        voids, noise; ``detector.discs.randomize``), windowed back to about 0..1."""
+        from detector.discs.randomize import randomize
+
+        out = randomize(image[None].float().clamp_min(0), self.generator or torch.default_generator, 0.8)[0]
+        return (out / out.flatten().quantile(0.995).clamp_min(1e-6)).clamp(0, 1).to(image.dtype)
 
     def affine(self, image: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         """Rotate/zoom/shift the image [C, H, W] about its centre; boxes follow (inscribed

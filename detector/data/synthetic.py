@@ -133,10 +133,24 @@ class SyntheticSliceDataset:
     Item ``i`` is a function of (``seed``, ``i``) only, so workers and epochs agree. Each item
     draws a fresh patient and a slice position (mostly where the discs show, a few lateral
     slices without any disc, and extra weight on slices through a herniation).
+
+    ``varied``: the share of items drawn with ``adjust`` (another neck geometry) and
+    ``contrast_of`` (other tissue intensities), e.g. the second stage's ``widen`` and
+    ``t2_random_contrast``; with ``varied=0`` the items are those of earlier releases.
     """
 
-    def __init__(self, n: int, seed: int, hard: bool = False, size: int | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        hard: bool = False,
+        size: int | None = None,
+        varied: float = 0.0,
+        adjust: Callable[[Spine, np.random.Generator], Spine] | None = None,
+        contrast_of: Callable[[np.random.Generator, bool], Contrast] = sample_contrast,
+    ) -> None:
         self.n, self.seed, self.hard, self.size = n, seed, hard, size
+        self.varied, self.adjust, self.contrast_of = varied, adjust, contrast_of
 
     def __len__(self) -> int:
         return self.n
@@ -146,7 +160,10 @@ class SyntheticSliceDataset:
             raise IndexError(i)
         rng = np.random.default_rng([self.seed, i])
         size = int(self.size or rng.choice(SIZES))
-        spine, render = study_renderer(rng, self.hard, size)
+        if self.varied and rng.random() < self.varied:
+            spine, render = study_renderer(rng, self.hard, size, self.adjust, self.contrast_of)
+        else:
+            spine, render = study_renderer(rng, self.hard, size)
         if spine.hernias and rng.random() < 0.5:
             h = spine.hernias[rng.integers(len(spine.hernias))]
             d = h.center + rng.uniform(-1, 1) * h.half_width * 0.8

@@ -55,6 +55,17 @@ def train_cmd(
     epochs: Annotated[int | None, typer.Option("--epochs", help="Override train.epochs")] = None,
     images: Annotated[int | None, typer.Option("--images", help="Override train.train_images (synthetic)")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Override train.seed")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", min=1e-6, help="Override train.lr (peak learning rate)")] = None,
+    varied: Annotated[
+        float | None,
+        typer.Option(
+            "--varied",
+            min=0.0,
+            max=1.0,
+            help="Override train.varied: share of synthetic slices drawn with wider necks and random T2 "
+            "looks, and of slices whose look is randomised (domain randomisation)",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present")] = True,
     init_from: Annotated[
         Path | None,
@@ -77,7 +88,7 @@ def train_cmd(
         cfg = load_config(config)
     except (ValueError, FileNotFoundError) as exc:
         raise _usage_error(exc) from exc
-    overrides = {k: v for k, v in {"epochs": epochs, "train_images": images, "seed": seed}.items() if v is not None}
+    overrides = {k: v for k, v in {"epochs": epochs, "train_images": images, "seed": seed, "lr": lr, "varied": varied}.items() if v is not None}
     if overrides:
         cfg = cfg.replace(train=overrides)
     if threads:

@@ -69,3 +69,15 @@ def test_empty_boxes_and_rician_noise_floor():
     noisy = aug.rician(torch.zeros(1, 64, 64), 0.05)
     assert float(noisy.mean()) > 0.03  # magnitude noise is positive-biased, as in MR background
     assert np.isclose(float(aug.rician(torch.ones(1, 8, 8), 0.0).mean()), 1.0)
+
+
+def test_look_randomisation_keeps_boxes_and_range_and_repeats():
+    """``look`` changes intensities only (boxes untouched), windowed back to 0..1, seeded."""
+    img, box = square_image()
+    img = img + 0.1 * torch.rand(img.shape, generator=torch.Generator().manual_seed(9))
+    aug = lambda seed: Augment(p=0.0, look=1.0, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    out_img, out_box = aug(4)(img.clone(), box.clone())
+    assert torch.equal(out_box, box) and out_img.shape == img.shape
+    assert not torch.allclose(out_img, img) and float(out_img.min()) >= 0 and float(out_img.max()) <= 1
+    assert torch.equal(out_img, aug(4)(img.clone(), box.clone())[0])
+    assert not torch.equal(out_img, aug(5)(img.clone(), box.clone())[0])

@@ -121,3 +121,26 @@ def test_hard_is_harder_than_easy():
         return float(np.mean(vals))
 
     assert roughness(True) > 1.5 * roughness(False)
+
+
+def test_varied_items_draw_other_necks_and_looks():
+    """``varied`` draws the share of items with ``adjust`` and ``contrast_of``; 0 keeps the old items."""
+    from detector.config import TrainConfig
+    from detector.data.render import t2_random_contrast
+    from detector.discs.samples import widen
+    from detector.sources import synthetic_split
+
+    plain = SyntheticSliceDataset(6, seed=8, size=128)
+    assert np.array_equal(SyntheticSliceDataset(6, seed=8, size=128, varied=0.0, adjust=widen)[2][0], plain[2][0])
+    varied = SyntheticSliceDataset(6, seed=8, size=128, varied=1.0, adjust=widen, contrast_of=t2_random_contrast)
+    heights = {"plain": [], "varied": []}
+    for name, ds in (("plain", plain), ("varied", varied)):
+        for i in range(6):
+            img, target = ds[i]
+            b = target["boxes"]
+            assert img.shape == (128, 128) and ((b >= 0) & (b <= 128)).all()
+            heights[name] += list(b[:, 3] - b[:, 1])
+    assert not np.array_equal(varied[2][0], plain[2][0])
+    assert np.mean(heights["varied"]) < np.mean(heights["plain"])  # a wider field of view: smaller discs
+    train, _ = synthetic_split(TrainConfig(train_images=4, val_images=2, varied=0.5))
+    assert all(part.varied == 0.5 and part.adjust is widen for part in train.datasets)
