@@ -93,6 +93,7 @@ class TrainConfig:
     # and neck geometry, random T2 tissue intensities) and, independently, the share of slices
     # whose look is randomised as the second stage's crops are (``detector.discs.randomize``)
     varied: float = 0.0
+    varied_tissues: bool = True  # the varied slices' tissues at random T2 intensities (else the generator's)
     seed: int = 0
     num_threads: int = 0  # 0 = leave torch's default; 1 on a shared, busy CPU
 

@@ -35,10 +35,11 @@ def synthetic_split(tc: TrainConfig, hard_only: bool = False) -> tuple[SliceData
     n_hard = tc.train_images if hard_only else round(tc.train_images * tc.hard_fraction)
     variety: dict[str, Any] = {}
     if tc.varied:  # the second stage's widened necks and random T2 looks (docs/results.md)
-        from detector.data.render import t2_random_contrast
+        from detector.data.render import sample_contrast, t2_random_contrast
         from detector.discs.samples import widen
 
-        variety = {"varied": tc.varied, "adjust": widen, "contrast_of": t2_random_contrast}
+        tissues = t2_random_contrast if tc.varied_tissues else sample_contrast
+        variety = {"varied": tc.varied, "adjust": widen, "contrast_of": tissues}
     parts: list[SliceDataset] = [SyntheticSliceDataset(n_hard, tc.seed * 2 + 1, hard=True, **variety)]
     if tc.train_images - n_hard > 0:
         parts.append(SyntheticSliceDataset(tc.train_images - n_hard, tc.seed * 2, hard=False, **variety))

@@ -66,6 +66,14 @@ def train_cmd(
             "looks, and of slices whose look is randomised (domain randomisation)",
         ),
     ] = None,
+    varied_tissues: Annotated[
+        bool | None,
+        typer.Option(
+            "--random-tissues/--generator-tissues",
+            help="Override train.varied_tissues: the varied slices' tissues at random T2 intensities, "
+            "or at the generator's own",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present")] = True,
     init_from: Annotated[
         Path | None,
@@ -88,7 +96,8 @@ def train_cmd(
         cfg = load_config(config)
     except (ValueError, FileNotFoundError) as exc:
         raise _usage_error(exc) from exc
-    overrides = {k: v for k, v in {"epochs": epochs, "train_images": images, "seed": seed, "lr": lr, "varied": varied}.items() if v is not None}
+    given = {"epochs": epochs, "train_images": images, "seed": seed, "lr": lr, "varied": varied}
+    overrides = {k: v for k, v in {**given, "varied_tissues": varied_tissues}.items() if v is not None}
     if overrides:
         cfg = cfg.replace(train=overrides)
     if threads:

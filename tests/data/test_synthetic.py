@@ -144,3 +144,6 @@ def test_varied_items_draw_other_necks_and_looks():
     assert np.mean(heights["varied"]) < np.mean(heights["plain"])  # a wider field of view: smaller discs
     train, _ = synthetic_split(TrainConfig(train_images=4, val_images=2, varied=0.5))
     assert all(part.varied == 0.5 and part.adjust is widen for part in train.datasets)
+    assert all(part.contrast_of is t2_random_contrast for part in train.datasets)
+    own, _ = synthetic_split(TrainConfig(train_images=4, val_images=2, varied=0.5, varied_tissues=False))
+    assert all(part.adjust is widen and part.contrast_of is not t2_random_contrast for part in own.datasets)
