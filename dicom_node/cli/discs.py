@@ -237,8 +237,13 @@ def calibrate_cmd(
 
     if threads:
         torch.set_num_threads(threads)
-    if locator is None and fusion is not None:
-        _fail("--fusion: only with --locator (it says how the locator's view combines with the level net's)")
+    if fusion is not None:
+        from detector.naming import FUSIONS
+
+        if locator is None:
+            _fail("--fusion: only with --locator (it says how the locator's view combines with the level net's)")
+        if fusion not in FUSIONS:
+            _fail(f"--fusion: expected one of {', '.join(FUSIONS)}, got {fusion!r}")
     source = checkpoint or state(ctx).settings.checkpoint
     try:
         second = DiscModels.from_payload(torch.load(discs, weights_only=True)) if discs is not None else None
@@ -250,13 +255,9 @@ def calibrate_cmd(
             analyzer.discs = replace(analyzer.discs, level=levels.level.eval(), level_crop=levels.level_crop)
         if locator is not None:
             from detector.discs.locator import load_locator
-            from detector.naming import FUSIONS
 
-            fusion = fusion or "product"
-            if fusion not in FUSIONS:
-                _fail(f"--fusion: expected one of {', '.join(FUSIONS)}, got {fusion!r}")
             analyzer.discs.locator = load_locator(locator)
-            analyzer.discs.level_fusion = fusion
+            analyzer.discs.level_fusion = fusion or "product"
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(f"checkpoint: {exc}")
     analyzer.discs = analyzer.discs.with_calibration(Calibration.identity())

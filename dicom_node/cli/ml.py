@@ -96,8 +96,15 @@ def train_cmd(
         cfg = load_config(config)
     except (ValueError, FileNotFoundError) as exc:
         raise _usage_error(exc) from exc
-    given = {"epochs": epochs, "train_images": images, "seed": seed, "lr": lr, "varied": varied}
-    overrides = {k: v for k, v in {**given, "varied_tissues": varied_tissues}.items() if v is not None}
+    given = {
+        "epochs": epochs,
+        "train_images": images,
+        "seed": seed,
+        "lr": lr,
+        "varied": varied,
+        "varied_tissues": varied_tissues,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
     if overrides:
         cfg = cfg.replace(train=overrides)
     if threads:
