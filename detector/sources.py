@@ -1,7 +1,8 @@
 """Turn a ``--data`` spec into train / validation datasets.
 
 Specs: ``synthetic`` (normal and hard slices mixed by ``train.hard_fraction``, ``train.varied``
-of them with the second stage's wider variety; validation on hard slices of the plain generator), ``synthetic:hard`` (hard only), or a folder in COCO-json or YOLO-txt layout. A
+of them with the second stage's wider variety; validation on hard slices of the plain
+generator), ``synthetic:hard`` (hard only), or a folder in COCO-json or YOLO-txt layout. A
 folder with ``train/`` and ``val/`` subfolders uses them; otherwise every tenth item validates.
 ``spider:PATH`` (or a folder holding ``images/`` + ``masks/`` with .mha/.nii volumes) is a
 SPIDER-layout volume set (``detector.data.spider``), split by patient per its ``spider.toml``;

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector.data.anatomy import Spine, disc_back, to_pixels
+from detector.data.anatomy import Spine, to_pixels
 from detector.data.render import random_contrast, sample_contrast, t2_random_contrast
 from detector.data.synthetic import SIZES, study_renderer
 from detector.discs.crops import CropRequest, normalize_crops, take_crops
@@ -36,9 +36,9 @@ ANCHOR_LEVELS, ANCHOR_WEIGHTS = (-1, 0, 1, 2), (0.05, 0.6, 0.25, 0.1)
 
 
 def disc_points(spine: Spine) -> np.ndarray:
-    """[7, 2] (row, col px) of the discs' midline centres, C2-C3 .. T1-T2."""
-    depth = (spine.body_depth[:-1] + spine.body_depth[1:]) / 2
-    cols, rows = to_pixels(spine, spine.disc_center, disc_back(spine) - depth / 2)
+    """[7, 2] (row, col px) of the discs' midline centres, C2-C3 .. T1-T2 (v = 0: halfway
+    between each disc's front and ``disc_back``)."""
+    cols, rows = to_pixels(spine, spine.disc_center, np.zeros_like(spine.disc_center))
     return np.stack([rows, cols], axis=1)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detector.data.anatomy import LEVELS, Spine, disc_back, disc_boxes, protrusions, to_pixels
+from detector.data.anatomy import LEVELS, Spine, disc_boxes, protrusions, to_pixels
 from detector.data.render import random_contrast, sample_contrast, t2_random_contrast
 from detector.data.synthetic import SIZES, study_renderer
 from detector.discs.crops import WARP_BASIS, CropRequest, CropSpec, anchor_of_box, take_crops
@@ -289,15 +289,14 @@ def _level_points(
     for box, name in zip(boxes, names):
         row, col = anchor_of_box(box)
         out.append(((row + rng.normal(0, 1.5 / ps), col + rng.normal(0, 1.5 / ps)), LEVELS.index(name)))
-    depth = (spine.body_depth[:-1] + spine.body_depth[1:]) / 2
-    back = disc_back(spine)
-    points_uv = [(spine.disc_center[6], back[6] - depth[6] / 2, 6)]  # T1-T2, often at the edge
+    # v = 0 is a disc's midline, halfway between its front and ``disc_back``
+    points_uv = [(spine.disc_center[6], 0.0, 6)]  # T1-T2, often at the edge
     body_c = (spine.body_top + spine.body_bot) / 2
     for k in rng.choice(len(body_c), size=2, replace=False):
         points_uv.append((body_c[k], rng.uniform(-4, 4), NOT_DISC))
     points_uv.append((rng.uniform(-spine.dens_len + 2, -2), rng.uniform(-3, 2), NOT_DISC))  # dens / C1-C2
     step = spine.disc_center[1] - spine.disc_center[0]  # where a chain extended above C2-C3 looks
-    points_uv.append((spine.disc_center[0] - step * rng.uniform(0.8, 1.3), back[0] - depth[0] / 2, NOT_DISC))
+    points_uv.append((spine.disc_center[0] - step * rng.uniform(0.8, 1.3), 0.0, NOT_DISC))
     for u, v, cls in points_uv:
         cols, rows = to_pixels(spine, np.array([u]), np.array([v]))
         if 0 <= rows[0] < spine.size and 0 <= cols[0] < spine.size:
