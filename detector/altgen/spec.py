@@ -1,0 +1,43 @@
+"""Public constants and result types of the alternative generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LEVELS = ("C2-C3", "C3-C4", "C4-C5", "C5-C6", "C6-C7", "C7-T1", "T1-T2")
+BODIES = ("C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2")
+#: Every body the anatomy model builds (T3, T4 are drawn to fill the bottom, never labelled).
+ALL_BODIES = (*BODIES, "T3", "T4")
+#: Every disc the anatomy model builds, cranial first (T2-T3, T3-T4 unlabelled).
+ALL_DISCS = tuple(f"{a}-{b}" for a, b in zip(ALL_BODIES[:-1], ALL_BODIES[1:]))
+HERNIATION_MM = 1.5
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Disc:
+    """Ground truth of one labelled disc."""
+
+    level: str
+    herniated: bool
+    protrusion_mm: float
+    kind: str
+    boxes: dict[int, Box]
+    centres: dict[int, tuple[float, float]]
+
+
+@dataclass(frozen=True, eq=False)
+class AltStudy:
+    """A rendered study: volume [S, H, W] and its ground truth in pixels."""
+
+    volume: np.ndarray
+    pixel_spacing: tuple[float, float]
+    slice_positions: tuple[float, ...]
+    hard: bool
+    seed: int
+    discs: tuple[Disc, ...]
+    landmarks: dict[int, dict[str, tuple[float, float]]]
+    meta: dict = field(default_factory=dict)
