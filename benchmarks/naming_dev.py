@@ -2,7 +2,7 @@
 
     python benchmarks/naming_dev.py [--studies 30] [--seed 9400] [--discs BEST_PT]
         [--views one|all] [--look generator|random] [--anatomy widen|bones]
-        [--locator LOCATOR_PT [--fusion product|mean|locator|level]] [--json OUT]
+        [--locator LOCATOR_PT [--fusion product|mean|locator|level]] [--generator ours|altgen] [--json OUT]
 
 The held-out generator (``detector.heldout``) must never choose a model, a view set or a
 threshold, so changes to the level anchor are judged here: studies of ``detector.data`` with
@@ -15,6 +15,9 @@ comparison. ``--anatomy bones`` also draws C1's posterior arch and the clivus, a
 and dens sizes (``samples.with_craniovertebral_bones``, as ``train-discs --bones``).
 ``--views one`` reads one crop per chain position (as before ``LEVEL_VIEWS``). ``--locator``
 adds a level locator (``meddet train-locator``), combined with the level net by ``--fusion``.
+``--generator altgen`` runs the second training generator's studies instead (``detector.altgen``,
+seeds far from its training draws): unseen by a level net trained without it, in-distribution
+for one trained with ``train-discs --other-generator``.
 Prints: studies named / unknown (and why), reported levels named right, studies with a wrong
 or shifted chain (two or more levels off by the same step).
 """
@@ -33,14 +36,37 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
+import detector.altgen as altgen  # noqa: E402
 from detector.analysis import Analyzer, LevelView  # noqa: E402
 from detector.data.render import random_contrast, sample_contrast  # noqa: E402
 from detector.data.synthetic import make_study  # noqa: E402
 from detector.discs.locator import load_locator  # noqa: E402
 from detector.discs.model import DiscModels  # noqa: E402
 from detector.discs.samples import widen, with_craniovertebral_bones  # noqa: E402
-from detector.levels import LEVELS  # noqa: E402
+from detector.levels import LEVELS, box_iou  # noqa: E402
 from detector.naming import FUSIONS  # noqa: E402
+
+
+class AltgenTruth:
+    """A ``detector.altgen`` study with the truth lookup of ours (``level_under``)."""
+
+    def __init__(self, study: altgen.AltStudy) -> None:
+        self.volume, self.spacing, self.study = study.volume, study.pixel_spacing, study
+
+    def level_under(self, k: int, box, min_iou: float = 0.3) -> str | None:
+        """The level of the true disc under ``box`` on slice k or the nearest slice (up to two
+        away) that boxes one, as ``SyntheticStudy.level_under``."""
+        for dk in (0, -1, 1, -2, 2):
+            on = [(d.level, d.boxes[k + dk]) for d in self.study.discs if k + dk in d.boxes]
+            ious = [box_iou(box, b) for _, b in on]
+            if ious and max(ious) >= min_iou:
+                return on[int(np.argmax(ious))][0]
+        return None
+
+
+def altgen_seed(seed: int, i: int) -> int:
+    """Study i's seed: far from the training draws' (``rng.integers(2**31)``)."""
+    return int(np.random.SeedSequence([seed, i, 0xA17]).generate_state(1)[0]) + 2**31
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("widen", "bones"),
         default="widen",
         help="bones: also C1's posterior arch, the clivus, other C1 and dens sizes (as in training)",
+    )
+    ap.add_argument(
+        "--generator",
+        choices=("ours", "altgen"),
+        default="ours",
+        help="altgen: the second training generator's studies (its own look and anatomy; --look, --anatomy unused)",
     )
     ap.add_argument("--locator", default=None, help="a level locator (locator.pt of training) to add")
     ap.add_argument("--fusion", choices=FUSIONS, default="mean")
@@ -73,10 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     adjust = with_craniovertebral_bones if args.anatomy == "bones" else widen
     counts: Counter[str] = Counter()
     for i in range(args.studies):
-        study = make_study(
-            np.random.default_rng([args.seed, i]), hard=bool(i % 2), n_slices=15, adjust=adjust, contrast_of=contrast
-        )
-        result = analyzer.analyze(list(study.volume), (study.pixel_spacing, study.pixel_spacing))
+        if args.generator == "altgen":
+            study = AltgenTruth(altgen.make_study(altgen_seed(args.seed, i), hard=bool(i % 2), n_slices=15))
+            spacing = study.spacing
+        else:
+            study = make_study(
+                np.random.default_rng([args.seed, i]),
+                hard=bool(i % 2),
+                n_slices=15,
+                adjust=adjust,
+                contrast_of=contrast,
+            )
+            spacing = (study.pixel_spacing, study.pixel_spacing)
+        result = analyzer.analyze(list(study.volume), spacing)
         counts["studies"] += 1
         counts["named" if result.naming.status == "found" else "unknown"] += 1
         if result.naming.reason:
@@ -100,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": analyzer.version,
         "discs": args.discs,
         "views": args.views,
+        "generator": args.generator,
         "look": args.look,
         "anatomy": args.anatomy,
         "locator": args.locator,

@@ -144,3 +144,20 @@ def normalize_crops(crops: Tensor) -> Tensor:
     hi = torch.quantile(flat, 0.98, dim=1)
     scale = 1.0 / (hi - lo).clamp_min(1e-6)
     return ((crops - lo.view(n, 1, 1, 1)) * scale.view(n, 1, 1, 1)).clamp(-0.5, 2.0)
+
+
+def random_level_request(rng: np.random.Generator, point: tuple[float, float], warp_mm: float = 0.0) -> CropRequest:
+    """A level crop (slice 1 of three) at ``point`` with its geometry randomised for training:
+    rotation up to 20 degrees, zoom 0.8-1.25 and a stretch of the cranio-caudal axis 0.85-1.18
+    (other vertebral proportions); with ``warp_mm``, a smooth elastic warp too (other shapes of
+    bodies, dens and skull base)."""
+    warp = tuple(float(v) for v in rng.normal(0.0, warp_mm, 2 * WARP_BASIS**2)) if warp_mm > 0 else ()
+    return CropRequest(
+        1,
+        point[0],
+        point[1],
+        float(rng.uniform(-0.35, 0.35)),
+        float(np.exp(rng.uniform(-0.22, 0.22))),
+        float(np.exp(rng.uniform(-0.16, 0.16))),
+        warp,
+    )

@@ -28,7 +28,7 @@ from torch import Tensor
 from detector.data.anatomy import LEVELS, Spine, disc_boxes, protrusions, to_pixels
 from detector.data.render import random_contrast, sample_contrast, t2_random_contrast
 from detector.data.synthetic import SIZES, study_renderer
-from detector.discs.crops import WARP_BASIS, CropRequest, CropSpec, anchor_of_box, take_crops
+from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, random_level_request, take_crops
 from detector.levels import box_iou
 from detector.naming import NOT_DISC
 
@@ -45,15 +45,19 @@ class Variety:
     """What the training sampler varies beyond ``widen`` and the random T2 looks (all off in
     the shipped recipe): ``random_look``, the share of patients with every tissue's intensity
     at random (``random_contrast``, taken from the generator's own look's share),
-    ``craniovertebral_bones`` (``with_craniovertebral_bones``) and ``warp_mm``."""
+    ``craniovertebral_bones`` (``with_craniovertebral_bones``), ``warp_mm`` and
+    ``other_generator``."""
 
     random_look: float = 0.0
     craniovertebral_bones: bool = False
     warp_mm: float = 0.0  # level crops: a smooth elastic warp, this sd (mm) per cosine mode
+    other_generator: float = 0.0  # share of patients from ``detector.altgen`` (level crops only)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.random_look <= 1.0 - T2_RANDOM_CONTRAST:
             raise ValueError(f"random_look: expected 0..{1 - T2_RANDOM_CONTRAST}, got {self.random_look}")
+        if not 0.0 <= self.other_generator <= 1.0:
+            raise ValueError(f"other_generator: expected 0..1, got {self.other_generator}")
 
 
 @dataclass
@@ -158,7 +162,13 @@ def draw(
 ) -> CropBatch:
     """The crops of one synthetic patient (see the module docstring). With ``detect`` (a
     detector's boxes for one slice), half the patients' herniation crops sit on its boxes
-    instead of jittered true ones, labelled by the true disc they overlap."""
+    instead of jittered true ones, labelled by the true disc they overlap. A share
+    ``variety.other_generator`` of patients comes from the other training generator
+    (``detector.discs.other_generator``: level crops only)."""
+    if variety.other_generator > 0 and rng.random() < variety.other_generator:
+        from detector.discs.other_generator import draw_other  # it builds a CropBatch
+
+        return draw_other(rng, herniation_spec, level_spec, augment, variety.warp_mm)
     hard = bool(rng.random() < 0.5)
     size = int(rng.choice(SIZES))
     look = rng.random() if augment else 1.0
@@ -208,7 +218,9 @@ def draw(
     l_req: list[CropRequest] = []
     l_cls: list[int] = []
     for level_point, cls in _level_points(spine, d, boxes, names, rng):
-        l_req.append(_level_request(rng, level_point, variety.warp_mm) if augment else CropRequest(1, *level_point))
+        l_req.append(
+            random_level_request(rng, level_point, variety.warp_mm) if augment else CropRequest(1, *level_point)
+        )
         l_cls.append(cls)
     return CropBatch(
         herniation=take_crops(volume, spacing, herniation_spec, h_req),
@@ -262,22 +274,6 @@ def _jitter_box(rng: np.random.Generator, box: np.ndarray, mm_per_px: float) -> 
     w, h = box[2] - box[0], box[3] - box[1]
     scale = np.array([w, h, w, h]) * 0.08 + 0.6 / mm_per_px
     return box + rng.uniform(-1, 1, 4) * scale
-
-
-def _level_request(rng: np.random.Generator, point: tuple[float, float], warp_mm: float = 0.0) -> CropRequest:
-    """A level crop with its geometry randomised: rotation up to 20 degrees, zoom 0.8-1.25
-    and a stretch of the cranio-caudal axis 0.85-1.18 (other vertebral proportions); with
-    ``warp_mm``, a smooth elastic warp too (other shapes of bodies, dens and skull base)."""
-    warp = tuple(float(v) for v in rng.normal(0.0, warp_mm, 2 * WARP_BASIS**2)) if warp_mm > 0 else ()
-    return CropRequest(
-        1,
-        point[0],
-        point[1],
-        float(rng.uniform(-0.35, 0.35)),
-        float(np.exp(rng.uniform(-0.22, 0.22))),
-        float(np.exp(rng.uniform(-0.16, 0.16))),
-        warp,
-    )
 
 
 def _level_points(

@@ -74,6 +74,16 @@ def train_discs_cmd(
             help="Level crops: a smooth elastic warp, this sd in mm per cosine mode (other bone shapes); 0 = off",
         ),
     ] = 0.0,
+    other_generator: Annotated[
+        float,
+        typer.Option(
+            "--other-generator",
+            min=0.0,
+            max=1.0,
+            help="Share of patients drawn from the second training generator (detector.altgen: another "
+            "anatomy and renderer); they give level crops only",
+        ),
+    ] = 0.0,
 ) -> None:
     """Train the second stage (herniation call + protrusion, disc level) on crops from our own
     synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
@@ -108,7 +118,9 @@ def train_discs_cmd(
         seed=seed,
         nets=nets,
         lr=lr,
-        variety=Variety(random_look=random_look, craniovertebral_bones=bones, warp_mm=warp),
+        variety=Variety(
+            random_look=random_look, craniovertebral_bones=bones, warp_mm=warp, other_generator=other_generator
+        ),
     )
     best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init, detect=detect)
     typer.echo(f"best second stage: {best}")

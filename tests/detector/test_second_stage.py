@@ -236,3 +236,42 @@ def test_an_elastic_warp_moves_the_anatomy_smoothly_and_none_changes_nothing() -
     moved = take_crops(vol, (0.5, 0.5), spec, [CropRequest(1, 60, 40, warp=tuple(shift))])[0, 0]
     peak = np.unravel_index(int(moved.argmax()), moved.shape)
     assert abs(peak[0] - (15.5 - 6)) <= 1.5 and abs(peak[1] - 15.5) <= 1.5
+
+
+def test_a_share_of_level_training_comes_from_the_other_generator_with_its_own_truth() -> None:
+    """``Variety.other_generator``: patients of ``detector.altgen`` give level crops only, each
+    disc's crop on that disc's box, and "not a disc" crops beside them; with no share the
+    draws are exactly those of the shipped recipe."""
+    from detector.altgen import make_study
+    from detector.discs.other_generator import level_points
+    from detector.discs.samples import Variety
+
+    models = DiscModels.new()
+    other = draw(
+        np.random.default_rng([31, 5]), models.herniation_crop, models.level_crop, variety=Variety(other_generator=1.0)
+    )
+    assert len(other.herniation) == 0 and other.herniation.shape[1:] == (3, 96, 96)
+    classes = other.level_class.tolist()
+    assert NOT_DISC in classes and any(c < NOT_DISC for c in classes)
+    assert other.level.shape == (len(classes), 1, 72, 72) and other.level.abs().sum() > 0
+    plain = draw(np.random.default_rng([31, 4]), models.herniation_crop, models.level_crop)
+    none = draw(
+        np.random.default_rng([31, 4]), models.herniation_crop, models.level_crop, variety=Variety(other_generator=0.0)
+    )
+    torch.testing.assert_close(plain.level, none.level)
+    with pytest.raises(ValueError, match="other_generator"):
+        Variety(other_generator=1.5)
+
+    study = make_study(77, hard=False, positions=(-3.0, 0.0, 3.0))
+    boxes = {d.level: d.boxes[1] for d in study.discs if 1 in d.boxes}
+    (sr, sc) = study.pixel_spacing
+    points = level_points(study, 1, np.random.default_rng(0))
+    assert {LEVEL_CLASSES[c] for _, c in points if c != NOT_DISC} == set(boxes) & set(LEVEL_CLASSES)
+    for (row, col), c in points:
+        inside = [
+            lv
+            for lv, (x0, y0, x1, y1) in boxes.items()
+            if x0 - 6 / sc <= col <= x1 + 6 / sc and y0 - 6 / sr <= row <= y1 + 6 / sr
+        ]
+        if c != NOT_DISC:
+            assert LEVEL_CLASSES[c] in inside  # on its own disc, give or take the jitter
