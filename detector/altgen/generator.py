@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .anatomy import Anatomy, lateral_factor, sample_anatomy
+from .anatomy import Anatomy, DiscGeom, lateral_factor, sample_anatomy
 from .canal import Voids, paint_canal
 from .grid import Grid, smooth_noise
 from .physics import Acquisition, acquire, bias_field, sample_acquisition, sample_contrast
 from .soft import Lines, make_lines, paint_brainstem, paint_fossa, paint_head, paint_soft
 from .spec import LEVELS, AltStudy, Box, Disc
-from .spine import paint_bones, paint_discs
+from .spine import disc_protrusion, paint_bones, paint_discs
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,15 @@ def _disc_truth(cover: np.ndarray) -> tuple[Box, tuple[float, float]] | None:
     centre = (float((rows + 0.5) @ w / w.sum()), float((cols + 0.5) @ w / w.sum()))
     box = (float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1))
     return box, centre
+
+
+def _slice_protrusion(disc: DiscGeom, ln: Lines, z: float, thick: float, n_sub: int) -> float:
+    """Displacement on the slice's centre plane, or on its nearest sub-plane that cuts the disc."""
+    for zs in sorted([z, *_sub_planes(z, thick, n_sub)], key=lambda p: abs(p - z)):
+        value = disc_protrusion(disc, ln, zs)
+        if value is not None:
+            return round(value, 3)
+    return 0.0
 
 
 def _landmarks(a: Anatomy, grid: Grid, ln: Lines, z: float) -> dict[str, tuple[float, float]]:
@@ -230,7 +239,10 @@ def make_study(
             if found is not None:
                 boxes[k], centres[k] = found
         if boxes:
-            discs.append(Disc(geom.level, geom.herniated, round(geom.protrusion_mm, 3), geom.kind, boxes, centres))
+            by_slice = {k: _slice_protrusion(geom, ln, pos[k], proto.thickness, acq.sub_planes) for k in sorted(boxes)}
+            discs.append(
+                Disc(geom.level, geom.herniated, round(geom.protrusion_mm, 3), geom.kind, boxes, centres, by_slice)
+            )
     meta = {
         "generator": "altgen",
         "fov_mm": proto.fov,

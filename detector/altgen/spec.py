@@ -19,7 +19,8 @@ Box = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class Disc:
-    """Ground truth of one labelled disc."""
+    """Ground truth of one labelled disc; ``protrusion_by_slice`` is the displacement (mm) drawn on each
+    slice of ``boxes`` (beyond the same line, on that slice's centre plane), never above ``protrusion_mm``."""
 
     level: str
     herniated: bool
@@ -27,6 +28,7 @@ class Disc:
     kind: str
     boxes: dict[int, Box]
     centres: dict[int, tuple[float, float]]
+    protrusion_by_slice: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)

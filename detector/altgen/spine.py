@@ -24,6 +24,25 @@ from .grid import (
 from .soft import Lines
 
 Bounds = tuple[float, float, float, float]
+MIN_CUT = 0.2  # lateral factor below which a disc is not drawn
+MIN_HERN = 0.2  # herniation displacement (mm) below which none is drawn
+
+
+def disc_offset(disc: DiscGeom, ln: Lines) -> float:
+    """Lateral offset (mm) of the spine's mid-plane at the disc's height."""
+    return zoff_at(ln, float(np.mean([disc.upper.centre[0], disc.lower.centre[0]])))
+
+
+def disc_protrusion(disc: DiscGeom, ln: Lines, z: float) -> float | None:
+    """Posterior displacement (mm) of the disc drawn at lateral position z beyond the line joining the
+    posterior corners of its bodies cut there; None where the plane misses the disc.
+    It is the larger of the bulge and the herniation as paint_discs draws them (both peak on that line's
+    normal through the disc's mid-height, so the value is exact)."""
+    zd = z - disc_offset(disc, ln)
+    if lateral_factor(zd, disc.half_width) < MIN_CUT:
+        return None
+    pe = disc.prot_at(zd)
+    return max(disc.bulge, pe if pe > MIN_HERN else 0.0)
 
 
 def _ellipse_at(
@@ -44,10 +63,9 @@ def paint_discs(
     """Annulus, bulge, herniation and nucleus of every disc cut; returns each disc's coverage."""
     out: dict[str, tuple[Crop, np.ndarray]] = {}
     for disc in a.discs:
-        yc = float(np.mean([disc.upper.centre[0], disc.lower.centre[0]]))
-        zd = z - zoff_at(ln, yc)
+        zd = z - disc_offset(disc, ln)
         c = lateral_factor(zd, disc.half_width)
-        if c < 0.2:
+        if c < MIN_CUT:
             continue
         q = disc.quad(c)
         dm, _ = axes(0.5 * (disc.upper.theta + disc.lower.theta))
@@ -72,7 +90,7 @@ def paint_discs(
             if bulge > 0:
                 u, v = frame(yy, xx, (float(m[0]), float(m[1])), ang)
                 sd = np.minimum(sd, sd_ellipse(u, v, hlen + 0.3, bulge))
-            if pe > 0.2:
+            if pe > MIN_HERN:
                 u, v = frame(yy, xx, (float(hc[0]), float(hc[1])), ang)
                 sd = np.minimum(sd, sd_ellipse(u, v, hl, 0.5 * pe + 1.2))
             return sd
@@ -93,7 +111,7 @@ def paint_discs(
             partial(_ellipse_at, centre=(float(nc[0]), float(nc[1])), theta=ang, a=0.32 * height, b=0.3 * depth),
             nval,
         )
-        if pe > 0.2:
+        if pe > MIN_HERN:
             paint(
                 canvas,
                 grid,

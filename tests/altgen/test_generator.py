@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from detector.altgen import BODIES, LEVELS, AltStudy, make_study, studies
+from detector.altgen.anatomy import axes, lateral_factor
 from detector.altgen.canal import canal_bounds
 from detector.altgen.generator import clean_slice, make_scene
+from detector.altgen.grid import Grid
+from detector.altgen.spine import disc_offset, disc_protrusion, paint_discs
 
 PACKAGE = Path(__file__).resolve().parents[2] / "detector" / "altgen"
 SEEDS = [(s, h) for s in range(6) for h in (False, True)]
@@ -121,6 +124,73 @@ def test_lateral_slices_cut_fewer_discs(full: dict[tuple[int, bool], AltStudy]) 
             if d.protrusion_mm == 0 and m in d.boxes:  # a normal disc is cut shorter laterally
                 width = {k: x1 - x0 for k, (x0, _, x1, _) in d.boxes.items()}
                 assert all(width[k] <= width[m] + 1.0 for k in (0, len(s.slice_positions) - 1) if k in width)
+
+
+def test_protrusion_by_slice_per_disc(full: dict[tuple[int, bool], AltStudy]) -> None:
+    for s in full.values():
+        for d in s.discs:
+            values = d.protrusion_by_slice
+            assert set(values) == set(d.boxes) and all(v >= 0 for v in values.values())
+            assert max(values.values()) <= d.protrusion_mm + 1e-6
+            if d.kind in ("normal", "dark"):
+                assert all(v == 0 for v in values.values())
+            elif d.kind == "bulge":  # a bulge is drawn on every slice that cuts the disc
+                assert all(v == pytest.approx(d.protrusion_mm, abs=1e-3) for v in values.values())
+
+
+def test_protrusion_by_slice_follows_the_herniation() -> None:
+    centre_checked = lateral_checked = 0
+    for seed, hard in [(s, h) for s in range(4) for h in (False, True)]:
+        sc = make_scene(seed, hard)
+        hern = [g for g in sc.anatomy.discs if g.level in LEVELS and g.herniated]
+        pos: list[float] = []
+        for g in hern:
+            zc = g.hern_z + disc_offset(g, sc.lines)
+            pos += [zc, zc - g.hern_w - 1.5, zc + g.hern_w + 1.5]
+        if not pos:
+            continue
+        study = make_study(seed, hard, positions=pos)
+        by_level = {d.level: d for d in study.discs}
+        for i, g in enumerate(hern):
+            d = by_level[g.level]
+            centre = d.protrusion_by_slice[3 * i]  # the slice through the herniation's centre
+            assert centre >= 1.5 and centre == pytest.approx(d.protrusion_mm, abs=2e-3)
+            centre_checked += 1
+            for k in (3 * i + 1, 3 * i + 2):  # beyond its lateral extent: nothing protrudes
+                if k in d.protrusion_by_slice:
+                    assert d.protrusion_by_slice[k] == 0.0
+                    lateral_checked += 1
+    assert centre_checked >= 5 and lateral_checked >= 3
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_protrusion_by_slice_agrees_with_the_drawn_disc(seed: int) -> None:
+    """At mid-height, the disc painted on a 0.05 mm grid reaches the reported displacement beyond the line."""
+    sc = make_scene(seed, False)
+    checked = 0
+    for g in sc.anatomy.discs[:6]:
+        if g.migration != 0:  # a migrated extrusion reaches past the corners, beside the annulus' endplate ends
+            continue
+        for dz in (0.0, 0.6 * g.hern_w):
+            zd = g.hern_z + dz
+            value = disc_protrusion(g, sc.lines, zd + disc_offset(g, sc.lines))
+            if value is None:
+                continue
+            q = g.quad(lateral_factor(zd, g.half_width))
+            ctr = q.mean(axis=0)
+            grid = Grid(400, 500, (0.05, 0.05), (float(ctr[0]) - 10.0, float(ctr[1]) - 5.0))
+            canvas = np.zeros((grid.rows, grid.cols), dtype=np.float32)
+            done = paint_discs(canvas, sc.anatomy, grid, sc.lines, sc.contrast, zd + disc_offset(g, sc.lines))
+            (r0, r1, c0, c1), alpha = done[g.level]
+            rr, cc = np.nonzero(alpha >= 0.5)
+            line = (q[2] - q[1]) / np.hypot(*(q[2] - q[1]))
+            normal = np.array([-line[1], line[0]]) * np.sign(np.dot([-line[1], line[0]], axes(g.upper.theta)[1]))
+            disp = (grid.ys[r0:r1][rr] - q[1][0]) * normal[0] + (grid.xs[c0:c1][cc] - q[1][1]) * normal[1]
+            along = (grid.ys[r0:r1][rr] - q[1][0]) * line[0] + (grid.xs[c0:c1][cc] - q[1][1]) * line[1]
+            inner = np.abs(along - np.hypot(*(q[2] - q[1])) / 2) <= 0.25  # mid-height: bulge and herniation peak
+            assert max(float(disp[inner].max()), 0.0) == pytest.approx(value, abs=0.1)
+            checked += 1
+    assert checked >= 4
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
