@@ -1,4 +1,4 @@
-"""Level crops from a second training generator, written independently of ours (``detector.altgen``).
+"""Second-stage crops from a second training generator, written independently of ours (``detector.altgen``).
 
 Our generator draws one neck: one skull base, one dens, one set of proportions, however widened.
 The level net learnt that drawing, and it names the chain on few necks drawn otherwise. A
@@ -7,8 +7,8 @@ share of the training patients (``Variety.other_generator``) therefore comes fro
 around a lateral position, and level crops as ``samples`` takes them from ours: on every disc
 the middle slice cuts (anchored on its box, jittered), "not a disc" on two of its vertebral
 bodies, the dens, C1's anterior arch, where a chain extended above C2-C3 looks, and anywhere.
-Level crops only (its truth has no protrusion per slice). ``detector.heldout`` never feeds
-training; this is not it.
+And herniation crops on its discs' jittered boxes, labelled with the protrusion the middle
+slice shows. ``detector.heldout`` never feeds training; this is not it.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import torch
 
 from detector.altgen import AltStudy, make_study
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, random_level_request, take_crops
-from detector.discs.samples import CropBatch
+from detector.discs.samples import CropBatch, jitter_box
 from detector.naming import LEVEL_CLASSES, NOT_DISC
 
 #: Lateral positions of the middle slice (mm from the midline) and the step between slices.
-LATERAL_MM = 13.0
+LATERAL_MM = 10.0
 STEP_MM = (2.5, 4.5)
 
 
@@ -33,18 +33,26 @@ def draw_other(
     augment: bool = True,
     warp_mm: float = 0.0,
 ) -> CropBatch:
-    """The level crops of one ``detector.altgen`` patient (no herniation crops)."""
+    """The crops of one ``detector.altgen`` patient: a herniation crop on every disc the middle
+    slice cuts (its box jittered as in ``samples``), labelled with the protrusion that slice
+    shows, and the level crops of ``level_points``."""
     hard = bool(rng.random() < 0.5)
     d = float(rng.uniform(-LATERAL_MM, LATERAL_MM))
     step = float(rng.uniform(*STEP_MM))
     study = make_study(int(rng.integers(2**31)), hard, positions=(d - step, d, d + step))
     volume = torch.from_numpy(np.ascontiguousarray(study.volume, dtype=np.float32))
+    shown = [disc for disc in study.discs if 1 in disc.boxes]
+    h_req = []
+    for disc in shown:
+        box = np.asarray(disc.boxes[1], dtype=np.float64)
+        row, col = anchor_of_box(jitter_box(rng, box, min(study.pixel_spacing)) if augment else box)
+        angle, zoom = (float(rng.uniform(-0.2, 0.2)), float(rng.uniform(0.965, 1.035))) if augment else (0.0, 1.0)
+        h_req.append(CropRequest(1, row, col, angle, zoom))
     points = level_points(study, 1, rng)
     requests = [random_level_request(rng, p, warp_mm) if augment else CropRequest(1, *p) for p, _ in points]
-    s = herniation_spec.size
     return CropBatch(
-        herniation=torch.zeros((0, herniation_spec.channels, s, s)),
-        protrusion_mm=torch.zeros(0),
+        herniation=take_crops(volume, study.pixel_spacing, herniation_spec, h_req),
+        protrusion_mm=torch.tensor([disc.protrusion_by_slice[1] for disc in shown], dtype=torch.float32),
         level=take_crops(volume, study.pixel_spacing, level_spec, requests),
         level_class=torch.tensor([c for _, c in points], dtype=torch.int64),
     )

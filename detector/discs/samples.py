@@ -51,7 +51,7 @@ class Variety:
     random_look: float = 0.0
     craniovertebral_bones: bool = False
     warp_mm: float = 0.0  # level crops: a smooth elastic warp, this sd (mm) per cosine mode
-    other_generator: float = 0.0  # share of patients from ``detector.altgen`` (level crops only)
+    other_generator: float = 0.0  # share of patients from ``detector.altgen`` (its own look and anatomy)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.random_look <= 1.0 - T2_RANDOM_CONTRAST:
@@ -164,7 +164,7 @@ def draw(
     detector's boxes for one slice), half the patients' herniation crops sit on its boxes
     instead of jittered true ones, labelled by the true disc they overlap. A share
     ``variety.other_generator`` of patients comes from the other training generator
-    (``detector.discs.other_generator``: level crops only)."""
+    (``detector.discs.other_generator``)."""
     if variety.other_generator > 0 and rng.random() < variety.other_generator:
         from detector.discs.other_generator import draw_other  # it builds a CropBatch
 
@@ -198,7 +198,7 @@ def draw(
     h_req: list[CropRequest] = []
     h_mm: list[float] = []
     for box, name in zip(boxes, names):
-        row, col = anchor_of_box(_jitter_box(rng, box, spine.pixel_spacing) if augment else box)
+        row, col = anchor_of_box(jitter_box(rng, box, spine.pixel_spacing) if augment else box)
         angle, zoom = jitter()
         h_req.append(CropRequest(1, row, col, angle, 1 + (zoom - 1) * 0.5))
         h_mm.append(float(prot[LEVELS.index(name)]))
@@ -257,7 +257,7 @@ def _stray_points(
     out = []
     for box, name in zip(mid_boxes, mid_names):
         if name not in names and rng.random() < 0.5:
-            row, col = anchor_of_box(_jitter_box(rng, box, spine.pixel_spacing))
+            row, col = anchor_of_box(jitter_box(rng, box, spine.pixel_spacing))
             out.append((row, col, float(prot[LEVELS.index(name)])))
     body_c = (spine.body_top + spine.body_bot) / 2
     for _ in range(2):
@@ -269,7 +269,7 @@ def _stray_points(
     return out
 
 
-def _jitter_box(rng: np.random.Generator, box: np.ndarray, mm_per_px: float) -> np.ndarray:
+def jitter_box(rng: np.random.Generator, box: np.ndarray, mm_per_px: float) -> np.ndarray:
     """A box as a detector might draw it: each edge off by up to ~8% of the box and ~0.6 mm."""
     w, h = box[2] - box[0], box[3] - box[1]
     scale = np.array([w, h, w, h]) * 0.08 + 0.6 / mm_per_px

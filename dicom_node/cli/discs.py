@@ -81,7 +81,7 @@ def train_discs_cmd(
             min=0.0,
             max=1.0,
             help="Share of patients drawn from the second training generator (detector.altgen: another "
-            "anatomy and renderer); they give level crops only",
+            "anatomy and renderer)",
         ),
     ] = 0.0,
 ) -> None:

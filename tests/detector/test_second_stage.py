@@ -238,10 +238,10 @@ def test_an_elastic_warp_moves_the_anatomy_smoothly_and_none_changes_nothing() -
     assert abs(peak[0] - (15.5 - 6)) <= 1.5 and abs(peak[1] - 15.5) <= 1.5
 
 
-def test_a_share_of_level_training_comes_from_the_other_generator_with_its_own_truth() -> None:
-    """``Variety.other_generator``: patients of ``detector.altgen`` give level crops only, each
-    disc's crop on that disc's box, and "not a disc" crops beside them; with no share the
-    draws are exactly those of the shipped recipe."""
+def test_a_share_of_second_stage_training_comes_from_the_other_generator_with_its_own_truth() -> None:
+    """``Variety.other_generator``: patients of ``detector.altgen`` give herniation and level
+    crops, each disc's level crop on that disc's box and "not a disc" crops beside them; with
+    no share the draws are exactly those of the shipped recipe."""
     from detector.altgen import make_study
     from detector.discs.other_generator import level_points
     from detector.discs.samples import Variety
@@ -250,7 +250,8 @@ def test_a_share_of_level_training_comes_from_the_other_generator_with_its_own_t
     other = draw(
         np.random.default_rng([31, 5]), models.herniation_crop, models.level_crop, variety=Variety(other_generator=1.0)
     )
-    assert len(other.herniation) == 0 and other.herniation.shape[1:] == (3, 96, 96)
+    assert len(other.herniation) == len(other.protrusion_mm) >= 1 and other.herniation.shape[1:] == (3, 96, 96)
+    assert (other.protrusion_mm >= 0).all() and other.herniation.abs().sum() > 0
     classes = other.level_class.tolist()
     assert NOT_DISC in classes and any(c < NOT_DISC for c in classes)
     assert other.level.shape == (len(classes), 1, 72, 72) and other.level.abs().sum() > 0
