@@ -94,6 +94,7 @@ class TrainConfig:
     # whose look is randomised as the second stage's crops are (``detector.discs.randomize``)
     varied: float = 0.0
     varied_tissues: bool = True  # the varied slices' tissues at random T2 intensities (else the generator's)
+    other_generator: float = 0.0  # share of synthetic training slices from ``detector.altgen``
     seed: int = 0
     num_threads: int = 0  # 0 = leave torch's default; 1 on a shared, busy CPU
 

@@ -41,9 +41,19 @@ def synthetic_split(tc: TrainConfig, hard_only: bool = False) -> tuple[SliceData
 
         tissues = t2_random_contrast if tc.varied_tissues else sample_contrast
         variety = {"varied": tc.varied, "adjust": widen, "contrast_of": tissues}
+    n_other = round(tc.train_images * tc.other_generator)  # the second training generator's
+    n_ours = tc.train_images - n_other
+    n_hard = round(n_ours * n_hard / max(tc.train_images, 1))
     parts: list[SliceDataset] = [SyntheticSliceDataset(n_hard, tc.seed * 2 + 1, hard=True, **variety)]
-    if tc.train_images - n_hard > 0:
-        parts.append(SyntheticSliceDataset(tc.train_images - n_hard, tc.seed * 2, hard=False, **variety))
+    if n_ours - n_hard > 0:
+        parts.append(SyntheticSliceDataset(n_ours - n_hard, tc.seed * 2, hard=False, **variety))
+    if n_other:
+        from detector.other_slices import OtherGeneratorSlices
+
+        parts += [
+            OtherGeneratorSlices(n_other // 2, tc.seed * 2 + 1, hard=True),
+            OtherGeneratorSlices(n_other - n_other // 2, tc.seed * 2, hard=False),
+        ]
     val = SyntheticSliceDataset(tc.val_images, tc.seed + VAL_SEED_OFFSET, hard=True)
     return ConcatDataset(cast("list[Dataset[Any]]", parts)), val
 

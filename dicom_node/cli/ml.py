@@ -74,6 +74,16 @@ def train_cmd(
             "or at the generator's own",
         ),
     ] = None,
+    other_generator: Annotated[
+        float | None,
+        typer.Option(
+            "--other-generator",
+            min=0.0,
+            max=1.0,
+            help="Override train.other_generator: share of synthetic training slices from the second "
+            "training generator (detector.altgen: another anatomy and renderer)",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present")] = True,
     init_from: Annotated[
         Path | None,
@@ -103,6 +113,7 @@ def train_cmd(
         "lr": lr,
         "varied": varied,
         "varied_tissues": varied_tissues,
+        "other_generator": other_generator,
     }
     overrides = {k: v for k, v in given.items() if v is not None}
     if overrides:

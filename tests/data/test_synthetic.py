@@ -147,3 +147,40 @@ def test_varied_items_draw_other_necks_and_looks():
     assert all(part.contrast_of is t2_random_contrast for part in train.datasets)
     own, _ = synthetic_split(TrainConfig(train_images=4, val_images=2, varied=0.5, varied_tissues=False))
     assert all(part.adjust is widen and part.contrast_of is not t2_random_contrast for part in own.datasets)
+
+
+def test_a_share_of_detector_slices_comes_from_the_other_generator_with_its_labels():
+    """``train.other_generator``: that share of the slices are ``detector.altgen``'s, boxed and
+    labelled as it draws them (herniation where the slice shows >= 1.5 mm); 0 keeps the split."""
+    from detector.altgen import make_study
+    from detector.config import TrainConfig
+    from detector.data.anatomy import HERNIATION, NORMAL_DISC
+    from detector.other_slices import OtherGeneratorSlices
+    from detector.sources import synthetic_split
+
+    train, _ = synthetic_split(TrainConfig(train_images=10, val_images=2, other_generator=0.4))
+    sizes = {type(p).__name__: 0 for p in train.datasets}
+    for part in train.datasets:
+        sizes[type(part).__name__] += len(part)
+    assert sizes == {"SyntheticSliceDataset": 6, "OtherGeneratorSlices": 4}
+    plain, _ = synthetic_split(TrainConfig(train_images=10, val_images=2))
+    assert [len(p) for p in plain.datasets] == [5, 5]
+
+    slices = OtherGeneratorSlices(4, seed=4, hard=True)
+    shown = 0
+    for i in range(4):
+        image, target = slices[i]
+        h, w = image.shape
+        b, labels = target["boxes"], target["labels"]
+        assert image.dtype == np.float32 and len(b) == len(labels)
+        shown += len(b)
+        assert ((b[:, [0, 2]] >= 0) & (b[:, [0, 2]] <= w) & (b[:, [1, 3]] >= 0) & (b[:, [1, 3]] <= h)).all()
+        assert set(labels.tolist()) <= {HERNIATION, NORMAL_DISC}
+    assert shown >= 12  # mostly where the discs show
+    assert np.array_equal(slices[1][0], OtherGeneratorSlices(4, seed=4, hard=True)[1][0])  # item i: (seed, i)
+
+    # the label is the slice's own protrusion, not the disc's largest
+    study = make_study(11, hard=False)
+    herniated = [d for d in study.discs if d.herniated]
+    assert herniated
+    assert any(min(d.protrusion_by_slice.values()) < 1.5 for d in herniated)

@@ -1,0 +1,45 @@
+"""Detector training slices from the second training generator (``detector.altgen``).
+
+Our generator draws one neck and one look; a detector trained on it alone boxes the discs of
+necks drawn otherwise less often. ``train.other_generator`` of the synthetic training slices
+come from ``detector.altgen`` (another anatomy model and renderer, written independently of
+``detector.data``) instead: one slice of a fresh patient at a lateral position where its
+discs show, each disc boxed as that generator draws it, ``herniation`` where the slice shows
+a protrusion of at least 1.5 mm. The held-out generator is not this one and never trains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detector.altgen import make_study
+from detector.data.anatomy import HERNIATION, NORMAL_DISC
+
+LABEL_THRESHOLD_MM = 1.5
+#: Lateral positions drawn (mm from the spine's midline): where the discs show.
+LATERAL_MM = 10.0
+
+
+class OtherGeneratorSlices:
+    """``n`` independent ``detector.altgen`` slices; item = (image float32 [H, W], {boxes,
+    labels}) as ``SyntheticSliceDataset``'s. Item ``i`` is a function of (``seed``, ``i``)."""
+
+    def __init__(self, n: int, seed: int, hard: bool = False) -> None:
+        self.n, self.seed, self.hard = n, seed, hard
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        rng = np.random.default_rng([self.seed, i, 0xA17])
+        d = float(rng.uniform(-LATERAL_MM, LATERAL_MM))
+        study = make_study(int(rng.integers(2**31)), self.hard, positions=(d,))
+        shown = [disc for disc in study.discs if 0 in disc.boxes]
+        boxes = np.array([disc.boxes[0] for disc in shown], np.float32).reshape(-1, 4)
+        labels = np.array(
+            [HERNIATION if disc.protrusion_by_slice[0] >= LABEL_THRESHOLD_MM else NORMAL_DISC for disc in shown],
+            np.int64,
+        )
+        return study.volume[0].astype(np.float32), {"boxes": boxes, "labels": labels}
