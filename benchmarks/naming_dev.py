@@ -46,6 +46,9 @@ from detector.discs.samples import widen, with_craniovertebral_bones  # noqa: E4
 from detector.levels import LEVELS, box_iou  # noqa: E402
 from detector.naming import FUSIONS  # noqa: E402
 
+#: Disc levels cranial first, past the reported ones (a finding named C7-T1 may sit on T1-T2).
+ORDER = (*LEVELS, "T1-T2", "T2-T3", "T3-T4")
+
 
 class AltgenTruth:
     """A ``detector.altgen`` study with the truth lookup of ours (``level_under``)."""
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             if truth == f.level:
                 counts["right"] += 1
             elif truth is not None:
-                steps.append(LEVELS.index(f.level) - LEVELS.index(truth))
+                steps.append(ORDER.index(f.level) - ORDER.index(truth))
             else:
                 counts["on no disc"] += 1
         counts["wrong"] += len(steps)
