@@ -122,34 +122,13 @@ def plot_calibration(
     plt.close(fig)
 
 
-class AltgenStudy:
-    """A ``detector.altgen`` study seen as the held-out protocol scores one (``disc(level)``)."""
-
-    def __init__(self, study: Any) -> None:
-        self.study = study
-        self.volume, self.pixel_spacing, self.seed, self.hard = (
-            study.volume,
-            study.pixel_spacing,
-            study.seed,
-            study.hard,
-        )
-        self.discs = study.discs
-
-    def disc(self, level: str) -> Any:
-        return next((d for d in self.discs if d.level == level), None)
-
-
 def altgen_studies(n_routine: int, n_hard: int, seed: int) -> Any:
-    """The second training generator's studies (seeds far from its training draws)."""
-    import numpy as np
-
-    from detector.altgen import make_study
+    """The second training generator's studies (``development_seed``: never a training draw's)."""
+    from detector.altgen import development_seed, make_study
 
     for hard, n in ((False, n_routine), (True, n_hard)):
         for i in range(n):
-            yield AltgenStudy(
-                make_study(int(np.random.SeedSequence([seed, i, 0xA17]).generate_state(1)[0]) + 2**31, hard)
-            )
+            yield make_study(development_seed(seed, i), hard)
 
 
 def main(argv: list[str] | None = None) -> int:

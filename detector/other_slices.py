@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from detector.altgen import make_study
+from detector.altgen import DISCS_SHOW_MM, TRAINING_SEEDS, make_study
 from detector.data.anatomy import HERNIATION, NORMAL_DISC
 
 LABEL_THRESHOLD_MM = 1.5
-#: Lateral positions drawn (mm from the spine's midline): where the discs show.
-LATERAL_MM = 10.0
 
 
 class OtherGeneratorSlices:
@@ -34,8 +32,8 @@ class OtherGeneratorSlices:
         if not 0 <= i < self.n:
             raise IndexError(i)
         rng = np.random.default_rng([self.seed, i, 0xA17])
-        d = float(rng.uniform(-LATERAL_MM, LATERAL_MM))
-        study = make_study(int(rng.integers(2**31)), self.hard, positions=(d,))
+        d = float(rng.uniform(-DISCS_SHOW_MM, DISCS_SHOW_MM))
+        study = make_study(int(rng.integers(TRAINING_SEEDS)), self.hard, positions=(d,))
         shown = [disc for disc in study.discs if 0 in disc.boxes]
         boxes = np.array([disc.boxes[0] for disc in shown], np.float32).reshape(-1, 4)
         labels = np.array(

@@ -6,6 +6,17 @@ Written independently of detector/data and detector/heldout; see docs/altgen.md.
 from __future__ import annotations
 
 from .generator import make_study, studies
-from .spec import BODIES, LEVELS, AltStudy, Box, Disc
+from .spec import BODIES, DISCS_SHOW_MM, LEVELS, TRAINING_SEEDS, AltStudy, Box, Disc, development_seed
 
-__all__ = ["BODIES", "LEVELS", "AltStudy", "Box", "Disc", "make_study", "studies"]
+__all__ = [
+    "BODIES",
+    "DISCS_SHOW_MM",
+    "LEVELS",
+    "TRAINING_SEEDS",
+    "AltStudy",
+    "Box",
+    "Disc",
+    "development_seed",
+    "make_study",
+    "studies",
+]

@@ -13,6 +13,10 @@ ALL_BODIES = (*BODIES, "T3", "T4")
 #: Every disc the anatomy model builds, cranial first (T2-T3, T3-T4 unlabelled).
 ALL_DISCS = tuple(f"{a}-{b}" for a, b in zip(ALL_BODIES[:-1], ALL_BODIES[1:]))
 HERNIATION_MM = 1.5
+#: Labelled discs show on slices within about this distance of the spine's midline (mm).
+DISCS_SHOW_MM = 10.0
+#: Study seeds below this are for training draws; ``development_seed`` gives seeds above it.
+TRAINING_SEEDS = 2**31
 
 Box = tuple[float, float, float, float]
 
@@ -43,3 +47,12 @@ class AltStudy:
     discs: tuple[Disc, ...]
     landmarks: dict[int, dict[str, tuple[float, float]]]
     meta: dict = field(default_factory=dict)
+
+    def disc(self, level: str) -> Disc | None:
+        """The labelled disc of that level, if the field of view holds it."""
+        return next((d for d in self.discs if d.level == level), None)
+
+
+def development_seed(seed: int, i: int) -> int:
+    """Study ``i``'s seed in a development run seeded ``seed``: never a training draw's."""
+    return int(np.random.SeedSequence([seed, i, 0xA17]).generate_state(1)[0]) + TRAINING_SEEDS

@@ -16,13 +16,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from detector.altgen import AltStudy, make_study
+from detector.altgen import DISCS_SHOW_MM, TRAINING_SEEDS, AltStudy, make_study
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, random_level_request, take_crops
 from detector.discs.samples import CropBatch, jitter_box
 from detector.naming import LEVEL_CLASSES, NOT_DISC
 
-#: Lateral positions of the middle slice (mm from the midline) and the step between slices.
-LATERAL_MM = 10.0
+#: The step between the three slices (mm); the middle one is within ``DISCS_SHOW_MM`` of the midline.
 STEP_MM = (2.5, 4.5)
 
 
@@ -37,9 +36,9 @@ def draw_other(
     slice cuts (its box jittered as in ``samples``), labelled with the protrusion that slice
     shows, and the level crops of ``level_points``."""
     hard = bool(rng.random() < 0.5)
-    d = float(rng.uniform(-LATERAL_MM, LATERAL_MM))
+    d = float(rng.uniform(-DISCS_SHOW_MM, DISCS_SHOW_MM))
     step = float(rng.uniform(*STEP_MM))
-    study = make_study(int(rng.integers(2**31)), hard, positions=(d - step, d, d + step))
+    study = make_study(int(rng.integers(TRAINING_SEEDS)), hard, positions=(d - step, d, d + step))
     volume = torch.from_numpy(np.ascontiguousarray(study.volume, dtype=np.float32))
     shown = [disc for disc in study.discs if 1 in disc.boxes]
     h_req = []

@@ -255,3 +255,15 @@ def test_imports_only_numpy_stdlib_and_itself() -> None:
                 continue
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_development_seeds_are_never_training_draws_and_discs_are_found_by_level() -> None:
+    from detector.altgen import TRAINING_SEEDS, development_seed
+
+    seeds = [development_seed(9400, i) for i in range(50)]
+    assert len(set(seeds)) == 50 and min(seeds) >= TRAINING_SEEDS  # training draws rng.integers(TRAINING_SEEDS)
+    assert development_seed(9400, 3) == seeds[3]
+    study = make_study(5, hard=False, positions=(0.0,))
+    for disc in study.discs:
+        assert study.disc(disc.level) is disc
+    assert study.disc("L4-L5") is None
