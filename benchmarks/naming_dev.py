@@ -43,7 +43,7 @@ from detector.data.synthetic import make_study  # noqa: E402
 from detector.discs.locator import load_locator  # noqa: E402
 from detector.discs.model import DiscModels  # noqa: E402
 from detector.discs.samples import widen, with_craniovertebral_bones  # noqa: E402
-from detector.levels import LEVELS, box_iou  # noqa: E402
+from detector.levels import LEVELS, level_under  # noqa: E402
 from detector.naming import FUSIONS  # noqa: E402
 
 #: Disc levels cranial first, past the reported ones (a finding named C7-T1 may sit on T1-T2).
@@ -54,22 +54,11 @@ class AltgenTruth:
     """A ``detector.altgen`` study with the truth lookup of ours (``level_under``)."""
 
     def __init__(self, study: altgen.AltStudy) -> None:
-        self.volume, self.spacing, self.study = study.volume, study.pixel_spacing, study
+        self.volume, self.spacing = study.volume, study.pixel_spacing
+        self.slices = [[(d.level, d.boxes[k]) for d in study.discs if k in d.boxes] for k in range(len(study.volume))]
 
     def level_under(self, k: int, box, min_iou: float = 0.3) -> str | None:
-        """The level of the true disc under ``box`` on slice k or the nearest slice (up to two
-        away) that boxes one, as ``SyntheticStudy.level_under``."""
-        for dk in (0, -1, 1, -2, 2):
-            on = [(d.level, d.boxes[k + dk]) for d in self.study.discs if k + dk in d.boxes]
-            ious = [box_iou(box, b) for _, b in on]
-            if ious and max(ious) >= min_iou:
-                return on[int(np.argmax(ious))][0]
-        return None
-
-
-def altgen_seed(seed: int, i: int) -> int:
-    """Study i's seed: far from the training draws' (``rng.integers(2**31)``)."""
-    return int(np.random.SeedSequence([seed, i, 0xA17]).generate_state(1)[0]) + 2**31
+        return level_under(self.slices, k, box, min_iou)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     counts: Counter[str] = Counter()
     for i in range(args.studies):
         if args.generator == "altgen":
-            study = AltgenTruth(altgen.make_study(altgen_seed(args.seed, i), hard=bool(i % 2), n_slices=15))
+            study = AltgenTruth(altgen.make_study(altgen.development_seed(args.seed, i), hard=bool(i % 2), n_slices=15))
             spacing = study.spacing
         else:
             study = make_study(

@@ -252,3 +252,18 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def level_under(
+    slices: Sequence[Sequence[tuple[str, Sequence[float]]]], k: int, box: Sequence[float], min_iou: float = 0.3
+) -> str | None:
+    """The level of the true disc under ``box`` on slice k, or on the nearest slice (up to two
+    away) that boxes one; ``slices``: per slice, the (level, box) of every true disc on it. A
+    key slice may be too lateral for a phantom to box its disc."""
+    for dk in (0, -1, 1, -2, 2):
+        if 0 <= k + dk < len(slices):
+            on = slices[k + dk]
+            ious = [box_iou(box, b) for _, b in on]
+            if ious and max(ious) >= min_iou:
+                return on[int(np.argmax(ious))][0]
+    return None

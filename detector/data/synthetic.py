@@ -44,14 +44,9 @@ class SyntheticStudy:
     def level_under(self, k: int, box: Sequence[float], min_iou: float = 0.3) -> str | None:
         """The level of the true disc under ``box`` on slice k, or on the nearest slice (up to
         two away) that boxes one: a key slice may be too lateral for the phantom to box it."""
-        from detector.levels import box_iou
+        from detector.levels import level_under
 
-        for dk in (0, -1, 1, -2, 2):
-            if 0 <= k + dk < len(self.boxes):
-                ious = [box_iou(box, b) for b in self.boxes[k + dk]]
-                if ious and max(ious) >= min_iou:
-                    return self.levels[k + dk][int(np.argmax(ious))]
-        return None
+        return level_under([list(zip(lv, bx)) for lv, bx in zip(self.levels, self.boxes)], k, box, min_iou)
 
 
 def make_study(
