@@ -33,7 +33,6 @@ class SliceDataset(Protocol):
 def synthetic_split(tc: TrainConfig, hard_only: bool = False) -> tuple[SliceDataset, SliceDataset]:
     from detector.data.synthetic import SyntheticSliceDataset
 
-    n_hard = tc.train_images if hard_only else round(tc.train_images * tc.hard_fraction)
     variety: dict[str, Any] = {}
     if tc.varied:  # the second stage's widened necks and random T2 looks (docs/results.md)
         from detector.data.render import sample_contrast, t2_random_contrast
@@ -43,7 +42,7 @@ def synthetic_split(tc: TrainConfig, hard_only: bool = False) -> tuple[SliceData
         variety = {"varied": tc.varied, "adjust": widen, "contrast_of": tissues}
     n_other = round(tc.train_images * tc.other_generator)  # the second training generator's
     n_ours = tc.train_images - n_other
-    n_hard = round(n_ours * n_hard / max(tc.train_images, 1))
+    n_hard = n_ours if hard_only else round(n_ours * tc.hard_fraction)
     parts: list[SliceDataset] = [SyntheticSliceDataset(n_hard, tc.seed * 2 + 1, hard=True, **variety)]
     if n_ours - n_hard > 0:
         parts.append(SyntheticSliceDataset(n_ours - n_hard, tc.seed * 2, hard=False, **variety))
