@@ -95,6 +95,9 @@ class TrainConfig:
     varied: float = 0.0
     varied_tissues: bool = True  # the varied slices' tissues at random T2 intensities (else the generator's)
     other_generator: float = 0.0  # share of synthetic training slices from ``detector.altgen``
+    # share of our generator's slices with every tissue's intensity at random (``random_contrast``,
+    # SynthSeg-style): vertebral bodies or facets as bright as a disc, boxed as background
+    random_look: float = 0.0
     seed: int = 0
     num_threads: int = 0  # 0 = leave torch's default; 1 on a shared, busy CPU
 

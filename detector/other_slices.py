@@ -5,7 +5,8 @@ necks drawn otherwise less often. ``train.other_generator`` of the synthetic tra
 come from ``detector.altgen`` (another anatomy model and renderer, written independently of
 ``detector.data``) instead: one slice of a fresh patient at a lateral position where its
 discs show, each disc boxed as that generator draws it, ``herniation`` where the slice shows
-a protrusion of at least 1.5 mm. The held-out generator is not this one and never trains.
+a protrusion of at least ``LABEL_THRESHOLD_MM`` (1.0 mm, as our own generator's detector
+slices). The held-out generator is not this one and never trains.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from detector.altgen import DISCS_SHOW_MM, TRAINING_SEEDS, make_study
-from detector.data.anatomy import HERNIATION, NORMAL_DISC
-
-LABEL_THRESHOLD_MM = 1.5
+from detector.data.anatomy import HERNIATION, LABEL_THRESHOLD_MM, NORMAL_DISC
 
 
 class OtherGeneratorSlices:

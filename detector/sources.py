@@ -43,16 +43,17 @@ def synthetic_split(tc: TrainConfig, hard_only: bool = False) -> tuple[SliceData
     n_other = round(tc.train_images * tc.other_generator)  # the second training generator's
     n_ours = tc.train_images - n_other
     n_hard = n_ours if hard_only else round(n_ours * tc.hard_fraction)
+    variety["random_look"] = tc.random_look
     parts: list[SliceDataset] = [SyntheticSliceDataset(n_hard, tc.seed * 2 + 1, hard=True, **variety)]
     if n_ours - n_hard > 0:
         parts.append(SyntheticSliceDataset(n_ours - n_hard, tc.seed * 2, hard=False, **variety))
     if n_other:
         from detector.other_slices import OtherGeneratorSlices
 
-        parts += [
-            OtherGeneratorSlices(n_other // 2, tc.seed * 2 + 1, hard=True),
-            OtherGeneratorSlices(n_other - n_other // 2, tc.seed * 2, hard=False),
-        ]
+        other_hard = n_other if hard_only else n_other // 2
+        parts.append(OtherGeneratorSlices(other_hard, tc.seed * 2 + 1, hard=True))
+        if n_other - other_hard:
+            parts.append(OtherGeneratorSlices(n_other - other_hard, tc.seed * 2, hard=False))
     val = SyntheticSliceDataset(tc.val_images, tc.seed + VAL_SEED_OFFSET, hard=True)
     return ConcatDataset(cast("list[Dataset[Any]]", parts)), val
 

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.data.anatomy import LEVELS, Spine, disc_boxes, sample_spine, uv_grid
-from detector.data.render import Contrast, blur, render_slice, sample_artifacts, sample_contrast, smooth_noise
+from detector.data.render import (
+    Contrast,
+    blur,
+    random_contrast,
+    render_slice,
+    sample_artifacts,
+    sample_contrast,
+    smooth_noise,
+)
 
 SIZES = (224, 256, 288, 320, 384)  # matrix sizes drawn when ``size`` is None
 __all__ = ["LEVELS", "SIZES", "SyntheticStudy", "SyntheticSliceDataset", "make_study"]
@@ -132,6 +140,9 @@ class SyntheticSliceDataset:
     ``varied``: the share of items drawn with ``adjust`` (another neck geometry) and
     ``contrast_of`` (other tissue intensities), e.g. the second stage's ``widen`` and
     ``t2_random_contrast``; with ``varied=0`` the items are those of earlier releases.
+    ``random_look``: the share of the other items whose tissues are drawn by ``random_contrast``
+    (any tissue as bright as any other), their geometry the generator's own; with 0 the items
+    are unchanged.
     """
 
     def __init__(
@@ -143,9 +154,11 @@ class SyntheticSliceDataset:
         varied: float = 0.0,
         adjust: Callable[[Spine, np.random.Generator], Spine] | None = None,
         contrast_of: Callable[[np.random.Generator, bool], Contrast] = sample_contrast,
+        random_look: float = 0.0,
     ) -> None:
         self.n, self.seed, self.hard, self.size = n, seed, hard, size
         self.varied, self.adjust, self.contrast_of = varied, adjust, contrast_of
+        self.random_look = random_look
 
     def __len__(self) -> int:
         return self.n
@@ -157,6 +170,8 @@ class SyntheticSliceDataset:
         size = int(self.size or rng.choice(SIZES))
         if self.varied and rng.random() < self.varied:
             spine, render = study_renderer(rng, self.hard, size, self.adjust, self.contrast_of)
+        elif self.random_look and rng.random() < self.random_look:
+            spine, render = study_renderer(rng, self.hard, size, contrast_of=random_contrast)
         else:
             spine, render = study_renderer(rng, self.hard, size)
         if spine.hernias and rng.random() < 0.5:

@@ -84,6 +84,16 @@ def train_cmd(
             "training generator (detector.altgen: another anatomy and renderer)",
         ),
     ] = None,
+    random_look: Annotated[
+        float | None,
+        typer.Option(
+            "--random-look",
+            min=0.0,
+            max=1.0,
+            help="Override train.random_look: share of our generator's slices with every tissue's "
+            "intensity at random (a vertebral body as bright as a disc, boxed as background)",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present")] = True,
     init_from: Annotated[
         Path | None,
@@ -114,6 +124,7 @@ def train_cmd(
         "varied": varied,
         "varied_tissues": varied_tissues,
         "other_generator": other_generator,
+        "random_look": random_look,
     }
     overrides = {k: v for k, v in given.items() if v is not None}
     if overrides:

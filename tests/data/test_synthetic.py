@@ -151,7 +151,8 @@ def test_varied_items_draw_other_necks_and_looks():
 
 def test_a_share_of_detector_slices_comes_from_the_other_generator_with_its_labels():
     """``train.other_generator``: that share of the slices are ``detector.altgen``'s, boxed and
-    labelled as it draws them (herniation where the slice shows >= 1.5 mm); 0 keeps the split."""
+    labelled as it draws them (herniation where the slice shows >= 1.0 mm, as our own slices);
+    0 keeps the split, and ``synthetic:hard`` takes only its hard slices."""
     from detector.altgen import make_study
     from detector.config import TrainConfig
     from detector.data.anatomy import HERNIATION, NORMAL_DISC
@@ -165,6 +166,11 @@ def test_a_share_of_detector_slices_comes_from_the_other_generator_with_its_labe
     assert sizes == {"SyntheticSliceDataset": 6, "OtherGeneratorSlices": 4}
     plain, _ = synthetic_split(TrainConfig(train_images=10, val_images=2))
     assert [len(p) for p in plain.datasets] == [5, 5]
+    hard, _ = synthetic_split(TrainConfig(train_images=10, val_images=2, other_generator=0.4), hard_only=True)
+    assert [(type(p).__name__, p.hard, len(p)) for p in hard.datasets] == [
+        ("SyntheticSliceDataset", True, 6),
+        ("OtherGeneratorSlices", True, 4),
+    ]
 
     slices = OtherGeneratorSlices(4, seed=4, hard=True)
     shown = 0
@@ -184,3 +190,33 @@ def test_a_share_of_detector_slices_comes_from_the_other_generator_with_its_labe
     herniated = [d for d in study.discs if d.herniated]
     assert herniated
     assert any(min(d.protrusion_by_slice.values()) < 1.5 for d in herniated)
+
+
+def test_a_share_of_detector_slices_has_every_tissue_at_a_random_intensity():
+    """``train.random_look``: that share of our slices is drawn in ``random_contrast`` (a disc may
+    be far darker or brighter than the rest of the image, as it never is in the generator's T2
+    look), with the
+    same boxes and labels; 0 keeps every item as before."""
+    from detector.config import TrainConfig
+    from detector.data.synthetic import SyntheticSliceDataset
+    from detector.sources import synthetic_split
+
+    def disc_brightness(ds: SyntheticSliceDataset) -> list[float]:
+        """Per item: mean intensity inside its disc boxes over the image's median."""
+        out = []
+        for i in range(len(ds)):
+            image, target = ds[i]
+            inside = [image[int(y0) : int(y1), int(x0) : int(x1)].mean() for x0, y0, x1, y1 in target["boxes"]]
+            if inside:
+                out.append(float(np.mean(inside) / np.median(image)))
+        return out
+
+    plain = SyntheticSliceDataset(12, seed=3, size=128)
+    assert all(
+        np.array_equal(a[0], b[0]) for a, b in zip(plain, SyntheticSliceDataset(12, seed=3, size=128, random_look=0.0))
+    )
+    random = SyntheticSliceDataset(12, seed=3, size=128, random_look=1.0)
+    assert min(disc_brightness(plain)) > 0.9  # boxes hold the dark annulus and endplates too
+    assert min(disc_brightness(random)) < 0.6 and max(disc_brightness(random)) > 2.0
+    train, _ = synthetic_split(TrainConfig(train_images=4, val_images=2, random_look=0.3))
+    assert all(part.random_look == 0.3 for part in train.datasets)
