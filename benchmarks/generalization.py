@@ -2,7 +2,7 @@
 
     python benchmarks/generalization.py [--routine 25] [--hard 25] [--seed 7100]
         [--checkpoint PATH] [--json OUT] [--threads 1] [--baseline] [--calibration-plot PNG]
-        [--generator heldout|altgen]
+        [--generator heldout|altgen] [--model-card JSON]
 
 Studies come from ``detector.heldout`` (written separately from the training generator, never
 used for training or model selection; docs/heldout.md). The analysis under test is
@@ -14,7 +14,10 @@ PASS/FAIL, the calibration table (per disc by position) and the analysis time pe
 the baseline where the new one is not available; docs/figures/heldout_calibration.png).
 ``--generator altgen`` scores the second training generator's studies (``detector.altgen``, at
 seeds far from its training draws) the same way: a development set for models trained with
-it, not a held-out result.
+it, not a held-out result. ``--model-card`` writes the summary (naming, unknown, shifted chains,
+by-name and by-position calls per group, and the command) into that model's metadata JSON as
+``metrics.heldout`` (e.g. ``detector/checkpoints/meddet-student.json``), refusing a file of
+another model version, so the checkpoint's metadata states its own held-out run.
 """
 
 from __future__ import annotations
@@ -131,6 +134,43 @@ def altgen_studies(n_routine: int, n_hard: int, seed: int) -> Any:
             yield make_study(development_seed(seed, i), hard)
 
 
+def heldout_summary(report: dict[str, Any], command: str) -> dict[str, Any]:
+    """The model metadata's ``metrics.heldout`` block from one analysis's ``Report.to_dict()``."""
+
+    def calls(group: dict[str, Any], how: str) -> dict[str, Any]:
+        part = group[how]
+        return {
+            "sensitivity": part["sensitivity"]["value"],
+            "specificity": part["specificity"]["value"],
+            "auc": part["auc"],
+        }
+
+    out: dict[str, Any] = {"command": command}
+    for name in ("routine", "hard"):
+        group = report["groups"][name]
+        naming = group["naming"]
+        out[name] = {
+            "naming": naming["accuracy"]["value"],
+            "named_right": naming["accuracy"]["k"],
+            "reported": naming["accuracy"]["n"],
+            "unknown_findings": naming["unknown"],
+            "shifted_studies": naming["shifted_studies"],
+            "off_disc": naming["off_disc"],
+            "by_name": calls(group, "by_name"),
+            "by_position": calls(group, "by_position"),
+        }
+    return out
+
+
+def write_model_card(path: Path, version: str, summary: dict[str, Any]) -> None:
+    """Put ``summary`` in ``path``'s ``metrics.heldout``; the file must describe ``version``."""
+    meta = json.loads(path.read_text())
+    if meta.get("version") != version:
+        raise ValueError(f"{path} describes {meta.get('version')}, this run scored {version}")
+    meta.setdefault("metrics", {})["heldout"] = summary
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--routine", type=int, default=25, help="routine studies")
@@ -149,7 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         default="heldout",
         help="altgen: the second TRAINING generator's studies instead (a development set, not held out)",
     )
+    ap.add_argument(
+        "--model-card",
+        metavar="JSON",
+        type=Path,
+        default=None,
+        help="write the held-out summary into this model metadata file's metrics.heldout (same model version)",
+    )
     args = ap.parse_args(argv)
+    if args.model_card is not None and (args.generator != "heldout" or not args.model_card.is_file()):
+        ap.error("--model-card: needs --generator heldout and an existing model metadata JSON")
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
@@ -173,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         args.baseline = True
     if args.baseline:
         analyzers["baseline"] = baseline_analyzer(args.checkpoint)
+    if args.model_card is not None:  # refuse another model's file before scoring anything
+        card_version = json.loads(args.model_card.read_text()).get("version")
+        if "new" not in analyzers or analyzers["new"].version != card_version:
+            ap.error(f"--model-card: {args.model_card} describes {card_version}, not the model under test")
 
     results: dict[str, list[Any]] = {k: [] for k in analyzers}
     gen_s = 0.0
@@ -222,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json_out}")
+    if args.model_card is not None and "new" in out["reports"]:
+        command = "python benchmarks/generalization.py " + " ".join(
+            a for a in (argv if argv is not None else sys.argv[1:]) if a != "--model-card" and a != str(args.model_card)
+        )
+        report = out["reports"]["new"]
+        write_model_card(args.model_card, report["model_version"], heldout_summary(report, command.strip()))
+        print(f"wrote metrics.heldout of {args.model_card}")
     if args.calibration_plot:
         name = "new" if "new" in reports else "baseline"
         report, model = reports[name], analyzers[name]

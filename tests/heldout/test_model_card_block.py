@@ -1,0 +1,46 @@
+"""``benchmarks/generalization.py --model-card``: the checkpoint's metadata states its own
+held-out run (a small run of the real benchmark, two studies)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from detector import SHIPPED_CHECKPOINT
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(card: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "generalization.py"), "--routine", "1", "--hard", "1"]
+    return subprocess.run([*cmd, "--model-card", str(card), *extra], capture_output=True, text=True, timeout=600)
+
+
+def test_the_held_out_summary_goes_into_the_models_own_metadata(tmp_path: Path) -> None:
+    card = tmp_path / "meddet-student.json"
+    shutil.copy(SHIPPED_CHECKPOINT.with_suffix(".json"), card)
+    before = json.loads(card.read_text())
+    done = run(card, "--seed", "7101")
+    assert done.returncode == 0, done.stderr
+    after = json.loads(card.read_text())
+    block = after["metrics"]["heldout"]
+    assert block["command"] == "python benchmarks/generalization.py --routine 1 --hard 1 --seed 7101"
+    for group in ("routine", "hard"):
+        g = block[group]
+        assert g["named_right"] <= g["reported"] and g["unknown_findings"] >= 0
+        assert 0.0 <= g["by_position"]["specificity"] <= 1.0
+    # nothing else in the metadata moves
+    del after["metrics"]["heldout"], before["metrics"]["heldout"]
+    assert after == before
+
+
+def test_a_metadata_file_of_another_model_is_refused(tmp_path: Path) -> None:
+    card = tmp_path / "other.json"
+    card.write_text(json.dumps({"version": "meddet-student-000000000000", "metrics": {}}))
+    done = run(card)
+    assert done.returncode == 2 and "describes meddet-student-000000000000" in done.stderr
+    assert "study" not in done.stdout  # refused before scoring anything
+    assert json.loads(card.read_text()) == {"version": "meddet-student-000000000000", "metrics": {}}
+    altgen = run(card, "--generator", "altgen")
+    assert altgen.returncode == 2 and "--model-card" in altgen.stderr
