@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -79,17 +79,34 @@ def default_augment(cfg: DetectorConfig) -> Augmentation | None:
     return Augment(look=cfg.train.varied)
 
 
-def init_from(model: torch.nn.Module, path: Path | str) -> list[str]:
+class Init(NamedTuple):
+    """What ``init_from`` did: ``fresh``, the model's tensors left as initialised; ``unused``,
+    the checkpoint's tensors the model has no place for (e.g. an nmODE² head that the
+    config lacks: fine-tuning from it drops that block)."""
+
+    fresh: list[str]
+    unused: list[str]
+
+    def describe(self, path: Path | str) -> str:
+        """One log line: where from, and what was left fresh or dropped."""
+        notes = [f"{len(self.fresh)} tensors left fresh"] if self.fresh else []
+        if self.unused:
+            blocks = sorted({".".join(k.split(".")[:2]) for k in self.unused})
+            notes.append(f"{len(self.unused)} of its tensors unused, the model has no {', '.join(blocks)}")
+        return f"initialised from {path}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def init_from(model: torch.nn.Module, path: Path | str) -> Init:
     """Copy the weights of checkpoint ``path`` into ``model`` where names and shapes match
-    (fine-tuning, another input size, or a student gaining an nmODE² head); returns the names
-    of ``model``'s tensors left as initialised. Raises ``ValueError`` if nothing matches."""
+    (fine-tuning, another input size, or a student gaining an nmODE² head). Raises
+    ``ValueError`` if nothing matches."""
     src = ckpt.load(Path(path))["model"]
     own = model.state_dict()
     hits = {k: v.to(own[k].dtype) for k, v in src.items() if k in own and own[k].shape == v.shape}
     if not hits:
         raise ValueError(f"init_from: no tensor of {path} fits the model")
     model.load_state_dict(hits, strict=False)
-    return sorted(set(own) - set(hits))
+    return Init(sorted(set(own) - set(hits)), sorted(set(src) - set(hits)))
 
 
 @dataclass
@@ -121,8 +138,7 @@ def train(
     out_dir = Path(out_dir)
     model = build_detector(cfg)
     if init is not None:
-        fresh = init_from(model, init)
-        log(f"initialised from {init}" + (f" ({len(fresh)} tensors left fresh)" if fresh else ""))
+        log(init_from(model, init).describe(init))
     model = model.to(dev)
     prepared = PreparedDataset(train_set, cfg, augment if augment is not None else default_augment(cfg))
     loader = loop.make_loader(prepared, tc, collate, gen)

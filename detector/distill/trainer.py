@@ -181,10 +181,10 @@ def distill(
     teachers = [freeze(t) for t in teachers]
     student, student_cfg = build_student(student_cfg, dcfg.ode)
     if init is not None:
-        fresh = init_from(student, init)
-        if any(k.startswith("head.refine.") for k in fresh):
+        done = init_from(student, init)
+        if any(k.startswith("head.refine.") for k in done.fresh):
             absorb_nmode_offset(student)
-        log(f"student initialised from {init}" + (f" ({len(fresh)} tensors left fresh)" if fresh else ""))
+        log(f"student {done.describe(init)}")
     levels = student_cfg.neck.num_outs
     for t in teachers:
         if t.cfg.neck.num_outs != levels:

@@ -38,12 +38,24 @@ def plain(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
 def test_init_from_copies_matching_weights_and_names_the_rest(plain: tuple[Path, torch.nn.Module]) -> None:
     path, model = plain
     student, _ = build_student(tiny(), "head")
-    fresh = init_from(student, path)
-    assert fresh and all(k.startswith("head.refine.") for k in fresh)
+    done = init_from(student, path)
+    assert done.fresh and all(k.startswith("head.refine.") for k in done.fresh) and not done.unused
     own = student.state_dict()
     assert all(torch.equal(own[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="no tensor"):
         init_from(torch.nn.Linear(2, 2), path)
+
+
+def test_init_from_names_what_a_model_without_the_nmode_head_drops(tmp_path: Path) -> None:
+    """Fine-tuning an nmODE² checkpoint with a config that has no nmODE² block drops the block:
+    the log says so instead of only "initialised from"."""
+    student, cfg = build_student(tiny(), "head")
+    path = tmp_path / "nmode.pt"
+    ckpt.save(ckpt.make_payload(student, cfg, "tiny-nmode"), path)
+    done = init_from(build_detector(tiny()), path)
+    assert not done.fresh and done.unused and all(k.startswith("head.refine.") for k in done.unused)
+    line = done.describe(path)
+    assert line.startswith(f"initialised from {path} (") and "unused, the model has no head.refine" in line
 
 
 def test_absorbed_nmode_head_starts_near_the_plain_model(plain: tuple[Path, torch.nn.Module]) -> None:
