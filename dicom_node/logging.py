@@ -7,9 +7,24 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 import structlog.tracebacks
+
+
+class StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the stream it was
+    when logging was configured: a stream swapped in and closed since (a CLI test runner, a
+    daemon closing its stdio) does not turn every later log line into a logging error."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:  # StreamHandler.__init__ sets it
+        pass
 
 
 def configure_logging(level: str = "INFO", json: bool = False) -> None:
@@ -35,7 +50,7 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],

@@ -72,3 +72,25 @@ def test_stdlib_traceback_has_no_patient_data(json: bool, capsys: pytest.Capture
     assert "ValueError" in err
     for phi in PHI:
         assert phi not in err
+
+
+def test_logging_follows_stderr_after_the_stream_it_was_configured_on_closed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Configured while stderr was another stream (a CLI runner's), logging goes on to today's
+    stderr once that stream is closed, instead of raising "I/O operation on closed file"."""
+    import io
+    import sys
+
+    errors: list[BaseException] = []
+    monkeypatch.setattr(logging.Handler, "handleError", lambda self, record: errors.append(sys.exc_info()[1]))
+    today, temporary = sys.stderr, io.StringIO()
+    monkeypatch.setattr(sys, "stderr", temporary)
+    configure_logging("INFO")
+    get_logger("test").info("while swapped", series_uid="1.2.3")
+    assert "while swapped" in temporary.getvalue()
+    temporary.close()
+    monkeypatch.setattr(sys, "stderr", today)
+    get_logger("test").info("after it closed", series_uid="1.2.4")
+    assert errors == []
+    assert "after it closed" in _stderr(capsys)
