@@ -67,12 +67,16 @@ def checks(shipped: dict[str, Any], candidate: dict[str, Any]) -> list[Check]:
         k, n = own["hard"]["after"]["sensitivity"]
         return k / max(n, 1)
 
+    def auc(own: dict[str, Any], group: str) -> float:
+        return float(own[group]["after"]["auc"])
+
     so, co = shipped["own"], candidate["own"]
-    for group in ("hard", "normal"):
-        s_auc = so[group]["after"]["auc"]
-        out.append(Check(f"own {group}: AUC", s_auc, co[group]["after"]["auc"], s_auc - AUC_MARGIN))
-    out.insert(-1, Check("own hard: sensitivity", sens(so), sens(co), sens(so) - SENSITIVITY_MARGIN))
-    return out
+    return [
+        *out,
+        Check("own hard: AUC", auc(so, "hard"), auc(co, "hard"), auc(so, "hard") - AUC_MARGIN),
+        Check("own hard: sensitivity", sens(so), sens(co), sens(so) - SENSITIVITY_MARGIN),
+        Check("own normal: AUC", auc(so, "normal"), auc(co, "normal"), auc(so, "normal") - AUC_MARGIN),
+    ]
 
 
 def load(folder: Path) -> dict[str, Any]:

@@ -162,6 +162,20 @@ def heldout_summary(report: dict[str, Any], command: str) -> dict[str, Any]:
     return out
 
 
+def command_without_model_card(argv: Sequence[str]) -> str:
+    """The command line that made a run, without ``--model-card JSON`` (where it was written)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--model-card":
+            skip = True
+        elif not arg.startswith("--model-card="):
+            kept.append(arg)
+    return " ".join(["python benchmarks/generalization.py", *kept])
+
+
 def write_model_card(path: Path, version: str, summary: dict[str, Any]) -> None:
     """Put ``summary`` in ``path``'s ``metrics.heldout``; the file must describe ``version``."""
     meta = json.loads(path.read_text())
@@ -276,11 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json_out).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json_out}")
     if args.model_card is not None and "new" in out["reports"]:
-        command = "python benchmarks/generalization.py " + " ".join(
-            a for a in (argv if argv is not None else sys.argv[1:]) if a != "--model-card" and a != str(args.model_card)
-        )
         report = out["reports"]["new"]
-        write_model_card(args.model_card, report["model_version"], heldout_summary(report, command.strip()))
+        command = command_without_model_card(argv if argv is not None else sys.argv[1:])
+        write_model_card(args.model_card, report["model_version"], heldout_summary(report, command))
         print(f"wrote metrics.heldout of {args.model_card}")
     if args.calibration_plot:
         name = "new" if "new" in reports else "baseline"
