@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,18 @@ def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 3
     wait_for(up, timeout, f"a server on port {port}", interval=0.05)
 
 
-def send(port: int, files: list[Path], called_ae: str, associations: int = 1) -> float:
+@dataclass(frozen=True)
+class Sent:
+    """One round's sending: seconds until the last sender finished, and the CPU seconds
+    (user + system) of all the ``storescu`` processes."""
+
+    seconds: float
+    sender_cpu_s: float
+
+
+def send(port: int, files: list[Path], called_ae: str, associations: int = 1) -> Sent:
     """Send ``files`` with dcmtk storescu, split over ``associations`` concurrent processes
-    (one association each); returns the seconds until the last one finished."""
+    (one association each)."""
     parts = [files[i::associations] for i in range(associations)]
     start = time.perf_counter()
     senders = [
@@ -94,12 +104,17 @@ def send(port: int, files: list[Path], called_ae: str, associations: int = 1) ->
         )
         for part in parts
     ]
-    errors = [(p.wait(), p.stderr.read() if p.stderr else "") for p in senders]
+    errors = [(p, p.stderr.read() if p.stderr else "") for p in senders]
+    cpu = 0.0
+    for process, _ in errors:
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        cpu += usage.ru_utime + usage.ru_stime
     elapsed = time.perf_counter() - start
-    for code, err in errors:
-        if code != 0:
-            raise RuntimeError(f"storescu failed ({code}): {err[-1000:]}")
-    return elapsed
+    for process, err in errors:
+        if process.returncode != 0:
+            raise RuntimeError(f"storescu failed ({process.returncode}): {err[-1000:]}")
+    return Sent(elapsed, cpu)
 
 
 class RssSampler:
@@ -129,8 +144,18 @@ class RssSampler:
         self._thread.join()
 
 
-def storescp_round(files: list[Path], associations: int = 1, fork: bool = False) -> float:
-    """Instances/s of dcmtk storescp receiving ``files`` into a fresh folder."""
+@dataclass(frozen=True)
+class StorescpRound:
+    """dcmtk storescp receiving one round: instances/s, and the CPU seconds of storescp (its
+    ``--fork`` children included) and of the senders."""
+
+    rate: float
+    receiver_cpu_s: float
+    sender_cpu_s: float
+
+
+def storescp_round(files: list[Path], associations: int = 1, fork: bool = False) -> StorescpRound:
+    """dcmtk storescp receiving ``files`` into a fresh folder."""
     with tempfile.TemporaryDirectory(prefix="bench-storescp-") as out:
         port = free_port()
         server = subprocess.Popen(
@@ -139,16 +164,19 @@ def storescp_round(files: list[Path], associations: int = 1, fork: bool = False)
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        receiver_cpu = 0.0
         try:
             wait_listening(port, server)
-            elapsed = send(port, files, "STORESCP", associations)
+            sent = send(port, files, "STORESCP", associations)
         finally:
             server.terminate()
-            server.wait(10)
+            _, status, usage = os.wait4(server.pid, 0)
+            server.returncode = os.waitstatus_to_exitcode(status)
+            receiver_cpu = usage.ru_utime + usage.ru_stime
         received = len(list(Path(out).iterdir()))
         if received != len(files):
             raise RuntimeError(f"storescp wrote {received} of {len(files)} files")
-    return len(files) / elapsed
+    return StorescpRound(len(files) / sent.seconds, receiver_cpu, sent.sender_cpu_s)
 
 
 def node_round(
@@ -169,9 +197,10 @@ def node_round(
             port = int(server.stdout.readline())
             wait_listening(port, server)
             with RssSampler(server.pid) as rss:
-                elapsed = send(port, files, "MEDDET", associations)
+                sent = send(port, files, "MEDDET", associations)
             server.stdin.close()
             stats = json.loads(server.stdout.readline())
+            stats["sender_cpu_s"] = sent.sender_cpu_s
             server.wait(60)
         finally:
             if server.poll() is None:
@@ -179,7 +208,7 @@ def node_round(
         spooled = len(list(Path(data_dir, "spool").glob("*/*/*.dcm")))
         if spooled != len(files) or stats["recorded"] != len(files):
             raise RuntimeError(f"node spooled {spooled}, recorded {stats['recorded']} of {len(files)}")
-    return len(files) / elapsed, rss.peak_kb / 1024, stats
+    return len(files) / sent.seconds, rss.peak_kb / 1024, stats
 
 
 def durable_write_ms(folder: Path, size: int = 132_000, n: int = 40) -> float:
@@ -283,7 +312,7 @@ def run(
         files, concurrent = every[:instances], every[: associations * per_association]
         send_bytes = sum(f.stat().st_size for f in files)
         for _ in range(rounds):  # interleaved, so drift in machine load hits all alike
-            results.setdefault("storescp", []).append(storescp_round(files))
+            results.setdefault("storescp", []).append(storescp_round(files).rate)
             for mode in MODES:
                 rate, peak, stats = node_round(files, mode)
                 results.setdefault(f"node {mode}", []).append(rate)
@@ -296,9 +325,9 @@ def run(
                         results.setdefault("baseline group", []).append(rate)
                         cpu.setdefault("baseline group", []).append(sum(stats["cpu_s"].values()))
                         base_groups.append(stats)
-            results.setdefault("storescp concurrent", []).append(storescp_round(concurrent, associations))
+            results.setdefault("storescp concurrent", []).append(storescp_round(concurrent, associations).rate)
             results.setdefault("storescp --fork concurrent", []).append(
-                storescp_round(concurrent, associations, fork=True)
+                storescp_round(concurrent, associations, fork=True).rate
             )
             rate, peak, stats = node_round(concurrent, "group", associations)
             results.setdefault("node group concurrent", []).append(rate)

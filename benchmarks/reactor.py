@@ -57,7 +57,7 @@ def pynetdicom_round(files: list[Path], event_driven: bool) -> float:
         try:
             port = int(server.stdout.readline())
             wait_listening(port, server)
-            elapsed = send(port, files, "PYNETDICOM")
+            sent = send(port, files, "PYNETDICOM")
             server.stdin.close()
             server.wait(30)
         finally:
@@ -65,7 +65,7 @@ def pynetdicom_round(files: list[Path], event_driven: bool) -> float:
                 server.kill()
         if len(list(Path(out).iterdir())) != len(files):
             raise RuntimeError("pynetdicom SCP did not store every instance")
-    return len(files) / elapsed
+    return len(files) / sent.seconds
 
 
 def run(instances: int, rounds: int) -> dict:
@@ -73,7 +73,7 @@ def run(instances: int, rounds: int) -> dict:
         files = make_instances(instances, 20, Path(folder))
         dcmtk, stock, fast = [], [], []
         for _ in range(rounds):
-            dcmtk.append(storescp_round(files))
+            dcmtk.append(storescp_round(files).rate)
             stock.append(pynetdicom_round(files, event_driven=False))
             fast.append(pynetdicom_round(files, event_driven=True))
     base = statistics.median(dcmtk)
