@@ -44,6 +44,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,33 @@ def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 3
         return accepts(port, timeout=0.5)
 
     wait_for(up, timeout, f"a server on port {port}", interval=0.05)
+
+
+@contextmanager
+def serving(
+    command: list[str], cwd: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int, Callable[[], list[str]]]]:
+    """A receiver subprocess that prints its port, serves until its stdin closes, then prints
+    lines of statistics: yields it, its port, and ``lines()`` (closes its stdin, returns what it
+    printed after the port once it has exited). Killed if still running at exit."""
+    server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd)
+    assert server.stdin is not None and server.stdout is not None
+    stdin, stdout = server.stdin, server.stdout
+
+    def lines() -> list[str]:
+        stdin.close()
+        printed = stdout.read().splitlines()
+        server.wait(60)
+        return printed
+
+    try:
+        port = int(stdout.readline())
+        wait_listening(port, server)
+        yield server, port, lines
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
 
 
 @dataclass(frozen=True)
@@ -185,26 +214,12 @@ def node_round(
     """Instances/s of our node (``script``'s, for a baseline checkout) receiving ``files``,
     its peak RSS (MB) and its statistics."""
     with tempfile.TemporaryDirectory(prefix="bench-node-") as data_dir:
-        server = subprocess.Popen(
-            [sys.executable, str(script), "--serve", data_dir, "--durability", mode],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=script.resolve().parents[1],
-        )
-        assert server.stdin is not None and server.stdout is not None
-        try:
-            port = int(server.stdout.readline())
-            wait_listening(port, server)
+        command = [sys.executable, str(script), "--serve", data_dir, "--durability", mode]
+        with serving(command, cwd=script.resolve().parents[1]) as (server, port, lines):
             with RssSampler(server.pid) as rss:
                 sent = send(port, files, "MEDDET", associations)
-            server.stdin.close()
-            stats = json.loads(server.stdout.readline())
+            stats = json.loads(lines()[0])
             stats["sender_cpu_s"] = sent.sender_cpu_s
-            server.wait(60)
-        finally:
-            if server.poll() is None:
-                server.kill()
         spooled = len(list(Path(data_dir, "spool").glob("*/*/*.dcm")))
         if spooled != len(files) or stats["recorded"] != len(files):
             raise RuntimeError(f"node spooled {spooled}, recorded {stats['recorded']} of {len(files)}")

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ingest import make_instances, send, storescp_round, wait_listening  # noqa: E402
+from benchmarks.ingest import make_instances, send, serving, storescp_round  # noqa: E402
 
 
 def serve(out: Path, event_driven: bool) -> None:
@@ -47,22 +46,9 @@ def serve(out: Path, event_driven: bool) -> None:
 def pynetdicom_round(files: list[Path], event_driven: bool) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-pynetdicom-") as out:
         flag = [] if event_driven else ["--stock"]
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", out, *flag],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert server.stdin is not None and server.stdout is not None
-        try:
-            port = int(server.stdout.readline())
-            wait_listening(port, server)
+        with serving([sys.executable, __file__, "--serve", out, *flag]) as (_, port, lines):
             sent = send(port, files, "PYNETDICOM")
-            server.stdin.close()
-            server.wait(30)
-        finally:
-            if server.poll() is None:
-                server.kill()
+            lines()
         if len(list(Path(out).iterdir())) != len(files):
             raise RuntimeError("pynetdicom SCP did not store every instance")
     return len(files) / sent.seconds

@@ -28,7 +28,6 @@ import functools
 import importlib
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ingest import make_instances, send, serve, storescp_round, wait_listening  # noqa: E402
+from benchmarks.ingest import make_instances, send, serve, serving, storescp_round  # noqa: E402
 
 #: label -> (module, class or None, function) timed in the node subprocess, inclusive.
 TIMED: dict[str, tuple[str, str | None, str]] = {
@@ -121,24 +120,9 @@ def profile_serve(data_dir: Path) -> None:
 def node_round(files: list[Path], associations: int) -> dict[str, Any]:
     """One profiled round of our node: rate, senders' CPU, node threads' CPU, parts."""
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as data_dir:
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", data_dir],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert server.stdin is not None and server.stdout is not None
-        try:
-            port = int(server.stdout.readline())
-            wait_listening(port, server)
+        with serving([sys.executable, __file__, "--serve", data_dir]) as (_, port, lines):
             sent = send(port, files, "MEDDET", associations)
-            server.stdin.close()
-            stats = json.loads(server.stdout.readline())
-            parts = json.loads(server.stdout.readline())
-            server.wait(60)
-        finally:
-            if server.poll() is None:
-                server.kill()
+            stats, parts = (json.loads(line) for line in lines())
     if stats["recorded"] != len(files):
         raise RuntimeError(f"node recorded {stats['recorded']} of {len(files)}")
     return {"rate": len(files) / sent.seconds, "sender_cpu_s": sent.sender_cpu_s, **stats, **parts}
