@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
-from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, take_crops
+from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, row_quantile, take_crops
 from detector.discs.model import DiscModels
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
@@ -48,6 +48,15 @@ def test_crop_offsets_and_anchors_are_in_millimetres() -> None:
     assert abs(peak[0] - (15.5 + 10)) <= 1.5  # the window sits 5 mm (10 px) higher: the dot is lower in it
     normed = normalize_crops(torch.rand(2, 1, 16, 16) * 1000 + 50)
     assert float(normed.min()) >= -0.5 and float(normed.max()) <= 2.0
+
+
+@pytest.mark.parametrize("shape", [(5, 3 * 96 * 96), (7, 72 * 72), (3, 1), (4, 2), (2, 101)])
+def test_row_quantile_is_torch_quantile_to_the_bit(shape: tuple[int, int]) -> None:
+    # the analysis's crops were normalised with torch.quantile; selection must not move a call
+    gen = torch.Generator().manual_seed(sum(shape))
+    for values in (torch.randn(*shape, generator=gen) * 100, torch.randint(0, 5, shape, generator=gen).float()):
+        for q in (0.0, 0.02, 0.5, 0.98, 1.0):
+            assert torch.equal(row_quantile(values, q), torch.quantile(values, q, dim=1))
 
 
 def test_platt_scaling_recovers_a_known_curve_and_the_operating_point_meets_its_target() -> None:
