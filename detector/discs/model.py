@@ -8,8 +8,10 @@ head. Two of them make the second stage (``DiscModels``):
 * the level net reads a ``LEVEL_CROP`` and outputs one logit per class of ``LEVEL_CLASSES``
   (the disc levels C2-C3 .. T1-T2, and "not a disc").
 
-``DiscModels`` also carries the calibration and operating point (``Calibration``), and
-round-trips through a plain dict stored inside the detector checkpoint.
+The level net may be a ``LevelEnsemble`` of several, whose output is the log of their mean
+probability (a drop-in for logits wherever a softmax follows). ``DiscModels`` also carries the
+calibration and operating point (``Calibration``), and round-trips through a plain dict stored
+inside the detector checkpoint.
 """
 
 from __future__ import annotations
@@ -52,12 +54,33 @@ class DiscNet(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+class LevelEnsemble(nn.Module):
+    """Level nets read alike, averaged: crops -> log of their mean softmax [N, n_classes].
+
+    A softmax of this output is the members' mean probability, so it stands wherever a level
+    net's logits go (the analysis's views, calibration, ``argmax``)."""
+
+    def __init__(self, members: list[DiscNet]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"LevelEnsemble: expected at least 2 level nets, got {len(members)}")
+        self.members = nn.ModuleList(members)
+        self.widths = members[0].widths
+
+    def forward(self, x: Tensor) -> Tensor:
+        probs = torch.stack([torch.softmax(net(x), dim=1) for net in self.members]).mean(dim=0)
+        return torch.log(probs.clamp_min(1e-9))
+
+
+LevelNet = DiscNet | LevelEnsemble
+
+
 @dataclass
 class DiscModels:
     """The herniation net, the level net, their crop specs and the calibration."""
 
     herniation: DiscNet
-    level: DiscNet
+    level: LevelNet
     herniation_crop: CropSpec = HERNIATION_CROP
     level_crop: CropSpec = LEVEL_CROP
     calibration: Calibration = field(default_factory=Calibration.identity)
@@ -90,6 +113,15 @@ class DiscModels:
     def with_calibration(self, calibration: Calibration) -> DiscModels:
         return replace(self, calibration=calibration)
 
+    def with_level_member(self, other: DiscModels) -> DiscModels:
+        """These models with ``other``'s level net averaged into theirs (a ``LevelEnsemble``);
+        both must read the same level crop."""
+        if other.level_crop != self.level_crop:
+            raise ValueError(f"level crops differ: {other.level_crop} is not {self.level_crop}")
+        mine = list(self.level.members) if isinstance(self.level, LevelEnsemble) else [self.level]
+        theirs = list(other.level.members) if isinstance(other.level, LevelEnsemble) else [other.level]
+        return replace(self, level=LevelEnsemble([*mine, *theirs]).eval())
+
     def to_payload(self, half: bool = True) -> dict[str, Any]:
         """A plain dict (tensors, numbers, strings) for the checkpoint."""
 
@@ -101,7 +133,12 @@ class DiscModels:
 
         return {
             "herniation": state(self.herniation),
-            "level": state(self.level),
+            # one level net's state, or a list of them for a LevelEnsemble (older readers fail on it)
+            "level": (
+                [state(net) for net in self.level.members]
+                if isinstance(self.level, LevelEnsemble)
+                else state(self.level)
+            ),
             "widths": list(self.herniation.widths),
             "herniation_crop": self.herniation_crop.to_dict(),
             "level_crop": self.level_crop.to_dict(),
@@ -118,9 +155,11 @@ class DiscModels:
             raise ValueError(f"checkpoint: level classes {payload['level_classes']} are not {list(LEVEL_CLASSES)}")
         hc, lc = CropSpec.from_dict(payload["herniation_crop"]), CropSpec.from_dict(payload["level_crop"])
         widths = tuple(payload["widths"])
+        level_states = payload["level"] if isinstance(payload["level"], list) else [payload["level"]]
+        level_nets = [DiscNet(lc.channels, len(LEVEL_CLASSES), widths) for _ in level_states]
         models = cls(
             DiscNet(hc.channels, 2, widths),
-            DiscNet(lc.channels, len(LEVEL_CLASSES), widths),
+            level_nets[0] if len(level_nets) == 1 else LevelEnsemble(level_nets),
             hc,
             lc,
             Calibration.from_dict(payload["calibration"]),
@@ -131,7 +170,10 @@ class DiscModels:
             raise ValueError(f"checkpoint: level fusion {models.level_fusion!r} is not one of {FUSIONS}")
         if "locator" in payload:
             models.locator = LevelLocator(int(payload["locator_width"]))
-        for net, key in ((models.herniation, "herniation"), (models.level, "level"), (models.locator, "locator")):
-            if net is not None:
-                net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload[key].items()})
+        loads: list[tuple[nn.Module, dict[str, Tensor]]] = [(models.herniation, payload["herniation"])]
+        loads += zip(level_nets, level_states, strict=True)
+        if models.locator is not None:
+            loads.append((models.locator, payload["locator"]))
+        for net, state in loads:
+            net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return models.eval()

@@ -216,6 +216,14 @@ def calibrate_cmd(
             "--level", help="Take the level net from this second stage (best.pt of `meddet train-discs --only level`)"
         ),
     ] = None,
+    add_level: Annotated[
+        Path | None,
+        typer.Option(
+            "--add-level",
+            help="Average this second stage's level net with the checkpoint's (after --level): an "
+            "ensemble whose level probabilities are the mean of its members'",
+        ),
+    ] = None,
     locator: Annotated[
         Path | None,
         typer.Option("--locator", help="Install this level locator (locator.pt of `meddet train-locator`)"),
@@ -265,6 +273,10 @@ def calibrate_cmd(
 
             levels = DiscModels.from_payload(torch.load(level, weights_only=True))
             analyzer.discs = replace(analyzer.discs, level=levels.level.eval(), level_crop=levels.level_crop)
+        if add_level is not None:
+            analyzer.discs = analyzer.discs.with_level_member(
+                DiscModels.from_payload(torch.load(add_level, weights_only=True))
+            )
         if locator is not None:
             from detector.discs.locator import load_locator
 

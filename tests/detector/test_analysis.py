@@ -107,6 +107,31 @@ def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None
     assert bad.exit_code == 2 and "no boxes.json or ground_truth.json found" in bad.output.replace("\n", " ")
 
 
+def test_calibrate_add_level_ships_an_ensemble_of_level_nets(tmp_path) -> None:
+    import dicom_node.cli.discs  # noqa: F401  (registers the commands)
+    from dicom_node.cli import app
+    from detector.discs.model import LevelEnsemble
+
+    shipped = checkpoint.load(SHIPPED_CHECKPOINT)
+    other = shipped["discs"]
+    key = next(k for k in other["level"] if k.endswith("bias"))
+    other["level"][key] = other["level"][key] + 0.01
+    torch.save(other, tmp_path / "level.pt")
+    out = tmp_path / "ensemble.pt"
+    args = ["calibrate", "--out", str(out), "--studies", "4", "--seed", "123", "--threads", "1"]
+    run = CliRunner().invoke(app, [*args, "--add-level", str(tmp_path / "level.pt")])
+    assert run.exit_code == 0, run.output
+    payload = checkpoint.load(out)
+    states = payload["discs"]["level"]
+    assert isinstance(states, list) and len(states) == 2  # the shipped level net, then the added one
+    torch.testing.assert_close(states[1][key].float(), other["level"][key].float())
+    assert not torch.equal(states[0][key].float(), states[1][key].float())
+    analyzer = Analyzer.from_checkpoint(out, device="cpu")
+    assert isinstance(analyzer.discs.level, LevelEnsemble) and payload["version"] != shipped["version"]
+    missing = CliRunner().invoke(app, [*args, "--add-level", str(tmp_path / "nothing.pt")])
+    assert missing.exit_code != 0 and "nothing.pt" in missing.output
+
+
 def test_the_level_net_reads_each_chain_position_in_several_views_and_averages_them(analyzer: Analyzer) -> None:
     from detector.analysis import LEVEL_VIEWS, LevelView, extend_chain
     from detector.levels import disc_chain

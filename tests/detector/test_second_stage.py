@@ -8,7 +8,7 @@ import torch
 
 from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, row_quantile, take_crops
-from detector.discs.model import DiscModels
+from detector.discs.model import DiscModels, DiscNet, LevelEnsemble
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
 from detector.naming import LEVEL_CLASSES, NOT_DISC, name_chain
@@ -149,6 +149,26 @@ def test_disc_models_round_trip_through_the_checkpoint_dict() -> None:
     bad = {**models.to_payload(), "level_classes": ["a"]}
     with pytest.raises(ValueError, match="level classes"):
         DiscModels.from_payload(bad)
+
+
+def test_a_level_ensemble_averages_its_members_probabilities_and_round_trips() -> None:
+    torch.manual_seed(0)
+    first, second = DiscModels.new().eval(), DiscModels.new().eval()
+    both = first.with_level_member(second)
+    x = torch.rand(4, 1, 72, 72)
+    mean = (torch.softmax(first.level(x), dim=1) + torch.softmax(second.level(x), dim=1)) / 2
+    torch.testing.assert_close(torch.softmax(both.level(x), dim=1), mean)  # its output stands for logits
+    again = DiscModels.from_payload(both.to_payload(half=False))
+    assert isinstance(again.level, LevelEnsemble) and len(again.level.members) == 2
+    torch.testing.assert_close(torch.softmax(again.level(x), dim=1), mean)
+    three = both.with_level_member(first).level
+    assert isinstance(three, LevelEnsemble) and len(three.members) == 3
+    assert isinstance(DiscModels.from_payload(first.to_payload()).level, DiscNet)  # one net stays one net
+    other_crop = DiscModels.new(level_crop=CropSpec(mm_per_px=1.0, size=72, neighbours=(0,)))
+    with pytest.raises(ValueError, match="level crops differ"):
+        first.with_level_member(other_crop)
+    with pytest.raises(ValueError, match="at least 2"):
+        LevelEnsemble([DiscNet(1, 3)])
 
 
 def test_the_chain_reaches_one_step_beyond_its_ends_and_missed_discs_borrow_a_neighbours_boxes() -> None:
