@@ -109,8 +109,8 @@ def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None
 
 def test_calibrate_add_level_ships_an_ensemble_of_level_nets(tmp_path) -> None:
     import dicom_node.cli.discs  # noqa: F401  (registers the commands)
-    from dicom_node.cli import app
     from detector.discs.model import LevelEnsemble
+    from dicom_node.cli import app
 
     shipped = checkpoint.load(SHIPPED_CHECKPOINT)
     other = shipped["discs"]

@@ -171,6 +171,19 @@ def test_a_level_ensemble_averages_its_members_probabilities_and_round_trips() -
         LevelEnsemble([DiscNet(1, 3)])
 
 
+def test_a_level_ensemble_fine_tunes_as_one_net_and_stays_an_ensemble(tmp_path) -> None:
+    from detector.discs.train import DiscTrainConfig, train_discs
+
+    torch.manual_seed(1)
+    both = DiscModels.new().with_level_member(DiscModels.new())
+    before = [p.detach().clone() for p in both.level.parameters()]
+    cfg = DiscTrainConfig(epochs=1, patients_per_epoch=2, val_patients=2, nets=("level",), seed=7)
+    best = DiscModels.from_payload(torch.load(train_discs(cfg, tmp_path, log=lambda _: None, init=both)))
+    assert isinstance(best.level, LevelEnsemble) and len(best.level.members) == 2
+    after = list(best.level.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(before, after) if a.ndim > 1)  # every member learnt
+
+
 def test_the_chain_reaches_one_step_beyond_its_ends_and_missed_discs_borrow_a_neighbours_boxes() -> None:
     from detector.analysis import extend_chain, inferred
     from detector.levels import Chain, Disc
