@@ -113,14 +113,16 @@ class DiscModels:
     def with_calibration(self, calibration: Calibration) -> DiscModels:
         return replace(self, calibration=calibration)
 
+    def level_members(self) -> list[DiscNet]:
+        """The level net(s): the members of a ``LevelEnsemble``, or the one net."""
+        return list(self.level.members) if isinstance(self.level, LevelEnsemble) else [self.level]  # type: ignore[arg-type]
+
     def with_level_member(self, other: DiscModels) -> DiscModels:
         """These models with ``other``'s level net averaged into theirs (a ``LevelEnsemble``);
         both must read the same level crop."""
         if other.level_crop != self.level_crop:
             raise ValueError(f"level crops differ: {other.level_crop} is not {self.level_crop}")
-        mine = list(self.level.members) if isinstance(self.level, LevelEnsemble) else [self.level]
-        theirs = list(other.level.members) if isinstance(other.level, LevelEnsemble) else [other.level]
-        return replace(self, level=LevelEnsemble([*mine, *theirs]).eval())
+        return replace(self, level=LevelEnsemble([*self.level_members(), *other.level_members()]).eval())
 
     def to_payload(self, half: bool = True) -> dict[str, Any]:
         """A plain dict (tensors, numbers, strings) for the checkpoint."""

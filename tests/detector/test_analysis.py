@@ -19,6 +19,7 @@ from detector import SHIPPED_CHECKPOINT, checkpoint
 from detector.analysis import UNKNOWN, Analyzer
 from detector.data.synthetic import make_study
 from detector.discs.calibration import Calibration
+from detector.discs.model import DiscModels
 from detector.levels import LEVELS
 
 
@@ -68,14 +69,24 @@ def test_a_series_without_its_top_discs_gets_unknown_levels_with_a_reason(analyz
     assert result.findings and all(f.level == UNKNOWN and f.reason for f in result.findings)
 
 
+def nudged_single_level_net() -> tuple[dict, str]:
+    """A second stage (payload) whose level net is one net: the shipped one's first, a bias
+    nudged so that it differs; and that bias's key."""
+    from dataclasses import replace
+
+    models = DiscModels.from_payload(checkpoint.load(SHIPPED_CHECKPOINT)["discs"])
+    payload = replace(models, level=models.level_members()[0]).to_payload(half=False)
+    key = next(k for k in payload["level"] if k.endswith("bias"))
+    payload["level"][key] = payload["level"][key] + 0.01
+    return payload, key
+
+
 def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None:
     import dicom_node.cli.discs  # noqa: F401  (registers the commands)
     from dicom_node.cli import app
 
     out = tmp_path / "calibrated.pt"
-    level = checkpoint.load(SHIPPED_CHECKPOINT)["discs"]  # --level: another level net (nudged) goes in
-    key = next(k for k in level["level"] if k.endswith("bias"))
-    level["level"][key] = level["level"][key] + 0.01
+    level, key = nudged_single_level_net()  # --level: another level net goes in
     torch.save(level, tmp_path / "level.pt")
     run = CliRunner().invoke(
         app,
@@ -113,9 +124,8 @@ def test_calibrate_add_level_ships_an_ensemble_of_level_nets(tmp_path) -> None:
     from dicom_node.cli import app
 
     shipped = checkpoint.load(SHIPPED_CHECKPOINT)
-    other = shipped["discs"]
-    key = next(k for k in other["level"] if k.endswith("bias"))
-    other["level"][key] = other["level"][key] + 0.01
+    members = len(DiscModels.from_payload(shipped["discs"]).level_members())
+    other, key = nudged_single_level_net()
     torch.save(other, tmp_path / "level.pt")
     out = tmp_path / "ensemble.pt"
     args = ["calibrate", "--out", str(out), "--studies", "4", "--seed", "123", "--threads", "1"]
@@ -123,9 +133,9 @@ def test_calibrate_add_level_ships_an_ensemble_of_level_nets(tmp_path) -> None:
     assert run.exit_code == 0, run.output
     payload = checkpoint.load(out)
     states = payload["discs"]["level"]
-    assert isinstance(states, list) and len(states) == 2  # the shipped level net, then the added one
-    torch.testing.assert_close(states[1][key].float(), other["level"][key].float())
-    assert not torch.equal(states[0][key].float(), states[1][key].float())
+    assert isinstance(states, list) and len(states) == members + 1  # the shipped level net(s), then the added one
+    torch.testing.assert_close(states[-1][key].float(), other["level"][key].float())
+    assert not torch.equal(states[0][key].float(), states[-1][key].float())
     analyzer = Analyzer.from_checkpoint(out, device="cpu")
     assert isinstance(analyzer.discs.level, LevelEnsemble) and payload["version"] != shipped["version"]
     missing = CliRunner().invoke(app, [*args, "--add-level", str(tmp_path / "nothing.pt")])

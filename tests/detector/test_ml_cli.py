@@ -109,7 +109,11 @@ def test_train_discs_fine_tunes_only_a_named_net_from_the_checkpoint() -> None:
         for n, t in fresh.herniation.state_dict().items()
         if t.is_floating_point()
     )
-    for name, tensor in fresh.level.state_dict().items():  # the other net is kept either way
-        torch.testing.assert_close(tensor.float(), stored["level"][name].float())
+    kept = [net.state_dict() for net in fresh.level_members()]  # the other net is kept either way
+    levels = stored["level"] if isinstance(stored["level"], list) else [stored["level"]]  # an ensemble: each member
+    assert len(kept) == len(levels)
+    for state, stored_state in zip(kept, levels, strict=True):
+        for name, tensor in state.items():
+            torch.testing.assert_close(tensor.float(), stored_state[name].float())
     bad = CliRunner().invoke(app, ["train-discs", "--warm", "--epochs", "1"])
     assert bad.exit_code == 2 and "--only" in bad.output
