@@ -109,6 +109,14 @@ def serving(
             server.wait(10)
 
 
+def reap(process: subprocess.Popen[Any]) -> float:
+    """Wait for ``process`` to exit (its ``returncode`` set) and return its CPU seconds, user +
+    system, its own reaped children included (``wait4``'s rusage)."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
 @dataclass(frozen=True)
 class Sent:
     """One round's sending: seconds until the last sender finished, and the CPU seconds
@@ -133,14 +141,10 @@ def send(port: int, files: list[Path], called_ae: str, associations: int = 1) ->
         )
         for part in parts
     ]
-    errors = [(p, p.stderr.read() if p.stderr else "") for p in senders]
-    cpu = 0.0
-    for process, _ in errors:
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        cpu += usage.ru_utime + usage.ru_stime
+    stderr = [p.stderr.read() if p.stderr else "" for p in senders]
+    cpu = sum(reap(p) for p in senders)
     elapsed = time.perf_counter() - start
-    for process, err in errors:
+    for process, err in zip(senders, stderr, strict=True):
         if process.returncode != 0:
             raise RuntimeError(f"storescu failed ({process.returncode}): {err[-1000:]}")
     return Sent(elapsed, cpu)
@@ -193,15 +197,12 @@ def storescp_round(files: list[Path], associations: int = 1, fork: bool = False)
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        receiver_cpu = 0.0
         try:
             wait_listening(port, server)
             sent = send(port, files, "STORESCP", associations)
         finally:
             server.terminate()
-            _, status, usage = os.wait4(server.pid, 0)
-            server.returncode = os.waitstatus_to_exitcode(status)
-            receiver_cpu = usage.ru_utime + usage.ru_stime
+            receiver_cpu = reap(server)
         received = len(list(Path(out).iterdir()))
         if received != len(files):
             raise RuntimeError(f"storescp wrote {received} of {len(files)} files")

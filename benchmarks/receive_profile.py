@@ -71,25 +71,21 @@ PARTS: dict[str, tuple[str, list[str], list[str]]] = {
 
 
 class Timers:
-    """Accumulates thread-CPU and wall nanoseconds, and calls, per label."""
+    """Accumulates thread-CPU nanoseconds per label."""
 
     def __init__(self) -> None:
         self.cpu: dict[str, int] = dict.fromkeys(TIMED, 0)
-        self.wall: dict[str, int] = dict.fromkeys(TIMED, 0)
-        self.calls: dict[str, int] = dict.fromkeys(TIMED, 0)
 
     def wrap(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        cpu, wall, calls = self.cpu, self.wall, self.calls
+        cpu = self.cpu
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+            start = time.thread_time_ns()
             try:
                 return fn(*args, **kwargs)
             finally:
-                cpu[label] += time.thread_time_ns() - c0
-                wall[label] += time.perf_counter_ns() - w0
-                calls[label] += 1
+                cpu[label] += time.thread_time_ns() - start
 
         return timed
 
@@ -114,7 +110,7 @@ def profile_serve(data_dir: Path) -> None:
     timers = Timers()
     timers.install()
     serve(data_dir, "group")
-    print(json.dumps({"parts_s": timers.parts_s(), "calls": timers.calls}), flush=True)
+    print(json.dumps({"parts_s": timers.parts_s()}), flush=True)
 
 
 def node_round(files: list[Path], associations: int) -> dict[str, Any]:
@@ -138,8 +134,11 @@ def run(instances: int, rounds: int, associations: int) -> dict[str, Any]:
             scp = storescp_round(files, associations, fork=associations > 1)
             rates["storescp"].append(scp.rate)
             sides["storescp"].append(
-                {"round trip (1 / rate)": 1 / scp.rate, "senders' CPU": scp.sender_cpu_s / instances}
-                | {"receiver's CPU": scp.receiver_cpu_s / instances}
+                {
+                    "round trip (1 / rate)": 1 / scp.rate,
+                    "senders' CPU": scp.sender_cpu_s / instances,
+                    "receiver's CPU": scp.receiver_cpu_s / instances,
+                }
             )
             got = node_round(files, associations)
             rates["node"].append(got["rate"])
@@ -147,8 +146,12 @@ def run(instances: int, rounds: int, associations: int) -> dict[str, Any]:
             lanes = threads.pop("associations and the rest")
             parts = {f"  {part}": s / instances for part, s in got["parts_s"].items()}
             sides["node"].append(
-                {"round trip (1 / rate)": 1 / got["rate"], "senders' CPU": got["sender_cpu_s"] / instances}
-                | {"receiver's CPU": lanes + sum(threads.values()), "association threads": lanes}
+                {
+                    "round trip (1 / rate)": 1 / got["rate"],
+                    "senders' CPU": got["sender_cpu_s"] / instances,
+                    "receiver's CPU": lanes + sum(threads.values()),
+                    "association threads": lanes,
+                }
                 | parts
                 | {"  reactor loop and the rest": lanes - sum(parts.values())}
                 | threads

@@ -96,9 +96,9 @@ def with_second_stage(payload: dict[str, Any], discs: dict[str, Any]) -> dict[st
     fusion) and the calibration."""
     h = hashlib.sha256(weights_digest(payload["model"]).encode())
     for key in ("herniation", "level", "locator"):
-        states = discs.get(key)
-        for state in states if isinstance(states, list) else [states] if states is not None else []:
-            h.update(weights_digest(state).encode())  # a level ensemble: each member in order
+        states = discs.get(key, [])
+        for state in states if isinstance(states, list) else [states]:  # a level ensemble: each member
+            h.update(weights_digest(state).encode())
     if "locator" in discs:  # how its view is used changes the names (without one it is unused)
         h.update(str(discs["level_fusion"]).encode())
     h.update(json.dumps(discs["calibration"], sort_keys=True).encode())

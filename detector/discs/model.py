@@ -54,6 +54,12 @@ class DiscNet(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+def level_states_of(payload: dict[str, Any]) -> list[dict[str, Tensor]]:
+    """The level net state(s) of a second-stage payload (``to_payload``): one per member."""
+    states = payload["level"]
+    return states if isinstance(states, list) else [states]
+
+
 class LevelEnsemble(nn.Module):
     """Level nets read alike, averaged: crops -> log of their mean softmax [N, n_classes].
 
@@ -133,14 +139,11 @@ class DiscModels:
                 for k, v in net.state_dict().items()
             }
 
+        levels = [state(net) for net in self.level_members()]
         return {
             "herniation": state(self.herniation),
             # one level net's state, or a list of them for a LevelEnsemble (older readers fail on it)
-            "level": (
-                [state(net) for net in self.level.members]
-                if isinstance(self.level, LevelEnsemble)
-                else state(self.level)
-            ),
+            "level": levels if isinstance(self.level, LevelEnsemble) else levels[0],
             "widths": list(self.herniation.widths),
             "herniation_crop": self.herniation_crop.to_dict(),
             "level_crop": self.level_crop.to_dict(),
@@ -157,7 +160,7 @@ class DiscModels:
             raise ValueError(f"checkpoint: level classes {payload['level_classes']} are not {list(LEVEL_CLASSES)}")
         hc, lc = CropSpec.from_dict(payload["herniation_crop"]), CropSpec.from_dict(payload["level_crop"])
         widths = tuple(payload["widths"])
-        level_states = payload["level"] if isinstance(payload["level"], list) else [payload["level"]]
+        level_states = level_states_of(payload)
         level_nets = [DiscNet(lc.channels, len(LEVEL_CLASSES), widths) for _ in level_states]
         models = cls(
             DiscNet(hc.channels, 2, widths),
