@@ -9,7 +9,8 @@ head. Two of them make the second stage (``DiscModels``):
   (the disc levels C2-C3 .. T1-T2, and "not a disc").
 
 The level net may be a ``LevelEnsemble`` of several, whose output is the log of their mean
-probability (a drop-in for logits wherever a softmax follows). ``DiscModels`` also carries the
+probability (a drop-in for logits wherever a softmax follows); the herniation net may be a
+``HerniationEnsemble``, whose outputs are their members' mean (logit and mm). ``DiscModels`` also carries the
 calibration and operating point (``Calibration``), and round-trips through a plain dict stored
 inside the detector checkpoint.
 """
@@ -54,10 +55,17 @@ class DiscNet(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
-def level_states_of(payload: dict[str, Any]) -> list[dict[str, Tensor]]:
-    """The level net state(s) of a second-stage payload (``to_payload``): one per member."""
-    states = payload["level"]
+def member_states(payload: dict[str, Any], key: str) -> list[dict[str, Tensor]]:
+    """The state(s) of a second-stage payload's ``key`` net (``to_payload``: "herniation" or
+    "level"): one per member of an ensemble, or the one net's."""
+    states = payload[key]
     return states if isinstance(states, list) else [states]
+
+
+def _members(nets: list[DiscNet], kind: str) -> nn.ModuleList:
+    if len(nets) < 2:
+        raise ValueError(f"{kind}: expected at least 2 nets, got {len(nets)}")
+    return nn.ModuleList(nets)
 
 
 class LevelEnsemble(nn.Module):
@@ -68,9 +76,7 @@ class LevelEnsemble(nn.Module):
 
     def __init__(self, members: list[DiscNet]) -> None:
         super().__init__()
-        if len(members) < 2:
-            raise ValueError(f"LevelEnsemble: expected at least 2 level nets, got {len(members)}")
-        self.members = nn.ModuleList(members)
+        self.members = _members(members, "LevelEnsemble")
         self.widths = members[0].widths
 
     def forward(self, x: Tensor) -> Tensor:
@@ -78,14 +84,29 @@ class LevelEnsemble(nn.Module):
         return torch.log(probs.clamp_min(1e-9))
 
 
+class HerniationEnsemble(nn.Module):
+    """Herniation nets read alike, averaged: crops -> their mean [herniation logit, mm] [N, 2].
+
+    The mean logit is a score like any member's; ``meddet calibrate`` fits it afresh."""
+
+    def __init__(self, members: list[DiscNet]) -> None:
+        super().__init__()
+        self.members = _members(members, "HerniationEnsemble")
+        self.widths = members[0].widths
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([net(x) for net in self.members]).mean(dim=0)
+
+
 LevelNet = DiscNet | LevelEnsemble
+HerniationNet = DiscNet | HerniationEnsemble
 
 
 @dataclass
 class DiscModels:
     """The herniation net, the level net, their crop specs and the calibration."""
 
-    herniation: DiscNet
+    herniation: HerniationNet
     level: LevelNet
     herniation_crop: CropSpec = HERNIATION_CROP
     level_crop: CropSpec = LEVEL_CROP
@@ -121,7 +142,11 @@ class DiscModels:
 
     def level_members(self) -> list[DiscNet]:
         """The level net(s): the members of a ``LevelEnsemble``, or the one net."""
-        return list(self.level.members) if isinstance(self.level, LevelEnsemble) else [self.level]  # type: ignore[arg-type]
+        return _members_of(self.level)
+
+    def herniation_members(self) -> list[DiscNet]:
+        """The herniation net(s): the members of a ``HerniationEnsemble``, or the one net."""
+        return _members_of(self.herniation)
 
     def with_level_member(self, other: DiscModels) -> DiscModels:
         """These models with ``other``'s level net averaged into theirs (a ``LevelEnsemble``);
@@ -129,6 +154,14 @@ class DiscModels:
         if other.level_crop != self.level_crop:
             raise ValueError(f"level crops differ: {other.level_crop} is not {self.level_crop}")
         return replace(self, level=LevelEnsemble([*self.level_members(), *other.level_members()]).eval())
+
+    def with_herniation_member(self, other: DiscModels) -> DiscModels:
+        """These models with ``other``'s herniation net averaged into theirs (a
+        ``HerniationEnsemble``; recalibrate it); both must read the same herniation crop."""
+        if other.herniation_crop != self.herniation_crop:
+            raise ValueError(f"herniation crops differ: {other.herniation_crop} is not {self.herniation_crop}")
+        members = [*self.herniation_members(), *other.herniation_members()]
+        return replace(self, herniation=HerniationEnsemble(members).eval())
 
     def to_payload(self, half: bool = True) -> dict[str, Any]:
         """A plain dict (tensors, numbers, strings) for the checkpoint."""
@@ -139,11 +172,13 @@ class DiscModels:
                 for k, v in net.state_dict().items()
             }
 
-        levels = [state(net) for net in self.level_members()]
+        def states(members: list[DiscNet]) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+            # one net's state, or a list of them for an ensemble (older readers fail on it)
+            return [state(net) for net in members] if len(members) > 1 else state(members[0])
+
         return {
-            "herniation": state(self.herniation),
-            # one level net's state, or a list of them for a LevelEnsemble (older readers fail on it)
-            "level": levels if isinstance(self.level, LevelEnsemble) else levels[0],
+            "herniation": states(self.herniation_members()),
+            "level": states(self.level_members()),
             "widths": list(self.herniation.widths),
             "herniation_crop": self.herniation_crop.to_dict(),
             "level_crop": self.level_crop.to_dict(),
@@ -160,10 +195,11 @@ class DiscModels:
             raise ValueError(f"checkpoint: level classes {payload['level_classes']} are not {list(LEVEL_CLASSES)}")
         hc, lc = CropSpec.from_dict(payload["herniation_crop"]), CropSpec.from_dict(payload["level_crop"])
         widths = tuple(payload["widths"])
-        level_states = level_states_of(payload)
+        hernia_states, level_states = member_states(payload, "herniation"), member_states(payload, "level")
+        hernia_nets = [DiscNet(hc.channels, 2, widths) for _ in hernia_states]
         level_nets = [DiscNet(lc.channels, len(LEVEL_CLASSES), widths) for _ in level_states]
         models = cls(
-            DiscNet(hc.channels, 2, widths),
+            hernia_nets[0] if len(hernia_nets) == 1 else HerniationEnsemble(hernia_nets),
             level_nets[0] if len(level_nets) == 1 else LevelEnsemble(level_nets),
             hc,
             lc,
@@ -175,10 +211,15 @@ class DiscModels:
             raise ValueError(f"checkpoint: level fusion {models.level_fusion!r} is not one of {FUSIONS}")
         if "locator" in payload:
             models.locator = LevelLocator(int(payload["locator_width"]))
-        loads: list[tuple[nn.Module, dict[str, Tensor]]] = [(models.herniation, payload["herniation"])]
+        loads: list[tuple[nn.Module, dict[str, Tensor]]] = [*zip(hernia_nets, hernia_states, strict=True)]
         loads += zip(level_nets, level_states, strict=True)
         if models.locator is not None:
             loads.append((models.locator, payload["locator"]))
         for net, state in loads:
             net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return models.eval()
+
+
+def _members_of(net: nn.Module) -> list[DiscNet]:
+    """An ensemble's members, or the one net."""
+    return list(net.members) if isinstance(net, LevelEnsemble | HerniationEnsemble) else [net]  # type: ignore[arg-type, list-item]

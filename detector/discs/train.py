@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from detector.discs.crops import normalize_crops
-from detector.discs.model import DiscModels, LevelNet
+from detector.discs.model import DiscModels
 from detector.discs.randomize import randomize
 from detector.discs.samples import LABEL_THRESHOLD_MM, CropBatch, Detect, Variety, draw_many
 
@@ -164,7 +164,7 @@ def validate(models: DiscModels, val: CropBatch) -> dict[str, float]:
     }
 
 
-def _run(net: LevelNet, x: Tensor, chunk: int = 256) -> Tensor:
+def _run(net: nn.Module, x: Tensor, chunk: int = 256) -> Tensor:
     net.eval()
     return torch.cat([net(x[i : i + chunk]) for i in range(0, len(x), chunk)]) if len(x) else x.new_zeros(0, 2)
 

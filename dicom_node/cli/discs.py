@@ -224,6 +224,14 @@ def calibrate_cmd(
             "ensemble whose level probabilities are the mean of its members'",
         ),
     ] = None,
+    add_herniation: Annotated[
+        Path | None,
+        typer.Option(
+            "--add-herniation",
+            help="Average this second stage's herniation net with the checkpoint's: an ensemble "
+            "whose logit and protrusion are the mean of its members' (calibrated here afresh)",
+        ),
+    ] = None,
     locator: Annotated[
         Path | None,
         typer.Option("--locator", help="Install this level locator (locator.pt of `meddet train-locator`)"),
@@ -276,6 +284,10 @@ def calibrate_cmd(
         if add_level is not None:
             analyzer.discs = analyzer.discs.with_level_member(
                 DiscModels.from_payload(torch.load(add_level, weights_only=True))
+            )
+        if add_herniation is not None:
+            analyzer.discs = analyzer.discs.with_herniation_member(
+                DiscModels.from_payload(torch.load(add_herniation, weights_only=True))
             )
         if locator is not None:
             from detector.discs.locator import load_locator

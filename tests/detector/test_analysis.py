@@ -69,15 +69,16 @@ def test_a_series_without_its_top_discs_gets_unknown_levels_with_a_reason(analyz
     assert result.findings and all(f.level == UNKNOWN and f.reason for f in result.findings)
 
 
-def nudged_single_level_net() -> tuple[dict, str]:
-    """A second stage (payload) whose level net is one net: the shipped one's first, a bias
-    nudged so that it differs; and that bias's key."""
+def nudged_single_net(net: str = "level") -> tuple[dict, str]:
+    """A second stage (payload) whose ``net`` ("level" or "herniation") is one net: the
+    shipped one's first, a bias nudged so that it differs; and that bias's key."""
     from dataclasses import replace
 
     models = DiscModels.from_payload(checkpoint.load(SHIPPED_CHECKPOINT)["discs"])
-    payload = replace(models, level=models.level_members()[0]).to_payload(half=False)
-    key = next(k for k in payload["level"] if k.endswith("bias"))
-    payload["level"][key] = payload["level"][key] + 0.01
+    one = {"level": models.level_members, "herniation": models.herniation_members}[net]()[0]
+    payload = replace(models, **{net: one}).to_payload(half=False)
+    key = next(k for k in payload[net] if k.endswith("bias"))
+    payload[net][key] = payload[net][key] + 0.01
     return payload, key
 
 
@@ -86,7 +87,7 @@ def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None
     from dicom_node.cli import app
 
     out = tmp_path / "calibrated.pt"
-    level, key = nudged_single_level_net()  # --level: another level net goes in
+    level, key = nudged_single_net()  # --level: another level net goes in
     torch.save(level, tmp_path / "level.pt")
     run = CliRunner().invoke(
         app,
@@ -118,27 +119,29 @@ def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None
     assert bad.exit_code == 2 and "no boxes.json or ground_truth.json found" in bad.output.replace("\n", " ")
 
 
-def test_calibrate_add_level_ships_an_ensemble_of_level_nets(tmp_path) -> None:
+@pytest.mark.parametrize("net", ["level", "herniation"])
+def test_calibrate_add_ships_an_ensemble_of_nets(tmp_path, net: str) -> None:
     import dicom_node.cli.discs  # noqa: F401  (registers the commands)
-    from detector.discs.model import LevelEnsemble
+    from detector.discs.model import HerniationEnsemble, LevelEnsemble
     from dicom_node.cli import app
 
     shipped = checkpoint.load(SHIPPED_CHECKPOINT)
-    members = len(DiscModels.from_payload(shipped["discs"]).level_members())
-    other, key = nudged_single_level_net()
-    torch.save(other, tmp_path / "level.pt")
+    members = len(getattr(DiscModels.from_payload(shipped["discs"]), f"{net}_members")())
+    other, key = nudged_single_net(net)
+    torch.save(other, tmp_path / "second.pt")
     out = tmp_path / "ensemble.pt"
     args = ["calibrate", "--out", str(out), "--studies", "4", "--seed", "123", "--threads", "1"]
-    run = CliRunner().invoke(app, [*args, "--add-level", str(tmp_path / "level.pt")])
+    run = CliRunner().invoke(app, [*args, f"--add-{net}", str(tmp_path / "second.pt")])
     assert run.exit_code == 0, run.output
     payload = checkpoint.load(out)
-    states = payload["discs"]["level"]
-    assert isinstance(states, list) and len(states) == members + 1  # the shipped level net(s), then the added one
-    torch.testing.assert_close(states[-1][key].float(), other["level"][key].float())
+    states = payload["discs"][net]
+    assert isinstance(states, list) and len(states) == members + 1  # the shipped net(s), then the added one
+    torch.testing.assert_close(states[-1][key].float(), other[net][key].float())
     assert not torch.equal(states[0][key].float(), states[-1][key].float())
     analyzer = Analyzer.from_checkpoint(out, device="cpu")
-    assert isinstance(analyzer.discs.level, LevelEnsemble) and payload["version"] != shipped["version"]
-    missing = CliRunner().invoke(app, [*args, "--add-level", str(tmp_path / "nothing.pt")])
+    ensemble = {"level": LevelEnsemble, "herniation": HerniationEnsemble}[net]
+    assert isinstance(getattr(analyzer.discs, net), ensemble) and payload["version"] != shipped["version"]
+    missing = CliRunner().invoke(app, [*args, f"--add-{net}", str(tmp_path / "nothing.pt")])
     assert missing.exit_code != 0 and "nothing.pt" in missing.output
 
 

@@ -98,7 +98,7 @@ def test_train_discs_fine_tunes_only_a_named_net_from_the_checkpoint() -> None:
     import dicom_node.cli.discs  # noqa: F401  (registers the commands)
     from detector import SHIPPED_CHECKPOINT
     from detector import checkpoint as ckpt
-    from detector.discs.model import level_states_of
+    from detector.discs.model import member_states
     from dicom_node.cli.discs import _start_from
 
     stored = ckpt.load(SHIPPED_CHECKPOINT)["discs"]
@@ -111,7 +111,7 @@ def test_train_discs_fine_tunes_only_a_named_net_from_the_checkpoint() -> None:
         if t.is_floating_point()
     )
     kept = [net.state_dict() for net in fresh.level_members()]  # the other net is kept either way
-    levels = level_states_of(stored)  # an ensemble: each member
+    levels = member_states(stored, "level")  # an ensemble: each member
     assert len(kept) == len(levels)
     for state, stored_state in zip(kept, levels, strict=True):
         for name, tensor in state.items():

@@ -8,7 +8,7 @@ import torch
 
 from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, row_quantile, take_crops
-from detector.discs.model import DiscModels, DiscNet, LevelEnsemble
+from detector.discs.model import DiscModels, DiscNet, HerniationEnsemble, LevelEnsemble
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
 from detector.naming import LEVEL_CLASSES, NOT_DISC, name_chain
@@ -169,6 +169,26 @@ def test_a_level_ensemble_averages_its_members_probabilities_and_round_trips() -
         first.with_level_member(other_crop)
     with pytest.raises(ValueError, match="at least 2"):
         LevelEnsemble([DiscNet(1, 3)])
+
+
+def test_a_herniation_ensemble_averages_its_members_outputs_and_round_trips() -> None:
+    torch.manual_seed(2)
+    first, second = DiscModels.new().eval(), DiscModels.new().eval()
+    both = first.with_herniation_member(second)
+    x = torch.rand(3, 3, 97, 97)
+    mean = (first.herniation(x) + second.herniation(x)) / 2  # logit and mm alike
+    torch.testing.assert_close(both.herniation(x), mean)
+    payload = both.to_payload(half=False)
+    assert isinstance(payload["herniation"], list) and isinstance(payload["level"], dict)
+    again = DiscModels.from_payload(payload)
+    assert isinstance(again.herniation, HerniationEnsemble) and len(again.herniation_members()) == 2
+    torch.testing.assert_close(again.herniation(x), mean)
+    assert isinstance(again.level, DiscNet)  # the level net is untouched
+    other_crop = DiscModels.new(herniation_crop=CropSpec(mm_per_px=0.5, size=64, neighbours=(0,)))
+    with pytest.raises(ValueError, match="herniation crops differ"):
+        first.with_herniation_member(other_crop)
+    with pytest.raises(ValueError, match="at least 2"):
+        HerniationEnsemble([DiscNet(3, 2)])
 
 
 def test_a_level_ensemble_fine_tunes_as_one_net_and_stays_an_ensemble(tmp_path) -> None:
