@@ -103,18 +103,18 @@ def test_train_discs_fine_tunes_only_a_named_net_from_the_checkpoint() -> None:
 
     stored = ckpt.load(SHIPPED_CHECKPOINT)["discs"]
     warm, fresh = _start_from(None, None), _start_from(None, "herniation")
-    for name, tensor in warm.herniation.state_dict().items():
-        torch.testing.assert_close(tensor.float(), stored["herniation"][name].float())
+
+    def same(nets: list, states: list) -> None:  # an ensemble: each member
+        assert len(nets) == len(states)
+        for net, stored_state in zip(nets, states, strict=True):
+            for name, tensor in net.state_dict().items():
+                torch.testing.assert_close(tensor.float(), stored_state[name].float())
+
+    same(warm.herniation_members(), member_states(stored, "herniation"))
+    first = member_states(stored, "herniation")[0]
     assert any(
-        not torch.equal(t, stored["herniation"][n].float())
-        for n, t in fresh.herniation.state_dict().items()
-        if t.is_floating_point()
+        not torch.equal(t, first[n].float()) for n, t in fresh.herniation.state_dict().items() if t.is_floating_point()
     )
-    kept = [net.state_dict() for net in fresh.level_members()]  # the other net is kept either way
-    levels = member_states(stored, "level")  # an ensemble: each member
-    assert len(kept) == len(levels)
-    for state, stored_state in zip(kept, levels, strict=True):
-        for name, tensor in state.items():
-            torch.testing.assert_close(tensor.float(), stored_state[name].float())
+    same(fresh.level_members(), member_states(stored, "level"))  # the other net is kept either way
     bad = CliRunner().invoke(app, ["train-discs", "--warm", "--epochs", "1"])
     assert bad.exit_code == 2 and "--only" in bad.output

@@ -191,16 +191,19 @@ def test_a_herniation_ensemble_averages_its_members_outputs_and_round_trips() ->
         HerniationEnsemble([DiscNet(3, 2)])
 
 
-def test_a_level_ensemble_fine_tunes_as_one_net_and_stays_an_ensemble(tmp_path) -> None:
+@pytest.mark.parametrize("net", ["level", "herniation"])
+def test_an_ensemble_fine_tunes_as_one_net_and_stays_an_ensemble(tmp_path, net: str) -> None:
     from detector.discs.train import DiscTrainConfig, train_discs
 
     torch.manual_seed(1)
-    both = DiscModels.new().with_level_member(DiscModels.new())
-    before = [p.detach().clone() for p in both.level.parameters()]
-    cfg = DiscTrainConfig(epochs=1, patients_per_epoch=2, val_patients=2, nets=("level",), seed=7)
+    both = getattr(DiscModels.new(), f"with_{net}_member")(DiscModels.new())
+    before = [p.detach().clone() for p in getattr(both, net).parameters()]
+    cfg = DiscTrainConfig(epochs=1, patients_per_epoch=2, val_patients=2, nets=(net,), seed=7)
     best = DiscModels.from_payload(torch.load(train_discs(cfg, tmp_path, log=lambda _: None, init=both)))
-    assert isinstance(best.level, LevelEnsemble) and len(best.level.members) == 2
-    after = list(best.level.parameters())
+    ensemble = getattr(best, net)
+    assert isinstance(ensemble, {"level": LevelEnsemble, "herniation": HerniationEnsemble}[net])
+    assert len(ensemble.members) == 2
+    after = list(ensemble.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before, after) if a.ndim > 1)  # every member learnt
 
 
