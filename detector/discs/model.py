@@ -10,9 +10,9 @@ head. Two of them make the second stage (``DiscModels``):
 
 The level net may be a ``LevelEnsemble`` of several, whose output is the log of their mean
 probability (a drop-in for logits wherever a softmax follows); the herniation net may be a
-``HerniationEnsemble``, whose outputs are their members' mean (logit and mm). ``DiscModels`` also carries the
-calibration and operating point (``Calibration``), and round-trips through a plain dict stored
-inside the detector checkpoint.
+``HerniationEnsemble``, whose outputs are their members' mean (logit and mm). ``DiscModels``
+also carries the calibration and operating point (``Calibration``), and round-trips through a
+plain dict stored inside the detector checkpoint.
 """
 
 from __future__ import annotations
