@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    discs = DiscModels.from_payload(torch.load(args.discs, weights_only=True)) if args.discs else None
+    discs = DiscModels.load(args.discs) if args.discs else None
     analyzer = Analyzer.from_checkpoint(args.checkpoint, device="cpu", discs=discs)
     if args.locator:
         analyzer.discs.locator = load_locator(args.locator)

@@ -97,7 +97,7 @@ def with_second_stage(payload: dict[str, Any], discs: dict[str, Any]) -> dict[st
     h = hashlib.sha256(weights_digest(payload["model"]).encode())
     for key in ("herniation", "level", "locator"):
         states = discs.get(key, [])
-        for state in states if isinstance(states, list) else [states]:  # a level ensemble: each member
+        for state in states if isinstance(states, list) else [states]:  # an ensemble: each member
             h.update(weights_digest(state).encode())
     if "locator" in discs:  # how its view is used changes the names (without one it is unused)
         h.update(str(discs["level_fusion"]).encode())

@@ -18,6 +18,7 @@ plain dict stored inside the detector checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,37 +63,32 @@ def member_states(payload: dict[str, Any], key: str) -> list[dict[str, Tensor]]:
     return states if isinstance(states, list) else [states]
 
 
-def _members(nets: list[DiscNet], kind: str) -> nn.ModuleList:
-    if len(nets) < 2:
-        raise ValueError(f"{kind}: expected at least 2 nets, got {len(nets)}")
-    return nn.ModuleList(nets)
-
-
-class LevelEnsemble(nn.Module):
-    """Level nets read alike, averaged: crops -> log of their mean softmax [N, n_classes].
-
-    A softmax of this output is the members' mean probability, so it stands wherever a level
-    net's logits go (the analysis's views, calibration, ``argmax``)."""
+class Ensemble(nn.Module):
+    """Two or more ``DiscNet`` read alike; subclasses say how their outputs combine."""
 
     def __init__(self, members: list[DiscNet]) -> None:
         super().__init__()
-        self.members = _members(members, "LevelEnsemble")
+        if len(members) < 2:
+            raise ValueError(f"{type(self).__name__}: expected at least 2 nets, got {len(members)}")
+        self.members = nn.ModuleList(members)
         self.widths = members[0].widths
+
+
+class LevelEnsemble(Ensemble):
+    """Level nets averaged: crops -> log of their mean softmax [N, n_classes].
+
+    A softmax of this output is the members' mean probability, so it stands wherever a level
+    net's logits go (the analysis's views, calibration, ``argmax``)."""
 
     def forward(self, x: Tensor) -> Tensor:
         probs = torch.stack([torch.softmax(net(x), dim=1) for net in self.members]).mean(dim=0)
         return torch.log(probs.clamp_min(1e-9))
 
 
-class HerniationEnsemble(nn.Module):
-    """Herniation nets read alike, averaged: crops -> their mean [herniation logit, mm] [N, 2].
+class HerniationEnsemble(Ensemble):
+    """Herniation nets averaged: crops -> their mean [herniation logit, mm] [N, 2].
 
     The mean logit is a score like any member's; ``meddet calibrate`` fits it afresh."""
-
-    def __init__(self, members: list[DiscNet]) -> None:
-        super().__init__()
-        self.members = _members(members, "HerniationEnsemble")
-        self.widths = members[0].widths
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.stack([net(x) for net in self.members]).mean(dim=0)
@@ -190,6 +186,11 @@ class DiscModels:
         }
 
     @classmethod
+    def load(cls, path: Path | str) -> DiscModels:
+        """A second stage saved as a payload (``best.pt`` of ``meddet train-discs``)."""
+        return cls.from_payload(torch.load(path, weights_only=True))
+
+    @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> DiscModels:
         if list(payload["level_classes"]) != list(LEVEL_CLASSES):
             raise ValueError(f"checkpoint: level classes {payload['level_classes']} are not {list(LEVEL_CLASSES)}")
@@ -222,4 +223,4 @@ class DiscModels:
 
 def _members_of(net: nn.Module) -> list[DiscNet]:
     """An ensemble's members, or the one net."""
-    return list(net.members) if isinstance(net, LevelEnsemble | HerniationEnsemble) else [net]  # type: ignore[arg-type, list-item]
+    return list(net.members) if isinstance(net, Ensemble) else [net]  # type: ignore[arg-type, list-item]

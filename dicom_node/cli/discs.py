@@ -274,21 +274,17 @@ def calibrate_cmd(
             _fail(f"--fusion: expected one of {', '.join(FUSIONS)}, got {fusion!r}")
     source = checkpoint or state(ctx).settings.checkpoint
     try:
-        second = DiscModels.from_payload(torch.load(discs, weights_only=True)) if discs is not None else None
+        second = DiscModels.load(discs) if discs is not None else None
         analyzer = Analyzer.from_checkpoint(source, device="cpu", discs=second)
         if level is not None:
             from dataclasses import replace
 
-            levels = DiscModels.from_payload(torch.load(level, weights_only=True))
+            levels = DiscModels.load(level)
             analyzer.discs = replace(analyzer.discs, level=levels.level.eval(), level_crop=levels.level_crop)
         if add_level is not None:
-            analyzer.discs = analyzer.discs.with_level_member(
-                DiscModels.from_payload(torch.load(add_level, weights_only=True))
-            )
+            analyzer.discs = analyzer.discs.with_level_member(DiscModels.load(add_level))
         if add_herniation is not None:
-            analyzer.discs = analyzer.discs.with_herniation_member(
-                DiscModels.from_payload(torch.load(add_herniation, weights_only=True))
-            )
+            analyzer.discs = analyzer.discs.with_herniation_member(DiscModels.load(add_herniation))
         if locator is not None:
             from detector.discs.locator import load_locator
 

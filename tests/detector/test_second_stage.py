@@ -199,7 +199,7 @@ def test_an_ensemble_fine_tunes_as_one_net_and_stays_an_ensemble(tmp_path, net: 
     both = getattr(DiscModels.new(), f"with_{net}_member")(DiscModels.new())
     before = [p.detach().clone() for p in getattr(both, net).parameters()]
     cfg = DiscTrainConfig(epochs=1, patients_per_epoch=2, val_patients=2, nets=(net,), seed=7)
-    best = DiscModels.from_payload(torch.load(train_discs(cfg, tmp_path, log=lambda _: None, init=both)))
+    best = DiscModels.load(train_discs(cfg, tmp_path, log=lambda _: None, init=both))
     ensemble = getattr(best, net)
     assert isinstance(ensemble, {"level": LevelEnsemble, "herniation": HerniationEnsemble}[net])
     assert len(ensemble.members) == 2
