@@ -5,11 +5,14 @@ it is each disc level or not a disc at all (``LEVEL_CLASSES``). Discs are consec
 whole chain has one unknown: which position is C2-C3, the disc just under C2 with its dens
 and C1 above it. ``name_chain`` scores every placement of that anchor by the summed
 log-probabilities of what the placement says each position is: "not a disc" above the
-anchor (e.g. the base of the dens), C2-C3 at it, "some other disc" below it; then it counts
-down. Only the anchor's identity names the chain; which lower level a disc looks like does
-not (that appearance differs between scanners and anatomies far more than "the first disc
-under C2" does), but a counted disc that the net is sure is another level vetoes the count
-(a disc missed, or a non-disc counted, between it and the anchor).
+anchor (e.g. the base of the dens), C2-C3 at it, and below it a disc of the level the count
+gives it; then it counts down. The anchor's identity names the chain. Which lower level a
+disc looks like counts at half weight (``level_weight``): its score is an even mixture of
+"some disc below C2-C3" and "this very level", because that appearance differs between
+scanners and anatomies more than "the first disc under C2" does; on our second generator it
+still tells the count from a count shifted by one when the anchor alone is unsure. A counted
+disc that the net is sure is another level vetoes the count (a disc missed, or a non-disc
+counted, between it and the anchor).
 
 Failure is explicit: no anchor, a placement barely likelier than another, or a counted disc
 that is surely another level gives ``status`` "unknown" with a reason, and every disc's
@@ -50,6 +53,7 @@ def name_chain(
     min_margin: float = 1.5,
     not_disc: float = 0.6,
     contradiction: float = 0.9,
+    level_weight: float = 0.5,
 ) -> Naming:
     """Align a chain [L, 8] of level log-probabilities with the disc levels.
 
@@ -60,12 +64,14 @@ def name_chain(
     ``contradiction``: a counted disc that the net takes for another level with at least
     this probability (a disc the detector missed, or a non-disc counted, above it) makes the
     whole chain unknown: the count and that disc disagree, and neither is trusted.
+    ``level_weight``: how much a counted disc's own-level probability weighs against "some
+    disc below the anchor" (0: the count alone; 1: the level net's reading alone).
     """
     lp = np.asarray(log_probs, dtype=np.float64)
     if lp.ndim != 2 or lp.shape[1] != N_LEVEL_CLASSES:
         raise ValueError(f"log_probs: expected [L, {N_LEVEL_CLASSES}], got {lp.shape}")
     keep = np.flatnonzero(np.exp(lp[:, NOT_DISC]) < not_disc)
-    inner = _name_discs(lp[keep], min_anchor_prob, min_margin)
+    inner = _name_discs(lp[keep], min_anchor_prob, min_margin, level_weight)
     names: list[str | None] = [None] * len(lp)
     for i, name in zip(keep, inner.names):
         names[int(i)] = name
@@ -92,13 +98,13 @@ def _contradiction(lp: np.ndarray, names: list[str | None], min_prob: float) -> 
     return None
 
 
-def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float) -> Naming:
+def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float, level_weight: float) -> Naming:
     """``name_chain`` on positions that are all discs."""
     n = len(lp)
     if n == 0:
         return Naming([], "unknown", "no disc found", 0, 0.0)
     offsets = list(range(-(n - 1), 2))  # the anchor at each position, or (1) above the chain
-    scores = np.array([_score(lp, o) for o in offsets])
+    scores = np.array([_score(lp, o, level_weight) for o in offsets])
     order = np.argsort(scores)[::-1]
     best = offsets[int(order[0])]
     margin = float(scores[order[0]] - scores[order[1]]) if len(order) > 1 else float("inf")
@@ -133,14 +139,22 @@ def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float) -> Na
     return Naming(names, "found", None, best, margin)
 
 
-def _score(lp: np.ndarray, offset: int) -> float:
-    """Log-likelihood of the placement that gives the chain's first position level ``offset``."""
+def _score(lp: np.ndarray, offset: int, level_weight: float) -> float:
+    """Log-likelihood of the placement that gives the chain's first position level ``offset``:
+    "not a disc" above the anchor, C2-C3 at it, and below it the mixture of "some disc other
+    than C2-C3" and the counted level (T1-T2 standing for every thoracic disc)."""
     p = np.exp(lp)
-    below = np.log(np.clip(1.0 - p[:, ANCHOR] - p[:, NOT_DISC], 1e-6, None))
+    other_disc = np.clip(1.0 - p[:, ANCHOR] - p[:, NOT_DISC], 0.0, None)
     total = 0.0
     for i in range(len(lp)):
         j = offset + i
-        total += lp[i, NOT_DISC] if j < 0 else lp[i, ANCHOR] if j == 0 else below[i]
+        if j < 0:
+            total += lp[i, NOT_DISC]
+        elif j == 0:
+            total += lp[i, ANCHOR]
+        else:
+            counted = p[i, min(j, NOT_DISC - 1)]
+            total += np.log(max((1.0 - level_weight) * other_disc[i] + level_weight * counted, 1e-6))
     return float(total)
 
 

@@ -101,9 +101,27 @@ def test_the_chain_is_named_from_the_c2_anchor_not_from_the_top() -> None:
     noisy = _chain_log_probs([0, 1, 2, 3, 4, 5])
     noisy[2] = np.log(np.full(len(LEVEL_CLASSES), 1 / len(LEVEL_CLASSES)))
     assert name_chain(noisy).names == list(LEVELS)
-    # below the anchor the count names the discs, not what each looks like...
-    mislooking = name_chain(_chain_log_probs([0, 3, 3, 1, 6, 2], confidence=0.8))
+    # below the anchor the count names the discs: a disc or two that look like another
+    # level do not rename them...
+    mislooking = name_chain(_chain_log_probs([0, 1, 4, 3, 1, 5], confidence=0.8))
     assert mislooking.status == "found" and mislooking.names == list(LEVELS)[:6]
+    # ...but a count that every disc below the anchor disagrees with is not trusted
+    scrambled = name_chain(_chain_log_probs([0, 3, 3, 1, 6, 2], confidence=0.8))
+    assert scrambled.status == "unknown" and "inconsistent chain" in (scrambled.reason or "")
+    assert name_chain(_chain_log_probs([0, 3, 3, 1, 6, 2], confidence=0.8), level_weight=0.0).status == "found"
+
+
+def test_the_lower_discs_appearance_settles_an_unsure_anchor() -> None:
+    # the anchor position is barely likelier C2-C3 than C3-C4 (the net's common confusion
+    # between neighbours on another scanner); the discs below read as C3-C4, C4-C5, ...
+    lp = _chain_log_probs([0, 1, 2, 3, 4, 5], confidence=0.5)
+    p = np.exp(lp)
+    p[0, 0], p[0, 1] = 0.45, 0.4
+    p[1:, 0] = 0.05
+    lp = np.log(p / p.sum(axis=1, keepdims=True))
+    assert name_chain(lp).names == list(LEVELS)[:6]
+    # with the count alone, "C2-C3 missed above the chain" is almost as likely: unknown
+    assert name_chain(lp, level_weight=0.0).status == "unknown"
 
 
 def test_a_counted_disc_that_surely_is_another_level_vetoes_the_count() -> None:
