@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def randomize(crops: Tensor, gen: torch.Generator, strength: float = 1.0) -> Tensor:
-    """A randomised copy of ``crops`` [N, C, S, S] (raw, >= 0); ``strength`` scales every effect."""
+def randomize(crops: Tensor, gen: torch.Generator, strength: float = 1.0, coarsest: float = 2.5) -> Tensor:
+    """A randomised copy of ``crops`` [N, C, S, S] (raw, >= 0); ``strength`` scales every effect.
+    ``coarsest``: the coarsest acquired resolution simulated (on half the crops), in crop pixels
+    (for a 0.3 mm/px crop 2.5 is 0.75 mm, 4 is 1.2 mm: a 256 matrix over 300 mm)."""
     n, c, s, _ = crops.shape
     if n == 0:
         return crops
@@ -35,7 +37,7 @@ def randomize(crops: Tensor, gen: torch.Generator, strength: float = 1.0) -> Ten
     # lower acquired resolution, then blur
     pick = u(n) < 0.5 * strength
     if pick.any():
-        f = 1 + u(1).item() * 1.5 * strength
+        f = 1 + u(1).item() * (coarsest - 1) * strength
         small = max(8, int(s / f))
         low = F.interpolate(x[pick], size=(small, small), mode="area")
         x[pick] = F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)

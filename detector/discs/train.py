@@ -39,6 +39,8 @@ class DiscTrainConfig:
     seed: int = 5150
     nets: tuple[str, ...] = ("herniation", "level")  # which nets learn; the others stay as given
     variety: Variety = Variety()  # what the sampler varies beyond the shipped recipe
+    #: the coarsest acquired resolution the herniation crops are randomised to, in crop pixels
+    herniation_coarsest: float = 2.5
 
 
 def train_discs(
@@ -120,7 +122,11 @@ def _epoch(
     models.eval()
     for name in cfg.nets:
         getattr(models, name).train()
-    herniation = normalize_crops(randomize(batch.herniation, gen)) if "herniation" in cfg.nets else batch.herniation
+    herniation = (
+        normalize_crops(randomize(batch.herniation, gen, coarsest=cfg.herniation_coarsest))
+        if "herniation" in cfg.nets
+        else batch.herniation
+    )
     level = normalize_crops(randomize(batch.level, gen)) if "level" in cfg.nets else batch.level
     target = (batch.protrusion_mm >= LABEL_THRESHOLD_MM).float()
     # herniations sit at one disc in ~6: weigh the classes equally

@@ -84,6 +84,16 @@ def train_discs_cmd(
             "anatomy and renderer)",
         ),
     ] = 0.0,
+    coarsest: Annotated[
+        float,
+        typer.Option(
+            "--coarsest",
+            min=1.0,
+            max=6.0,
+            help="Herniation crops: the coarsest acquired resolution the randomisation simulates, in crop "
+            "pixels of 0.3 mm (2.5 = 0.75 mm; 4 = 1.2 mm, a 256 matrix over a 300 mm field of view)",
+        ),
+    ] = 2.5,
 ) -> None:
     """Train the second stage (herniation call + protrusion, disc level) on crops from our own
     synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
@@ -118,6 +128,7 @@ def train_discs_cmd(
         seed=seed,
         nets=nets,
         lr=lr,
+        herniation_coarsest=coarsest,
         variety=Variety(
             random_look=random_look, craniovertebral_bones=bones, warp_mm=warp, other_generator=other_generator
         ),

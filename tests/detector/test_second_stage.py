@@ -9,6 +9,7 @@ import torch
 from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, row_quantile, take_crops
 from detector.discs.model import DiscModels, DiscNet, HerniationEnsemble, LevelEnsemble
+from detector.discs.randomize import randomize
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
 from detector.naming import LEVEL_CLASSES, NOT_DISC, name_chain
@@ -216,7 +217,7 @@ def test_an_ensemble_fine_tunes_as_one_net_and_stays_an_ensemble(tmp_path, net: 
     torch.manual_seed(1)
     both = getattr(DiscModels.new(), f"with_{net}_member")(DiscModels.new())
     before = [p.detach().clone() for p in getattr(both, net).parameters()]
-    cfg = DiscTrainConfig(epochs=1, patients_per_epoch=2, val_patients=2, nets=(net,), seed=7)
+    cfg = DiscTrainConfig(epochs=1, patients_per_epoch=2, val_patients=2, nets=(net,), seed=7, herniation_coarsest=4.0)
     best = DiscModels.load(train_discs(cfg, tmp_path, log=lambda _: None, init=both))
     ensemble = getattr(best, net)
     assert isinstance(ensemble, {"level": LevelEnsemble, "herniation": HerniationEnsemble}[net])
@@ -359,3 +360,16 @@ def test_a_share_of_second_stage_training_comes_from_the_other_generator_with_it
         ]
         if c != NOT_DISC:
             assert LEVEL_CLASSES[c] in inside  # on its own disc, give or take the jitter
+
+
+def test_crop_randomisation_simulates_coarser_acquisitions_on_request() -> None:
+    crops = torch.rand(200, 3, 48, 48, generator=torch.Generator().manual_seed(1)) + 1.0
+
+    def fine_detail(coarsest: float) -> float:
+        x = randomize(crops.clone(), torch.Generator().manual_seed(7), coarsest=coarsest)
+        return float((x[..., 1:] - x[..., :-1]).abs().mean() / x.abs().mean())
+
+    default = randomize(crops.clone(), torch.Generator().manual_seed(7))
+    assert torch.equal(default, randomize(crops.clone(), torch.Generator().manual_seed(7), coarsest=2.5))
+    # same draws, only the coarsest resolution differs: less fine detail the coarser it may go
+    assert fine_detail(4.0) < fine_detail(2.5) < fine_detail(1.0)
