@@ -71,14 +71,15 @@ def test_a_series_without_its_top_discs_gets_unknown_levels_with_a_reason(analyz
 
 def nudged_single_net(net: str = "level") -> tuple[dict, str]:
     """A second stage (payload) whose ``net`` ("level" or "herniation") is one net: the
-    shipped one's first, a bias nudged so that it differs; and that bias's key."""
+    shipped one's first, a bias nudged so that it differs (to a value half precision holds, as
+    a checkpoint stores its weights); and that bias's key."""
     from dataclasses import replace
 
     models = DiscModels.from_payload(checkpoint.load(SHIPPED_CHECKPOINT)["discs"])
     one = {"level": models.level_members, "herniation": models.herniation_members}[net]()[0]
     payload = replace(models, **{net: one}).to_payload(half=False)
     key = next(k for k in payload[net] if k.endswith("bias"))
-    payload[net][key] = payload[net][key] + 0.01
+    payload[net][key] = (payload[net][key] + 0.01).half().float()
     return payload, key
 
 
