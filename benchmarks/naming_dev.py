@@ -28,7 +28,9 @@ import argparse
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +61,42 @@ class AltgenTruth:
 
     def level_under(self, k: int, box, min_iou: float = 0.3) -> str | None:
         return level_under(self.slices, k, box, min_iou)
+
+
+def dev_study(generator: str, look: str, anatomy: str, seed: int, i: int) -> tuple[Any, tuple[float, float]]:
+    """Development study i (half of them hard) and its pixel spacing: ``detector.data`` with
+    ``look`` ("generator" | "random") and ``anatomy`` ("widen" | "bones"), or ``detector.altgen``."""
+    if generator == "altgen":
+        study = AltgenTruth(altgen.make_study(altgen.development_seed(seed, i), hard=bool(i % 2), n_slices=15))
+        return study, study.spacing
+    ours = make_study(
+        np.random.default_rng([seed, i]),
+        hard=bool(i % 2),
+        n_slices=15,
+        adjust=with_craniovertebral_bones if anatomy == "bones" else widen,
+        contrast_of=random_contrast if look == "random" else sample_contrast,
+    )
+    return ours, (ours.pixel_spacing, ours.pixel_spacing)
+
+
+def tally(counts: Counter[str], reported: Iterable[tuple[str, str | None]]) -> None:
+    """Add one study's (reported level, true level under its box or None) pairs to ``counts``:
+    reported, right, wrong, on no disc, studies with a wrong name, shifted chains (two or more
+    levels off by the same step). Levels that are not named (``unknown``) are not counted."""
+    steps = []
+    for level, truth in reported:
+        if level not in LEVELS:
+            continue
+        counts["reported"] += 1
+        if truth == level:
+            counts["right"] += 1
+        elif truth is not None:
+            steps.append(ORDER.index(level) - ORDER.index(truth))
+        else:
+            counts["on no disc"] += 1
+    counts["wrong"] += len(steps)
+    counts["studies with a wrong name"] += bool(steps)
+    counts["shifted chains"] += any(n >= 2 for n in Counter(steps).values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,42 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         analyzer.discs.level_fusion = args.fusion
     if args.views == "one":
         analyzer.level_views = (LevelView(),)
-    contrast = random_contrast if args.look == "random" else sample_contrast
-    adjust = with_craniovertebral_bones if args.anatomy == "bones" else widen
     counts: Counter[str] = Counter()
     for i in range(args.studies):
-        if args.generator == "altgen":
-            study = AltgenTruth(altgen.make_study(altgen.development_seed(args.seed, i), hard=bool(i % 2), n_slices=15))
-            spacing = study.spacing
-        else:
-            study = make_study(
-                np.random.default_rng([args.seed, i]),
-                hard=bool(i % 2),
-                n_slices=15,
-                adjust=adjust,
-                contrast_of=contrast,
-            )
-            spacing = (study.pixel_spacing, study.pixel_spacing)
+        study, spacing = dev_study(args.generator, args.look, args.anatomy, args.seed, i)
         result = analyzer.analyze(list(study.volume), spacing)
         counts["studies"] += 1
         counts["named" if result.naming.status == "found" else "unknown"] += 1
         if result.naming.reason:
             counts["unknown: " + result.naming.reason.split(":")[0]] += 1
-        steps = []
-        for f in result.findings:
-            truth = study.level_under(f.slice_index, f.box)
-            if f.level not in LEVELS:
-                continue
-            counts["reported"] += 1
-            if truth == f.level:
-                counts["right"] += 1
-            elif truth is not None:
-                steps.append(ORDER.index(f.level) - ORDER.index(truth))
-            else:
-                counts["on no disc"] += 1
-        counts["wrong"] += len(steps)
-        counts["studies with a wrong name"] += bool(steps)
-        counts["shifted chains"] += any(n >= 2 for n in Counter(steps).values())
+        tally(counts, [(f.level, study.level_under(f.slice_index, f.box)) for f in result.findings])
     report = {
         "model": analyzer.version,
         "discs": args.discs,
