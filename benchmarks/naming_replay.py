@@ -1,7 +1,7 @@
 """Replay naming rules on cached level probabilities: a naming rule judged in seconds, not hours.
 
     python benchmarks/naming_replay.py cache --out DIR [--studies 100] [--seed 9700]
-        [--checkpoint CKPT] [--looks widen,bones,random,altgen]
+        [--checkpoint CKPT] [--discs BEST_PT] [--looks widen,bones,random,altgen]
     python benchmarks/naming_replay.py replay DIR [--level-weight 0,0.5,1] [--min-margin 1.5]
         [--member all|0|1|MIX]
 
@@ -100,10 +100,12 @@ def cache(args: argparse.Namespace) -> None:
     import torch
 
     from detector.analysis import Analyzer, extend_chain
+    from detector.discs.model import DiscModels
     from detector.levels import disc_chain
 
     torch.set_num_threads(1)
-    analyzer = Analyzer.from_checkpoint(args.checkpoint, device="cpu")
+    discs = DiscModels.load(args.discs) if args.discs else None
+    analyzer = Analyzer.from_checkpoint(args.checkpoint, device="cpu", discs=discs)
     ensemble = analyzer.discs.level
     args.out.mkdir(parents=True, exist_ok=True)
     for look in args.looks.split(","):
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--studies", type=int, default=100)
     c.add_argument("--seed", type=int, default=9700)
     c.add_argument("--checkpoint", default=None, help="checkpoint (default: the shipped one)")
+    c.add_argument("--discs", default=None, help="a second stage (best.pt of `meddet train-discs`) to use instead")
     c.add_argument("--looks", default=",".join(LOOKS))
     r = sub.add_parser("replay", help="name the cached chains with each parameter combination")
     r.add_argument("cache", type=Path)
