@@ -20,6 +20,8 @@ figures" rule with none fails an equal model about half the time per criterion:
 
 The held-out generator is never part of it: a model that passes is shipped, and only then is
 the held-out generator run, once. Prints a table and PASS / FAIL; exit status 0 on PASS.
+Below the table, for the reader and not judged: shifted chains per look (the issue's target is
+none, and a candidate that passes can still make more of them: J1, model card).
 """
 
 from __future__ import annotations
@@ -79,6 +81,11 @@ def checks(shipped: dict[str, Any], candidate: dict[str, Any]) -> list[Check]:
     ]
 
 
+def shifted_chains(shipped: dict[str, Any], candidate: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """Per look, the studies with a shifted chain: (look, shipped, candidate); not judged."""
+    return [(look, shipped[look].get("shifted chains", 0), candidate[look].get("shifted chains", 0)) for look in LOOKS]
+
+
 def load(folder: Path) -> dict[str, Any]:
     names = (*LOOKS, "own")
     missing = [n for n in names if not (folder / f"{n}.json").is_file()]
@@ -107,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{c.what:28} {c.shipped:8.3f} {c.candidate:10.3f} {c.bar:8.3f}  {'pass' if c.passed else 'FAIL'}")
     verdict = all(c.passed for c in results)
     print("PASS" if verdict else "FAIL")
+    shifts = ", ".join(f"{look} {s} -> {c}" for look, s, c in shifted_chains(shipped, candidate))
+    print(f"not judged: studies with a shifted chain, shipped -> candidate: {shifts}")
     return 0 if verdict else 1
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from candidate_rule import checks  # noqa: E402
+from candidate_rule import checks, shifted_chains  # noqa: E402
 
 
 def look(named: int, reported: int, wrong: int, no_disc: int) -> dict:
@@ -53,3 +53,10 @@ def test_the_command_refuses_runs_on_other_studies(tmp_path: Path) -> None:
         text=True,
     )
     assert done.returncode == 1 and "different seeds" in done.stderr
+
+
+def test_shifted_chains_are_shown_beside_the_verdict_not_judged() -> None:
+    shipped, candidate = model(), model()
+    candidate["random"]["shifted chains"] = 4
+    assert failed(shipped, candidate) == []
+    assert ("random", 0, 4) in shifted_chains(shipped, candidate)
