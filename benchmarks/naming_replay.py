@@ -31,6 +31,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,8 @@ def replay(chains: list[dict[str, Any]], namer: Callable[[np.ndarray], Naming], 
             continue
         naming = namer(_log_probs(chain, member))
         counts["named" if naming.status == "found" else "unknown"] += 1
-        named = naming.names if naming.status == "found" else [None] * len(chain["truth"])
-        tally(counts, [(n, t) for n, t in zip(named, chain["truth"]) if t != EMPTY and n is not None])
+        # an unknown chain's names are all None, which tally leaves out
+        tally(counts, [(n, t) for n, t in zip(naming.names, chain["truth"]) if t != EMPTY])
     return counts
 
 
@@ -106,7 +107,11 @@ def cache(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     discs = DiscModels.load(args.discs) if args.discs else None
     analyzer = Analyzer.from_checkpoint(args.checkpoint, device="cpu", discs=discs)
-    ensemble = analyzer.discs.level
+    # each member of a level ensemble read alone, beside the ensemble
+    alone = [
+        Analyzer(analyzer.detector, replace(analyzer.discs, level=net), analyzer.version, analyzer.level_views)
+        for net in getattr(analyzer.discs.level, "members", [])
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     for look in args.looks.split(","):
         chains = []
@@ -118,11 +123,7 @@ def cache(args: argparse.Namespace) -> None:
                 continue
             volume = torch.from_numpy(np.stack([np.asarray(im, np.float32) for im in study.volume]))
             chain = extend_chain(found, volume.shape[1:])
-            members = []
-            for net in getattr(ensemble, "members", []):
-                analyzer.discs.level = net
-                members.append(analyzer.level_log_probs(volume, spacing, chain).round(5).tolist())
-            analyzer.discs.level = ensemble
+            members = [a.level_log_probs(volume, spacing, chain).round(5).tolist() for a in alone]
             lp = analyzer.level_log_probs(volume, spacing, chain)
             chains.append(
                 {"log_probs": lp.round(5).tolist(), "members": members, "truth": chain_truth(study, chain.members)}

@@ -13,7 +13,8 @@ sys.path.append(str(ROOT / "benchmarks"))  # last: benchmarks/detector.py must n
 from naming_replay import EMPTY, chain_truth, error_share, main, replay, tally  # noqa: E402  (tally: naming_dev's)
 
 from detector.levels import LEVELS, Disc  # noqa: E402
-from detector.naming import LEVEL_CLASSES, NOT_DISC, name_chain  # noqa: E402
+from detector.naming import NOT_DISC, name_chain  # noqa: E402
+from tests.detector.conftest import chain_log_probs  # noqa: E402
 
 
 def chain(classes: list[int], truth: list, confidence: float = 0.9, second: list[int] | None = None) -> dict:
@@ -21,9 +22,7 @@ def chain(classes: list[int], truth: list, confidence: float = 0.9, second: list
     ensemble member reading ``second[i]``."""
 
     def lp(cs: list[int]) -> list:
-        out = np.full((len(cs), len(LEVEL_CLASSES)), (1 - confidence) / (len(LEVEL_CLASSES) - 1))
-        out[np.arange(len(cs)), cs] = confidence
-        return np.log(out).tolist()
+        return chain_log_probs(cs, confidence).tolist()
 
     members = [lp(classes), lp(second)] if second else []
     mean = np.log(np.mean([np.exp(m) for m in members], axis=0)).tolist() if second else lp(classes)

@@ -13,6 +13,7 @@ from detector.discs.randomize import randomize
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
 from detector.naming import LEVEL_CLASSES, NOT_DISC, name_chain
+from tests.detector.conftest import chain_log_probs
 
 
 def _dot_volume(spacing: float, size_mm: float = 60.0, dot_mm: tuple[float, float] = (30.0, 20.0)) -> torch.Tensor:
@@ -81,41 +82,33 @@ def test_platt_scaling_recovers_a_known_curve_and_the_operating_point_meets_its_
     assert operating_point(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0]), 1.0) == 0.8
 
 
-def _chain_log_probs(levels: list[int], confidence: float = 0.9) -> np.ndarray:
-    """A chain whose position i looks like class levels[i] with the given confidence."""
-    out = np.full((len(levels), len(LEVEL_CLASSES)), (1 - confidence) / (len(LEVEL_CLASSES) - 1))
-    for i, c in enumerate(levels):
-        out[i, c] = confidence
-    return np.log(out)
-
-
 def test_the_chain_is_named_from_the_c2_anchor_not_from_the_top() -> None:
-    whole = name_chain(_chain_log_probs([0, 1, 2, 3, 4, 5, 6]))
+    whole = name_chain(chain_log_probs([0, 1, 2, 3, 4, 5, 6]))
     assert whole.status == "found" and whole.names == [*LEVELS, None]
     # a false disc above C2-C3 (the base of the dens) does not shift the names
-    extra = name_chain(_chain_log_probs([NOT_DISC, 0, 1, 2, 3, 4, 5]))
+    extra = name_chain(chain_log_probs([NOT_DISC, 0, 1, 2, 3, 4, 5]))
     assert extra.names == [None, *LEVELS]
     # thoracic discs below: named up to C7-T1, the rest left out
-    long = name_chain(_chain_log_probs([0, 1, 2, 3, 4, 5, 6, 6, 6]))
+    long = name_chain(chain_log_probs([0, 1, 2, 3, 4, 5, 6, 6, 6]))
     assert long.names[:6] == list(LEVELS) and long.names[6:] == [None, None, None]
     # one ambiguous position in the middle does not break the chain
-    noisy = _chain_log_probs([0, 1, 2, 3, 4, 5])
+    noisy = chain_log_probs([0, 1, 2, 3, 4, 5])
     noisy[2] = np.log(np.full(len(LEVEL_CLASSES), 1 / len(LEVEL_CLASSES)))
     assert name_chain(noisy).names == list(LEVELS)
     # below the anchor the count names the discs: a disc or two that look like another
     # level do not rename them...
-    mislooking = name_chain(_chain_log_probs([0, 1, 4, 3, 1, 5], confidence=0.8))
+    mislooking = name_chain(chain_log_probs([0, 1, 4, 3, 1, 5], confidence=0.8))
     assert mislooking.status == "found" and mislooking.names == list(LEVELS)[:6]
     # ...but a count that every disc below the anchor disagrees with is not trusted
-    scrambled = name_chain(_chain_log_probs([0, 3, 3, 1, 6, 2], confidence=0.8))
+    scrambled = name_chain(chain_log_probs([0, 3, 3, 1, 6, 2], confidence=0.8))
     assert scrambled.status == "unknown" and "inconsistent chain" in (scrambled.reason or "")
-    assert name_chain(_chain_log_probs([0, 3, 3, 1, 6, 2], confidence=0.8), level_weight=0.0).status == "found"
+    assert name_chain(chain_log_probs([0, 3, 3, 1, 6, 2], confidence=0.8), level_weight=0.0).status == "found"
 
 
 def test_the_lower_discs_appearance_settles_an_unsure_anchor() -> None:
     # the anchor position is barely likelier C2-C3 than C3-C4 (the net's common confusion
     # between neighbours on another scanner); the discs below read as C3-C4, C4-C5, ...
-    lp = _chain_log_probs([0, 1, 2, 3, 4, 5], confidence=0.5)
+    lp = chain_log_probs([0, 1, 2, 3, 4, 5], confidence=0.5)
     p = np.exp(lp)
     p[0, 0], p[0, 1] = 0.45, 0.4
     p[1:, 0] = 0.05
@@ -128,19 +121,19 @@ def test_the_lower_discs_appearance_settles_an_unsure_anchor() -> None:
 def test_a_counted_disc_that_surely_is_another_level_vetoes_the_count() -> None:
     # ...unless the net is sure: C3-C4 missed by the detector, so the count says C3-C4 where
     # the disc is C4-C5
-    skipped = name_chain(_chain_log_probs([0, 2, 3, 4], confidence=0.95))
+    skipped = name_chain(chain_log_probs([0, 2, 3, 4], confidence=0.95))
     assert skipped.status == "unknown" and skipped.names == [None] * 4
     assert "counted as C3-C4 from C2 looks like C4-C5 (probability 0.95)" in (skipped.reason or "")
-    assert name_chain(_chain_log_probs([0, 2, 3, 4], confidence=0.95), contradiction=0.99).status == "found"
+    assert name_chain(chain_log_probs([0, 2, 3, 4], confidence=0.95), contradiction=0.99).status == "found"
     # a thoracic disc that looks like T1-T2 below C7-T1 is no contradiction (it is not named)
-    assert name_chain(_chain_log_probs([0, 1, 2, 3, 4, 5, 6], confidence=0.95)).status == "found"
+    assert name_chain(chain_log_probs([0, 1, 2, 3, 4, 5, 6], confidence=0.95)).status == "found"
 
 
 def test_no_anchor_or_a_chain_that_disagrees_gives_unknown_levels_with_a_reason() -> None:
-    top_missing = name_chain(_chain_log_probs([2, 3, 4, 5]))
+    top_missing = name_chain(chain_log_probs([2, 3, 4, 5]))
     assert top_missing.status == "unknown" and "no C2 anchor" in (top_missing.reason or "")
     assert top_missing.names == [None] * 4
-    vague = name_chain(_chain_log_probs([0, 1, 2, 3], confidence=0.13))
+    vague = name_chain(chain_log_probs([0, 1, 2, 3], confidence=0.13))
     assert vague.status == "unknown" and vague.reason
     assert name_chain(np.zeros((0, len(LEVEL_CLASSES)))).reason == "no disc found"
     with pytest.raises(ValueError, match="log_probs"):
