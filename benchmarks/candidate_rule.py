@@ -12,16 +12,16 @@ changed to let one pass; margins are there because a "no worse than the shipped 
 figures" rule with none fails an equal model about half the time per criterion:
 
 * each look (our generator widened, with the bones, random tissue intensities): at least as
-  many studies named, and an error share ((wrong names + findings on no disc) / reported)
-  at most the shipped model's + 0.02;
+  many studies named, an error share ((wrong names + findings on no disc) / reported)
+  at most the shipped model's + 0.02, and no more studies with a shifted chain than the
+  shipped model's (added 2026-11-30 night, a tightening: the issue's target is none, and J1
+  passed the rest while doubling them);
 * our own generator's studies: hard AUC at least the shipped one's - 0.01, hard sensitivity
   at the stored operating point at least the shipped one's - 0.08, normal AUC at least the
   shipped one's - 0.01.
 
 The held-out generator is never part of it: a model that passes is shipped, and only then is
 the held-out generator run, once. Prints a table and PASS / FAIL; exit status 0 on PASS.
-Below the table, for the reader and not judged: shifted chains per look (the issue's target is
-none, and a candidate that passes can still make more of them: J1, model card).
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def checks(shipped: dict[str, Any], candidate: dict[str, Any]) -> list[Check]:
         out.append(Check(f"{look}: studies named", s["named"], c["named"], s["named"]))
         s_err = error_share(s)
         out.append(Check(f"{look}: error share", s_err, error_share(c), s_err + ERROR_SHARE_MARGIN, True))
+        s_shift = s.get("shifted chains", 0)
+        out.append(Check(f"{look}: shifted chains", s_shift, c.get("shifted chains", 0), s_shift, True))
 
     def sens(own: dict[str, Any]) -> float:
         k, n = own["hard"]["after"]["sensitivity"]
@@ -79,11 +81,6 @@ def checks(shipped: dict[str, Any], candidate: dict[str, Any]) -> list[Check]:
         Check("own hard: sensitivity", sens(so), sens(co), sens(so) - SENSITIVITY_MARGIN),
         Check("own normal: AUC", auc(so, "normal"), auc(co, "normal"), auc(so, "normal") - AUC_MARGIN),
     ]
-
-
-def shifted_chains(shipped: dict[str, Any], candidate: dict[str, Any]) -> list[tuple[str, int, int]]:
-    """Per look, the studies with a shifted chain: (look, shipped, candidate); not judged."""
-    return [(look, shipped[look].get("shifted chains", 0), candidate[look].get("shifted chains", 0)) for look in LOOKS]
 
 
 def load(folder: Path) -> dict[str, Any]:
@@ -114,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{c.what:28} {c.shipped:8.3f} {c.candidate:10.3f} {c.bar:8.3f}  {'pass' if c.passed else 'FAIL'}")
     verdict = all(c.passed for c in results)
     print("PASS" if verdict else "FAIL")
-    shifts = ", ".join(f"{look} {s} -> {c}" for look, s, c in shifted_chains(shipped, candidate))
-    print(f"not judged: studies with a shifted chain, shipped -> candidate: {shifts}")
     return 0 if verdict else 1
 
 
