@@ -5,6 +5,10 @@ draw: an intensity curve (gamma and a random monotone map), contrast between tis
 blur, a lower acquired resolution, Gibbs ringing (truncated k-space), a coil bias ramp,
 motion ghosts, dark flow-void blobs, and Rician noise. The training crops come from one
 generator; these make its particular look something the classifier cannot lean on.
+
+With ``acquired_noise`` the noise is drawn as a scanner makes it: white at the acquired pixel,
+so band-limited (zero-filled k-space) at the crop's 0.3 mm when the acquisition was coarser,
+and each group of ``GROUP`` crops gets its own acquired resolution instead of one per call.
 """
 
 from __future__ import annotations
@@ -15,14 +19,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+#: crops that share one acquisition draw (resolution, noise grain) with ``acquired_noise``
+GROUP = 32
 
-def randomize(crops: Tensor, gen: torch.Generator, strength: float = 1.0, coarsest: float = 2.5) -> Tensor:
+
+def randomize(
+    crops: Tensor, gen: torch.Generator, strength: float = 1.0, coarsest: float = 2.5, acquired_noise: bool = False
+) -> Tensor:
     """A randomised copy of ``crops`` [N, C, S, S] (raw, >= 0); ``strength`` scales every effect.
     ``coarsest``: the coarsest acquired resolution simulated (on half the crops), in crop pixels
-    (for a 0.3 mm/px crop 2.5 is 0.75 mm, 4 is 1.2 mm: a 256 matrix over 300 mm)."""
+    (for a 0.3 mm/px crop 2.5 is 0.75 mm, 4 is 1.2 mm: a 256 matrix over 300 mm).
+    ``acquired_noise``: noise band-limited to the acquired resolution, drawn per group of crops."""
     n, c, s, _ = crops.shape
     if n == 0:
         return crops
+    if acquired_noise and n > GROUP:
+        return torch.cat([randomize(g, gen, strength, coarsest, True) for g in crops.split(GROUP)])
     u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
     x = crops / crops.flatten(1).quantile(0.99, dim=1).clamp_min(1e-6).view(n, 1, 1, 1)
     x = x.clamp(0, 1.5)
@@ -35,12 +47,13 @@ def randomize(crops: Tensor, gen: torch.Generator, strength: float = 1.0, coarse
     x = _piecewise(x, knots)
 
     # lower acquired resolution, then blur
-    pick = u(n) < 0.5 * strength
-    if pick.any():
+    coarse = u(n) < 0.5 * strength
+    f = 1.0
+    if coarse.any():
         f = 1 + u(1).item() * (coarsest - 1) * strength
         small = max(8, int(s / f))
-        low = F.interpolate(x[pick], size=(small, small), mode="area")
-        x[pick] = F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)
+        low = F.interpolate(x[coarse], size=(small, small), mode="area")
+        x[coarse] = F.interpolate(low, size=(s, s), mode="bilinear", align_corners=False)
     sigma = u(1).item() * 1.2 * strength
     if sigma > 0.2:
         x = _blur(x, sigma)
@@ -73,9 +86,25 @@ def randomize(crops: Tensor, gen: torch.Generator, strength: float = 1.0, coarse
 
     # Rician noise
     sd = (u(n) ** 2 * 0.12 * strength).view(n, 1, 1, 1)
-    re = x + sd * torch.randn(x.shape, generator=gen)
-    im = sd * torch.randn(x.shape, generator=gen)
+    if acquired_noise:
+        grain = torch.where(coarse, f, 1.0).view(n, 1, 1, 1)
+        re = x + sd * band_limited_noise(x.shape, grain, gen)
+        im = sd * band_limited_noise(x.shape, grain, gen)
+    else:
+        re = x + sd * torch.randn(x.shape, generator=gen)
+        im = sd * torch.randn(x.shape, generator=gen)
     return torch.sqrt(re * re + im * im)
+
+
+def band_limited_noise(shape: torch.Size, grain: Tensor, gen: torch.Generator) -> Tensor:
+    """Unit-variance noise [N, C, S, S], white at ``grain`` [N, 1, 1, 1] crop pixels: the central
+    1/grain of k-space along both axes kept, as zero-filling a coarser acquisition leaves it."""
+    z = torch.randn(shape, generator=gen)
+    s = shape[-1]
+    freq = torch.fft.fftfreq(s).abs()  # cycles per crop pixel, 0 .. 0.5
+    keep = (freq.view(1, 1, s, 1) <= 0.5 / grain) & (freq.view(1, 1, 1, s) <= 0.5 / grain)
+    z = torch.fft.ifft2(torch.fft.fft2(z) * keep).real
+    return z / z.flatten(1).std(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
 
 
 def _piecewise(x: Tensor, knots: Tensor) -> Tensor:

@@ -41,6 +41,8 @@ class DiscTrainConfig:
     variety: Variety = Variety()  # what the sampler varies beyond the shipped recipe
     #: the coarsest acquired resolution the herniation crops are randomised to, in crop pixels
     herniation_coarsest: float = 2.5
+    #: herniation crops' noise band-limited to their acquired resolution (``randomize``)
+    herniation_acquired_noise: bool = False
 
 
 def train_discs(
@@ -123,7 +125,11 @@ def _epoch(
     for name in cfg.nets:
         getattr(models, name).train()
     herniation = (
-        normalize_crops(randomize(batch.herniation, gen, coarsest=cfg.herniation_coarsest))
+        normalize_crops(
+            randomize(
+                batch.herniation, gen, coarsest=cfg.herniation_coarsest, acquired_noise=cfg.herniation_acquired_noise
+            )
+        )
         if "herniation" in cfg.nets
         else batch.herniation
     )

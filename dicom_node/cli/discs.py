@@ -94,6 +94,15 @@ def train_discs_cmd(
             "pixels of 0.3 mm (2.5 = 0.75 mm; 4 = 1.2 mm, a 256 matrix over a 300 mm field of view)",
         ),
     ] = 2.5,
+    acquired_noise: Annotated[
+        bool,
+        typer.Option(
+            "--acquired-noise/--white-noise",
+            help="Herniation crops: noise white at the simulated acquired pixel (band-limited at 0.3 mm, "
+            "as a coarser scan's is), each group of 32 crops with its own resolution; default: white "
+            "at 0.3 mm, one resolution per epoch",
+        ),
+    ] = False,
 ) -> None:
     """Train the second stage (herniation call + protrusion, disc level) on crops from our own
     synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
@@ -129,6 +138,7 @@ def train_discs_cmd(
         nets=nets,
         lr=lr,
         herniation_coarsest=coarsest,
+        herniation_acquired_noise=acquired_noise,
         variety=Variety(
             random_look=random_look, craniovertebral_bones=bones, warp_mm=warp, other_generator=other_generator
         ),
