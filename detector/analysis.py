@@ -33,7 +33,7 @@ from detector.discs.locator import LOCATOR_WINDOW, chain_log_probs, log_distribu
 from detector.discs.model import DiscModels
 from detector.inference import Detector, pick_device
 from detector.levels import Chain, Disc, disc_chain
-from detector.naming import Naming, fuse, name_chain
+from detector.naming import Naming, fuse
 from detector.types import Detection
 
 UNKNOWN = "unknown"
@@ -135,7 +135,7 @@ class Analyzer:
         volume = torch.from_numpy(np.stack([np.asarray(im, np.float32) for im in images])).to(self.detector.device)
         spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
         chain = extend_chain(found, volume.shape[1:])
-        naming = name_chain(self.level_log_probs(volume, spacing, chain))
+        naming = self.discs.naming(self.level_log_probs(volume, spacing, chain))
         judged = [key_members(m) for m in chain.members]
         if naming.status == "found":  # a disc the detector missed, where the count puts one
             judged = [m or (inferred(chain, i) if naming.names[i] else []) for i, m in enumerate(judged)]

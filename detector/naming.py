@@ -21,7 +21,8 @@ level is reported as unknown.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -47,13 +48,38 @@ class Naming:
     margin: float  # log-likelihood ratio of the best alignment over the runner-up
 
 
+@dataclass(frozen=True)
+class NamingRule:
+    """The parameters of ``name_chain`` (documented there), stored with the second stage that
+    was calibrated under them, so that the model version covers the rule naming its chains."""
+
+    min_anchor_prob: float = 0.3
+    min_margin: float = 1.5
+    not_disc: float = 0.6
+    contradiction: float = 0.9
+    level_weight: float = 0.5
+
+    def __call__(self, log_probs: np.ndarray) -> Naming:
+        return name_chain(log_probs, **asdict(self))
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NamingRule:
+        known = {f.name for f in fields(cls)}
+        if set(data) - known:
+            raise ValueError(f"checkpoint: unknown naming parameters {sorted(set(data) - known)}")
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
 def name_chain(
     log_probs: np.ndarray,
-    min_anchor_prob: float = 0.3,
-    min_margin: float = 1.5,
-    not_disc: float = 0.6,
-    contradiction: float = 0.9,
-    level_weight: float = 0.5,
+    min_anchor_prob: float = NamingRule.min_anchor_prob,
+    min_margin: float = NamingRule.min_margin,
+    not_disc: float = NamingRule.not_disc,
+    contradiction: float = NamingRule.contradiction,
+    level_weight: float = NamingRule.level_weight,
 ) -> Naming:
     """Align a chain [L, 8] of level log-probabilities with the disc levels.
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from detector.discs.calibration import Calibration
 from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP, CropSpec
 from detector.discs.locator import LevelLocator
-from detector.naming import FUSIONS, LEVEL_CLASSES
+from detector.naming import FUSIONS, LEVEL_CLASSES, NamingRule
 
 
 class DiscNet(nn.Module):
@@ -110,6 +110,8 @@ class DiscModels:
     label_threshold_mm: float = 1.5  # a disc is "herniation" in training when it protrudes this far
     locator: LevelLocator | None = None  # where each level is, on the whole neck (``discs.locator``)
     level_fusion: str = "level"  # how the level net's and the locator's views combine (``naming.fuse``)
+    #: how the chain is named from the level views; a checkpoint without one gets today's defaults
+    naming: NamingRule = field(default_factory=NamingRule)
 
     @classmethod
     def new(cls, herniation_crop: CropSpec = HERNIATION_CROP, level_crop: CropSpec = LEVEL_CROP) -> DiscModels:
@@ -183,6 +185,7 @@ class DiscModels:
             "label_threshold_mm": self.label_threshold_mm,
             **({"locator": state(self.locator), "locator_width": self.locator.width} if self.locator else {}),
             "level_fusion": self.level_fusion,
+            "naming": self.naming.to_dict(),
         }
 
     @classmethod
@@ -210,6 +213,7 @@ class DiscModels:
         models.level_fusion = str(payload.get("level_fusion", "level"))
         if models.level_fusion not in FUSIONS:
             raise ValueError(f"checkpoint: level fusion {models.level_fusion!r} is not one of {FUSIONS}")
+        models.naming = NamingRule.from_dict(payload.get("naming", {}))
         if "locator" in payload:
             models.locator = LevelLocator(int(payload["locator_width"]))
         loads: list[tuple[nn.Module, dict[str, Tensor]]] = [*zip(hernia_nets, hernia_states, strict=True)]

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from detector.checkpoint import with_second_stage
 from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, row_quantile, take_crops
 from detector.discs.model import DiscModels, DiscNet, HerniationEnsemble, LevelEnsemble
 from detector.discs.randomize import band_limited_noise, randomize
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
-from detector.naming import LEVEL_CLASSES, NOT_DISC, name_chain
+from detector.naming import LEVEL_CLASSES, NOT_DISC, NamingRule, name_chain
 from tests.detector.conftest import chain_log_probs
 
 
@@ -116,6 +117,27 @@ def test_the_lower_discs_appearance_settles_an_unsure_anchor() -> None:
     assert name_chain(lp).names == list(LEVELS)[:6]
     # with the count alone, "C2-C3 missed above the chain" is almost as likely: unknown
     assert name_chain(lp, level_weight=0.0).status == "unknown"
+    # the stored rule is the same function with its parameters as data
+    assert NamingRule()(lp) == name_chain(lp)
+    assert NamingRule(level_weight=0.0)(lp).status == "unknown"
+
+
+def test_the_naming_rule_travels_with_the_second_stage_and_versions_it() -> None:
+    models = DiscModels.new()
+    models.naming = NamingRule(level_weight=0.0, min_margin=2.0)
+    payload = models.to_payload()
+    assert DiscModels.from_payload(payload).naming == models.naming
+    # a checkpoint stored before the rule was: the code's defaults, as it was named when shipped
+    older = {k: v for k, v in payload.items() if k != "naming"}
+    assert DiscModels.from_payload(older).naming == NamingRule()
+    with pytest.raises(ValueError, match="unknown naming parameters"):
+        DiscModels.from_payload({**payload, "naming": {"level_weight": 0.5, "margin": 1.0}})
+    detector = {"model": {"w": torch.zeros(2)}, "config_name": "meddet-student"}
+    versions = {
+        with_second_stage(detector, p)["version"]
+        for p in (payload, {**payload, "naming": NamingRule().to_dict()}, older)
+    }
+    assert len(versions) == 3  # another rule names other chains: another model version
 
 
 def test_a_counted_disc_that_surely_is_another_level_vetoes_the_count() -> None:
