@@ -73,6 +73,11 @@ class NamingRule:
         return cls(**{k: float(v) for k, v in data.items()})
 
 
+#: How a checkpoint that stores no rule (calibrated before rules were stored, e.g. 6ba6) is
+#: named: the rule of 2026-11-30 evening, written out so that new defaults never rename its chains.
+UNSTORED_RULE = NamingRule(min_anchor_prob=0.3, min_margin=1.5, not_disc=0.6, contradiction=0.9, level_weight=0.5)
+
+
 def name_chain(
     log_probs: np.ndarray,
     min_anchor_prob: float = NamingRule.min_anchor_prob,

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from detector.discs.calibration import Calibration
 from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP, CropSpec
 from detector.discs.locator import LevelLocator
-from detector.naming import FUSIONS, LEVEL_CLASSES, NamingRule
+from detector.naming import FUSIONS, LEVEL_CLASSES, UNSTORED_RULE, NamingRule
 
 
 class DiscNet(nn.Module):
@@ -110,7 +110,7 @@ class DiscModels:
     label_threshold_mm: float = 1.5  # a disc is "herniation" in training when it protrudes this far
     locator: LevelLocator | None = None  # where each level is, on the whole neck (``discs.locator``)
     level_fusion: str = "level"  # how the level net's and the locator's views combine (``naming.fuse``)
-    #: how the chain is named from the level views; a checkpoint without one gets today's defaults
+    #: how the chain is named from the level views (a checkpoint without one: ``UNSTORED_RULE``)
     naming: NamingRule = field(default_factory=NamingRule)
 
     @classmethod
@@ -213,7 +213,7 @@ class DiscModels:
         models.level_fusion = str(payload.get("level_fusion", "level"))
         if models.level_fusion not in FUSIONS:
             raise ValueError(f"checkpoint: level fusion {models.level_fusion!r} is not one of {FUSIONS}")
-        models.naming = NamingRule.from_dict(payload.get("naming", {}))
+        models.naming = NamingRule.from_dict(payload["naming"]) if "naming" in payload else UNSTORED_RULE
         if "locator" in payload:
             models.locator = LevelLocator(int(payload["locator_width"]))
         loads: list[tuple[nn.Module, dict[str, Tensor]]] = [*zip(hernia_nets, hernia_states, strict=True)]

@@ -13,7 +13,7 @@ from detector.discs.model import DiscModels, DiscNet, HerniationEnsemble, LevelE
 from detector.discs.randomize import band_limited_noise, randomize
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
-from detector.naming import LEVEL_CLASSES, NOT_DISC, NamingRule, name_chain
+from detector.naming import LEVEL_CLASSES, NOT_DISC, UNSTORED_RULE, NamingRule, name_chain
 from tests.detector.conftest import chain_log_probs
 
 
@@ -127,9 +127,9 @@ def test_the_naming_rule_travels_with_the_second_stage_and_versions_it() -> None
     models.naming = NamingRule(level_weight=0.0, min_margin=2.0)
     payload = models.to_payload()
     assert DiscModels.from_payload(payload).naming == models.naming
-    # a checkpoint stored before the rule was: the code's defaults, as it was named when shipped
+    # a checkpoint stored before the rule was: the rule it was calibrated under, fixed
     older = {k: v for k, v in payload.items() if k != "naming"}
-    assert DiscModels.from_payload(older).naming == NamingRule()
+    assert DiscModels.from_payload(older).naming == UNSTORED_RULE == NamingRule()
     with pytest.raises(ValueError, match="unknown naming parameters"):
         DiscModels.from_payload({**payload, "naming": {"level_weight": 0.5, "margin": 1.0}})
     detector = {"model": {"w": torch.zeros(2)}, "config_name": "meddet-student"}
