@@ -18,7 +18,7 @@ import torch
 
 from detector.altgen import DISCS_SHOW_MM, TRAINING_SEEDS, AltStudy, make_study
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, random_level_request, take_crops
-from detector.discs.samples import CropBatch, jitter_box
+from detector.discs.samples import CropBatch, jitter_box, shift_anchor
 from detector.naming import LEVEL_CLASSES, NOT_DISC
 
 #: The step between the three slices (mm); the middle one is within ``DISCS_SHOW_MM`` of the midline.
@@ -31,10 +31,11 @@ def draw_other(
     level_spec: CropSpec,
     augment: bool = True,
     warp_mm: float = 0.0,
+    anchor_shift_mm: float = 0.0,
 ) -> CropBatch:
     """The crops of one ``detector.altgen`` patient: a herniation crop on every disc the middle
-    slice cuts (its box jittered as in ``samples``), labelled with the protrusion that slice
-    shows, and the level crops of ``level_points``."""
+    slice cuts (its box jittered and its anchor shifted as in ``samples``), labelled with the
+    protrusion that slice shows, and the level crops of ``level_points``."""
     hard = bool(rng.random() < 0.5)
     d = float(rng.uniform(-DISCS_SHOW_MM, DISCS_SHOW_MM))
     step = float(rng.uniform(*STEP_MM))
@@ -45,6 +46,8 @@ def draw_other(
     for disc in shown:
         box = np.asarray(disc.boxes[1], dtype=np.float64)
         row, col = anchor_of_box(jitter_box(rng, box, min(study.pixel_spacing)) if augment else box)
+        if augment and anchor_shift_mm > 0:
+            row, col = shift_anchor(rng, (row, col), anchor_shift_mm, study.pixel_spacing)
         angle, zoom = (float(rng.uniform(-0.2, 0.2)), float(rng.uniform(0.965, 1.035))) if augment else (0.0, 1.0)
         h_req.append(CropRequest(1, row, col, angle, zoom))
     points = level_points(study, 1, rng)

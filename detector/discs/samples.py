@@ -45,19 +45,24 @@ class Variety:
     """What the training sampler varies beyond ``widen`` and the random T2 looks (all off in
     the shipped recipe): ``random_look``, the share of patients with every tissue's intensity
     at random (``random_contrast``, taken from the generator's own look's share),
-    ``craniovertebral_bones`` (``with_craniovertebral_bones``), ``warp_mm`` and
-    ``other_generator``."""
+    ``craniovertebral_bones`` (``with_craniovertebral_bones``), ``warp_mm``, ``other_generator``
+    and ``anchor_shift_mm``."""
 
     random_look: float = 0.0
     craniovertebral_bones: bool = False
     warp_mm: float = 0.0  # level crops: a smooth elastic warp, this sd (mm) per cosine mode
     other_generator: float = 0.0  # share of patients from ``detector.altgen`` (its own look and anatomy)
+    #: herniation crops on true boxes: the anchor moved up to this far (mm) along the rows and half
+    #: that along the columns, as a detector on another scanner misplaces its boxes
+    anchor_shift_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.random_look <= 1.0 - T2_RANDOM_CONTRAST:
             raise ValueError(f"random_look: expected 0..{1 - T2_RANDOM_CONTRAST}, got {self.random_look}")
         if not 0.0 <= self.other_generator <= 1.0:
             raise ValueError(f"other_generator: expected 0..1, got {self.other_generator}")
+        if not 0.0 <= self.anchor_shift_mm <= 8.0:
+            raise ValueError(f"anchor_shift_mm: expected 0..8, got {self.anchor_shift_mm}")
 
 
 @dataclass
@@ -168,7 +173,7 @@ def draw(
     if variety.other_generator > 0 and rng.random() < variety.other_generator:
         from detector.discs.other_generator import draw_other  # it builds a CropBatch
 
-        return draw_other(rng, herniation_spec, level_spec, augment, variety.warp_mm)
+        return draw_other(rng, herniation_spec, level_spec, augment, variety.warp_mm, variety.anchor_shift_mm)
     hard = bool(rng.random() < 0.5)
     size = int(rng.choice(SIZES))
     look = rng.random() if augment else 1.0
@@ -199,6 +204,8 @@ def draw(
     h_mm: list[float] = []
     for box, name in zip(boxes, names):
         row, col = anchor_of_box(jitter_box(rng, box, spine.pixel_spacing) if augment else box)
+        if augment and variety.anchor_shift_mm > 0:
+            row, col = shift_anchor(rng, (row, col), variety.anchor_shift_mm, spacing)
         angle, zoom = jitter()
         h_req.append(CropRequest(1, row, col, angle, 1 + (zoom - 1) * 0.5))
         h_mm.append(float(prot[LEVELS.index(name)]))
@@ -267,6 +274,17 @@ def _stray_points(
         if 0 <= rows[0] < spine.size and 0 <= cols[0] < spine.size and min(abs(u - spine.disc_center)) > 4.0:
             out.append((float(rows[0]), float(cols[0]), 0.0))
     return out
+
+
+def shift_anchor(
+    rng: np.random.Generator, anchor: tuple[float, float], mm: float, spacing: tuple[float, float]
+) -> tuple[float, float]:
+    """``anchor`` (row, col px) moved by up to ``mm`` along the rows and ``mm / 2`` along the
+    columns (uniform), on pixels of ``spacing`` (row mm, col mm)."""
+    return (
+        anchor[0] + float(rng.uniform(-mm, mm)) / spacing[0],
+        anchor[1] + float(rng.uniform(-mm / 2, mm / 2)) / spacing[1],
+    )
 
 
 def jitter_box(rng: np.random.Generator, box: np.ndarray, mm_per_px: float) -> np.ndarray:

@@ -103,6 +103,16 @@ def train_discs_cmd(
             "at 0.3 mm, one resolution per epoch",
         ),
     ] = False,
+    anchor_shift: Annotated[
+        float,
+        typer.Option(
+            "--anchor-shift",
+            min=0.0,
+            max=8.0,
+            help="Herniation crops on true discs: move the anchor up to this many mm along the rows (half "
+            "that along the columns), as a detector on another scanner misplaces its boxes; 0 = off",
+        ),
+    ] = 0.0,
 ) -> None:
     """Train the second stage (herniation call + protrusion, disc level) on crops from our own
     synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
@@ -140,7 +150,11 @@ def train_discs_cmd(
         herniation_coarsest=coarsest,
         herniation_acquired_noise=acquired_noise,
         variety=Variety(
-            random_look=random_look, craniovertebral_bones=bones, warp_mm=warp, other_generator=other_generator
+            random_look=random_look,
+            craniovertebral_bones=bones,
+            warp_mm=warp,
+            other_generator=other_generator,
+            anchor_shift_mm=anchor_shift,
         ),
     )
     best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init, detect=detect)

@@ -10,7 +10,6 @@ from detector.checkpoint import with_second_stage
 from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, row_quantile, take_crops
 from detector.discs.model import DiscModels, DiscNet, HerniationEnsemble, LevelEnsemble
-from detector.discs.randomize import band_limited_noise, randomize
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
 from detector.naming import LEVEL_CLASSES, NOT_DISC, UNSTORED_RULE, NamingRule, name_chain
@@ -375,29 +374,3 @@ def test_a_share_of_second_stage_training_comes_from_the_other_generator_with_it
         ]
         if c != NOT_DISC:
             assert LEVEL_CLASSES[c] in inside  # on its own disc, give or take the jitter
-
-
-def test_crop_randomisation_simulates_coarser_acquisitions_on_request() -> None:
-    crops = torch.rand(200, 3, 48, 48, generator=torch.Generator().manual_seed(1)) + 1.0
-
-    def fine_detail(coarsest: float) -> float:
-        x = randomize(crops.clone(), torch.Generator().manual_seed(7), coarsest=coarsest)
-        return float((x[..., 1:] - x[..., :-1]).abs().mean() / x.abs().mean())
-
-    default = randomize(crops.clone(), torch.Generator().manual_seed(7))
-    assert torch.equal(default, randomize(crops.clone(), torch.Generator().manual_seed(7), coarsest=2.5))
-    # same draws, only the coarsest resolution differs: less fine detail the coarser it may go
-    assert fine_detail(4.0) < fine_detail(2.5) < fine_detail(1.0)
-    assert torch.equal(default, randomize(crops.clone(), torch.Generator().manual_seed(7), acquired_noise=False))
-    grouped = randomize(crops.clone(), torch.Generator().manual_seed(7), coarsest=4.0, acquired_noise=True)
-    assert grouped.shape == crops.shape and bool(grouped.isfinite().all())
-
-
-def test_acquired_noise_is_white_at_the_acquired_pixel_not_at_the_crops() -> None:
-    grain = torch.tensor([1.0, 2.0, 4.0]).view(3, 1, 1, 1)
-    z = band_limited_noise(torch.Size([3, 1, 96, 96]), grain, torch.Generator().manual_seed(3))
-    sd = z.flatten(1).std(dim=1)
-    torch.testing.assert_close(sd, torch.ones(3))  # the same noise power, whatever the grain
-    neighbours = (z[..., 1:] * z[..., :-1]).flatten(1).mean(dim=1) / sd**2
-    assert abs(float(neighbours[0])) < 0.05  # white at 0.3 mm: neighbours independent
-    assert 0.5 < float(neighbours[1]) < float(neighbours[2])  # coarser scans: smoother grain
