@@ -30,7 +30,7 @@ from detector import checkpoint as ckpt
 from detector.discs.calibration import Calibration
 from detector.discs.crops import CropRequest, anchor_of_box, normalize_crops, take_crops
 from detector.discs.locator import LOCATOR_WINDOW, chain_log_probs, log_distribution, to_window
-from detector.discs.model import DiscModels
+from detector.discs.model import KEY_FRACTION, DiscModels
 from detector.inference import Detector, pick_device
 from detector.levels import Chain, Disc, disc_chain
 from detector.naming import Naming, fuse
@@ -136,9 +136,10 @@ class Analyzer:
         spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
         chain = extend_chain(found, volume.shape[1:])
         naming = self.discs.naming(self.level_log_probs(volume, spacing, chain))
-        judged = [key_members(m) for m in chain.members]
+        share = self.discs.key_fraction
+        judged = [key_members(m, share) for m in chain.members]
         if naming.status == "found":  # a disc the detector missed, where the count puts one
-            judged = [m or (inferred(chain, i) if naming.names[i] else []) for i, m in enumerate(judged)]
+            judged = [m or (inferred(chain, i, share) if naming.names[i] else []) for i, m in enumerate(judged)]
         chain = Chain(chain.positions, chain.spacing, judged)
         logits = self.herniation_outputs(volume, spacing, chain)
         findings = []
@@ -246,9 +247,10 @@ def extend_chain(chain: Chain, shape: tuple[int, ...]) -> Chain:
     return Chain(np.stack(pos), chain.spacing, members)
 
 
-def inferred(chain: Chain, i: int) -> list[Disc]:
+def inferred(chain: Chain, i: int, min_fraction: float = KEY_FRACTION) -> list[Disc]:
     """Discs at chain position ``i``, where nothing was detected: the nearest seen position's
-    boxes moved there (same slices), so the herniation net can judge that disc too."""
+    boxes (its ``key_members``) moved there (same slices), so the herniation net can judge that
+    disc too."""
     seen = [j for j, m in enumerate(chain.members) if m]
     if not seen:
         return []
@@ -262,7 +264,7 @@ def inferred(chain: Chain, i: int) -> list[Disc]:
             0.0,
             0.0,
         )
-        for d in key_members(chain.members[j])
+        for d in key_members(chain.members[j], min_fraction)
     ]
 
 
@@ -273,10 +275,11 @@ def clearest(members: list[Disc]) -> int:
     return max(range(len(members)), key=lambda i: (members[i].score, -abs(i - middle)))
 
 
-def key_members(members: list[Disc], min_fraction: float = 0.35) -> list[Disc]:
+def key_members(members: list[Disc], min_fraction: float = KEY_FRACTION) -> list[Disc]:
     """The detections of one disc that the call looks at: on each slice the best one, and
     only slices where it scores at least ``min_fraction`` of the disc's best (a faint box on a
-    far lateral slice is more often a facet or a foramen than the disc)."""
+    far lateral slice is more often a facet or a foramen than the disc; the checkpoint stores
+    the share it was calibrated under)."""
     if not members:
         return []
     floor = min_fraction * max(d.score for d in members)

@@ -94,6 +94,13 @@ class HerniationEnsemble(Ensemble):
         return torch.stack([net(x) for net in self.members]).mean(dim=0)
 
 
+#: The share of a disc's best detection score that a slice's detection needs for the call to
+#: read it (``analysis.key_members``): fainter boxes on lateral slices are more often a pillar
+#: or a foramen than the disc, and the highest logit over them decides the call and its slice.
+KEY_FRACTION = 0.35
+#: What a checkpoint that stores none (calibrated before 2026-11-30 night) was calibrated under.
+UNSTORED_KEY_FRACTION = 0.35
+
 LevelNet = DiscNet | LevelEnsemble
 HerniationNet = DiscNet | HerniationEnsemble
 
@@ -112,6 +119,7 @@ class DiscModels:
     level_fusion: str = "level"  # how the level net's and the locator's views combine (``naming.fuse``)
     #: how the chain is named from the level views (a checkpoint without one: ``UNSTORED_RULE``)
     naming: NamingRule = field(default_factory=NamingRule)
+    key_fraction: float = KEY_FRACTION  # which detections of a disc the call reads (``KEY_FRACTION``)
 
     @classmethod
     def new(cls, herniation_crop: CropSpec = HERNIATION_CROP, level_crop: CropSpec = LEVEL_CROP) -> DiscModels:
@@ -186,6 +194,7 @@ class DiscModels:
             **({"locator": state(self.locator), "locator_width": self.locator.width} if self.locator else {}),
             "level_fusion": self.level_fusion,
             "naming": self.naming.to_dict(),
+            "key_fraction": self.key_fraction,
         }
 
     @classmethod
@@ -214,6 +223,9 @@ class DiscModels:
         if models.level_fusion not in FUSIONS:
             raise ValueError(f"checkpoint: level fusion {models.level_fusion!r} is not one of {FUSIONS}")
         models.naming = NamingRule.from_dict(payload["naming"]) if "naming" in payload else UNSTORED_RULE
+        models.key_fraction = float(payload.get("key_fraction", UNSTORED_KEY_FRACTION))
+        if not 0.0 <= models.key_fraction <= 1.0:
+            raise ValueError(f"checkpoint: key_fraction {models.key_fraction} is not in 0..1")
         if "locator" in payload:
             models.locator = LevelLocator(int(payload["locator_width"]))
         loads: list[tuple[nn.Module, dict[str, Tensor]]] = [*zip(hernia_nets, hernia_states, strict=True)]

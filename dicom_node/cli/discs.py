@@ -288,15 +288,19 @@ def calibrate_cmd(
     """Fit the calibration of the herniation call (Platt scaling of the per-level logit) and
     choose the operating point that reaches the target sensitivity, on labelled studies that
     are not the test set; store both (and what data they came from) in the checkpoint that
-    `meddet serve`, `worker` and `predict` then use by default."""
+    `meddet serve`, `worker` and `predict` then use by default. The fit is made under today's
+    analysis rules (how chains are named, which detections a call reads), which the checkpoint
+    stores with it."""
     import json
+    from dataclasses import replace
 
     import torch
 
     from detector import checkpoint as ckpt
     from detector.analysis import Analyzer, level_logits
     from detector.discs.calibration import Calibration, calibrate
-    from detector.discs.model import DiscModels
+    from detector.discs.model import KEY_FRACTION, DiscModels
+    from detector.naming import NamingRule
 
     if threads:
         torch.set_num_threads(threads)
@@ -312,8 +316,6 @@ def calibrate_cmd(
         second = DiscModels.load(discs) if discs is not None else None
         analyzer = Analyzer.from_checkpoint(source, device="cpu", discs=second)
         if level is not None:
-            from dataclasses import replace
-
             levels = DiscModels.load(level)
             analyzer.discs = replace(analyzer.discs, level=levels.level.eval(), level_crop=levels.level_crop)
         if add_level is not None:
@@ -327,7 +329,10 @@ def calibrate_cmd(
             analyzer.discs.level_fusion = fusion or "product"
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(f"checkpoint: {exc}")
-    analyzer.discs = analyzer.discs.with_calibration(Calibration.identity())
+    # fitted under today's analysis rules, which the checkpoint then stores (an older one's may differ)
+    analyzer.discs = replace(
+        analyzer.discs.with_calibration(Calibration.identity()), naming=NamingRule(), key_fraction=KEY_FRACTION
+    )
     if data == "synthetic":
         from detector.discs.samples import calibration_studies
 
@@ -348,8 +353,9 @@ def calibrate_cmd(
     source_path = Path(source) if source else SHIPPED_CHECKPOINT
     payload = ckpt.load(source_path)
     sidecar = source_path.with_suffix(".json")
-    if sidecar.is_file():  # its metric blocks (e.g. the model card's hard_set) travel along
+    if sidecar.is_file():  # its detector's metric blocks (e.g. the model card's hard_set) travel along
         payload["metrics"] = {**payload.get("metrics", {}), **json.loads(sidecar.read_text()).get("metrics", {})}
+    payload.get("metrics", {}).pop("heldout", None)  # that run judged the old version's analysis, not this
     payload = ckpt.with_second_stage(payload, analyzer.discs.with_calibration(cal).to_payload())
     ckpt.save(payload, out)
     typer.echo(f"{len(labels)} levels ({cal.n_positive} herniated) from {described}; {unnamed} studies unnamed")

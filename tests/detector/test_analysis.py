@@ -19,8 +19,9 @@ from detector import SHIPPED_CHECKPOINT, checkpoint
 from detector.analysis import UNKNOWN, Analyzer
 from detector.data.synthetic import make_study
 from detector.discs.calibration import Calibration
-from detector.discs.model import DiscModels
+from detector.discs.model import KEY_FRACTION, DiscModels
 from detector.levels import LEVELS
+from detector.naming import NamingRule
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,13 @@ def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None
     cal = Calibration.from_dict(payload["discs"]["calibration"])
     assert cal.target_sensitivity == 0.8 and "seed 123" in cal.data and cal.sensitivity >= 0.8
     assert payload["version"] != checkpoint.load(SHIPPED_CHECKPOINT)["version"]
-    assert json.loads(out.with_suffix(".json").read_text())["version"] == payload["version"]
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["version"] == payload["version"]
+    shipped_metrics = json.loads(SHIPPED_CHECKPOINT.with_suffix(".json").read_text())["metrics"]
+    assert "heldout" in shipped_metrics and "heldout" not in meta["metrics"]  # run it again for this one
+    assert meta["metrics"]["hard_set"] == shipped_metrics["hard_set"]  # the same detector's figures
+    assert payload["discs"]["naming"] == NamingRule().to_dict()  # the rules it was fitted under
+    assert payload["discs"]["key_fraction"] == KEY_FRACTION
     assert Analyzer.from_checkpoint(out, device="cpu").calibration == cal
     bad = CliRunner().invoke(app, ["calibrate", "--out", str(out), "--data", str(tmp_path / "nothing")])
     assert bad.exit_code == 2 and "no boxes.json or ground_truth.json found" in bad.output.replace("\n", " ")

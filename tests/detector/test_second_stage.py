@@ -9,7 +9,7 @@ import torch
 from detector.checkpoint import with_second_stage
 from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, row_quantile, take_crops
-from detector.discs.model import DiscModels, DiscNet, HerniationEnsemble, LevelEnsemble
+from detector.discs.model import UNSTORED_KEY_FRACTION, DiscModels, DiscNet, HerniationEnsemble, LevelEnsemble
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
 from detector.naming import LEVEL_CLASSES, NOT_DISC, UNSTORED_RULE, NamingRule, name_chain
@@ -121,22 +121,25 @@ def test_the_lower_discs_appearance_settles_an_unsure_anchor() -> None:
     assert NamingRule(level_weight=0.0)(lp).status == "unknown"
 
 
-def test_the_naming_rule_travels_with_the_second_stage_and_versions_it() -> None:
+def test_the_analysis_rules_travel_with_the_second_stage_and_version_it() -> None:
     models = DiscModels.new()
     models.naming = NamingRule(level_weight=0.0, min_margin=2.0)
+    models.key_fraction = 0.6
     payload = models.to_payload()
-    assert DiscModels.from_payload(payload).naming == models.naming
-    # a checkpoint stored before the rule was: the rule it was calibrated under, fixed
-    older = {k: v for k, v in payload.items() if k != "naming"}
+    again = DiscModels.from_payload(payload)
+    assert again.naming == models.naming and again.key_fraction == 0.6
+    # a checkpoint stored before the rules were: the rules it was calibrated under, fixed
+    older = {k: v for k, v in payload.items() if k not in ("naming", "key_fraction")}
     assert DiscModels.from_payload(older).naming == UNSTORED_RULE == NamingRule()
+    assert DiscModels.from_payload(older).key_fraction == UNSTORED_KEY_FRACTION
     with pytest.raises(ValueError, match="unknown naming parameters"):
         DiscModels.from_payload({**payload, "naming": {"level_weight": 0.5, "margin": 1.0}})
     detector = {"model": {"w": torch.zeros(2)}, "config_name": "meddet-student"}
     versions = {
         with_second_stage(detector, p)["version"]
-        for p in (payload, {**payload, "naming": NamingRule().to_dict()}, older)
+        for p in (payload, {**payload, "naming": NamingRule().to_dict()}, {**payload, "key_fraction": 0.5}, older)
     }
-    assert len(versions) == 3  # another rule names other chains: another model version
+    assert len(versions) == 4  # other rules name other chains or read other boxes: another version
 
 
 def test_a_counted_disc_that_surely_is_another_level_vetoes_the_count() -> None:
