@@ -32,6 +32,12 @@ def test_wilson_interval_known_values() -> None:
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+    # the interval holds k/n to the bit (rounding put 6/6's upper end at 0.9999999999999999,
+    # and the calibration plot's error bar below the point failed to draw)
+    for n in range(1, 80):
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k, n)
+            assert lo <= k / n <= hi
 
 
 def test_roc_auc_known_values() -> None:
