@@ -97,7 +97,7 @@ class HerniationEnsemble(Ensemble):
 #: The share of a disc's best detection score that a slice's detection needs for the call to
 #: read it (``analysis.key_members``): fainter boxes on lateral slices are more often a pillar
 #: or a foramen than the disc, and the highest logit over them decides the call and its slice.
-KEY_FRACTION = 0.35
+KEY_FRACTION = 0.5
 #: What a checkpoint that stores none (calibrated before 2026-11-30 night) was calibrated under.
 UNSTORED_KEY_FRACTION = 0.35
 
