@@ -177,11 +177,12 @@ def command_without_model_card(argv: Sequence[str]) -> str:
 
 
 def write_model_card(path: Path, version: str, summary: dict[str, Any]) -> None:
-    """Put ``summary`` in ``path``'s ``metrics.heldout``; the file must describe ``version``."""
+    """Put ``summary`` in ``path``'s ``metrics.heldout``, stamped with ``version``, which the file
+    must describe (a copied sidecar then shows whose run it holds)."""
     meta = json.loads(path.read_text())
     if meta.get("version") != version:
         raise ValueError(f"{path} describes {meta.get('version')}, this run scored {version}")
-    meta.setdefault("metrics", {})["heldout"] = summary
+    meta.setdefault("metrics", {})["heldout"] = {"model_version": version, **summary}
     path.write_text(json.dumps(meta, indent=2) + "\n")
 
 

@@ -24,6 +24,23 @@ def test_shipped_checkpoint_is_small_and_versioned() -> None:
     assert meta["metrics"]["hard_set"]["map50"] > 0.3
 
 
+def test_the_shipped_model_states_its_rules_and_its_own_held_out_run() -> None:
+    from detector import checkpoint
+    from detector.discs.model import KEY_FRACTION
+    from detector.naming import NamingRule
+
+    payload = checkpoint.load(SHIPPED_CHECKPOINT)
+    # calibrated under today's rules, stored, so its version names them (docs/data.md)
+    assert NamingRule.from_dict(payload["discs"]["naming"]) == NamingRule()
+    assert payload["discs"]["key_fraction"] == KEY_FRACTION
+    assert checkpoint.with_second_stage(payload, payload["discs"])["version"] == payload["version"]
+    # the metadata's held-out summary is this version's run (benchmarks/generalization.py --model-card)
+    heldout = card()["metrics"]["heldout"]
+    assert heldout["model_version"] == payload["version"]
+    assert "--seed 7100" in heldout["command"] and heldout["routine"]["reported"] > 0
+    assert "heldout" not in payload.get("metrics", {})  # only the sidecar, written for this version
+
+
 @pytest.mark.slow
 def test_shipped_checkpoint_reaches_model_card_ap50_on_fresh_hard_data() -> None:
     from detector.data.synthetic import SyntheticSliceDataset

@@ -26,6 +26,7 @@ def test_the_held_out_summary_goes_into_the_models_own_metadata(tmp_path: Path) 
     after = json.loads(card.read_text())
     block = after["metrics"]["heldout"]
     assert block["command"] == "python benchmarks/generalization.py --routine 1 --hard 1 --seed 7101"
+    assert block["model_version"] == after["version"]
     for group in ("routine", "hard"):
         g = block[group]
         assert g["named_right"] <= g["reported"] and g["unknown_findings"] >= 0
