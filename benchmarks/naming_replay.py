@@ -10,8 +10,9 @@
 every study's chain: the [L, 8] level log-probabilities of the shipped combination and of each
 member of a level ensemble, and the true level under each position's detections (``"empty"``
 where the chain was extended and nothing was detected; null where the boxes sit on no disc).
-``replay`` names those chains with ``detector.naming.name_chain`` for each combination of the
-given parameters and prints, per look, studies named / reported levels / error share (wrong
+``replay`` names those chains with the cached model's stored naming rule
+(``detector.naming.NamingRule``), its level weight and margin set to each combination of the
+given values, and prints, per look, studies named / reported levels / error share (wrong
 names and positions on no disc over reported) / shifted chains. ``--member`` replays one
 member of the ensemble, or a mix (e.g. 0.7: that weight on the last member).
 
@@ -32,7 +33,6 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ sys.path.append(str(Path(__file__).resolve().parent))
 
 from naming_dev import dev_study, tally  # noqa: E402
 
-from detector.naming import Naming, name_chain  # noqa: E402
+from detector.naming import UNSTORED_RULE, Naming, NamingRule  # noqa: E402
 
 #: look name -> naming_dev's (generator, look, anatomy)
 LOOKS = {
@@ -129,7 +129,13 @@ def cache(args: argparse.Namespace) -> None:
                 {"log_probs": lp.round(5).tolist(), "members": members, "truth": chain_truth(study, chain.members)}
             )
             print(f"{look} {i + 1}/{args.studies}", file=sys.stderr, flush=True)
-        meta = {"model": analyzer.version, "look": look, "seed": args.seed, "studies": args.studies}
+        meta = {
+            "model": analyzer.version,
+            "naming": analyzer.discs.naming.to_dict(),
+            "look": look,
+            "seed": args.seed,
+            "studies": args.studies,
+        }
         (args.out / f"{look}.json").write_text(json.dumps({**meta, "chains": chains}))
 
 
@@ -142,9 +148,9 @@ def replay_cmd(args: argparse.Namespace) -> None:
     print(f"model {next(iter(runs.values()))['model']}; per look: named / reported / error share / shifted")
     for w, m in itertools.product(weights, margins):
         row = [f"level_weight {w:.2f} min_margin {m:.2f}"]
-        namer = partial(name_chain, min_margin=m, level_weight=w)
         for look, run in runs.items():
-            c = replay(run["chains"], namer, args.member)
+            stored = NamingRule.from_dict(run["naming"]) if "naming" in run else UNSTORED_RULE  # older caches
+            c = replay(run["chains"], replace(stored, min_margin=m, level_weight=w), args.member)
             row.append(f"{look} {c['named']} / {c['reported']} / {error_share(c):.3f} / {c['shifted chains']}")
         print(" | ".join(row))
 

@@ -73,3 +73,21 @@ def test_tally_counts_only_named_levels() -> None:
 def test_replay_says_when_nothing_was_cached(tmp_path) -> None:
     with pytest.raises(SystemExit, match="no cached looks"):
         main(["replay", str(tmp_path)])
+
+
+def test_replay_starts_from_the_cached_models_stored_rule(tmp_path, capsys) -> None:
+    import json
+
+    # the anchor position is C2-C3 with probability 0.5: named under the default rule, unknown
+    # under a stored rule that asks for 0.9
+    p = np.exp(chain_log_probs([0, 1, 2, 3], 0.9))
+    p[0, 0], p[0, NOT_DISC] = 0.5, p[0, NOT_DISC] + 0.4
+    lp = np.log(p / p.sum(axis=1, keepdims=True)).tolist()
+    cached = {"model": "m", "chains": [{"log_probs": lp, "members": [], "truth": list(LEVELS[:4])}]}
+    for name, rule in (("default", {}), ("strict", {"naming": {"min_anchor_prob": 0.9}})):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "widen.json").write_text(json.dumps(cached | rule))
+        main(["replay", str(folder), "--level-weight", "0.5"])
+    default, strict = capsys.readouterr().out.strip().splitlines()[1::2]
+    assert "widen 1 / 4 /" in default and "widen 0 / 0 /" in strict
