@@ -220,11 +220,12 @@ def protrusions(sp: Spine, d: float) -> np.ndarray:
     return out
 
 
-def disc_boxes(sp: Spine, d: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def disc_boxes(sp: Spine, d: float, protrusion: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Ground truth on the slice at offset d: boxes [N, 4] (x0, y0, x1, y1 px), labels, levels.
 
     A disc is boxed where it shows at least 45% of its midline depth; its box covers the disc
-    and any posterior protrusion. It is ``herniation`` where the protrusion reaches
+    and any posterior protrusion (``protrusion=False``: the annulus and its bulge only, a box
+    whose place does not tell the label). It is ``herniation`` where the protrusion reaches
     LABEL_THRESHOLD_MM on this slice, else ``normal_disc``.
     """
     depth, full, back0 = disc_depth(sp, d), disc_depth(sp, 0.0), disc_back(sp)
@@ -237,8 +238,8 @@ def disc_boxes(sp: Spine, d: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
             continue
         hh = sp.disc_half_height[j] * (1 + sp.concavity)
         u0, u1 = sp.disc_center[j] - hh, sp.disc_center[j] + hh
-        front, back = back0[j] - depth[j], back0[j] + max(prot[j], sp.disc_bulge[j])
-        if prot[j] > 0:
+        front, back = back0[j] - depth[j], back0[j] + max(prot[j] if protrusion else 0.0, sp.disc_bulge[j])
+        if prot[j] > 0 and protrusion:
             h = by_level[j]
             uc = sp.disc_center[j] + h.shift
             u0, u1 = min(u0, uc - h.extent), max(u1, uc + h.extent)

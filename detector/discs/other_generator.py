@@ -32,10 +32,13 @@ def draw_other(
     augment: bool = True,
     warp_mm: float = 0.0,
     anchor_shift_mm: float = 0.0,
+    annulus_anchor: bool = False,
 ) -> CropBatch:
     """The crops of one ``detector.altgen`` patient: a herniation crop on every disc the middle
     slice cuts (its box jittered and its anchor shifted as in ``samples``), labelled with the
-    protrusion that slice shows, and the level crops of ``level_points``."""
+    protrusion that slice shows, and the level crops of ``level_points``. ``annulus_anchor``:
+    the anchor moved forward by half the slice's protrusion, which its box covers (the place of
+    the crop then does not tell the label, as ``samples.annulus_boxes``)."""
     hard = bool(rng.random() < 0.5)
     d = float(rng.uniform(-DISCS_SHOW_MM, DISCS_SHOW_MM))
     step = float(rng.uniform(*STEP_MM))
@@ -46,6 +49,8 @@ def draw_other(
     for disc in shown:
         box = np.asarray(disc.boxes[1], dtype=np.float64)
         row, col = anchor_of_box(jitter_box(rng, box, min(study.pixel_spacing)) if augment else box)
+        if annulus_anchor:
+            col -= disc.protrusion_by_slice[1] / 2 / study.pixel_spacing[1]
         if augment and anchor_shift_mm > 0:
             row, col = shift_anchor(rng, (row, col), anchor_shift_mm, study.pixel_spacing)
         angle, zoom = (float(rng.uniform(-0.2, 0.2)), float(rng.uniform(0.965, 1.035))) if augment else (0.0, 1.0)

@@ -46,7 +46,7 @@ class Variety:
     the shipped recipe): ``random_look``, the share of patients with every tissue's intensity
     at random (``random_contrast``, taken from the generator's own look's share),
     ``craniovertebral_bones`` (``with_craniovertebral_bones``), ``warp_mm``, ``other_generator``
-    and ``anchor_shift_mm``."""
+    ``anchor_shift_mm`` and ``annulus_anchor``."""
 
     random_look: float = 0.0
     craniovertebral_bones: bool = False
@@ -55,6 +55,9 @@ class Variety:
     #: herniation crops on true boxes: the anchor moved up to this far (mm) along the rows and half
     #: that along the columns, as a detector on another scanner misplaces its boxes
     anchor_shift_mm: float = 0.0
+    #: herniation crops anchored on the annulus (the disc's box without its protrusion), and none
+    #: on the detector's boxes: the crop's place then cannot tell the label (``annulus_anchor``)
+    annulus_anchor: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.random_look <= 1.0 - T2_RANDOM_CONTRAST:
@@ -173,7 +176,9 @@ def draw(
     if variety.other_generator > 0 and rng.random() < variety.other_generator:
         from detector.discs.other_generator import draw_other  # it builds a CropBatch
 
-        return draw_other(rng, herniation_spec, level_spec, augment, variety.warp_mm, variety.anchor_shift_mm)
+        return draw_other(
+            rng, herniation_spec, level_spec, augment, variety.warp_mm, variety.anchor_shift_mm, variety.annulus_anchor
+        )
     hard = bool(rng.random() < 0.5)
     size = int(rng.choice(SIZES))
     look = rng.random() if augment else 1.0
@@ -199,17 +204,18 @@ def draw(
     )
 
     boxes, _, names = disc_boxes(spine, d)
+    anchors = annulus_boxes(spine, d, boxes, names) if variety.annulus_anchor else boxes
     prot = protrusions(spine, d)
     h_req: list[CropRequest] = []
     h_mm: list[float] = []
-    for box, name in zip(boxes, names):
+    for box, name in zip(anchors, names):
         row, col = anchor_of_box(jitter_box(rng, box, spine.pixel_spacing) if augment else box)
         if augment and variety.anchor_shift_mm > 0:
             row, col = shift_anchor(rng, (row, col), variety.anchor_shift_mm, spacing)
         angle, zoom = jitter()
         h_req.append(CropRequest(1, row, col, angle, 1 + (zoom - 1) * 0.5))
         h_mm.append(float(prot[LEVELS.index(name)]))
-    if detect is not None and augment and rng.random() < 0.5:
+    if detect is not None and augment and not variety.annulus_anchor and rng.random() < 0.5:
         h_req, h_mm = [], []
         for box, mm in _detected(detect(volume[1].numpy()), boxes, names, prot):
             row, col = anchor_of_box(box)
@@ -235,6 +241,17 @@ def draw(
         level=take_crops(volume, spacing, level_spec, l_req),
         level_class=torch.tensor(l_cls, dtype=torch.int64),
     )
+
+
+def annulus_boxes(spine: Spine, d: float, boxes: np.ndarray, names: list[str]) -> np.ndarray:
+    """The discs ``names`` (boxed as ``boxes`` by ``disc_boxes``) boxed without their protrusion.
+
+    A herniation extends its disc's box backwards by the protrusion, so a crop centred on that
+    box sits further back on a herniated disc: the net would learn the crop's place, which a
+    detector trained elsewhere does not reproduce, instead of the canal."""
+    bare, _, bare_names = disc_boxes(spine, d, protrusion=False)
+    by_name = dict(zip(bare_names, bare))
+    return np.stack([by_name.get(n, b) for b, n in zip(boxes, names)]) if len(boxes) else boxes
 
 
 def _detected(

@@ -74,7 +74,15 @@ def train_discs(
         sched.load_state_dict(state["scheduler"])
         start, best = state["epoch"] + 1, state["best"]
         log(f"resumed at epoch {start} (best {best:.4f})")
-    val = draw_many((cfg.seed, 1), cfg.val_patients, models.herniation_crop, models.level_crop, augment=False)
+    # validation crops sit where training's do (un-randomised): on the annulus when it anchors there
+    val = draw_many(
+        (cfg.seed, 1),
+        cfg.val_patients,
+        models.herniation_crop,
+        models.level_crop,
+        augment=False,
+        variety=Variety(annulus_anchor=cfg.variety.annulus_anchor),
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()

@@ -113,6 +113,16 @@ def train_discs_cmd(
             "that along the columns), as a detector on another scanner misplaces its boxes; 0 = off",
         ),
     ] = 0.0,
+    annulus_anchor: Annotated[
+        bool,
+        typer.Option(
+            "--annulus-anchor/--box-anchor",
+            help="Herniation crops: anchor on the disc without its protrusion, none on the detector's boxes "
+            "(a herniation widens its box backwards, so a crop on the box's centre sits further back "
+            "and the net can learn the crop's place instead of the canal); validation too. Default: on "
+            "the true box, half the patients on the detector's boxes",
+        ),
+    ] = False,
 ) -> None:
     """Train the second stage (herniation call + protrusion, disc level) on crops from our own
     synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
@@ -134,7 +144,7 @@ def train_discs_cmd(
     elif warm:
         _fail("--warm: name the net to fine-tune with --only")
     detect: Detect | None = None
-    if "herniation" in nets:  # half its crops sit on the detector's boxes; the level net's need none
+    if "herniation" in nets and not annulus_anchor:  # half its crops sit on the detector's boxes
         detector = Detector.from_checkpoint(checkpoint, device="cpu")
 
         def boxes(image: np.ndarray) -> list[tuple[float, float, float, float]]:
@@ -155,6 +165,7 @@ def train_discs_cmd(
             warp_mm=warp,
             other_generator=other_generator,
             anchor_shift_mm=anchor_shift,
+            annulus_anchor=annulus_anchor,
         ),
     )
     best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init, detect=detect)

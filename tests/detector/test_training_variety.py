@@ -1,5 +1,6 @@
 """What the second stage's training varies beyond our generator: crop randomisation
-(``detector.discs.randomize``) and misplaced anchors (``samples.shift_anchor``)."""
+(``detector.discs.randomize``), misplaced anchors (``samples.shift_anchor``) and anchors that
+do not tell the label (``Variety.annulus_anchor``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP
 from detector.discs.randomize import band_limited_noise, randomize
-from detector.discs.samples import Variety, shift_anchor
+from detector.discs.samples import LABEL_THRESHOLD_MM, CropBatch, Variety, draw, shift_anchor
 
 
 def test_crop_randomisation_simulates_coarser_acquisitions_on_request() -> None:
@@ -45,3 +47,46 @@ def test_anchor_shifts_stay_within_their_millimetres_on_anisotropic_pixels() -> 
     assert np.abs(rows_mm).max() > 2.8 and np.abs(cols_mm).max() > 1.4  # the whole range is used
     with pytest.raises(ValueError, match="anchor_shift_mm"):
         Variety(anchor_shift_mm=-1.0)
+
+
+def _patient(seed: int, variety: Variety, augment: bool = False, detect=None) -> CropBatch:  # noqa: ANN001
+    return draw(np.random.default_rng([seed, 11]), HERNIATION_CROP, LEVEL_CROP, augment, detect, variety)
+
+
+@pytest.mark.parametrize("other_generator", [0.0, 1.0], ids=["ours", "altgen"])
+def test_annulus_anchor_moves_the_crops_of_herniated_discs_only(other_generator: float) -> None:
+    """A herniation widens its disc's box backwards: on the box's centre a herniated disc's crop
+    sits further back. Anchored on the annulus, crops of discs with no protrusion stay where
+    they were and those of herniated discs move (both generators, un-augmented draws)."""
+    box, annulus = Variety(other_generator=other_generator), Variety(other_generator=other_generator, annulus_anchor=True)
+    for seed in range(40):
+        plain = _patient(seed, box)
+        mm = plain.protrusion_mm
+        if bool((mm >= LABEL_THRESHOLD_MM).any()) and bool((mm == 0).any()):
+            break
+    else:
+        pytest.fail("no patient with both a herniated disc and a disc without protrusion in 40 draws")
+    moved = _patient(seed, annulus)
+    torch.testing.assert_close(moved.protrusion_mm, mm)  # the same discs, the same labels
+    for crop_box, crop_annulus, disc_mm in zip(plain.herniation, moved.herniation, mm.tolist()):
+        if disc_mm == 0:
+            assert torch.equal(crop_box, crop_annulus)
+        elif disc_mm >= LABEL_THRESHOLD_MM:
+            assert not torch.equal(crop_box, crop_annulus)
+
+
+def test_annulus_anchor_puts_no_training_crop_on_the_detectors_boxes() -> None:
+    """The detector learnt our boxes, protrusion included: its boxes would bring the crop's place
+    back as a cue, so with ``annulus_anchor`` the sampler never asks it."""
+    asked: list[int] = []
+
+    def detect(image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        asked.append(image.shape[0])
+        return [(10.0, 10.0, 40.0, 30.0)]
+
+    for seed in range(6):
+        _patient(seed, Variety(annulus_anchor=True), augment=True, detect=detect)
+    assert asked == []
+    for seed in range(6):
+        _patient(seed, Variety(), augment=True, detect=detect)
+    assert asked  # without it, about half the patients' crops sit on the detector's boxes
