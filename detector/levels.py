@@ -173,7 +173,7 @@ def _chain(discs: list[Disc]) -> tuple[np.ndarray, float]:
     support = [sum(d.score for d in c) for c in clusters]
     kept = [(s, _mean(c)) for s, c in zip(support, clusters) if s >= 0.2 * max(support)]
     kept.sort(key=lambda sc: sc[1][1])
-    kept = _drop_off_line(_merge_close(kept, 0.6 * spacing), 0.4 * spacing)
+    kept = _drop_off_line(_merge_close(_drop_behind(kept, spacing), 0.6 * spacing), 0.4 * spacing)
     # more positions than levels: an end that is clearly weaker than the rest is not a disc
     # (e.g. the dens base above C2-C3 on some slices)
     while len(kept) > len(LEVELS):
@@ -190,6 +190,28 @@ def _chain(discs: list[Disc]) -> tuple[np.ndarray, float]:
         chain += [a + (p - a) * m / (missing + 1) for m in range(1, missing + 1)]
         chain.append(p)
     return np.stack(chain), spacing
+
+
+def _drop_behind(kept: list[tuple[float, np.ndarray]], spacing: float) -> list[tuple[float, np.ndarray]]:
+    """Of two positions side by side across the spine at one height, keep the front one.
+
+    The articular pillars lie behind the discs at about their height; lateral slices box them,
+    and their boxes cluster into a second line parallel to the discs. The canonical view has
+    the front on the left (smaller x), so of a pair less than a third of a spacing apart along
+    the spine and a third to 1.5 spacings apart across it, the one on the right goes."""
+    if len(kept) < 3:
+        return kept
+    centres = np.stack([c for _, c in kept])
+    _, _, vt = np.linalg.svd(centres - centres.mean(axis=0), full_matrices=False)
+    along = vt[0] if vt[0][1] >= 0 else -vt[0]  # head -> feet
+    across = np.array([along[1], -along[0]])  # front -> back (x grows)
+    behind: set[int] = set()
+    for i in range(len(kept)):
+        for j in range(i + 1, len(kept)):
+            v = centres[j] - centres[i]
+            if abs(v @ along) < spacing / 3 and spacing / 3 < abs(v @ across) < 1.5 * spacing:
+                behind.add(j if v @ across > 0 else i)
+    return [k for n, k in enumerate(kept) if n not in behind]
 
 
 def _merge_close(kept: list[tuple[float, np.ndarray]], distance: float) -> list[tuple[float, np.ndarray]]:

@@ -153,3 +153,16 @@ def test_one_disc_drifting_across_slices_is_one_position():
     chain = disc_chain(slices)
     assert chain is not None and len(chain.positions) == 6
     assert [len({d.slice_index for d in m}) for m in chain.members] == [7] * 6
+
+
+def test_a_line_of_pillars_behind_the_discs_does_not_replace_them():
+    """Lateral slices box the articular pillars 18 px behind every disc at its height, on more
+    slices than the discs show: the chain stays on the discs (the front line)."""
+    from detector.levels import disc_chain
+
+    central = [column(score=0.6) for _ in range(5)]
+    lateral = [column(score=0.35, x=118.0) for _ in range(4)]
+    chain = disc_chain([*lateral, *central, *lateral])
+    assert chain is not None and len(chain.positions) == 6
+    np.testing.assert_allclose(chain.positions[:, 0], 100.0, atol=1.0)
+    assert [sorted({d.slice_index for d in m}) for m in chain.members] == [list(range(4, 9))] * 6
