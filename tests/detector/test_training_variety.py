@@ -58,7 +58,10 @@ def test_annulus_anchor_moves_the_crops_of_herniated_discs_only(other_generator:
     """A herniation widens its disc's box backwards: on the box's centre a herniated disc's crop
     sits further back. Anchored on the annulus, crops of discs with no protrusion stay where
     they were and those of herniated discs move (both generators, un-augmented draws)."""
-    box, annulus = Variety(other_generator=other_generator), Variety(other_generator=other_generator, annulus_anchor=True)
+    box, annulus = (
+        Variety(other_generator=other_generator),
+        Variety(other_generator=other_generator, annulus_anchor=True),
+    )
     for seed in range(40):
         plain = _patient(seed, box)
         mm = plain.protrusion_mm
