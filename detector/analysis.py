@@ -199,11 +199,11 @@ class Analyzer:
     @torch.inference_mode()
     def herniation_outputs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> list[np.ndarray]:
         """Per chain position, [M, 2] (logit, protrusion mm) for each of its discs (``members``
-        already reduced by ``key_members``)."""
+        already reduced by ``key_members``), on crops centred as the checkpoint stores
+        (``crop_anchors``)."""
         requests, owner = [], []
         for i, members in enumerate(chain.members):
-            for disc in members:
-                row, col = anchor_of_box(disc.box)
+            for disc, (row, col) in zip(members, crop_anchors(members, self.discs.crop_anchor)):
                 requests.append(CropRequest(disc.slice_index, row, col))
                 owner.append(i)
         if not requests:
@@ -288,6 +288,20 @@ def key_members(members: list[Disc], min_fraction: float = KEY_FRACTION) -> list
         if d.score >= floor and (d.slice_index not in best or d.score > best[d.slice_index].score):
             best[d.slice_index] = d
     return [best[k] for k in sorted(best)]
+
+
+def crop_anchors(members: list[Disc], how: str) -> list[tuple[float, float]]:
+    """The (row, col) each detection of one disc centres its herniation crop on: "slice", its
+    own box's centre; "disc", the same point for all, their centres' mean weighted by score
+    (discs inferred where nothing was detected score 0: an unweighted mean)."""
+    own = [anchor_of_box(d.box) for d in members]
+    if how == "slice" or not members:
+        return own
+    if how != "disc":
+        raise ValueError(f"crop_anchor: expected 'slice' or 'disc', got {how!r}")
+    w = np.array([d.score for d in members]) + 1e-6
+    row, col = (np.array(own) * w[:, None]).sum(axis=0) / w.sum()
+    return [(float(row), float(col))] * len(members)
 
 
 def _central_slice(chain: Chain, n_slices: int) -> int:

@@ -93,7 +93,8 @@ def export(src: Path, dst: Path, half: bool = True) -> dict[str, Any]:
 def with_second_stage(payload: dict[str, Any], discs: dict[str, Any]) -> dict[str, Any]:
     """``payload`` with the second stage (a ``DiscModels.to_payload()`` dict, calibration
     included) under ``"discs"``, versioned by the weights of both stages (a locator's with its
-    fusion), the calibration and the rules it was calibrated under (naming, ``key_fraction``)."""
+    fusion), the calibration and the rules it was calibrated under (naming, ``key_fraction``,
+    ``crop_anchor``)."""
     h = hashlib.sha256(weights_digest(payload["model"]).encode())
     for key in ("herniation", "level", "locator"):
         states = discs.get(key, [])
@@ -102,7 +103,7 @@ def with_second_stage(payload: dict[str, Any], discs: dict[str, Any]) -> dict[st
     if "locator" in discs:  # how its view is used changes the names (without one it is unused)
         h.update(str(discs["level_fusion"]).encode())
     h.update(json.dumps(discs["calibration"], sort_keys=True).encode())
-    for rule in ("naming", "key_fraction"):  # how chains are named and calls read (absent before stored)
+    for rule in ("naming", "key_fraction", "crop_anchor"):  # how chains are named, calls read (absent before stored)
         if rule in discs:
             h.update(json.dumps(discs[rule], sort_keys=True).encode())
     return {**payload, "discs": discs, "version": f"{payload['config_name']}-{h.hexdigest()[:12]}"}

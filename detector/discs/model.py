@@ -100,6 +100,13 @@ class HerniationEnsemble(Ensemble):
 KEY_FRACTION = 0.5
 #: What a checkpoint that stores none (calibrated before 2026-11-30 night) was calibrated under.
 UNSTORED_KEY_FRACTION = 0.35
+#: Where the herniation crops of a disc are centred (``analysis.crop_anchors``): "slice", on each
+#: slice's own box; "disc", on one point for the whole disc, the mean of its boxes' centres
+#: weighted by their scores (one box's error no longer moves the crop; the slices still differ).
+CROP_ANCHORS = ("slice", "disc")
+CROP_ANCHOR = "disc"
+#: What a checkpoint that stores none (calibrated before 2026-12-01) was calibrated under.
+UNSTORED_CROP_ANCHOR = "slice"
 
 LevelNet = DiscNet | LevelEnsemble
 HerniationNet = DiscNet | HerniationEnsemble
@@ -120,6 +127,7 @@ class DiscModels:
     #: how the chain is named from the level views (a checkpoint without one: ``UNSTORED_RULE``)
     naming: NamingRule = field(default_factory=NamingRule)
     key_fraction: float = KEY_FRACTION  # which detections of a disc the call reads (``KEY_FRACTION``)
+    crop_anchor: str = CROP_ANCHOR  # where a disc's herniation crops are centred (``CROP_ANCHORS``)
 
     @classmethod
     def new(cls, herniation_crop: CropSpec = HERNIATION_CROP, level_crop: CropSpec = LEVEL_CROP) -> DiscModels:
@@ -195,6 +203,7 @@ class DiscModels:
             "level_fusion": self.level_fusion,
             "naming": self.naming.to_dict(),
             "key_fraction": self.key_fraction,
+            "crop_anchor": self.crop_anchor,
         }
 
     @classmethod
@@ -226,6 +235,9 @@ class DiscModels:
         models.key_fraction = float(payload.get("key_fraction", UNSTORED_KEY_FRACTION))
         if not 0.0 <= models.key_fraction <= 1.0:
             raise ValueError(f"checkpoint: key_fraction {models.key_fraction} is not in 0..1")
+        models.crop_anchor = str(payload.get("crop_anchor", UNSTORED_CROP_ANCHOR))
+        if models.crop_anchor not in CROP_ANCHORS:
+            raise ValueError(f"checkpoint: crop_anchor {models.crop_anchor!r} is not one of {CROP_ANCHORS}")
         if "locator" in payload:
             models.locator = LevelLocator(int(payload["locator_width"]))
         loads: list[tuple[nn.Module, dict[str, Tensor]]] = [*zip(hernia_nets, hernia_states, strict=True)]

@@ -20,7 +20,7 @@ from detector import SHIPPED_CHECKPOINT, checkpoint
 from detector.analysis import UNKNOWN, Analyzer
 from detector.data.synthetic import make_study
 from detector.discs.calibration import Calibration
-from detector.discs.model import KEY_FRACTION, DiscModels
+from detector.discs.model import CROP_ANCHOR, KEY_FRACTION, DiscModels
 from detector.levels import LEVELS
 from detector.naming import NamingRule
 
@@ -129,6 +129,7 @@ def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None
     assert meta["metrics"]["hard_set"] == shipped_meta["metrics"]["hard_set"]  # the same detector's figures
     assert payload["discs"]["naming"] == NamingRule().to_dict()  # the rules it was fitted under
     assert payload["discs"]["key_fraction"] == KEY_FRACTION
+    assert payload["discs"]["crop_anchor"] == CROP_ANCHOR
     assert Analyzer.from_checkpoint(out, device="cpu").calibration == cal
     bad = CliRunner().invoke(app, ["calibrate", "--out", str(out), "--data", str(tmp_path / "nothing")])
     assert bad.exit_code == 2 and "no boxes.json or ground_truth.json found" in bad.output.replace("\n", " ")
@@ -202,3 +203,24 @@ def test_a_normal_disc_is_shown_on_its_clearest_slice_and_a_herniation_where_it_
     assert herniated.label == "herniation" and herniated.slice_index == 11 and herniated.protrusion_mm == 3.0
     inferred = [Disc(k, np.zeros(2), (0.0, 0.0, 1.0, 1.0), 0.0, 0.0) for k in (4, 5, 6)]
     assert clearest(inferred) == 1  # nothing detected there: the middle slice
+
+
+def test_a_discs_crops_are_centred_on_its_own_boxes_or_on_one_point_for_the_disc() -> None:
+    """ "slice": each detection's crop on its own box; "disc": all on the score-weighted mean of
+    the boxes' centres, so one misplaced box does not move its crop (the slices still differ)."""
+    from detector.analysis import crop_anchors
+    from detector.levels import Disc
+
+    def box(k: int, x: float, y: float, score: float) -> Disc:
+        return Disc(k, np.array([x, y]), (x - 10, y - 4, x + 10, y + 4), 0.0, score)
+
+    members = [box(4, 50.0, 100.0, 0.9), box(5, 56.0, 103.0, 0.3), box(6, 50.0, 100.0, 0.9)]
+    assert crop_anchors(members, "slice") == [(100.0, 50.0), (103.0, 56.0), (100.0, 50.0)]
+    row, col = (100.0 * 1.8 + 103.0 * 0.3) / 2.1, (50.0 * 1.8 + 56.0 * 0.3) / 2.1
+    for anchor in crop_anchors(members, "disc"):
+        assert anchor == pytest.approx((row, col))
+    inferred = [box(4, 50.0, 100.0, 0.0), box(5, 60.0, 110.0, 0.0)]  # nothing detected: a plain mean
+    assert crop_anchors(inferred, "disc") == [pytest.approx((105.0, 55.0))] * 2
+    assert crop_anchors([], "disc") == []
+    with pytest.raises(ValueError, match="crop_anchor"):
+        crop_anchors(members, "box")

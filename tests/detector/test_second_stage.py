@@ -9,7 +9,14 @@ import torch
 from detector.checkpoint import with_second_stage
 from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, row_quantile, take_crops
-from detector.discs.model import UNSTORED_KEY_FRACTION, DiscModels, DiscNet, HerniationEnsemble, LevelEnsemble
+from detector.discs.model import (
+    UNSTORED_CROP_ANCHOR,
+    UNSTORED_KEY_FRACTION,
+    DiscModels,
+    DiscNet,
+    HerniationEnsemble,
+    LevelEnsemble,
+)
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
 from detector.naming import LEVEL_CLASSES, NOT_DISC, UNSTORED_RULE, NamingRule, name_chain
@@ -125,21 +132,31 @@ def test_the_analysis_rules_travel_with_the_second_stage_and_version_it() -> Non
     models = DiscModels.new()
     models.naming = NamingRule(level_weight=0.0, min_margin=2.0)
     models.key_fraction = 0.6
+    models.crop_anchor = "slice"
     payload = models.to_payload()
     again = DiscModels.from_payload(payload)
-    assert again.naming == models.naming and again.key_fraction == 0.6
+    assert again.naming == models.naming and again.key_fraction == 0.6 and again.crop_anchor == "slice"
     # a checkpoint stored before the rules were: the rules it was calibrated under, fixed
-    older = {k: v for k, v in payload.items() if k not in ("naming", "key_fraction")}
+    older = {k: v for k, v in payload.items() if k not in ("naming", "key_fraction", "crop_anchor")}
     assert DiscModels.from_payload(older).naming == UNSTORED_RULE == NamingRule()
     assert DiscModels.from_payload(older).key_fraction == UNSTORED_KEY_FRACTION
+    assert DiscModels.from_payload(older).crop_anchor == UNSTORED_CROP_ANCHOR == "slice"
     with pytest.raises(ValueError, match="unknown naming parameters"):
         DiscModels.from_payload({**payload, "naming": {"level_weight": 0.5, "margin": 1.0}})
+    with pytest.raises(ValueError, match="crop_anchor"):
+        DiscModels.from_payload({**payload, "crop_anchor": "box"})
     detector = {"model": {"w": torch.zeros(2)}, "config_name": "meddet-student"}
     versions = {
         with_second_stage(detector, p)["version"]
-        for p in (payload, {**payload, "naming": NamingRule().to_dict()}, {**payload, "key_fraction": 0.5}, older)
+        for p in (
+            payload,
+            {**payload, "naming": NamingRule().to_dict()},
+            {**payload, "key_fraction": 0.5},
+            {**payload, "crop_anchor": "disc"},
+            older,
+        )
     }
-    assert len(versions) == 4  # other rules name other chains or read other boxes: another version
+    assert len(versions) == 5  # other rules name other chains or read other boxes: another version
 
 
 def test_a_counted_disc_that_surely_is_another_level_vetoes_the_count() -> None:

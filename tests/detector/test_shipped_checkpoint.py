@@ -26,13 +26,14 @@ def test_shipped_checkpoint_is_small_and_versioned() -> None:
 
 def test_the_shipped_model_states_its_rules_and_its_own_held_out_run() -> None:
     from detector import checkpoint
-    from detector.discs.model import KEY_FRACTION
+    from detector.discs.model import CROP_ANCHOR, KEY_FRACTION
     from detector.naming import NamingRule
 
     payload = checkpoint.load(SHIPPED_CHECKPOINT)
     # calibrated under today's rules, stored, so its version names them (docs/data.md)
     assert NamingRule.from_dict(payload["discs"]["naming"]) == NamingRule()
     assert payload["discs"]["key_fraction"] == KEY_FRACTION
+    assert payload["discs"]["crop_anchor"] == CROP_ANCHOR
     assert checkpoint.with_second_stage(payload, payload["discs"])["version"] == payload["version"]
     # the metadata's held-out summary is this version's run (benchmarks/generalization.py --model-card)
     heldout = card()["metrics"]["heldout"]
