@@ -105,7 +105,7 @@ UNSTORED_KEY_FRACTION = 0.35
 #: weighted by their scores (one box's error no longer moves the crop; the slices still differ).
 CROP_ANCHORS = ("slice", "disc")
 CROP_ANCHOR = "disc"
-#: What a checkpoint that stores none (calibrated before 2026-12-01) was calibrated under.
+#: What a checkpoint that stores none (calibrated before A1, late on 2026-11-30) was calibrated under.
 UNSTORED_CROP_ANCHOR = "slice"
 
 LevelNet = DiscNet | LevelEnsemble
