@@ -30,7 +30,7 @@ from detector import checkpoint as ckpt
 from detector.discs.calibration import Calibration
 from detector.discs.crops import CropRequest, anchor_of_box, normalize_crops, take_crops
 from detector.discs.locator import LOCATOR_WINDOW, chain_log_probs, log_distribution, to_window
-from detector.discs.model import KEY_FRACTION, DiscModels
+from detector.discs.model import CROP_ANCHORS, KEY_FRACTION, DiscModels
 from detector.inference import Detector, pick_device
 from detector.levels import Chain, Disc, disc_chain
 from detector.naming import Naming, fuse
@@ -298,7 +298,7 @@ def crop_anchors(members: list[Disc], how: str) -> list[tuple[float, float]]:
     if how == "slice" or not members:
         return own
     if how != "disc":
-        raise ValueError(f"crop_anchor: expected 'slice' or 'disc', got {how!r}")
+        raise ValueError(f"crop_anchor: expected one of {CROP_ANCHORS}, got {how!r}")
     w = np.array([d.score for d in members]) + 1e-6
     row, col = (np.array(own) * w[:, None]).sum(axis=0) / w.sum()
     return [(float(row), float(col))] * len(members)

@@ -154,6 +154,11 @@ class DiscModels:
     def with_calibration(self, calibration: Calibration) -> DiscModels:
         return replace(self, calibration=calibration)
 
+    def under_current_rules(self) -> DiscModels:
+        """These nets under today's analysis rules (the default naming rule, ``KEY_FRACTION``,
+        ``CROP_ANCHOR``): what ``meddet calibrate`` fits under and the checkpoint then stores."""
+        return replace(self, naming=NamingRule(), key_fraction=KEY_FRACTION, crop_anchor=CROP_ANCHOR)
+
     def level_members(self) -> list[DiscNet]:
         """The level net(s): the members of a ``LevelEnsemble``, or the one net."""
         return _members_of(self.level)

@@ -310,8 +310,7 @@ def calibrate_cmd(
     from detector import checkpoint as ckpt
     from detector.analysis import Analyzer, level_logits
     from detector.discs.calibration import Calibration, calibrate
-    from detector.discs.model import CROP_ANCHOR, KEY_FRACTION, DiscModels
-    from detector.naming import NamingRule
+    from detector.discs.model import DiscModels
 
     if threads:
         torch.set_num_threads(threads)
@@ -341,12 +340,7 @@ def calibrate_cmd(
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(f"checkpoint: {exc}")
     # fitted under today's analysis rules, which the checkpoint then stores (an older one's may differ)
-    analyzer.discs = replace(
-        analyzer.discs.with_calibration(Calibration.identity()),
-        naming=NamingRule(),
-        key_fraction=KEY_FRACTION,
-        crop_anchor=CROP_ANCHOR,
-    )
+    analyzer.discs = analyzer.discs.with_calibration(Calibration.identity()).under_current_rules()
     if data == "synthetic":
         from detector.discs.samples import calibration_studies
 
