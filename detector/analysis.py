@@ -10,7 +10,9 @@
    slices) of every detection of a disc; the disc's logit is the highest over its slices, the
    calibrated probability of that is its score, and the stored operating point its call. The
    key slice of a herniation is where the logit is highest; of a normal disc, where the disc
-   was detected most clearly (a far lateral slice's low logit may be the highest).
+   was detected most clearly (a far lateral slice's low logit may be the highest). The
+   finding shows the key slice's box, or where its crop looked when that box lies on another
+   structure (``shown_box``).
 
 ``Analyzer.from_checkpoint()`` loads both stages and the calibration from one checkpoint;
 ``analyze(images, pixel_spacing)`` is pure computation on arrays (no DICOM, no I/O).
@@ -51,6 +53,12 @@ class LevelView:
 #: The level net's views, averaged: the chosen slice and its neighbours, and the window a
 #: little tighter and wider (a neck and a field of view of other proportions).
 LEVEL_VIEWS = tuple(LevelView(k, z) for k in (-1, 0, 1) for z in (0.9, 1.0, 1.12))
+
+
+#: A key slice's box whose centre lies further than this share of the disc spacing from where
+#: its crop looked is on another structure (``shown_box``): the pillar line lies 1/3-1.5 of a
+#: spacing behind the discs (``levels._drop_behind``).
+SHOWN_BOX_REACH = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,7 @@ class Analyzer:
         if naming.status == "found":  # a disc the detector missed, where the count puts one
             judged = [m or (inferred(chain, i, share) if naming.names[i] else []) for i, m in enumerate(judged)]
         chain = Chain(chain.positions, chain.spacing, judged)
+        reach = SHOWN_BOX_REACH * chain.spacing
         logits = self.herniation_outputs(volume, spacing, chain)
         findings = []
         for i, members in enumerate(chain.members):
@@ -152,7 +161,7 @@ class Analyzer:
                     continue  # not a disc, above C2-C3 or below C7-T1: not a reported level
             else:
                 level = UNKNOWN
-            findings.append(self._finding(level, members, logits[i], naming.reason))
+            findings.append(self._finding(level, members, logits[i], naming.reason, volume.shape[1:], reach))
         return SeriesAnalysis(findings, naming, self.calibration, detections)
 
     def level_log_probs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> np.ndarray:
@@ -213,19 +222,29 @@ class Analyzer:
         owners = np.array(owner)
         return [out[owners == i] for i in range(len(chain.members))]
 
-    def _finding(self, level: str, members: list[Disc], outputs: np.ndarray, reason: str | None) -> DiscFinding:
+    def _finding(
+        self,
+        level: str,
+        members: list[Disc],
+        outputs: np.ndarray,
+        reason: str | None,
+        shape: tuple[int, ...],
+        reach: float,
+    ) -> DiscFinding:
+        """The finding of one disc; its box as ``shown_box`` places it (``reach`` px)."""
         top = int(np.argmax(outputs[:, 0]))
         probability = float(self.calibration.probability(outputs[top, 0]))
         called = probability >= self.calibration.threshold
         k = top if called else clearest(members)
         disc = members[k]
+        row, col = crop_anchors(members, self.discs.crop_anchor)[k]
         return DiscFinding(
             level=level,
             label="herniation" if called else "normal_disc",
             probability=probability,
             protrusion_mm=max(0.0, float(outputs[k, 1])),
             slice_index=disc.slice_index,
-            box=disc.box,
+            box=shown_box(disc.box, row, col, reach, shape),
             reason=reason if level == UNKNOWN else None,
             logit=float(outputs[top, 0]),
         )
@@ -245,6 +264,24 @@ def extend_chain(chain: Chain, shape: tuple[int, ...]) -> Chain:
         if inside(bottom):
             pos, members = [*pos, bottom], [*members, []]
     return Chain(np.stack(pos), chain.spacing, members)
+
+
+def shown_box(
+    box: tuple[float, float, float, float], row: float, col: float, reach: float, shape: tuple[int, ...]
+) -> tuple[float, float, float, float]:
+    """The box a finding shows for its key slice's ``box`` (x0, y0, x1, y1), whose crop was
+    centred on (``row``, ``col``): the box itself when its centre lies within ``reach`` px of
+    that point, else the box moved to be centred there. With the "disc" crop anchor a lateral
+    slice's own box can lie on an articular pillar, on no disc, while its crop looked at the
+    disc; the box then shows where the call looked. Clipped to the image [H, W] (the results'
+    writers refuse a box outside it; discs inferred near an edge are kept inside the same way)."""
+    h, w = shape[-2], shape[-1]
+    x0, y0, x1, y1 = box
+    dx, dy = col - (x0 + x1) / 2, row - (y0 + y1) / 2
+    if dx * dx + dy * dy <= reach * reach:
+        dx = dy = 0.0
+    clip = lambda v, hi: min(max(v, 0.0), float(hi))  # noqa: E731
+    return (clip(x0 + dx, w), clip(y0 + dy, h), clip(x1 + dx, w), clip(y1 + dy, h))
 
 
 def inferred(chain: Chain, i: int, min_fraction: float = KEY_FRACTION) -> list[Disc]:

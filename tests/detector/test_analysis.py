@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from detector import SHIPPED_CHECKPOINT, checkpoint
-from detector.analysis import UNKNOWN, Analyzer
+from detector.analysis import UNKNOWN, Analyzer, DiscFinding
 from detector.data.synthetic import make_study
 from detector.discs.calibration import Calibration
 from detector.discs.model import CROP_ANCHOR, KEY_FRACTION, DiscModels
@@ -187,20 +187,36 @@ def test_a_normal_disc_is_shown_on_its_clearest_slice_and_a_herniation_where_it_
 ) -> None:
     """The call is the disc's highest logit either way; a disc called normal is boxed on the
     slice where it was detected most clearly (not on a far lateral slice whose low logit
-    happened to be the highest), a herniation on the slice where its logit is highest."""
-    from detector.analysis import clearest
+    happened to be the highest), a herniation on the slice where its logit is highest. The box
+    is that slice's; one further than ``reach`` from where its crop looked (here 0: any) is
+    shown there instead (with the shipped "disc" anchor, the disc's point: a lateral slice's
+    box on an articular pillar is not shown on the pillar)."""
+    from detector.analysis import clearest, crop_anchors
     from detector.levels import Disc
+
+    def shown_as(finding: DiscFinding, disc: Disc, k: int) -> None:
+        row, col = crop_anchors(members, analyzer.discs.crop_anchor)[k]
+        x0, y0, x1, y1 = finding.box
+        assert (x1 - x0, y1 - y0) == pytest.approx((disc.box[2] - disc.box[0], disc.box[3] - disc.box[1]))
+        assert ((y0 + y1) / 2, (x0 + x1) / 2) == pytest.approx((row, col))
 
     members = [
         Disc(k, np.array([50.0, 60.0 + k]), (40.0, 55.0 + k, 60.0, 65.0 + k), 0.0, s)
         for k, s in ((3, 0.4), (7, 0.95), (11, 0.5))
     ]
-    normal = analyzer._finding("C4-C5", members, np.array([[-6.0, 0.1], [-5.0, 0.2], [-3.0, 0.4]]), None)
-    assert normal.label == "normal_disc" and normal.slice_index == 7 and normal.box == members[1].box
+    normal = analyzer._finding(
+        "C4-C5", members, np.array([[-6.0, 0.1], [-5.0, 0.2], [-3.0, 0.4]]), None, (256, 256), 0.0
+    )
+    assert normal.label == "normal_disc" and normal.slice_index == 7
+    shown_as(normal, members[1], 1)
     assert normal.logit == -3.0 and normal.probability == pytest.approx(analyzer.calibration.probability(-3.0))
     assert normal.protrusion_mm == pytest.approx(0.2)
-    herniated = analyzer._finding("C4-C5", members, np.array([[-6.0, 0.1], [-5.0, 0.2], [6.0, 3.0]]), None)
+    herniated = analyzer._finding(
+        "C4-C5", members, np.array([[-6.0, 0.1], [-5.0, 0.2], [6.0, 3.0]]), None, (256, 256), 0.0
+    )
     assert herniated.label == "herniation" and herniated.slice_index == 11 and herniated.protrusion_mm == 3.0
+    shown_as(herniated, members[2], 2)
+    assert analyzer.discs.crop_anchor == "disc" and herniated.box != members[2].box  # moved onto the disc point
     inferred = [Disc(k, np.zeros(2), (0.0, 0.0, 1.0, 1.0), 0.0, 0.0) for k in (4, 5, 6)]
     assert clearest(inferred) == 1  # nothing detected there: the middle slice
 
@@ -208,7 +224,7 @@ def test_a_normal_disc_is_shown_on_its_clearest_slice_and_a_herniation_where_it_
 def test_a_discs_crops_are_centred_on_its_own_boxes_or_on_one_point_for_the_disc() -> None:
     """ "slice": each detection's crop on its own box; "disc": all on the score-weighted mean of
     the boxes' centres, so one misplaced box does not move its crop (the slices still differ)."""
-    from detector.analysis import crop_anchors
+    from detector.analysis import crop_anchors, shown_box
     from detector.levels import Disc
 
     def box(k: int, x: float, y: float, score: float) -> Disc:
@@ -219,6 +235,13 @@ def test_a_discs_crops_are_centred_on_its_own_boxes_or_on_one_point_for_the_disc
     row, col = (100.0 * 1.8 + 103.0 * 0.3) / 2.1, (50.0 * 1.8 + 56.0 * 0.3) / 2.1
     for anchor in crop_anchors(members, "disc"):
         assert anchor == pytest.approx((row, col))
+    on_pillar = members[1].box  # centred (103, 56): 6.7 px from (100, 50)
+    moved = (40.0, 96.0, 60.0, 104.0)  # where the crop looked
+    assert shown_box(on_pillar, 100.0, 50.0, 5.0, (256, 256)) == moved
+    assert shown_box(on_pillar, 100.0, 50.0, 7.0, (256, 256)) == on_pillar  # close enough: on the disc, as detected
+    own = crop_anchors(members, "slice")[1]
+    assert shown_box(on_pillar, *own, 0.0, (256, 256)) == on_pillar  # "slice": the crop looked at the box itself
+    assert shown_box(on_pillar, 2.0, 250.0, 5.0, (128, 256)) == (240.0, 0.0, 256.0, 6.0)  # kept inside the image
     inferred = [box(4, 50.0, 100.0, 0.0), box(5, 60.0, 110.0, 0.0)]  # nothing detected: a plain mean
     assert crop_anchors(inferred, "disc") == [pytest.approx((105.0, 55.0))] * 2
     assert crop_anchors([], "disc") == []
