@@ -7,6 +7,8 @@ Each DIR holds one model's development runs, made on the same studies:
     naming_dev.py --studies 100 --seed 9700 [--anatomy bones | --look random] --json DIR/{widen,bones,random}.json
     own_generator.py --studies 50 --json DIR/own.json      (the candidate recalibrated as it would ship)
 
+``bash benchmarks/candidate_runs.sh DIR [CHECKPOINT]`` makes all four.
+
 The rule, fixed before the first candidate was confirmed with it (2026-11-30) and never
 changed to let one pass; margins are there because a "no worse than the shipped model's own
 figures" rule with none fails an equal model about half the time per criterion:
