@@ -277,7 +277,8 @@ def shown_box(
     writers refuse a box outside it; discs inferred near an edge are kept inside the same way)."""
     h, w = shape[-2], shape[-1]
     x0, y0, x1, y1 = box
-    dx, dy = col - (x0 + x1) / 2, row - (y0 + y1) / 2
+    centre_row, centre_col = anchor_of_box(box)
+    dx, dy = col - centre_col, row - centre_row
     if dx * dx + dy * dy <= reach * reach:
         dx = dy = 0.0
     clip = lambda v, hi: min(max(v, 0.0), float(hi))  # noqa: E731
