@@ -177,10 +177,13 @@ def command_without_model_card(argv: Sequence[str]) -> str:
 
 
 def write_model_card(path: Path, version: str, summary: dict[str, Any]) -> None:
-    """Put ``summary`` in ``path``'s ``metrics.heldout``, stamped with ``version``, which the file
-    must describe (a copied sidecar then shows whose run it holds)."""
+    """Put ``summary`` in ``path``'s ``metrics.heldout``, stamped with ``version`` (the analysis:
+    weights and rules), whose weights the file must describe (a copied sidecar then shows whose
+    run it holds)."""
+    from detector import analysis_version
+
     meta = json.loads(path.read_text())
-    if meta.get("version") != version:
+    if analysis_version(str(meta.get("version"))) != version:
         raise ValueError(f"{path} describes {meta.get('version')}, this run scored {version}")
     meta.setdefault("metrics", {})["heldout"] = {"model_version": version, **summary}
     path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -238,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         analyzers["baseline"] = baseline_analyzer(args.checkpoint)
     if args.model_card is not None:  # refuse another model's file before scoring anything
-        card_version = json.loads(args.model_card.read_text()).get("version")
+        from detector import analysis_version
+
+        card_version = analysis_version(json.loads(args.model_card.read_text()).get("version"))
         if "new" not in analyzers or analyzers["new"].version != card_version:
             ap.error(f"--model-card: {args.model_card} describes {card_version}, not the model under test")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detector import SHIPPED_CHECKPOINT
+from detector import SHIPPED_CHECKPOINT, analysis_version
 from detector import checkpoint as ckpt
 from detector.discs.calibration import Calibration
 from detector.discs.crops import CropRequest, anchor_of_box, normalize_crops, take_crops
@@ -119,7 +119,7 @@ class Analyzer:
             if stored is None:
                 raise ValueError(f"checkpoint: neither {path} nor the shipped checkpoint holds a second stage")
             discs = DiscModels.from_payload(stored)
-        return cls(detector, discs, detector.version)
+        return cls(detector, discs, analysis_version(detector.version))
 
     @property
     def calibration(self) -> Calibration:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector import checkpoint, model_version
+from detector import analysis_version, checkpoint, checkpoint_version
 from detector.config import load_config
 from detector.inference import Detector
 from detector.train import train
@@ -43,7 +43,7 @@ def test_checkpoint_holds_config_classes_preprocessing_and_version(trained: tupl
     assert payload["class_names"] == list(CLASS_NAMES)
     assert payload["preprocess"]["size"] == 128
     assert payload["epoch"] == 3 and "optimizer" in payload
-    assert model_version(out / "last.pt") == payload["version"]
+    assert checkpoint_version(out / "last.pt") == payload["version"]
 
 
 def test_resume_continues_from_the_last_epoch(trained: tuple[Path, object], tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_exported_detector_predicts_in_original_pixels(trained: tuple[Path, obje
     assert "optimizer" not in exported
     assert (tmp_path / "model.pt").stat().st_size < (out / "best.pt").stat().st_size
     det = Detector.from_checkpoint(tmp_path / "model.pt", device="cpu")
-    assert det.version == model_version(tmp_path / "model.pt")
+    assert det.version == checkpoint_version(tmp_path / "model.pt")
     ds = FakeDiscs(3, seed=7, size=256)  # twice the model input: boxes must come back scaled
     images = [ds[i][0] for i in range(3)]
     results = det.predict(images, batch_size=2)
@@ -87,4 +87,4 @@ def test_model_version_does_not_import_torch(trained: tuple[Path, object]) -> No
     done = subprocess.run(
         [sys.executable, "-c", code, str(out / "last.pt")], capture_output=True, text=True, check=True
     )
-    assert done.stdout.strip() == checkpoint.load(out / "last.pt")["version"]
+    assert done.stdout.strip() == analysis_version(checkpoint.load(out / "last.pt")["version"])

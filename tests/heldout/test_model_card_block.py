@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from detector import SHIPPED_CHECKPOINT
+from detector import ANALYSIS_RULES, SHIPPED_CHECKPOINT, model_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def test_the_held_out_summary_goes_into_the_models_own_metadata(tmp_path: Path) 
     after = json.loads(card.read_text())
     block = after["metrics"]["heldout"]
     assert block["command"] == "python benchmarks/generalization.py --routine 1 --hard 1 --seed 7101"
-    assert block["model_version"] == after["version"]
+    assert block["model_version"] == model_version() == f"{after['version']}+r{ANALYSIS_RULES}"
     for group in ("routine", "hard"):
         g = block[group]
         assert g["named_right"] <= g["reported"] and g["unknown_findings"] >= 0
@@ -40,7 +40,7 @@ def test_a_metadata_file_of_another_model_is_refused(tmp_path: Path) -> None:
     card = tmp_path / "other.json"
     card.write_text(json.dumps({"version": "meddet-student-000000000000", "metrics": {}}))
     done = run(card)
-    assert done.returncode == 2 and "describes meddet-student-000000000000" in done.stderr
+    assert done.returncode == 2 and "describes meddet-student-000000000000+r" in done.stderr
     assert "study" not in done.stdout  # refused before scoring anything
     assert json.loads(card.read_text()) == {"version": "meddet-student-000000000000", "metrics": {}}
     altgen = run(card, "--generator", "altgen")
