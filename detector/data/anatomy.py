@@ -9,7 +9,7 @@ head -> feet, as in a DICOM sagittal series with orientation [0, 1, 0, 0, 0, -1]
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -73,6 +73,9 @@ class Spine:
     c1_anterior_arch: float = 1.0  # size of C1's anterior arch (0 = not drawn)
     c1_posterior_arch: float = 0.0  # thickness (mm) of C1's posterior arch behind the canal (0 = not drawn)
     clivus: float = 0.0  # thickness (mm) of the clivus rising from above the dens tip (0 = not drawn)
+    #: [7] length (mm) of the bony spurs at the posterior corners of the bodies around each disc
+    #: (a degenerative confounder, never a herniation); None: none drawn
+    osteophyte: np.ndarray | None = None
 
     @property
     def pixel_spacing(self) -> float:
@@ -137,6 +140,16 @@ def sample_spine(rng: np.random.Generator, hard: bool, size: int) -> Spine:
         fov=fov,
         size=size,
     )
+
+
+def with_osteophytes(spine: Spine, rng: np.random.Generator, share: float) -> Spine:
+    """``spine`` with posterior corner osteophytes (1-3.5 mm) at a random ``share`` of its discs,
+    herniated or not: a confounder the call must not take for a herniation. Draws nothing, and
+    returns ``spine`` itself, when ``share`` is 0."""
+    if share <= 0:
+        return spine
+    length = np.where(rng.random(7) < share, rng.uniform(1.0, 3.5, 7), 0.0)
+    return replace(spine, osteophyte=length)
 
 
 def _spinous(rng: np.random.Generator) -> np.ndarray:

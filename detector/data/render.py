@@ -211,6 +211,7 @@ def render_slice(sp: Spine, c: Contrast, u: np.ndarray, v: np.ndarray, d: float,
             cord_p = np.minimum(canal_c + half_cord + 0.3 * push, canal_b - 0.3)
             cord = (v > cord_a) & (v < cord_p) & (u > -40) & ~prot
             img[cord] = c.cord
+    _osteophytes(sp, c, img, u, v, d)
     _posterior_elements(sp, c, img, u, v, k, canal_p, d)
     return img
 
@@ -232,6 +233,36 @@ def _craniovertebral(
         clivus = (above > 0) & (above < 30) & (np.abs(v - axis) < sp.clivus / 2)
         img[clivus] = c.marrow * 0.9
         img[clivus & (np.abs(v - axis) > sp.clivus / 2 - 0.9)] = c.cortex
+
+
+def _osteophytes(sp: Spine, c: Contrast, img: np.ndarray, u: np.ndarray, v: np.ndarray, d: float) -> None:
+    """Posterior corner osteophytes (in place): at each disc with a spur, a tapering bony
+    capsule from the posterior margin of the body above and of the body below, leaning over
+    the disc space into the canal, as long as ``sp.osteophyte`` says at the midline and
+    shorter off it. Cortex-dark, like the spurs a degenerated disc grows; the disc's box and
+    label are the disc's alone (``disc_boxes``)."""
+    if sp.osteophyte is None:
+        return
+    backs = sp.body_depth / 2
+    for j, length in enumerate(sp.osteophyte):
+        width = (sp.body_half_width[j] + sp.body_half_width[j + 1]) / 2
+        reach = float(length * lateral_factor(d, width))
+        if reach < 0.3:
+            continue
+        for corner, back, sign in ((sp.body_bot[j], backs[j], 1.0), (sp.body_top[j + 1], backs[j + 1], -1.0)):
+            # from inside the body's margin to a tip over the disc space, in (u, v) mm
+            p0 = np.array([corner - sign * 2.2, back - 0.6])
+            p1 = np.array([corner + sign * min(0.8, sp.disc_half_height[j]), back + reach])
+            near = (np.abs(u - corner) < 4.0) & (v > back - 2.0) & (v < back + reach + 1.5)
+            if not near.any():
+                continue
+            pu, pv = u[near] - p0[0], v[near] - p0[1]
+            seg = p1 - p0
+            t = np.clip((pu * seg[0] + pv * seg[1]) / float(seg @ seg), 0.0, 1.0)
+            dist = np.hypot(pu - t * seg[0], pv - t * seg[1])
+            inside = np.zeros_like(near)
+            inside[near] = dist < 1.3 + (0.45 - 1.3) * t
+            img[inside] = c.cortex
 
 
 def _protrusion_map(

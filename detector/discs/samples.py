@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detector.data.anatomy import LEVELS, Spine, disc_boxes, protrusions, to_pixels
+from detector.data.anatomy import LEVELS, Spine, disc_boxes, protrusions, to_pixels, with_osteophytes
 from detector.data.render import random_contrast, sample_contrast, t2_random_contrast
 from detector.data.synthetic import SIZES, study_renderer
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, random_level_request, take_crops
@@ -46,7 +46,7 @@ class Variety:
     the shipped recipe): ``random_look``, the share of patients with every tissue's intensity
     at random (``random_contrast``, taken from the generator's own look's share),
     ``craniovertebral_bones`` (``with_craniovertebral_bones``), ``warp_mm``, ``other_generator``
-    ``anchor_shift_mm`` and ``annulus_anchor``."""
+    ``anchor_shift_mm``, ``annulus_anchor`` and ``osteophytes``."""
 
     random_look: float = 0.0
     craniovertebral_bones: bool = False
@@ -58,12 +58,16 @@ class Variety:
     #: herniation crops anchored on the annulus (the disc's box without its protrusion), and none
     #: on the detector's boxes: the crop's place then cannot tell the label (``annulus_anchor``)
     annulus_anchor: bool = False
+    #: share of our generator's discs with posterior corner osteophytes (``with_osteophytes``)
+    osteophytes: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.random_look <= 1.0 - T2_RANDOM_CONTRAST:
             raise ValueError(f"random_look: expected 0..{1 - T2_RANDOM_CONTRAST}, got {self.random_look}")
         if not 0.0 <= self.other_generator <= 1.0:
             raise ValueError(f"other_generator: expected 0..1, got {self.other_generator}")
+        if not 0.0 <= self.osteophytes <= 1.0:
+            raise ValueError(f"osteophytes: expected 0..1, got {self.osteophytes}")
         if not 0.0 <= self.anchor_shift_mm <= 8.0:
             raise ValueError(f"anchor_shift_mm: expected 0..8, got {self.anchor_shift_mm}")
 
@@ -189,7 +193,11 @@ def draw(
         if look < T2_RANDOM_CONTRAST + variety.random_look
         else sample_contrast
     )
-    adjust = with_craniovertebral_bones if variety.craniovertebral_bones else widen
+    geometry = with_craniovertebral_bones if variety.craniovertebral_bones else widen
+
+    def adjust(spine: Spine, rng: np.random.Generator) -> Spine:
+        return with_osteophytes(geometry(spine, rng), rng, variety.osteophytes)
+
     spine, render = study_renderer(rng, hard, size, adjust=adjust, contrast_of=contrast_of)
     if spine.hernias and rng.random() < 0.6:
         h = spine.hernias[rng.integers(len(spine.hernias))]

@@ -74,14 +74,15 @@ def train_discs(
         sched.load_state_dict(state["scheduler"])
         start, best = state["epoch"] + 1, state["best"]
         log(f"resumed at epoch {start} (best {best:.4f})")
-    # validation crops sit where training's do (un-randomised): on the annulus when it anchors there
+    # validation crops sit where training's do (un-randomised): on the annulus when it anchors
+    # there, and beside osteophytes when training draws them (the best epoch must not call them)
     val = draw_many(
         (cfg.seed, 1),
         cfg.val_patients,
         models.herniation_crop,
         models.level_crop,
         augment=False,
-        variety=Variety(annulus_anchor=cfg.variety.annulus_anchor),
+        variety=Variety(annulus_anchor=cfg.variety.annulus_anchor, osteophytes=cfg.variety.osteophytes),
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(start, cfg.epochs):

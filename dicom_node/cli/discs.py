@@ -84,6 +84,16 @@ def train_discs_cmd(
             "anatomy and renderer)",
         ),
     ] = 0.0,
+    osteophytes: Annotated[
+        float,
+        typer.Option(
+            "--osteophytes",
+            min=0.0,
+            max=1.0,
+            help="Share of our generator's discs drawn with posterior corner osteophytes (1-3.5 mm bony "
+            "spurs into the canal, herniated or not): a degenerative confounder labelled by the disc alone",
+        ),
+    ] = 0.0,
     coarsest: Annotated[
         float,
         typer.Option(
@@ -166,6 +176,7 @@ def train_discs_cmd(
             other_generator=other_generator,
             anchor_shift_mm=anchor_shift,
             annulus_anchor=annulus_anchor,
+            osteophytes=osteophytes,
         ),
     )
     best = train_discs(cfg, out, log=typer.echo, resume=resume, init=init, detect=detect)

@@ -1,6 +1,7 @@
 """What the second stage's training varies beyond our generator: crop randomisation
 (``detector.discs.randomize``), misplaced anchors (``samples.shift_anchor``) and anchors that
-do not tell the label (``Variety.annulus_anchor``)."""
+do not tell the label (``Variety.annulus_anchor``), and osteophytes beside the discs
+(``Variety.osteophytes``)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,35 @@ def test_annulus_anchor_puts_no_training_crop_on_the_detectors_boxes() -> None:
     for seed in range(6):
         _patient(seed, Variety(), augment=True, detect=detect)
     assert asked  # without it, about half the patients' crops sit on the detector's boxes
+
+
+def test_osteophytes_are_drawn_into_the_canal_and_leave_the_disc_and_its_label_alone() -> None:
+    from dataclasses import replace
+
+    from detector.data.anatomy import disc_boxes, sample_spine, to_pixels, uv_grid, with_osteophytes
+    from detector.data.render import render_slice, sample_contrast
+
+    rng = np.random.default_rng(5)
+    spine = replace(sample_spine(rng, False, 320), disc_bulge=np.zeros(7), hernias=())
+    contrast = sample_contrast(rng, False)
+    u, v = uv_grid(spine)
+    texture = np.zeros((2, 320, 320))
+    spurred = replace(spine, osteophyte=np.full(7, 3.0))
+    plain, spur = (render_slice(s, contrast, u, v, 0.0, texture) for s in (spine, spurred))
+    # 2 mm behind the posterior corner of C4's lower endplate: CSF without, bone with the spur
+    col, row = to_pixels(spine, np.array([spine.body_bot[2] + 0.3]), np.array([spine.body_depth[2] / 2 + 2.0]))
+    r, c = int(round(float(row[0]))), int(round(float(col[0])))
+    assert plain[r, c] == pytest.approx(contrast.csf) and spur[r, c] == pytest.approx(contrast.cortex)
+    assert np.count_nonzero(plain != spur) > 100
+    # far lateral slices show no spur; boxes and labels are the disc's alone
+    far = [render_slice(x, contrast, u, v, 30.0, texture) for x in (spine, spurred)]
+    assert np.array_equal(*far)
+    for a, b in zip(disc_boxes(spine, 0.0), disc_boxes(spurred, 0.0)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # a share of 0 draws nothing (every existing study stays as it was); 1 spurs every disc
+    assert with_osteophytes(spine, rng, 0.0) is spine
+    assert np.all(with_osteophytes(spine, np.random.default_rng(1), 1.0).osteophyte >= 1.0)
+    with pytest.raises(ValueError, match="osteophytes"):
+        Variety(osteophytes=1.5)
+    same = [_patient(3, Variety(osteophytes=x)).herniation for x in (0.0, 0.0)]
+    assert torch.equal(*same) and not torch.equal(same[0], _patient(3, Variety(osteophytes=1.0)).herniation)
