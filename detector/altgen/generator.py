@@ -106,6 +106,12 @@ def _disc_truth(cover: np.ndarray) -> tuple[Box, tuple[float, float]] | None:
     return box, centre
 
 
+def _confounders(disc: DiscGeom) -> tuple[str, ...]:
+    """A disc's degenerative confounders, named as ``detector.heldout`` names them."""
+    drawn = (("osteophyte", disc.osteophyte > 0), ("dark", disc.nucleus < 0.15))
+    return tuple(name for name, on in drawn if on)
+
+
 def _slice_protrusion(disc: DiscGeom, ln: Lines, z: float, thick: float, n_sub: int) -> float:
     """Displacement on the slice's centre plane, or on its nearest sub-plane that cuts the disc."""
     for zs in sorted([z, *_sub_planes(z, thick, n_sub)], key=lambda p: abs(p - z)):
@@ -241,7 +247,16 @@ def make_study(
         if boxes:
             by_slice = {k: _slice_protrusion(geom, ln, pos[k], proto.thickness, acq.sub_planes) for k in sorted(boxes)}
             discs.append(
-                Disc(geom.level, geom.herniated, round(geom.protrusion_mm, 3), geom.kind, boxes, centres, by_slice)
+                Disc(
+                    geom.level,
+                    geom.herniated,
+                    round(geom.protrusion_mm, 3),
+                    geom.kind,
+                    boxes,
+                    centres,
+                    by_slice,
+                    _confounders(geom),
+                )
             )
     meta = {
         "generator": "altgen",

@@ -33,6 +33,7 @@ class Disc:
     boxes: dict[int, Box]
     centres: dict[int, tuple[float, float]]
     protrusion_by_slice: dict[int, float] = field(default_factory=dict)
+    confounders: tuple[str, ...] = ()  # "osteophyte", "dark": as ``detector.heldout``'s DiscTruth
 
 
 @dataclass(frozen=True, eq=False)

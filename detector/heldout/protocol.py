@@ -39,6 +39,8 @@ from detector.heldout.study import DiscTruth, HeldoutStudy
 Box = tuple[float, float, float, float]
 SIZE_BINS = ((1.5, 2.5), (2.5, 4.0), (4.0, math.inf))
 CALIBRATION_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+#: degenerative confounders a generator may record on a disc (``DiscTruth.confounders``)
+CONFOUNDERS = ("osteophyte", "anterior_spur", "dark", "modic", "listhesis")
 TARGETS = {"naming": 0.98, "sensitivity": 0.85, "specificity": 0.85, "auc": 0.92}
 
 
@@ -140,6 +142,7 @@ def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0
                 herniated=d.herniated,
                 protrusion=d.protrusion_mm,
                 kind=d.kind,
+                confounders=tuple(getattr(d, "confounders", ())),
                 p_name=max((f.probability for f in mine), default=0.0),
                 c_name=any(f.called for f in mine),
                 p_pos=max((f.probability for f in pos), default=0.0),
@@ -216,6 +219,12 @@ class Report:
         for kind in ("bulge", "normal"):
             neg = [c for c in cases if c["kind"] == kind]
             out["by_name"][f"specificity_{kind}"] = specificity([c["c_name"] for c in neg], [False] * len(neg))
+        normals = [c for c in cases if not c["herniated"]]
+        with_one = {name: [c for c in normals if name in c["confounders"]] for name in CONFOUNDERS}
+        with_one["none"] = [c for c in normals if not c["confounders"]]
+        out["by_position"]["specificity_by_confounder"] = {
+            name: specificity([c["c_pos"] for c in neg], [False] * len(neg)) for name, neg in with_one.items() if neg
+        }
         return out
 
     def groups(self) -> dict[str, dict[str, Any]]:
@@ -341,6 +350,10 @@ def format_report(report: Report, title: str = "") -> str:
         row(f"  {key}", [rate(g[n]["by_name"]["sensitivity_by_size"][key]) for n in names])
     row("  specificity on bulges", [rate(g[n]["by_name"]["specificity_bulge"]) for n in names])
     row("  specificity on normals", [rate(g[n]["by_name"]["specificity_normal"]) for n in names])
+    lines.append("  by position, specificity on normal discs with a confounder")
+    for key in g["all"]["by_position"]["specificity_by_confounder"]:
+        by = [g[n]["by_position"]["specificity_by_confounder"].get(key) for n in names]
+        row(f"  {key}", [rate(b) if b is not None else "-" for b in by])
     return "\n".join(lines)
 
 

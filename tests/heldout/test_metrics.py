@@ -238,3 +238,22 @@ def test_calibration_by_position_ignores_names(study) -> None:
         assert [b.n for b in report.calibration("hard")] == [0] * 5  # no hard studies: empty bins
     text = format_calibration(report)
     assert "[0.80, 1.00]" in text and "[0.00, 0.20)" in text and "hard" not in text
+
+
+def test_specificity_is_split_by_the_confounders_of_normal_discs(study) -> None:
+    from dataclasses import replace
+
+    normals = [d for d in study.discs if d.reported and not d.herniated]
+    spurred = replace(
+        study, discs=tuple(replace(d, confounders=("osteophyte",)) if d is normals[0] else d for d in study.discs)
+    )
+    findings = _perfect(spurred)
+    for f in findings:  # the spurred normal disc is called: a false call on an osteophyte
+        if f["level"] == normals[0].level:
+            f.update(probability=0.9, called=True)
+    report = Report([score_study(spurred, findings)])
+    split = report.group("all")["by_position"]["specificity_by_confounder"]
+    assert (split["osteophyte"].k, split["osteophyte"].n) == (0, 1)
+    rest = [d for d in normals[1:] if not d.confounders]
+    assert (split["none"].k, split["none"].n) == (len(rest), len(rest))
+    assert "osteophyte" in format_report(report) and "confounder" in format_report(report)
