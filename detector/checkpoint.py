@@ -90,6 +90,11 @@ def export(src: Path, dst: Path, half: bool = True) -> dict[str, Any]:
     return keep
 
 
+#: The analysis rules a second stage stores beside its calibration (``DiscModels.rules``); its
+#: version covers them, so a new stored rule goes here too (tests/detector/test_second_stage.py).
+STORED_RULES = ("naming", "key_fraction", "crop_anchor")
+
+
 def with_second_stage(payload: dict[str, Any], discs: dict[str, Any]) -> dict[str, Any]:
     """``payload`` with the second stage (a ``DiscModels.to_payload()`` dict, calibration
     included) under ``"discs"``, versioned by the weights of both stages (a locator's with its
@@ -103,7 +108,7 @@ def with_second_stage(payload: dict[str, Any], discs: dict[str, Any]) -> dict[st
     if "locator" in discs:  # how its view is used changes the names (without one it is unused)
         h.update(str(discs["level_fusion"]).encode())
     h.update(json.dumps(discs["calibration"], sort_keys=True).encode())
-    for rule in ("naming", "key_fraction", "crop_anchor"):  # how chains are named, calls read (absent before stored)
+    for rule in STORED_RULES:  # how chains are named, calls read (absent before they were stored)
         if rule in discs:
             h.update(json.dumps(discs[rule], sort_keys=True).encode())
     return {**payload, "discs": discs, "version": f"{payload['config_name']}-{h.hexdigest()[:12]}"}

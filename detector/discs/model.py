@@ -206,10 +206,13 @@ class DiscModels:
             "label_threshold_mm": self.label_threshold_mm,
             **({"locator": state(self.locator), "locator_width": self.locator.width} if self.locator else {}),
             "level_fusion": self.level_fusion,
-            "naming": self.naming.to_dict(),
-            "key_fraction": self.key_fraction,
-            "crop_anchor": self.crop_anchor,
+            **self.rules(),
         }
+
+    def rules(self) -> dict[str, Any]:
+        """The analysis rules this second stage was calibrated under, as stored (their keys are
+        ``checkpoint.STORED_RULES``, which the version covers)."""
+        return {"naming": self.naming.to_dict(), "key_fraction": self.key_fraction, "crop_anchor": self.crop_anchor}
 
     @classmethod
     def load(cls, path: Path | str) -> DiscModels:

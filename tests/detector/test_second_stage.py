@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.checkpoint import with_second_stage
+from detector.checkpoint import STORED_RULES, with_second_stage
 from detector.discs.calibration import Calibration, calibrate, fit_platt, operating_point, reliability
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, normalize_crops, row_quantile, take_crops
 from detector.discs.model import (
@@ -136,8 +136,10 @@ def test_the_analysis_rules_travel_with_the_second_stage_and_version_it() -> Non
     payload = models.to_payload()
     again = DiscModels.from_payload(payload)
     assert again.naming == models.naming and again.key_fraction == 0.6 and again.crop_anchor == "slice"
+    # every stored rule is in the version (a rule added to DiscModels.rules only would not be)
+    assert tuple(models.rules()) == STORED_RULES
     # a checkpoint stored before the rules were: the rules it was calibrated under, fixed
-    older = {k: v for k, v in payload.items() if k not in ("naming", "key_fraction", "crop_anchor")}
+    older = {k: v for k, v in payload.items() if k not in STORED_RULES}
     assert DiscModels.from_payload(older).naming == UNSTORED_RULE == NamingRule()
     assert DiscModels.from_payload(older).key_fraction == UNSTORED_KEY_FRACTION
     assert DiscModels.from_payload(older).crop_anchor == UNSTORED_CROP_ANCHOR == "slice"
