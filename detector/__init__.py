@@ -23,8 +23,8 @@ SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "meddet-student.pt"
 #: change that alters the findings of an unchanged checkpoint: the model version that judges a
 #: series (``model_version``) names it, so findings made under other rules never share a version,
 #: a job key or the results' derived UIDs, and the audit says which rules judged. The held-out
-#: run stored with the shipped checkpoint records the revision it measured
-#: (``metrics.heldout.analysis_rules``); tests/detector/test_shipped_checkpoint.py holds them equal.
+#: run stored with the shipped checkpoint records the version it measured, revision included
+#: (``metrics.heldout.model_version``); tests/detector/test_shipped_checkpoint.py holds it to today's.
 #: 1: the rules of 2026-12-01 (chain of 2026-11-30, box shown where the crop looked).
 ANALYSIS_RULES = 1
 

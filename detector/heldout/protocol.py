@@ -142,7 +142,7 @@ def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0
                 herniated=d.herniated,
                 protrusion=d.protrusion_mm,
                 kind=d.kind,
-                confounders=tuple(getattr(d, "confounders", ())),
+                confounders=d.confounders,
                 p_name=max((f.probability for f in mine), default=0.0),
                 c_name=any(f.called for f in mine),
                 p_pos=max((f.probability for f in pos), default=0.0),
