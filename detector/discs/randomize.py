@@ -9,6 +9,12 @@ generator; these make its particular look something the classifier cannot lean o
 With ``acquired_noise`` the noise is drawn as a scanner makes it: white at the acquired pixel,
 so band-limited (zero-filled k-space) at the crop's 0.3 mm when the acquisition was coarser,
 and each group of ``GROUP`` crops gets its own acquired resolution instead of one per call.
+
+With ``texture`` a share of the crops first pass through a random shallow convolutional net
+(global intensity non-linear augmentation, GIN: Ouyang et al., "Causality-inspired
+single-source domain generalization for medical image segmentation", IEEE TMI 2023), mixed
+with the crop: local texture and edge contrast change as between two renderers or scanners,
+while the shapes stay. Its sign follows the crop's, so that fluid stays bright on T2.
 """
 
 from __future__ import annotations
@@ -24,20 +30,31 @@ GROUP = 32
 
 
 def randomize(
-    crops: Tensor, gen: torch.Generator, strength: float = 1.0, coarsest: float = 2.5, acquired_noise: bool = False
+    crops: Tensor,
+    gen: torch.Generator,
+    strength: float = 1.0,
+    coarsest: float = 2.5,
+    acquired_noise: bool = False,
+    texture: float = 0.0,
 ) -> Tensor:
     """A randomised copy of ``crops`` [N, C, S, S] (raw, >= 0); ``strength`` scales every effect.
     ``coarsest``: the coarsest acquired resolution simulated (on half the crops), in crop pixels
     (for a 0.3 mm/px crop 2.5 is 0.75 mm, 4 is 1.2 mm: a 256 matrix over 300 mm).
-    ``acquired_noise``: noise band-limited to the acquired resolution, drawn per group of crops."""
+    ``acquired_noise``: noise band-limited to the acquired resolution, drawn per group of crops.
+    ``texture``: the share of crops given a random texture first (``random_texture``); 0 draws
+    nothing, so the other effects are drawn exactly as without it."""
     n, c, s, _ = crops.shape
     if n == 0:
         return crops
     if acquired_noise and n > GROUP:
-        return torch.cat([randomize(g, gen, strength, coarsest, True) for g in crops.split(GROUP)])
+        return torch.cat([randomize(g, gen, strength, coarsest, True, texture) for g in crops.split(GROUP)])
     u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
     x = crops / crops.flatten(1).quantile(0.99, dim=1).clamp_min(1e-6).view(n, 1, 1, 1)
     x = x.clamp(0, 1.5)
+    if texture > 0:
+        pick = u(n) < texture
+        if pick.any():
+            x[pick] = random_texture(x[pick], gen)
 
     # intensity curve: gamma, then a random monotone piecewise-linear map
     gamma = torch.exp((u(n) * 2 - 1) * 0.5 * strength).view(n, 1, 1, 1)
@@ -94,6 +111,36 @@ def randomize(
         re = x + sd * torch.randn(x.shape, generator=gen)
         im = sd * torch.randn(x.shape, generator=gen)
     return torch.sqrt(re * re + im * im)
+
+
+def random_texture(x: Tensor, gen: torch.Generator, layers: int = 4, width: int = 2) -> Tensor:
+    """``x`` [N, C, S, S] (>= 0, ~[0, 1]) through a random shallow net, one per group of ``GROUP``
+    crops (GIN): ``layers`` convolutions of kernel 1 or 3 with N(0, 1) weights, ``width``
+    channels, leaky ReLUs between, applied to each slice channel alike (they are neighbouring
+    slices of one scan). The output has each crop's own mean and spread, is mixed with the crop
+    by a random weight, and keeps the crop's sign (bright stays bright where the two
+    correlate); >= 0."""
+    n, c, s, _ = x.shape
+    if n > GROUP:
+        return torch.cat([random_texture(g, gen, layers, width) for g in x.split(GROUP)])
+    u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    y = x.reshape(n * c, 1, s, s)
+    channels = [1] + [width] * (layers - 1) + [1]
+    for i in range(layers):
+        k = 1 if u(1).item() < 0.5 else 3
+        w = torch.randn(channels[i + 1], channels[i], k, k, generator=gen)
+        y = F.conv2d(y, w, padding=k // 2)
+        if i < layers - 1:
+            y = F.leaky_relu(y, 0.2)
+    y = y.view(n, c, s, s)
+    flat_x, flat_y = x.flatten(1), y.flatten(1)
+    zx = flat_x - flat_x.mean(1, keepdim=True)
+    zy = flat_y - flat_y.mean(1, keepdim=True)
+    sign = torch.where((zx * zy).sum(1) < 0, -1.0, 1.0)
+    zy = zy * sign[:, None] / zy.std(1, keepdim=True).clamp_min(1e-6) * zx.std(1, keepdim=True)
+    out = (zy + flat_x.mean(1, keepdim=True)).view_as(x)
+    alpha = u(n).view(n, 1, 1, 1)
+    return (alpha * out + (1 - alpha) * x).clamp_min(0)
 
 
 def band_limited_noise(shape: torch.Size, grain: Tensor, gen: torch.Generator) -> Tensor:

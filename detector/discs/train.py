@@ -43,6 +43,8 @@ class DiscTrainConfig:
     herniation_coarsest: float = 2.5
     #: herniation crops' noise band-limited to their acquired resolution (``randomize``)
     herniation_acquired_noise: bool = False
+    #: share of herniation crops given a random texture (``randomize.random_texture``)
+    herniation_texture: float = 0.0
 
 
 def train_discs(
@@ -136,7 +138,11 @@ def _epoch(
     herniation = (
         normalize_crops(
             randomize(
-                batch.herniation, gen, coarsest=cfg.herniation_coarsest, acquired_noise=cfg.herniation_acquired_noise
+                batch.herniation,
+                gen,
+                coarsest=cfg.herniation_coarsest,
+                acquired_noise=cfg.herniation_acquired_noise,
+                texture=cfg.herniation_texture,
             )
         )
         if "herniation" in cfg.nets

@@ -113,6 +113,17 @@ def train_discs_cmd(
             "at 0.3 mm, one resolution per epoch",
         ),
     ] = False,
+    texture: Annotated[
+        float,
+        typer.Option(
+            "--texture",
+            min=0.0,
+            max=1.0,
+            help="Herniation crops: the share given a random texture first (a random shallow conv net "
+            "mixed in, GIN-style, fluid kept bright): another renderer's or scanner's local contrast; "
+            "0 = off",
+        ),
+    ] = 0.0,
     anchor_shift: Annotated[
         float,
         typer.Option(
@@ -169,6 +180,7 @@ def train_discs_cmd(
         lr=lr,
         herniation_coarsest=coarsest,
         herniation_acquired_noise=acquired_noise,
+        herniation_texture=texture,
         variety=Variety(
             random_look=random_look,
             craniovertebral_bones=bones,

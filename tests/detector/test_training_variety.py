@@ -1,7 +1,7 @@
 """What the second stage's training varies beyond our generator: crop randomisation
 (``detector.discs.randomize``), misplaced anchors (``samples.shift_anchor``) and anchors that
-do not tell the label (``Variety.annulus_anchor``), and osteophytes beside the discs
-(``Variety.osteophytes``)."""
+do not tell the label (``Variety.annulus_anchor``), osteophytes beside the discs
+(``Variety.osteophytes``), and random textures (``randomize.random_texture``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP
-from detector.discs.randomize import band_limited_noise, randomize
+from detector.discs.randomize import band_limited_noise, random_texture, randomize
 from detector.discs.samples import LABEL_THRESHOLD_MM, CropBatch, Variety, draw, shift_anchor
 
 
@@ -38,6 +38,31 @@ def test_acquired_noise_is_white_at_the_acquired_pixel_not_at_the_crops() -> Non
     neighbours = (z[..., 1:] * z[..., :-1]).flatten(1).mean(dim=1) / sd**2
     assert abs(float(neighbours[0])) < 0.05  # white at 0.3 mm: neighbours independent
     assert 0.5 < float(neighbours[1]) < float(neighbours[2])  # coarser scans: smoother grain
+
+
+def test_random_texture_changes_local_contrast_but_keeps_polarity_level_and_spread() -> None:
+    # a bright band (fluid) beside a dark one (annulus) on mid grey, in every slice channel
+    crops = torch.full((64, 3, 48, 48), 0.4)
+    crops[..., 20:28] = 1.0
+    crops[..., 30:34] = 0.05
+    crops += 0.02 * torch.rand(64, 1, 48, 48, generator=torch.Generator().manual_seed(2))  # alike in every slice
+    out = random_texture(crops.clone(), torch.Generator().manual_seed(5))
+    assert out.shape == crops.shape and bool((out >= 0).all())
+    # each crop keeps its mean, and the fluid stays brighter than the annulus (no inversion)
+    torch.testing.assert_close(out.mean(dim=(1, 2, 3)), crops.mean(dim=(1, 2, 3)), atol=0.03, rtol=0)
+    assert bool((out[..., 20:28].mean(dim=(1, 2, 3)) > out[..., 30:34].mean(dim=(1, 2, 3))).all())
+    # one net for all slice channels: alike slices stay alike
+    torch.testing.assert_close(out[:, 0], out[:, 2])
+    assert float((out - crops).abs().mean()) > 0.01  # it does change the crops
+
+
+def test_texture_is_drawn_only_when_asked_and_only_on_its_share() -> None:
+    crops = torch.rand(96, 3, 48, 48, generator=torch.Generator().manual_seed(1)) + 1.0
+    default = randomize(crops.clone(), torch.Generator().manual_seed(7), coarsest=4.0, acquired_noise=True)
+    off = randomize(crops.clone(), torch.Generator().manual_seed(7), coarsest=4.0, acquired_noise=True, texture=0.0)
+    assert torch.equal(default, off)  # 0 draws nothing: every other effect as before
+    on = randomize(crops.clone(), torch.Generator().manual_seed(7), coarsest=4.0, acquired_noise=True, texture=0.5)
+    assert on.shape == crops.shape and bool(on.isfinite().all()) and not torch.equal(on, default)
 
 
 def test_anchor_shifts_stay_within_their_millimetres_on_anisotropic_pixels() -> None:
