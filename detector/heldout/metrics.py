@@ -1,5 +1,5 @@
-"""Pure metrics for the held-out protocol (numpy only): Wilson intervals, ROC AUC, rates,
-reliability bins."""
+"""Pure metrics for the held-out protocol (numpy only): Wilson intervals, ROC AUC with study
+bootstrap intervals and paired differences, rates, reliability bins."""
 
 from __future__ import annotations
 
@@ -47,6 +47,76 @@ def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.nd
         i = j + 1
     u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
+
+
+#: bootstrap rounds of ``auc_interval`` and ``paired_auc_difference``
+BOOTSTRAP_ROUNDS = 2000
+
+
+def _study_draws(studies: Sequence[object] | np.ndarray, rounds: int, seed: int) -> list[np.ndarray]:
+    """Case indices of ``rounds`` resamples of whole studies (with replacement): the discs of
+    one study share its look and noise, so they are resampled together, not one by one."""
+    keys = np.asarray(studies)
+    members = [np.flatnonzero(keys == k) for k in dict.fromkeys(keys.tolist())]
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))]) for _ in range(rounds)]
+
+
+def auc_interval(
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[bool] | np.ndarray,
+    studies: Sequence[object] | np.ndarray,
+    rounds: int = BOOTSTRAP_ROUNDS,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% percentile interval of the ROC AUC over ``rounds`` resamples of whole studies
+    (``studies``: each case's study); NaN, NaN when a class is missing."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    if not y.any() or y.all():
+        return (math.nan, math.nan)
+    aucs = np.array([roc_auc(s[i], y[i]) for i in _study_draws(studies, rounds, seed)])
+    lo, hi = np.nanpercentile(aucs, [2.5, 97.5])
+    return (float(lo), float(hi))
+
+
+@dataclass(frozen=True)
+class AucDifference:
+    """ROC AUC of two models' scores on the same cases: ``b - a``, its 95% interval over study
+    resamples, and the share of resamples in which ``b`` is ahead."""
+
+    a: float
+    b: float
+    ci95: tuple[float, float]
+    b_ahead: float
+
+    @property
+    def delta(self) -> float:
+        return self.b - self.a
+
+    def __str__(self) -> str:
+        lo, hi = self.ci95
+        return f"{self.a:.3f} -> {self.b:.3f}: {self.delta:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}; ahead in {self.b_ahead:.0%})"
+
+
+def paired_auc_difference(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    labels: Sequence[bool] | np.ndarray,
+    studies: Sequence[object] | np.ndarray,
+    rounds: int = BOOTSTRAP_ROUNDS,
+    seed: int = 0,
+) -> AucDifference:
+    """Two models' scores ``a``, ``b`` of the same cases compared on the same resamples of
+    whole studies (paired), so that what the studies share cancels out of the difference."""
+    sa, sb, y = np.asarray(a, float), np.asarray(b, float), np.asarray(labels, bool)
+    if not sa.shape == sb.shape == y.shape:
+        raise ValueError(f"paired_auc_difference: {sa.shape}, {sb.shape} scores for {y.shape} labels")
+    if not y.any() or y.all():
+        raise ValueError("paired_auc_difference: both classes are needed")
+    deltas = np.array([roc_auc(sb[i], y[i]) - roc_auc(sa[i], y[i]) for i in _study_draws(studies, rounds, seed)])
+    deltas = deltas[np.isfinite(deltas)]
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return AucDifference(roc_auc(sa, y), roc_auc(sb, y), (float(lo), float(hi)), float((deltas > 0).mean()))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from detector.heldout.anatomy import DISC_LEVELS, REPORTED_LEVELS
 from detector.heldout.metrics import (
     Rate,
     ReliabilityBin,
+    auc_interval,
     best_sensitivity_at_specificity,
     reliability_bins,
     roc_auc,
@@ -138,6 +139,7 @@ def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0
         pos = by_pos.get(level, [])
         cases.append(
             dict(
+                study=f"{'hard' if study.hard else 'routine'} {study.seed}",  # a seed may draw both
                 level=level,
                 herniated=d.herniated,
                 protrusion=d.protrusion_mm,
@@ -152,18 +154,23 @@ def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0
     return StudyResult(study.seed, study.hard, seconds, fs, named, len(fs) - len(reported), shifted, cases)
 
 
-def _classification(cases: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def _classification(cases: list[dict[str, Any]], key: str, interval: bool = False) -> dict[str, Any]:
+    """Sensitivity, specificity, AUC and the best sensitivity at specificity >= 0.85 of the
+    ``key`` view ("name" or "pos"); ``interval``: the AUC's 95% study bootstrap interval too."""
     y = np.array([c["herniated"] for c in cases], bool)
     p = np.array([c[f"p_{key}"] for c in cases], float)
     called = np.array([c[f"c_{key}"] for c in cases], bool)
     best, thr = best_sensitivity_at_specificity(p, y, TARGETS["specificity"]) if len(y) else (math.nan, math.nan)
-    return {
+    out = {
         "sensitivity": sensitivity(called, y),
         "specificity": specificity(called, y),
         "auc": roc_auc(p, y) if len(y) else math.nan,
         "best_sensitivity_at_spec85": best,
         "threshold_at_spec85": thr,
     }
+    if interval:
+        out["auc_ci95"] = list(auc_interval(p, y, [c["study"] for c in cases])) if len(y) else [math.nan] * 2
+    return out
 
 
 @dataclass
@@ -197,8 +204,8 @@ class Report:
                 "shifted_studies": sum(r.shifted for r in rs),
                 "off_disc": sum(d is None for _, d in named),
             },
-            "by_name": _classification(cases, "name"),
-            "by_position": _classification(cases, "pos"),
+            "by_name": _classification(cases, "name", interval=True),
+            "by_position": _classification(cases, "pos", interval=True),
         }
         per_level = {}
         for level in REPORTED_LEVELS:
@@ -230,8 +237,16 @@ class Report:
     def groups(self) -> dict[str, dict[str, Any]]:
         return {g: self.group(g) for g in ("routine", "hard", "all")}
 
+    def cases(self) -> list[dict[str, Any]]:
+        """Every reported level of every study with its truth and both views' probabilities,
+        for comparing two models on the same studies (``metrics.paired_auc_difference``)."""
+        keep = ("study", "level", "herniated", "protrusion", "kind", "p_name", "p_pos")
+        return [{k: c[k] for k in keep} | {"hard": r.hard} for r in self.results for c in r.cases]
+
     def to_dict(self) -> dict[str, Any]:
-        return _plain({"groups": self.groups(), "targets": [t._asdict() for t in check_targets(self)]})
+        return _plain(
+            {"groups": self.groups(), "targets": [t._asdict() for t in check_targets(self)], "cases": self.cases()}
+        )
 
 
 class Target(NamedTuple):
@@ -318,6 +333,10 @@ def format_report(report: Report, title: str = "") -> str:
     def auc(v: float) -> str:
         return "n/a" if v is None or math.isnan(v) else f"{v:.3f}"
 
+    def auc_ci(c: dict[str, Any]) -> str:
+        lo, hi = c["auc_ci95"]
+        return auc(c["auc"]) + ("" if math.isnan(lo) else f" [{lo:.2f}-{hi:.2f}]")
+
     def rate(r: Rate) -> str:
         if not r.n:
             return "n/a"
@@ -335,7 +354,7 @@ def format_report(report: Report, title: str = "") -> str:
         lines.append(f"  herniation per level, {view.replace('_', ' ')}")
         row("  sensitivity", [rate(g[n][view]["sensitivity"]) for n in names])
         row("  specificity", [rate(g[n][view]["specificity"]) for n in names])
-        row("  ROC AUC", [auc(g[n][view]["auc"]) for n in names])
+        row("  ROC AUC [study bootstrap]", [auc_ci(g[n][view]) for n in names])
         row("  best sens. at spec>=0.85", [auc(g[n][view]["best_sensitivity_at_spec85"]) for n in names])
     lines.append("  by name, per level (sensitivity / specificity / AUC)")
     for level in REPORTED_LEVELS:

@@ -12,7 +12,9 @@ from detector.heldout import DISC_LEVELS, REPORTED_LEVELS, make_study
 from detector.heldout.metrics import (
     Rate,
     at_threshold,
+    auc_interval,
     best_sensitivity_at_specificity,
+    paired_auc_difference,
     reliability_bins,
     roc_auc,
     sensitivity,
@@ -47,6 +49,51 @@ def test_roc_auc_known_values() -> None:
     assert roc_auc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == pytest.approx(0.5)  # ties count half
     assert roc_auc([0.3, 0.5, 0.5, 0.7], [0, 0, 1, 1]) == pytest.approx(0.875)
     assert math.isnan(roc_auc([0.1, 0.2], [1, 1]))
+
+
+def _scored_studies(n_studies: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Six discs a study, a third herniated, scores that separate them imperfectly."""
+    rng = np.random.default_rng(seed)
+    studies = np.repeat(np.arange(n_studies), 6)
+    y = rng.random(len(studies)) < 1 / 3
+    return y + rng.normal(0, 0.7, len(y)), y, studies
+
+
+def test_auc_interval_holds_the_auc_and_narrows_with_more_studies() -> None:
+    s, y, st = _scored_studies(25, 1)
+    lo, hi = auc_interval(s, y, st, rounds=500)
+    assert lo < roc_auc(s, y) < hi and 0.05 < hi - lo < 0.4
+    s4, y4, st4 = _scored_studies(400, 1)
+    lo4, hi4 = auc_interval(s4, y4, st4, rounds=500)
+    assert hi4 - lo4 < (hi - lo) / 2.5  # ~1/sqrt(16) as wide
+    assert auc_interval(y.astype(float), y, st, rounds=50) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in auc_interval(s, np.zeros_like(y), st))
+
+
+def test_auc_interval_resamples_whole_studies() -> None:
+    # every study's discs are one copy of the same six cases: as many cases, but one study's worth
+    # of independent evidence per study, so resampling studies (not discs) changes nothing
+    s, y, _ = _scored_studies(1, 2)
+    copies = 30
+    lo, hi = auc_interval(np.tile(s, copies), np.tile(y, copies), np.repeat(np.arange(copies), 6), rounds=200)
+    assert lo == hi == pytest.approx(roc_auc(s, y))
+
+
+def test_paired_auc_difference_of_a_model_with_itself_and_with_a_better_one() -> None:
+    s, y, st = _scored_studies(25, 3)
+    same = paired_auc_difference(s, s, y, st, rounds=300)
+    assert same.delta == 0.0 and same.ci95 == (0.0, 0.0) and same.b_ahead == 0.0
+    better = paired_auc_difference(s, s + 1.5 * y, y, st, rounds=300)
+    assert better.delta > 0 and better.ci95[0] > 0 and better.b_ahead > 0.97
+    assert "ahead in" in str(better)
+    # B's own noise: a difference the studies cannot tell from none has an interval around 0
+    rng = np.random.default_rng(4)
+    noisy = paired_auc_difference(s, s + rng.normal(0, 0.3, len(s)), y, st, rounds=300)
+    assert noisy.ci95[0] < 0 < noisy.ci95[1]
+    with pytest.raises(ValueError, match="scores for"):
+        paired_auc_difference(s, s[:-1], y, st)
+    with pytest.raises(ValueError, match="both classes"):
+        paired_auc_difference(s, s, np.ones_like(y), st)
 
 
 def test_rates_at_threshold() -> None:
@@ -194,6 +241,15 @@ def test_report_formats_and_serialises(study) -> None:
     d = report.to_dict()
     assert d["groups"]["routine"]["naming"]["accuracy"]["value"] == 1.0
     assert set(REPORTED_LEVELS) == set(d["groups"]["all"]["by_name"]["per_level"])
+    # every reported level's truth and scores, for paired comparisons of two models
+    assert [(c["study"], c["level"]) for c in d["cases"]] == [
+        (f"{'hard' if study.hard else 'routine'} {study.seed}", c["level"]) for c in report.results[0].cases
+    ]
+    assert {"herniated", "p_pos", "p_name", "hard", "protrusion", "kind"} <= set(d["cases"][0])
+    by_pos = d["groups"]["all"]["by_position"]
+    if by_pos["auc"] is not None:  # both classes in this study: the AUC has its interval
+        assert by_pos["auc_ci95"][0] <= by_pos["auc"] <= by_pos["auc_ci95"][1]
+        assert "[" in text.split("ROC AUC [study bootstrap]")[1].splitlines()[0]
     names = {(t.name, t.group) for t in check_targets(report)}
     assert ("naming", "all") in names and ("auc", "routine") in names
     assert not any(group == "hard" for _, group in names)  # no hard studies: no hard targets
