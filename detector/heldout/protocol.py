@@ -173,6 +173,18 @@ def _classification(cases: list[dict[str, Any]], key: str, interval: bool = Fals
     return out
 
 
+def _sensitivity_by_size(cases: list[dict[str, Any]], called: str) -> dict[str, Rate]:
+    """Sensitivity of the ``called`` view ("c_name" or "c_pos") per protrusion size bin."""
+    pos = [c for c in cases if c["herniated"]]
+    return {
+        f"{lo:g}-{hi:g}mm" if math.isfinite(hi) else f">={lo:g}mm": sensitivity(
+            [c[called] for c in pos if lo <= c["protrusion"] < hi],
+            [True] * sum(lo <= c["protrusion"] < hi for c in pos),
+        )
+        for lo, hi in SIZE_BINS
+    }
+
+
 @dataclass
 class Report:
     results: list[StudyResult]
@@ -215,14 +227,8 @@ class Report:
                 "cases": len(cl),
             }
         out["by_name"]["per_level"] = per_level
-        pos = [c for c in cases if c["herniated"]]
-        out["by_name"]["sensitivity_by_size"] = {
-            f"{lo:g}-{hi:g}mm" if math.isfinite(hi) else f">={lo:g}mm": sensitivity(
-                [c["c_name"] for c in pos if lo <= c["protrusion"] < hi],
-                [True] * sum(lo <= c["protrusion"] < hi for c in pos),
-            )
-            for lo, hi in SIZE_BINS
-        }
+        for view, key in (("by_name", "c_name"), ("by_position", "c_pos")):
+            out[view]["sensitivity_by_size"] = _sensitivity_by_size(cases, key)
         for kind in ("bulge", "normal"):
             neg = [c for c in cases if c["kind"] == kind]
             out["by_name"][f"specificity_{kind}"] = specificity([c["c_name"] for c in neg], [False] * len(neg))
@@ -369,6 +375,9 @@ def format_report(report: Report, title: str = "") -> str:
         row(f"  {key}", [rate(g[n]["by_name"]["sensitivity_by_size"][key]) for n in names])
     row("  specificity on bulges", [rate(g[n]["by_name"]["specificity_bulge"]) for n in names])
     row("  specificity on normals", [rate(g[n]["by_name"]["specificity_normal"]) for n in names])
+    lines.append("  by position, sensitivity by protrusion size")
+    for key in g["all"]["by_position"]["sensitivity_by_size"]:
+        row(f"  {key}", [rate(g[n]["by_position"]["sensitivity_by_size"][key]) for n in names])
     lines.append("  by position, specificity on normal discs with a confounder")
     for key in g["all"]["by_position"]["specificity_by_confounder"]:
         by = [g[n]["by_position"]["specificity_by_confounder"].get(key) for n in names]

@@ -225,6 +225,18 @@ def test_missing_level_counts_as_not_called(study) -> None:
     assert g["by_name"]["per_level"][level]["sensitivity"].value == 0.0
 
 
+def test_sensitivity_by_size_in_both_views_an_unknown_level_found_by_position_only(study) -> None:
+    level = next(d.level for d in study.discs if d.reported and d.herniated)
+    fs = [dict(f, level="unknown") if f["level"] == level else f for f in _perfect(study)]
+    g = Report([score_study(study, fs)]).group("all")
+    n_pos = sum(d.herniated for d in study.discs if d.reported and d.protrusion_mm >= 1.5)
+    by_name, by_pos = g["by_name"]["sensitivity_by_size"], g["by_position"]["sensitivity_by_size"]
+    assert list(by_name) == list(by_pos) == ["1.5-2.5mm", "2.5-4mm", ">=4mm"]
+    assert sum(r.k for r in by_pos.values()) == sum(r.n for r in by_pos.values()) == n_pos
+    assert sum(r.k for r in by_name.values()) == n_pos - 1  # its name is unknown: a miss by name
+    assert "by position, sensitivity by protrusion size" in format_report(Report([score_study(study, fs)]))
+
+
 def test_unknown_and_off_disc_findings(study) -> None:
     fs = _perfect(study)
     fs[0] = dict(fs[0], level="unknown")
