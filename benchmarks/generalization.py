@@ -224,14 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     from detector.heldout import studies
-    from detector.heldout.protocol import (
-        CALIBRATION_EDGES,
-        Report,
-        format_calibration,
-        format_report,
-        format_targets,
-        score_study,
-    )
+    from detector.heldout.protocol import CALIBRATION_EDGES, Report, score_study
+    from detector.heldout.report_text import format_calibration, format_report, format_targets
 
     analyzers: dict[str, Model] = {}
     try:

@@ -226,7 +226,8 @@ def _evaluate_heldout(checkpoint: Path | None, data: str, n: int, seed: int, dev
     anchor-named levels, calibrated call) on ``n`` held-out studies per kind, per disc level."""
     from detector.analysis import Analyzer
     from detector.heldout import studies
-    from detector.heldout.protocol import check_targets, format_report, format_targets, score_studies
+    from detector.heldout.protocol import check_targets, score_studies
+    from detector.heldout.report_text import format_report, format_targets
 
     kind = data.partition(":")[2] or "both"
     if kind not in ("both", "routine", "hard"):

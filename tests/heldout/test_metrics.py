@@ -21,7 +21,8 @@ from detector.heldout.metrics import (
     specificity,
     wilson_interval,
 )
-from detector.heldout.protocol import Report, check_targets, format_calibration, format_report, score_study
+from detector.heldout.protocol import Report, check_targets, score_study
+from detector.heldout.report_text import format_calibration, format_report
 
 
 def test_wilson_interval_known_values() -> None:
