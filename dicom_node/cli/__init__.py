@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -42,6 +42,13 @@ class CliState:
         return self._settings
 
 
+def fail(message: str, code: int = 2) -> NoReturn:
+    """A clear error for bad input, no traceback: ``Error: message`` in red on stderr, then exit
+    with ``code`` (2: the command was used wrongly; 1: it ran and failed)."""
+    typer.secho(f"Error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
 def state(ctx: typer.Context) -> CliState:
     obj: Any = ctx.find_root().obj
     assert isinstance(obj, CliState)
@@ -60,6 +67,6 @@ def _root(
 
 
 def main() -> None:
-    from dicom_node.cli import console, data, demo, discs, distill, ml, node, ops  # noqa: F401  (commands register)
+    from dicom_node.cli import calibrate, console, data, demo, discs, distill, ml, node, ops  # noqa: F401  (commands register)
 
     app()

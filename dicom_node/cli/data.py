@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from dicom_node.cli import app, state
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.secho(message, fg="red", err=True)
-    raise typer.Exit(code)
+from dicom_node.cli import app, fail, state
 
 
 @app.command()
@@ -36,7 +31,7 @@ def synth(
     from dicom_node.synth import TRANSFER_SYNTAXES, write_studies
 
     if transfer_syntax not in TRANSFER_SYNTAXES:
-        _fail(f"--transfer-syntax: {transfer_syntax!r} not one of {', '.join(TRANSFER_SYNTAXES)}", 2)
+        fail(f"--transfer-syntax: {transfer_syntax!r} not one of {', '.join(TRANSFER_SYNTAXES)}", 2)
     written = write_studies(out, studies, seed, hard=hard, n_slices=slices, size=size, transfer_syntax=transfer_syntax)
     if as_json:
         typer.echo((out / "index.json").read_text())
@@ -95,25 +90,25 @@ def predict(
     try:
         series = read_series(path, series_uid)
     except SeriesError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     ckpt = checkpoint or state(ctx).settings.checkpoint
     try:
         from detector.analysis import Analyzer
 
         analyzer = Analyzer.from_checkpoint(ckpt, device=device)
     except (FileNotFoundError, ImportError, ValueError) as exc:
-        _fail(f"detector: {exc}", 2)
+        fail(f"detector: {exc}", 2)
     try:
         kinds = result_kinds([k.strip() for k in results.split(",") if k.strip() and k.strip() != "none"])
         sr = parse_sr_kind(sr_kind)
     except ValueError as exc:  # names the unknown value and the allowed ones
-        _fail(f"--results/--sr-kind: {exc}", 2)
+        fail(f"--results/--sr-kind: {exc}", 2)
     try:
         result = analyze_series(series, analyzer, kinds=kinds, sr_kind=sr, threshold=threshold, batch_size=batch_size)
     except FindingsError as exc:
-        _fail(f"result objects: {exc}", 1)
+        fail(f"result objects: {exc}", 1)
     except SeriesError as exc:  # no pixel spacing
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     findings = result.findings
     if kinds and not findings["findings"]:
         typer.secho("no disc found: no result objects written", fg="yellow", err=True)

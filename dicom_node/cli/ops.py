@@ -10,12 +10,7 @@ from typing import Annotated
 
 import typer
 
-from dicom_node.cli import app, state
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(message, fg="red", err=True)
-    raise typer.Exit(code)
+from dicom_node.cli import app, fail, state
 
 
 @app.command()
@@ -33,7 +28,7 @@ def worker(
     """Run a Celery worker (distributed mode): consumes jobs, runs the detector (CUDA if present)."""
     settings = state(ctx).settings
     if settings.embedded:
-        _fail("meddet worker needs MEDDET_BROKER_URL (Redis); embedded mode runs in `meddet serve`", 2)
+        fail("meddet worker needs MEDDET_BROKER_URL (Redis); embedded mode runs in `meddet serve`", 2)
     from worker.app import WorkerOptions, run_worker
 
     options = WorkerOptions(
@@ -82,7 +77,7 @@ def resend(
         if as_json:
             typer.echo(json.dumps({"job": job, "outcome": outcome, "reason": str(exc)}))
             raise typer.Exit(code) from exc
-        _fail(f"job {job}: {exc}", code)
+        fail(f"job {job}: {exc}", code)
     typer.echo(json.dumps({"job": job, "outcome": outcome}) if as_json else f"job {job}: {outcome}")
 
 
@@ -101,8 +96,7 @@ def retry(
     try:
         result = retry_job(settings, sessions, job)
     except RetryRefused as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc), 1)
     if not settings.embedded and not result["published"]:
         typer.secho(f"job {job}: broker unavailable; the node's relay publishes it later", fg="yellow", err=True)
     typer.echo(json.dumps(result) if as_json else f"job {job}: queued (run {result['run']})")

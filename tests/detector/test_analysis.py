@@ -86,7 +86,7 @@ def nudged_single_net(net: str = "level") -> tuple[dict, str]:
 
 
 def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None:
-    import dicom_node.cli.discs  # noqa: F401  (registers the commands)
+    import dicom_node.cli.calibrate  # noqa: F401  (registers the command)
     from dicom_node.cli import app
 
     out = tmp_path / "calibrated.pt"
@@ -137,7 +137,7 @@ def test_calibrate_writes_an_operating_point_that_predict_uses(tmp_path) -> None
 
 @pytest.mark.parametrize("net", ["level", "herniation"])
 def test_calibrate_add_ships_an_ensemble_of_nets(tmp_path, net: str) -> None:
-    import dicom_node.cli.discs  # noqa: F401  (registers the commands)
+    import dicom_node.cli.calibrate  # noqa: F401  (registers the command)
     from detector.discs.model import HerniationEnsemble, LevelEnsemble
     from dicom_node.cli import app
 

@@ -98,7 +98,8 @@ def test_the_locator_round_trips_through_the_checkpoint_dict() -> None:
 def test_train_locator_then_calibrate_installs_it_and_the_analysis_uses_it(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    import dicom_node.cli.discs  # noqa: F401  (registers the commands)
+    import dicom_node.cli.calibrate  # noqa: F401  (registers the commands)
+    import dicom_node.cli.discs  # noqa: F401
     from detector import checkpoint
     from detector.analysis import Analyzer
     from detector.data.synthetic import make_study
