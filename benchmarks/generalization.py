@@ -143,7 +143,7 @@ def heldout_summary(report: dict[str, Any], command: str) -> dict[str, Any]:
             "sensitivity": part["sensitivity"]["value"],
             "specificity": part["specificity"]["value"],
             "auc": part["auc"],
-            "auc_ci95": part.get("auc_ci95"),
+            "auc_ci95": part["auc_ci95"],
         }
 
     out: dict[str, Any] = {"command": command}

@@ -187,7 +187,11 @@ def _sensitivity_by_size(cases: list[dict[str, Any]], called: str) -> dict[str, 
 
 @dataclass
 class Report:
+    """The scored studies; its tables (``groups``) are computed once, since their AUC intervals
+    cost a bootstrap each and the report is printed, checked and serialised from them."""
+
     results: list[StudyResult]
+    _tables: dict[str, dict[str, Any]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def studies(self, name: str) -> list[StudyResult]:
         """The results of group ``name``: "routine", "hard" or "all"."""
@@ -241,7 +245,9 @@ class Report:
         return out
 
     def groups(self) -> dict[str, dict[str, Any]]:
-        return {g: self.group(g) for g in ("routine", "hard", "all")}
+        if self._tables is None:
+            self._tables = {g: self.group(g) for g in ("routine", "hard", "all")}
+        return self._tables
 
     def cases(self) -> list[dict[str, Any]]:
         """Every reported level of every study with its truth and both views' probabilities,
