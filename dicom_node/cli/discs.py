@@ -211,6 +211,16 @@ def train_locator_cmd(
             help="Share of patients with every tissue's intensity at random (the rest: half random T2 looks)",
         ),
     ] = 0.0,
+    other_generator: Annotated[
+        float,
+        typer.Option(
+            "--other-generator",
+            min=0.0,
+            max=1.0,
+            help="Share of patients (training and validation) drawn by the second training generator "
+            "(detector.altgen: other anatomy and look); never the held-out one",
+        ),
+    ] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the training and validation draws")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
@@ -225,7 +235,12 @@ def train_locator_cmd(
     if threads:
         torch.set_num_threads(threads)
     cfg = LocatorTrainConfig(
-        epochs=epochs, patients_per_epoch=patients, val_patients=val_patients, random_look=random_look, seed=seed
+        epochs=epochs,
+        patients_per_epoch=patients,
+        val_patients=val_patients,
+        random_look=random_look,
+        other_generator=other_generator,
+        seed=seed,
     )
     best = train_locator(cfg, out, log=typer.echo)
     typer.echo(f"best locator: {best}")

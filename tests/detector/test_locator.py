@@ -16,7 +16,7 @@ from detector.discs.locator import (
     targets,
     to_window,
 )
-from detector.discs.locator_train import disc_points, draw_window
+from detector.discs.locator_train import disc_points, draw_other_window, draw_window, draw_windows
 from detector.discs.model import DiscModels
 from detector.naming import NOT_DISC, fuse, name_chain
 
@@ -74,6 +74,34 @@ def test_a_training_window_has_its_discs_where_the_targets_say() -> None:
     assert top[0] * STRIDE <= anchor_cell + 3 * 12 / LOCATOR_WINDOW.mm_per_px  # at most ~two discs lower
 
 
+def test_a_second_generator_window_has_its_labelled_discs_in_order_down_the_neck() -> None:
+    from detector.altgen import make_study
+
+    rng = np.random.default_rng([5, 2])
+    window, target = draw_other_window(rng, augment=False)
+    assert window.shape == (1, LOCATOR_WINDOW.size, LOCATOR_WINDOW.size) and float(window.std()) > 0
+    torch.testing.assert_close(target.sum(dim=1), torch.ones(N_DISC_LEVELS))
+    shown = target[:, -1] < 0.5
+    assert shown[0] and shown.sum() >= 4  # a midline slice of a whole neck shows C2-C3 and most below
+    rows = [divmod(int(t[:-1].argmax()), LOCATOR_WINDOW.size // STRIDE)[0] for t in target[shown]]
+    assert rows == sorted(rows) and rows[-1] > rows[0]
+    # the targets sit on the study's disc boxes: the same draw, replayed, is that study
+    again = np.random.default_rng([5, 2])
+    d = float(again.uniform(-3.0, 3.0))
+    study = make_study(int(again.integers(2**31)), bool(again.random() < 0.5), positions=(d,))
+    assert sum(0 in disc.boxes for disc in study.discs) == int(shown.sum())
+
+
+def test_the_share_of_second_generator_windows_leaves_the_other_draws_unchanged_at_zero() -> None:
+    a, ta = draw_windows((7,), 3, augment=False)
+    b, tb = draw_windows((7,), 3, augment=False, other_generator=0.0)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ta, tb)
+    c, tc = draw_windows((7,), 3, augment=False, other_generator=1.0)
+    assert c.shape == a.shape and not torch.equal(c, a)
+    torch.testing.assert_close(tc.sum(dim=2), torch.ones(3, N_DISC_LEVELS))
+
+
 def test_disc_points_run_down_the_spine() -> None:
     from detector.data.synthetic import study_renderer
 
@@ -109,7 +137,10 @@ def test_train_locator_then_calibrate_installs_it_and_the_analysis_uses_it(tmp_p
     runner = CliRunner()
     trained = runner.invoke(
         app,
-        ["train-locator", "--out", str(tmp_path / "loc"), "--epochs", "1", "--patients", "16", "--val-patients", "8"],
+        [
+            *("train-locator", "--out", str(tmp_path / "loc"), "--epochs", "1"),
+            *("--patients", "16", "--val-patients", "8", "--other-generator", "0.5"),
+        ],
     )
     assert trained.exit_code == 0, trained.output
     assert "locator epoch 1/1" in trained.output and (tmp_path / "loc" / "locator.pt").is_file()
