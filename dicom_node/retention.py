@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.audit.db import transaction
-from dicom_node.audit.models import CleanupRecord, JobState, Series, SeriesState
+from dicom_node.audit.models import CleanupRecord, Job, JobState, Series, SeriesState
 from dicom_node.config import Settings
 from dicom_node.logging import get_logger
 
@@ -40,17 +40,22 @@ class Removal:
 
 
 def is_finished(series: Series, before: datetime) -> bool:
-    """Skipped, or selected with every job done, and completed before ``before``."""
+    """Skipped, or selected with every job done (or failed and superseded by a later job of
+    the series that is done), and completed before ``before``."""
     completed = series.completed_at
     if completed is None or completed > before:
         return False
     if series.state == SeriesState.skipped:
         return True
-    return (
-        series.state == SeriesState.selected
-        and bool(series.jobs)
-        and all(job.state == JobState.done for job in series.jobs)
-    )
+    if series.state != SeriesState.selected or not series.jobs:
+        return False
+    done = [job.id for job in series.jobs if job.state == JobState.done]
+    return all(job.state == JobState.done or _superseded(job, done) for job in series.jobs)
+
+
+def _superseded(job: Job, done_ids: list[int]) -> bool:
+    """A failed job whose series a later job (``meddet reanalyze``, another model) has done."""
+    return job.state == JobState.failed and any(i > job.id for i in done_ids)
 
 
 def finished_series(session: Session, before: datetime) -> list[Series]:

@@ -77,10 +77,12 @@ def test_retention_removes_finished_series_and_old_quarantine(tmp_path: Path, sq
     factory = make_session_factory(make_engine(sqlite_url))
     old = datetime.now(UTC) - timedelta(hours=5)
     folders = {}
-    for uid, state, job_state in [
-        ("1.1", SeriesState.selected, JobState.done),
-        ("1.2", SeriesState.selected, JobState.failed),
-        ("1.3", SeriesState.skipped, None),
+    for uid, state, job_states in [
+        ("1.1", SeriesState.selected, [JobState.done]),
+        ("1.2", SeriesState.selected, [JobState.failed]),
+        ("1.3", SeriesState.skipped, []),
+        ("1.4", SeriesState.selected, [JobState.failed, JobState.done]),  # superseded (meddet reanalyze)
+        ("1.5", SeriesState.selected, [JobState.done, JobState.failed]),  # the later one failed: kept
     ]:
         folder = settings.spool_dir / "9" / uid
         folder.mkdir(parents=True)
@@ -92,8 +94,9 @@ def test_retention_removes_finished_series_and_old_quarantine(tmp_path: Path, sq
             )
             session.add(series)
             session.flush()
-            if job_state:
-                session.add(Job(series_id=series.id, series_instance_uid=uid, model_version="m", state=job_state))
+            for i, job_state in enumerate(job_states):
+                session.add(Job(series_id=series.id, series_instance_uid=uid, model_version=f"m{i}", state=job_state))
+                session.flush()
     settings.quarantine_dir.mkdir(parents=True)
     stale = settings.quarantine_dir / "old.dcm"
     stale.write_bytes(b"bad")
@@ -102,14 +105,14 @@ def test_retention_removes_finished_series_and_old_quarantine(tmp_path: Path, sq
     fresh.write_bytes(b"bad")
 
     planned = collect_garbage(settings, factory, dry_run=True)
-    assert {p.path for p in planned} == {folders["1.1"], folders["1.3"], stale}
+    assert {p.path for p in planned} == {folders["1.1"], folders["1.3"], folders["1.4"], stale}
     assert folders["1.1"].exists()  # dry run removes nothing
     collect_garbage(settings, factory)
     assert not folders["1.1"].exists() and not folders["1.3"].exists() and not stale.exists()
-    assert folders["1.2"].exists() and fresh.exists()  # failed job: kept for a retry
+    assert folders["1.2"].exists() and folders["1.5"].exists() and fresh.exists()  # failed job: kept for a retry
     with factory() as session:
         records = list(session.scalars(select(CleanupRecord)))
-    assert {r.kind for r in records} == {"spool", "quarantine"} and len(records) == 3
+    assert {r.kind for r in records} == {"spool", "quarantine"} and len(records) == 4
 
 
 def test_audit_cli_json(tmp_path: Path) -> None:
