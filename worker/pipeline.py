@@ -154,7 +154,10 @@ def analyze(ctx: WorkerContext, job_id: int, run: int) -> list[tuple[str, Datase
         info["slices"] = len(series.slices)
     detector = ctx.detector()
     if detector.version != job.model_version:
-        raise PermanentError(f"this worker runs model {detector.version}, the job is for {job.model_version}")
+        raise PermanentError(
+            f"this worker runs model {detector.version}, the job is for {job.model_version}; "
+            f"`meddet reanalyze {job_id}` queues its series for {detector.version}"
+        )
     seconds: dict[str, float] = {}
 
     @contextmanager

@@ -313,15 +313,23 @@ def retry_job(
             raise RetryRefused(f"job {job_id} is {JobState(row.state).value}; only failed or quarantined jobs retry")
         jobs.requeue(session, row, reason)
         run = row.run
-    published = False
-    if not settings.embedded:
-        from worker.dispatch import PublishFailed, celery_publisher, publish_next
-
-        publish = celery_publisher(settings)
-        try:
-            while publish_next(sessions, publish, job_id) is not None:
-                pass
-            published = True
-        except PublishFailed as exc:
-            log.warning("retry_not_published", job_id=job_id, error=str(exc))
+    published = publish_job(settings, sessions, job_id)
     return {"job": job_id, "state": "queued", "run": run, "published": published}
+
+
+def publish_job(settings: Settings, sessions: sessionmaker[Session], job_id: int) -> bool:
+    """Distributed mode: publish ``job_id``'s pending outbox rows to the broker now (only its
+    own). False when embedded (the in-process dispatcher takes them) or the broker is down (the
+    node's relay publishes them later)."""
+    if settings.embedded:
+        return False
+    from worker.dispatch import PublishFailed, celery_publisher, publish_next
+
+    publish = celery_publisher(settings)
+    try:
+        while publish_next(sessions, publish, job_id) is not None:
+            pass
+    except PublishFailed as exc:
+        log.warning("job_not_published", job_id=job_id, error=str(exc))
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""Distributed-mode and operator commands: worker, resend, retry.
+"""Distributed-mode and operator commands: worker, resend, retry, reanalyze.
 
 Heavy modules (celery, the pipeline, torch) are imported inside the commands.
 """
@@ -100,3 +100,56 @@ def retry(
     if not settings.embedded and not result["published"]:
         typer.secho(f"job {job}: broker unavailable; the node's relay publishes it later", fg="yellow", err=True)
     typer.echo(json.dumps(result) if as_json else f"job {job}: queued (run {result['run']})")
+
+
+@app.command()
+def reanalyze(
+    ctx: typer.Context,
+    job_ids: Annotated[
+        list[int] | None,
+        typer.Argument(metavar="[JOB]...", help="Job ids (see `meddet audit jobs`)", show_default=False),
+    ] = None,
+    queued: Annotated[
+        bool, typer.Option("--queued", help="Every job waiting to run for another model version than this node's")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output, one line per job")] = False,
+) -> None:
+    """Analyse a job's series again with the model this node runs now (MEDDET_CHECKPOINT).
+
+    For jobs of another model version: queued before an upgrade, or failed with "this worker
+    runs model ...". The series is queued from the spool as a new job for the current version;
+    an old job still waiting is marked failed ("superseded"), finished ones keep their results.
+    Exit code 2: a job was refused (no such job, already this version, held by a worker, or its
+    series is no longer spooled: re-send it from the PACS); the others are still queued.
+    """
+    import detector
+    from dicom_node.audit.db import make_engine, make_session_factory
+    from worker.reanalysis import ReanalysisRefused, reanalyze_job, stale_queued_jobs
+
+    settings = state(ctx).settings
+    if not job_ids and not queued:
+        fail("name the jobs to re-analyse, or --queued for every job waiting for another model version")
+    version = detector.model_version(settings.checkpoint)
+    sessions = make_session_factory(make_engine(settings.effective_database_url))
+    ids = list(job_ids or [])
+    if queued:
+        with sessions() as session:
+            ids += [i for i in stale_queued_jobs(session, version) if i not in ids]
+    refused = 0
+    for job_id in ids:
+        try:
+            done = reanalyze_job(settings, sessions, job_id, version).to_dict()
+        except ReanalysisRefused as exc:
+            refused += 1
+            done = {"job": job_id, "outcome": "refused", "reason": str(exc)}
+            if not as_json:
+                typer.secho(f"Error: {exc}", fg="red", err=True)
+                continue
+        if as_json:
+            typer.echo(json.dumps(done))
+        else:
+            typer.echo(f"job {job_id}: series queued as job {done['new_job']} (run {done['run']}) for {version}")
+    if not ids:
+        typer.echo(f"no job is waiting for another model version than {version}")
+    if refused:
+        raise typer.Exit(2)

@@ -294,6 +294,42 @@ def test_embedded_loop_runs_in_process(tmp_path, scp, checkpoint):
         assert jobs.pending_outbox(session) == []
 
 
+def test_embedded_a_job_for_another_model_fails_then_meddet_reanalyze_runs_its_series(tmp_path, checkpoint):
+    """A job queued before an upgrade (another model version) fails on this node's worker;
+    `meddet reanalyze` queues its series from the spool for this node's model, which runs it."""
+    scp = TestPACS(ae_title="DEST").start()
+    settings = Settings(data_dir=tmp_path / "data", destinations=scp.destination, checkpoint=checkpoint, device="cpu")
+    sessions = migrated_sessions(settings.effective_database_url)
+    dispatcher = make_dispatcher(settings, sessions, Metrics(), poll_interval=0.2, retry_backoff=0.2)
+    dispatcher.start()
+    env = {**os.environ, "MEDDET_DATA_DIR": str(settings.data_dir), "MEDDET_CHECKPOINT": str(checkpoint)}
+    try:
+        old = register_series(sessions, series_datasets(6), tmp_path / "spool", "meddet-student-000000000000+r0")
+        dispatcher.notify()
+        wait_for(lambda: job_state(sessions, old) == "failed", 120, "the old model's job to fail", interval=0.2)
+        cli = _meddet(env, "reanalyze", str(old), "--json")
+        moved = json.loads(cli.stdout.strip().splitlines()[-1])
+        assert moved["job"] == old and moved["model_version"] == _model_version(checkpoint)
+        dispatcher.notify()
+        wait_for(lambda: job_state(sessions, moved["new_job"]) == "done", 120, "the re-analysis", interval=0.2)
+        again = subprocess.run(
+            [sys.executable, "-c", "from dicom_node.cli import main; main()", "reanalyze", str(old)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 2 and f"already has job {moved['new_job']}" in again.stderr
+    finally:
+        dispatcher.stop(timeout=60)
+        scp.stop()
+    with sessions() as session:
+        reason = session.get(Job, old).reason
+        assert "this worker runs model" in reason and f"meddet reanalyze {old}" in reason
+    assert _states(_history(sessions, moved["new_job"])) == EVERY_STATE
+    _assert_results_once(scp, settings, moved["new_job"])
+
+
 def test_embedded_destination_down_fails_then_meddet_retry_runs_it_again(tmp_path, checkpoint):
     scp = TestPACS(ae_title="DEST")  # down for the first run
     settings = Settings(

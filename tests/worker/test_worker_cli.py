@@ -1,10 +1,11 @@
-"""`meddet worker` / `retry` / `resend` argument handling, and the model on CUDA when present."""
+"""`meddet worker` / `retry` / `resend` / `reanalyze` argument handling, and the model on CUDA when present."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from dicom_node import jobs
@@ -129,3 +130,54 @@ def test_resend_after_a_failed_rerun_refuses_and_sends_nothing(tmp_path, monkeyp
         assert plain.exit_code == 2 and "meddet retry" in plain.output
     finally:
         scp.stop()
+
+
+def test_reanalyze_moves_jobs_of_another_model_to_this_nodes_and_refuses_clearly(tmp_path, monkeypatch):
+    import detector
+
+    monkeypatch.setenv("MEDDET_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("MEDDET_BROKER_URL", raising=False)
+    monkeypatch.delenv("MEDDET_CHECKPOINT", raising=False)
+    current = detector.model_version()
+    sessions = migrated_sessions(Settings(data_dir=tmp_path).effective_database_url)
+    waiting = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "a", "meddet-old+r0")
+    failed = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "b", "meddet-old+r0")
+    mine = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "c", current)
+    gone = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "d", "meddet-old+r0")
+    with transaction(sessions) as session:
+        job = session.get(Job, failed)
+        jobs.transition(session, job, JobState.running)
+        jobs.transition(
+            session, job, JobState.failed, f"this worker runs model {current}, the job is for meddet-old+r0"
+        )
+    for path in (tmp_path / "d").iterdir():
+        path.unlink()
+    runner = CliRunner()
+
+    assert runner.invoke(app, ["reanalyze"]).exit_code == 2  # nothing named
+    result = runner.invoke(app, ["reanalyze", "--queued", "--json"])
+    assert result.exit_code == 2, result.output  # the gone series is refused, the waiting one moves
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert [line["job"] for line in lines] == [waiting, gone]
+    moved, refused = lines
+    assert moved["model_version"] == current and moved["run"] == 1 and moved["published"] is False
+    assert refused["outcome"] == "refused" and "re-send the series from the PACS" in refused["reason"]
+    result = runner.invoke(app, ["reanalyze", str(failed)])
+    assert result.exit_code == 0, result.output
+    assert f"for {current}" in result.output
+
+    with sessions() as session:
+        old = session.get(Job, waiting)
+        assert old.state == JobState.failed and "superseded" in old.reason and str(moved["new_job"]) in old.reason
+        assert session.get(Job, failed).state == JobState.failed  # a finished job keeps its state
+        assert session.get(Job, gone).state == JobState.queued  # refused: nothing changed
+        assert session.get(Job, mine).state == JobState.queued
+        new_jobs = session.scalars(select(Job).where(Job.model_version == current).order_by(Job.id)).all()
+        assert [j.id for j in new_jobs][0] == mine and len(new_jobs) == 3
+        assert all(j.state == JobState.queued for j in new_jobs)
+        pending = {row.job_id for row in jobs.pending_outbox(session)}
+        assert {j.id for j in new_jobs} <= pending
+
+    for job_id, why in ((mine, "already for model"), (4242, "does not exist"), (gone, "spooled instances are gone")):
+        refused = runner.invoke(app, ["reanalyze", str(job_id)])
+        assert refused.exit_code == 2 and why in refused.output and refused.output.startswith("Error:")
