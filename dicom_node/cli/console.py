@@ -53,13 +53,14 @@ def _read_password(confirm: bool = True) -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def job_operations() -> Operations:
-    """The worker's retry and resend, as the console's :class:`Operations` (the CLI is the one
-    place that wires the console to the worker)."""
+def job_operations(model_version: str) -> Operations:
+    """The worker's retry, resend and re-analysis (with ``model_version``, the node's), as the
+    console's :class:`Operations` (the CLI is the one place that wires the console to the worker)."""
     from dicom_node.console.actions import Operations, Outcome
     from dicom_node.metrics import Metrics
     from worker.context import RetryPolicy, WorkerContext
     from worker.errors import PipelineError
+    from worker.reanalysis import ReanalysisRefused, reanalyze_job
     from worker.tasks import resend_job, retry_job
 
     def retry(settings: Settings, sessions: sessionmaker[Session], job_id: int, who: str) -> Outcome:
@@ -77,7 +78,14 @@ def job_operations() -> Operations:
         except PipelineError as exc:
             return Outcome(False, str(exc))
 
-    return Operations(retry, resend)
+    def reanalyze(settings: Settings, sessions: sessionmaker[Session], job_id: int, who: str) -> Outcome:
+        try:
+            done = reanalyze_job(settings, sessions, job_id, model_version)
+        except ReanalysisRefused as exc:
+            return Outcome(False, str(exc))
+        return Outcome(True, f"job {job_id}: series queued as job {done.new_job} (run {done.run}) for {model_version}")
+
+    return Operations(retry, resend, reanalyze)
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -192,4 +200,5 @@ def console(
     sessions = _sessions(ctx)
     scheme = "https" if settings.console_tls_cert else "http"
     typer.echo(f"MedDet console on {scheme}://{settings.console_host}:{settings.console_port}/", err=True)
-    serve_forever(settings, sessions, detector.model_version(settings.checkpoint), job_operations())
+    version = detector.model_version(settings.checkpoint)
+    serve_forever(settings, sessions, version, job_operations(version))

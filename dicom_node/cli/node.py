@@ -152,7 +152,9 @@ def serve(ctx: typer.Context) -> None:
         from dicom_node.console.server import ConsoleThread
 
         try:
-            web = ConsoleThread(settings, factory, model_version, metrics.registry, job_operations()).start()
+            web = ConsoleThread(
+                settings, factory, model_version, metrics.registry, job_operations(model_version)
+            ).start()
         except RuntimeError as exc:  # the node receives anyway; the console is an extra
             typer.secho(f"web console not started: {exc}", fg="yellow", err=True)
     mode = "embedded worker" if settings.embedded else "broker"

@@ -1,6 +1,6 @@
 """What an admin may do from the console, each recorded with who did it and how it ended.
 
-Retry and resend are the worker's (``meddet retry`` / ``meddet resend``): the CLI, the
+Retry, resend and re-analysis are the worker's (``meddet retry`` / ``resend`` / ``reanalyze``): the CLI, the
 composition root, hands them in as :class:`Operations`, so this package never imports the
 worker. Release re-checks a quarantined file against the current limits and, when it now
 passes, files it in the spool like a received instance (the node's assembler completes its
@@ -38,13 +38,14 @@ class Operations:
 
     retry: Callable[[Settings, sessionmaker[Session], int, str], Outcome]
     resend: Callable[[Settings, sessionmaker[Session], int, str], Outcome]
+    reanalyze: Callable[[Settings, sessionmaker[Session], int, str], Outcome]  # with the console's model
 
 
 def _unavailable(*_args: object) -> Outcome:
     return Outcome(False, "not available in this process (start the console with `meddet serve` or `meddet console`)")
 
 
-NO_OPERATIONS = Operations(_unavailable, _unavailable)
+NO_OPERATIONS = Operations(_unavailable, _unavailable, _unavailable)
 
 
 def _log(
@@ -78,6 +79,18 @@ def resend(
 ) -> Outcome:
     outcome = operations.resend(settings, sessions, job_id, user.name)
     return _log(sessions, user, "resend", f"job {job_id}", outcome, address)
+
+
+def reanalyze(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    operations: Operations,
+    user: Principal,
+    job_id: int,
+    address: str | None = None,
+) -> Outcome:
+    outcome = operations.reanalyze(settings, sessions, job_id, user.name)
+    return _log(sessions, user, "reanalyze", f"job {job_id}", outcome, address)
 
 
 def release(

@@ -183,6 +183,8 @@ def job_page(request: Request, ctx: Ctx) -> Response:
         findings=findings,
         previews=data.preview_slices(findings),
         can_retry=state in (JobState.failed, JobState.quarantined),
+        can_reanalyze=found[0]["model_version"] != ctx.console.model_version
+        and state in (JobState.queued, JobState.failed, JobState.quarantined, JobState.done),
         can_resend=state in (JobState.done, JobState.failed, JobState.results_written)
         and bool(result and result.objects),
     )
@@ -198,6 +200,12 @@ def _act(request: Request, ctx: Ctx, action: Any, target: int, back: str) -> Res
 def job_retry(request: Request, ctx: Ctx) -> Response:
     job_id = _job_id(request)
     return _act(request, ctx, actions.retry, job_id, f"/jobs/{job_id}")
+
+
+@view(Role.admin)
+def job_reanalyze(request: Request, ctx: Ctx) -> Response:
+    job_id = _job_id(request)
+    return _act(request, ctx, actions.reanalyze, job_id, f"/jobs/{job_id}")
 
 
 @view(Role.admin)
@@ -360,6 +368,7 @@ def create_app(
         Route("/jobs", jobs_list),
         Route("/jobs/{job_id}", job_page),
         Route("/jobs/{job_id}/retry", job_retry, methods=["POST"]),
+        Route("/jobs/{job_id}/reanalyze", job_reanalyze, methods=["POST"]),
         Route("/jobs/{job_id}/resend", job_resend, methods=["POST"]),
         Route("/associations", associations),
         Route("/failures", failures),

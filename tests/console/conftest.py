@@ -78,7 +78,7 @@ def start_console(database_url: str, tmp_path: Path) -> Iterator[Callable[..., R
         seeded = seed(settings, sessions)
         users.add_user(sessions, ADMIN[0], "admin", ADMIN[1], by="tests")
         users.add_user(sessions, RADIOLOGIST[0], "radiologist", RADIOLOGIST[1], by="tests")
-        server = ConsoleThread(settings, sessions, "test-model", operations=job_operations()).start()
+        server = ConsoleThread(settings, sessions, "test-model", operations=job_operations("test-model")).start()
         running = Running(f"http://127.0.0.1:{settings.console_port}", settings, sessions, seeded, server)
         started.append(running)
         return running

@@ -127,6 +127,29 @@ def test_posts_need_the_session_csrf_token(console: Running) -> None:
     assert ("alice", "retry", f"job {job.id}", "refused") in _actions(console)
 
 
+def test_an_admin_reanalyses_a_job_of_another_model_with_the_consoles(console: Running) -> None:
+    client = console.login()
+    page = f"/jobs/{console.seeded.job_id}"
+    assert 'id="reanalyze"' not in client.get(page).text  # the seeded job is the console's model's
+    with console.sessions() as session:
+        session.get(Job, console.seeded.job_id).model_version = "old-model"
+        session.commit()
+    shown = client.get(page).text
+    assert 'id="reanalyze"' in shown and "Re-analyse with test-model" in shown
+    token = csrf_of(client, page)
+    done = client.post(f"{page}/reanalyze", data={"csrf_token": token})
+    assert done.status_code == 303 and done.headers["location"] == page
+    assert "for test-model" in client.get(page).text
+    with console.sessions() as session:
+        new = session.scalars(select(Job).where(Job.model_version == "test-model")).one()
+        assert new.series_id == _job(console).series_id and new.state.value == "queued"
+    assert _job(console).state.value == "failed"  # a finished job keeps its state and results
+    assert ("alice", "reanalyze", f"job {console.seeded.job_id}", "ok") in _actions(console)
+    refused = client.post(f"/jobs/{new.id}/reanalyze", data={"csrf_token": token})  # already the console's model
+    assert "already for model test-model" in client.get(refused.headers["location"]).text
+    assert ("alice", "reanalyze", f"job {new.id}", "refused") in _actions(console)
+
+
 def test_radiologist_sees_findings_but_may_not_act(console: Running) -> None:
     client = console.login(RADIOLOGIST)
     job_page = client.get(f"/jobs/{console.seeded.job_id}")
@@ -143,6 +166,7 @@ def test_radiologist_sees_findings_but_may_not_act(console: Running) -> None:
     for action in [
         f"/jobs/{console.seeded.job_id}/retry",
         f"/jobs/{console.seeded.job_id}/resend",
+        f"/jobs/{console.seeded.job_id}/reanalyze",
         f"/quarantine/{console.seeded.good_quarantine}/release",
         f"/quarantine/{console.seeded.bad_quarantine}/delete",
     ]:
