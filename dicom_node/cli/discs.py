@@ -17,6 +17,19 @@ if TYPE_CHECKING:
     from detector.discs.samples import Detect
 
 
+#: ``--other-generator``, as train-discs and train-locator take it.
+OtherGenerator = Annotated[
+    float,
+    typer.Option(
+        "--other-generator",
+        min=0.0,
+        max=1.0,
+        help="Share of training patients drawn by the second training generator (detector.altgen: "
+        "another anatomy and renderer; train-locator validates on the same share); never the held-out one",
+    ),
+]
+
+
 @app.command("train-discs")
 def train_discs_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output folder (last.pt resumes, best.pt is the result)")] = Path(
@@ -71,16 +84,7 @@ def train_discs_cmd(
             help="Level crops: a smooth elastic warp, this sd in mm per cosine mode (other bone shapes); 0 = off",
         ),
     ] = 0.0,
-    other_generator: Annotated[
-        float,
-        typer.Option(
-            "--other-generator",
-            min=0.0,
-            max=1.0,
-            help="Share of patients drawn from the second training generator (detector.altgen: another "
-            "anatomy and renderer)",
-        ),
-    ] = 0.0,
+    other_generator: OtherGenerator = 0.0,
     osteophytes: Annotated[
         float,
         typer.Option(
@@ -211,16 +215,7 @@ def train_locator_cmd(
             help="Share of patients with every tissue's intensity at random (the rest: half random T2 looks)",
         ),
     ] = 0.0,
-    other_generator: Annotated[
-        float,
-        typer.Option(
-            "--other-generator",
-            min=0.0,
-            max=1.0,
-            help="Share of patients (training and validation) drawn by the second training generator "
-            "(detector.altgen: other anatomy and look); never the held-out one",
-        ),
-    ] = 0.0,
+    other_generator: OtherGenerator = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the training and validation draws")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:

@@ -57,40 +57,27 @@ def _log(
     return outcome
 
 
-def retry(
-    settings: Settings,
-    sessions: sessionmaker[Session],
-    operations: Operations,
-    user: Principal,
-    job_id: int,
-    address: str | None = None,
-) -> Outcome:
-    outcome = operations.retry(settings, sessions, job_id, user.name)
-    return _log(sessions, user, "retry", f"job {job_id}", outcome, address)
+def _job_action(name: str) -> Callable[..., Outcome]:
+    """The console action that runs ``Operations.<name>`` on a job and records who did it."""
+
+    def act(
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        operations: Operations,
+        user: Principal,
+        job_id: int,
+        address: str | None = None,
+    ) -> Outcome:
+        outcome = getattr(operations, name)(settings, sessions, job_id, user.name)
+        return _log(sessions, user, name, f"job {job_id}", outcome, address)
+
+    act.__name__ = act.__qualname__ = name
+    return act
 
 
-def resend(
-    settings: Settings,
-    sessions: sessionmaker[Session],
-    operations: Operations,
-    user: Principal,
-    job_id: int,
-    address: str | None = None,
-) -> Outcome:
-    outcome = operations.resend(settings, sessions, job_id, user.name)
-    return _log(sessions, user, "resend", f"job {job_id}", outcome, address)
-
-
-def reanalyze(
-    settings: Settings,
-    sessions: sessionmaker[Session],
-    operations: Operations,
-    user: Principal,
-    job_id: int,
-    address: str | None = None,
-) -> Outcome:
-    outcome = operations.reanalyze(settings, sessions, job_id, user.name)
-    return _log(sessions, user, "reanalyze", f"job {job_id}", outcome, address)
+retry = _job_action("retry")
+resend = _job_action("resend")
+reanalyze = _job_action("reanalyze")
 
 
 def release(
