@@ -7,7 +7,9 @@ the job's series afresh for the current version (``jobs.enqueue_series``: a new 
 series' existing job for it re-armed), from the instances still in the spool. A job of the
 old version that was still waiting is marked failed, "superseded", so that nothing runs it;
 finished jobs keep their state and results. Nothing is changed when the spool no longer
-holds the series (retention or ``meddet prune`` removed it): then only the PACS can re-send it.
+holds the series (retention or ``meddet prune`` removed it: then only the PACS can re-send
+it), or when the series' job for the current version is running or done (its results
+stand); a failed or quarantined one is queued again instead of a new job.
 """
 
 from __future__ import annotations
