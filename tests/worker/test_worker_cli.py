@@ -181,3 +181,28 @@ def test_reanalyze_moves_jobs_of_another_model_to_this_nodes_and_refuses_clearly
     for job_id, why in ((mine, "already for model"), (4242, "does not exist"), (gone, "spooled instances are gone")):
         refused = runner.invoke(app, ["reanalyze", str(job_id)])
         assert refused.exit_code == 2 and why in refused.output and refused.output.startswith("Error:")
+
+
+def test_reanalyze_publishes_the_new_job_to_the_broker(tmp_path, monkeypatch, redis_url):
+    import base64
+
+    import redis
+
+    monkeypatch.setenv("MEDDET_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MEDDET_BROKER_URL", redis_url)
+    monkeypatch.delenv("MEDDET_CHECKPOINT", raising=False)
+    sessions = migrated_sessions(Settings(data_dir=tmp_path).effective_database_url)
+    old = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "a", "meddet-old+r0")
+    with transaction(sessions) as session:
+        for row in jobs.pending_outbox(session):  # the old job's row went out before the upgrade
+            jobs.mark_published(session, row.id)
+    result = CliRunner().invoke(app, ["reanalyze", str(old), "--json"])
+    assert result.exit_code == 0, result.output
+    moved = json.loads(result.output.strip().splitlines()[-1])
+    assert moved["published"] is True and moved["new_job"] != old
+    client = redis.Redis.from_url(redis_url)
+    bodies = [json.loads(base64.b64decode(json.loads(raw)["body"])) for raw in client.lrange("gpu", 0, -1)]
+    client.close()
+    assert [args for args, _kwargs, _ in bodies] == [[moved["new_job"]]]
+    with sessions() as session:
+        assert jobs.pending_outbox(session) == []
