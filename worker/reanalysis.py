@@ -23,8 +23,11 @@ from dicom_node import jobs
 from dicom_node.audit.db import transaction
 from dicom_node.audit.models import Job, JobState, Series
 from dicom_node.config import Settings
+from dicom_node.logging import get_logger
 from worker.pipeline import latest_instance_files
 from worker.tasks import publish_job
+
+log = get_logger(__name__)
 
 #: Jobs a worker holds: their series is being analysed or sent under that job's version now.
 IN_FLIGHT = frozenset({JobState.running, JobState.results_written, JobState.sent})
@@ -96,3 +99,21 @@ def reanalyze_job(settings: Settings, sessions: sessionmaker[Session], job_id: i
         new_id, run = new.id, new.run
     published = publish_job(settings, sessions, new_id)
     return Reanalysis(job_id, new_id, model_version, run, published)
+
+
+def reanalyze_stale(settings: Settings, sessions: sessionmaker[Session], model_version: str) -> list[Reanalysis]:
+    """Every job waiting for another model version, moved to ``model_version`` (``meddet serve``
+    in embedded mode at start-up: its one worker runs only that version). Each move is logged;
+    a refused job (its series no longer spooled) is left as it is, with a warning."""
+    with sessions() as session:
+        stale = stale_queued_jobs(session, model_version)
+    moved = []
+    for job_id in stale:
+        try:
+            done = reanalyze_job(settings, sessions, job_id, model_version)
+        except ReanalysisRefused as exc:
+            log.warning("stale_job_not_reanalysed", job_id=job_id, reason=str(exc))
+            continue
+        log.info("stale_job_reanalysed", job_id=job_id, new_job=done.new_job, model_version=model_version)
+        moved.append(done)
+    return moved

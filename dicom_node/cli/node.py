@@ -14,9 +14,10 @@ from dicom_node.cli import app, state
 from dicom_node.config import masked_values, setting_sources
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, sessionmaker
 
     from dicom_node.audit.models import Series
+    from dicom_node.config import Settings
 
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
 db_app = typer.Typer(help="Audit database: schema (Alembic) and retention.", no_args_is_help=True)
@@ -117,6 +118,7 @@ def serve(ctx: typer.Context) -> None:
     if settings.metrics_port is not None:
         serve_metrics(settings.metrics_port, metrics.registry, settings.metrics_host)
     model_version = detector.model_version(settings.checkpoint)
+    _move_stale_jobs(settings, factory, model_version)
     dispatcher = make_dispatcher(settings, factory, metrics)
 
     def after_commit(completed: list[Series]) -> None:
@@ -181,6 +183,29 @@ SinceOpt = Annotated[str | None, typer.Option("--since", help="e.g. 30m, 2h, 7d,
 StatusOpt = Annotated[str | None, typer.Option("--status", help="Only rows in this state")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 LimitOpt = Annotated[int, typer.Option("--limit", help="At most this many rows")]
+
+
+def _move_stale_jobs(settings: Settings, sessions: sessionmaker[Session], model_version: str) -> None:
+    """Jobs queued for another model version (before an upgrade) can never run here: in
+    embedded mode this node's worker is the only one, so they move to its model; with a broker,
+    workers of the old version may still be draining them, so the admin is told the command."""
+    from worker.reanalysis import reanalyze_stale, stale_queued_jobs
+
+    if settings.embedded:
+        for moved in reanalyze_stale(settings, sessions, model_version):
+            typer.echo(
+                f"job {moved.job} was queued for another model: its series queued as job {moved.new_job}", err=True
+            )
+        return
+    with sessions() as session:
+        stale = stale_queued_jobs(session, model_version)
+    if stale:
+        typer.secho(
+            f"{len(stale)} queued job(s) are for another model version than {model_version}; once no worker "
+            "of that version is left, `meddet reanalyze --queued` moves them to this one",
+            fg="yellow",
+            err=True,
+        )
 
 
 def _print_rows(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:

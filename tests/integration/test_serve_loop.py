@@ -154,6 +154,35 @@ def test_a_late_instance_reruns_the_finished_job(tmp_path, scp, checkpoint):
     assert sorted(scp.uids()) == sorted(first + first)  # same objects, same UIDs, once per run
 
 
+def test_embedded_serve_moves_a_job_queued_for_another_model_to_its_own(tmp_path, scp, checkpoint):
+    """A job queued before an upgrade (another model version) would fail on this node's only
+    worker; ``meddet serve`` in embedded mode queues its series for its own model at start-up."""
+    from migrations import upgrade
+    from tests.worker.support import register_series
+
+    env = _env(tmp_path, scp, checkpoint, None)
+    upgrade(env["MEDDET_DATABASE_URL"])
+    sessions = make_session_factory(make_engine(env["MEDDET_DATABASE_URL"]))
+    old = register_series(sessions, series_datasets(6), tmp_path / "spooled", "meddet-student-000000000000+r0")
+    serve = start_serve(env, tmp_path / "serve.log")
+    try:
+
+        def moved_and_done() -> int | None:
+            with sessions() as session:
+                new = session.scalars(select(Job).where(Job.id != old)).one_or_none()
+                return new.id if new is not None and new.state.value == "done" else None
+
+        new_id = wait_for(moved_and_done, 120, "the moved job", interval=0.2)
+    finally:
+        serve.stop()
+    with sessions() as session:
+        job = session.get(Job, old)
+        assert job.state.value == "failed" and f"re-analysed as job {new_id}" in job.reason
+        assert session.get(Job, new_id).model_version != job.model_version
+    assert f"its series queued as job {new_id}" in (tmp_path / "serve.log").read_text()
+    _assert_results_once(scp, _settings(env), new_id)
+
+
 def test_redis_down_while_receiving_loses_nothing(tmp_path, scp, checkpoint):
     redis_server = RedisServer(tmp_path / "redis").start()
     env = _env(tmp_path, scp, checkpoint, redis_server.url)

@@ -206,3 +206,18 @@ def test_reanalyze_publishes_the_new_job_to_the_broker(tmp_path, monkeypatch, re
     assert [args for args, _kwargs, _ in bodies] == [[moved["new_job"]]]
     with sessions() as session:
         assert jobs.pending_outbox(session) == []
+
+
+def test_serve_with_a_broker_only_tells_of_jobs_queued_for_another_model(tmp_path, capsys, redis_url):
+    from dicom_node.cli.node import _move_stale_jobs
+
+    settings = Settings(data_dir=tmp_path, broker_url=redis_url)
+    sessions = migrated_sessions(settings.effective_database_url)
+    old = register_series(sessions, make_mr_series(2, 16, 16), tmp_path / "a", "meddet-old+r0")
+    _move_stale_jobs(settings, sessions, "meddet-new+r1")
+    told = capsys.readouterr().err.replace("\n", " ")
+    assert "1 queued job(s) are for another model version than meddet-new+r1" in told
+    assert "meddet reanalyze --queued" in told
+    with sessions() as session:  # workers of the old version may still be draining it: untouched
+        assert session.get(Job, old).state == JobState.queued
+        assert session.scalars(select(Job)).all() == [session.get(Job, old)]
