@@ -62,7 +62,7 @@ def reanalyze_job(settings: Settings, sessions: sessionmaker[Session], job_id: i
     when the job does not exist, is already of that version, is held by a worker, or its
     series is no longer in the spool."""
     with transaction(sessions) as session:
-        old = session.get(Job, job_id)
+        old = session.get(Job, job_id, with_for_update=True)  # a worker's claim waits (PostgreSQL)
         if old is None:
             raise ReanalysisRefused(f"job {job_id} does not exist")
         if old.model_version == model_version:
