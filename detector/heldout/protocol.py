@@ -45,6 +45,10 @@ CONFOUNDERS = ("osteophyte", "anterior_spur", "dark", "modic", "listhesis")
 TARGETS = {"naming": 0.98, "sensitivity": 0.85, "specificity": 0.85, "auc": 0.92}
 
 
+#: Why a study's levels are ``unknown``, from the analysis' reason text (``detector.naming``).
+UNNAMED_BECAUSE = ("no anchor", "margin", "veto", "other")
+
+
 @dataclass(frozen=True)
 class Finding:
     level: str
@@ -52,19 +56,36 @@ class Finding:
     called: bool
     slice_index: int
     box: Box
+    reason: str | None = None  # why the level is unknown, when it is
 
 
 def as_finding(obj: Any) -> Finding:
-    """A finding from a mapping or an object with the same names."""
+    """A finding from a mapping or an object with the same names (``reason`` optional)."""
     get = (lambda k: obj[k]) if isinstance(obj, Mapping) else (lambda k: getattr(obj, k))
     box = tuple(float(v) for v in get("box"))
+    reason = obj.get("reason") if isinstance(obj, Mapping) else getattr(obj, "reason", None)
     return Finding(
         str(get("level")),
         float(get("probability")),
         bool(get("called")),
         int(get("slice_index")),
         (box[0], box[1], box[2], box[3]),
+        None if reason is None else str(reason),
     )
+
+
+def unnamed_because(reason: str | None) -> str:
+    """Which of ``UNNAMED_BECAUSE`` a naming failure's reason is: no C2 anchor, a best placement
+    too close to the next (the margin gate), or a counted disc that looks like another level
+    (its veto)."""
+    text = reason or ""
+    if text.startswith("no C2 anchor"):
+        return "no anchor"
+    if "best alignment only" in text:
+        return "margin"
+    if "looks like" in text:
+        return "veto"
+    return "other"
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -112,6 +133,7 @@ class StudyResult:
     unknown: int
     shifted: bool
     cases: list[dict[str, Any]] = field(default_factory=list)
+    unnamed: str | None = None  # ``unnamed_because`` of its unknown findings' reason, if any
 
 
 def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0.0) -> StudyResult:
@@ -151,7 +173,9 @@ def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0
                 c_pos=any(f.called for f in pos),
             )
         )
-    return StudyResult(study.seed, study.hard, seconds, fs, named, len(fs) - len(reported), shifted, cases)
+    unknown = [f for f in fs if f.level == "unknown"]
+    unnamed = unnamed_because(unknown[0].reason) if unknown else None
+    return StudyResult(study.seed, study.hard, seconds, fs, named, len(unknown), shifted, cases, unnamed)
 
 
 def _classification(cases: list[dict[str, Any]], key: str, interval: bool = False) -> dict[str, Any]:
@@ -219,6 +243,7 @@ class Report:
                 "unknown": sum(r.unknown for r in rs),
                 "shifted_studies": sum(r.shifted for r in rs),
                 "off_disc": sum(d is None for _, d in named),
+                "unnamed_studies": {k: sum(r.unnamed == k for r in rs) for k in UNNAMED_BECAUSE},
             },
             "by_name": _classification(cases, "name", interval=True),
             "by_position": _classification(cases, "pos", interval=True),

@@ -10,7 +10,7 @@ from typing import Any
 
 from detector.heldout.anatomy import REPORTED_LEVELS
 from detector.heldout.metrics import Rate
-from detector.heldout.protocol import CALIBRATION_EDGES, Report, check_targets
+from detector.heldout.protocol import CALIBRATION_EDGES, UNNAMED_BECAUSE, Report, check_targets
 
 
 def format_report(report: Report, title: str = "") -> str:
@@ -43,6 +43,8 @@ def format_report(report: Report, title: str = "") -> str:
     row("  correct / reported", [rate(g[n]["naming"]["accuracy"]) for n in names])
     for key in ("unknown", "shifted_studies", "off_disc"):
         row(f"  {key}", [str(g[n]["naming"][key]) for n in names])
+    why = [g[n]["naming"]["unnamed_studies"] for n in names]
+    row("  unnamed studies, why", [", ".join(f"{k} {c[k]}" for k in UNNAMED_BECAUSE if c[k]) or "0" for c in why])
     for view in ("by_name", "by_position"):
         lines.append(f"  herniation per level, {view.replace('_', ' ')}")
         row("  sensitivity", [rate(g[n][view]["sensitivity"]) for n in names])
