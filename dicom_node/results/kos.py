@@ -12,9 +12,11 @@ import highdicom as hd
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
-from dicom_node.results.common import (
+from dicom_node.results.codes import (
     KEY_OBJECT_TITLE,
     MANUFACTURER,
+)
+from dicom_node.results.common import (
     ResultContext,
     finish,
 )

@@ -12,9 +12,11 @@ import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 
-from dicom_node.results.common import (
+from dicom_node.results.codes import (
     MANUFACTURER,
     SERIES_NUMBERS,
+)
+from dicom_node.results.common import (
     Finding,
     FindingsError,
     ResultContext,

@@ -12,10 +12,12 @@ import numpy as np
 from highdicom.color import CIELabColor
 from pydicom import Dataset
 
-from dicom_node.results.common import (
+from dicom_node.results.codes import (
     HERNIATED_STRUCTURE,
     LEVEL_SITES,
     MORPHOLOGICALLY_ABNORMAL,
+)
+from dicom_node.results.common import (
     Finding,
     FindingsError,
     ResultContext,

@@ -25,7 +25,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from dicom_node.kinds import SrKind
-from dicom_node.results.common import (
+from dicom_node.results.codes import (
     ANATOMICAL_STRUCTURE,
     CERTAINTY_OF_FINDING,
     COMMENT,
@@ -40,6 +40,8 @@ from dicom_node.results.common import (
     PERCENT,
     PROTRUSION,
     SERIES_NUMBERS,
+)
+from dicom_node.results.common import (
     Finding,
     FindingsError,
     ResultContext,

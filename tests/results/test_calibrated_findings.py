@@ -14,7 +14,7 @@ import pytest
 from pydicom.sr.codedict import codes
 
 from dicom_node.results import FindingsError, build_result_objects, write_result_objects
-from dicom_node.results.common import (
+from dicom_node.results.codes import (
     CERTAINTY_OF_FINDING,
     HERNIATION,
     HERNIATION_PROBABILITY,

@@ -12,7 +12,7 @@ import pytest
 from pydicom.sr.codedict import codes
 
 from dicom_node.results import build_result_objects, write_result_objects
-from dicom_node.results.common import (
+from dicom_node.results.codes import (
     CERTAINTY_OF_FINDING,
     HERNIATED_STRUCTURE,
     HERNIATION,
@@ -20,6 +20,8 @@ from dicom_node.results.common import (
     MANUFACTURER,
     MORPHOLOGICALLY_ABNORMAL,
     NORMAL,
+)
+from dicom_node.results.common import (
     Finding,
 )
 from dicom_node.results.seg import box_mask
