@@ -90,6 +90,13 @@ def add_outbox(session: Session, job: Job, task_name: str = TASK_NAME) -> Outbox
     return row
 
 
+def job_of(session: Session, series_instance_uid: str, model_version: str) -> Job | None:
+    """The job of a series for ``model_version`` (one at most: the job key), if any."""
+    return session.scalars(
+        select(Job).where(Job.series_instance_uid == series_instance_uid, Job.model_version == model_version)
+    ).one_or_none()
+
+
 def enqueue_series(session: Session, series: Series, model_version: str) -> Job:
     """Create (or re-arm) the job of ``series`` for ``model_version``, in the caller's transaction.
 
@@ -97,12 +104,7 @@ def enqueue_series(session: Session, series: Series, model_version: str) -> Job:
     a job that has started or finished (late instances reopened the series) gets ``run``
     bumped, goes back to ``queued`` with an event and a new outbox row.
     """
-    job = session.scalars(
-        select(Job).where(
-            Job.series_instance_uid == series.series_instance_uid,
-            Job.model_version == model_version,
-        )
-    ).one_or_none()
+    job = job_of(session, series.series_instance_uid, model_version)
     if job is None:
         job = Job(
             series_id=series.id,

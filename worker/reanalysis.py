@@ -23,14 +23,13 @@ from dicom_node import jobs
 from dicom_node.audit.db import transaction
 from dicom_node.audit.models import Job, JobState, Series
 from dicom_node.config import Settings
+from dicom_node.leases import IN_FLIGHT
 from dicom_node.logging import get_logger
 from worker.pipeline import latest_instance_files
 from worker.tasks import publish_job
 
 log = get_logger(__name__)
 
-#: Jobs a worker holds: their series is being analysed or sent under that job's version now.
-IN_FLIGHT = frozenset({JobState.running, JobState.results_written, JobState.sent})
 #: A series' job for the current version in these states is run again by re-analysis.
 RERUNNABLE = frozenset({JobState.failed, JobState.quarantined})
 
@@ -83,9 +82,7 @@ def reanalyze_job(settings: Settings, sessions: sessionmaker[Session], job_id: i
                 f"job {job_id}: {gone} of its series' spooled instances are gone (retention or prune); "
                 "re-send the series from the PACS"
             )
-        current = session.scalars(
-            select(Job).where(Job.series_instance_uid == series.series_instance_uid, Job.model_version == model_version)
-        ).one_or_none()
+        current = jobs.job_of(session, series.series_instance_uid, model_version)
         if current is not None and JobState(current.state) not in (JobState.queued, *RERUNNABLE):
             raise ReanalysisRefused(
                 f"job {job_id}: its series already has job {current.id} for model {model_version} "

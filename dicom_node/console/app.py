@@ -44,6 +44,7 @@ from dicom_node.console.web import (
     set_cookie,
     view,
 )
+from dicom_node.leases import IN_FLIGHT
 
 UID_TEXT = re.compile(r"^[0-9.]+$")
 ACCESSION_SCAN = 500  # accession search reads the headers of this many newest series
@@ -183,8 +184,7 @@ def job_page(request: Request, ctx: Ctx) -> Response:
         findings=findings,
         previews=data.preview_slices(findings),
         can_retry=state in (JobState.failed, JobState.quarantined),
-        can_reanalyze=found[0]["model_version"] != ctx.console.model_version
-        and state in (JobState.queued, JobState.failed, JobState.quarantined, JobState.done),
+        can_reanalyze=found[0]["model_version"] != ctx.console.model_version and state not in IN_FLIGHT,
         can_resend=state in (JobState.done, JobState.failed, JobState.results_written)
         and bool(result and result.objects),
     )
