@@ -73,6 +73,7 @@ class DiscFinding:
     box: tuple[float, float, float, float]
     reason: str | None = None  # why the level is unknown
     logit: float = 0.0  # the herniation net's raw logit (what calibration maps)
+    cause: str | None = None  # why the level is unknown, one of ``naming.UNNAMED_CAUSES``
 
     @property
     def score(self) -> float:
@@ -139,7 +140,7 @@ class Analyzer:
             detections = self.detector.predict(images)
         found = disc_chain(detections)
         if found is None:
-            return SeriesAnalysis([], Naming([], UNKNOWN, "no disc found", 0, 0.0), self.calibration, detections)
+            return SeriesAnalysis([], Naming.unnamed(0, "no disc found", "no_disc"), self.calibration, detections)
         volume = torch.from_numpy(np.stack([np.asarray(im, np.float32) for im in images])).to(self.detector.device)
         spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
         chain = extend_chain(found, volume.shape[1:])
@@ -161,7 +162,7 @@ class Analyzer:
                     continue  # not a disc, above C2-C3 or below C7-T1: not a reported level
             else:
                 level = UNKNOWN
-            findings.append(self._finding(level, members, logits[i], naming.reason, volume.shape[1:], reach))
+            findings.append(self._finding(level, members, logits[i], naming, volume.shape[1:], reach))
         return SeriesAnalysis(findings, naming, self.calibration, detections)
 
     def level_log_probs(self, volume: torch.Tensor, spacing: tuple[float, float], chain: Chain) -> np.ndarray:
@@ -227,11 +228,12 @@ class Analyzer:
         level: str,
         members: list[Disc],
         outputs: np.ndarray,
-        reason: str | None,
+        naming: Naming,
         shape: tuple[int, ...],
         reach: float,
     ) -> DiscFinding:
-        """The finding of one disc; its box as ``shown_box`` places it (``reach`` px)."""
+        """The finding of one disc; its box as ``shown_box`` places it (``reach`` px); an
+        ``unknown`` level carries the naming's reason and cause."""
         top = int(np.argmax(outputs[:, 0]))
         probability = float(self.calibration.probability(outputs[top, 0]))
         called = probability >= self.calibration.threshold
@@ -245,8 +247,9 @@ class Analyzer:
             protrusion_mm=max(0.0, float(outputs[k, 1])),
             slice_index=disc.slice_index,
             box=shown_box(disc.box, row, col, reach, shape),
-            reason=reason if level == UNKNOWN else None,
+            reason=naming.reason if level == UNKNOWN else None,
             logit=float(outputs[top, 0]),
+            cause=naming.cause if level == UNKNOWN else None,
         )
 
 

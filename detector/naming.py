@@ -15,8 +15,8 @@ disc that the net is sure is another level vetoes the count (a disc missed, or a
 counted, between it and the anchor).
 
 Failure is explicit: no anchor, a placement barely likelier than another, or a counted disc
-that is surely another level gives ``status`` "unknown" with a reason, and every disc's
-level is reported as unknown.
+that is surely another level gives ``status`` "unknown" with a reason and its ``cause``, and
+every disc's level is reported as unknown.
 """
 
 from __future__ import annotations
@@ -35,17 +35,31 @@ NOT_DISC = N_LEVEL_CLASSES - 1
 ANCHOR = 0  # C2-C3
 #: How two views of each position's level (the level net's, the locator's) combine: ``fuse``.
 FUSIONS = ("level", "locator", "mean", "product")
+#: Why a chain is not named (``Naming.cause``): no disc found; no C2 anchor; the best placement
+#: barely likelier than the next (the margin gate); a counted disc surely another level (its veto).
+UNNAMED_CAUSES = ("no_disc", "no_anchor", "margin", "veto")
 
 
 @dataclass(frozen=True)
 class Naming:
-    """Per chain position its level name (None above C2-C3 or below C7-T1), and why not."""
+    """Per chain position its level name (None above C2-C3 or below C7-T1), and why not: the
+    ``reason`` in words and its ``cause``, one of ``UNNAMED_CAUSES``."""
 
     names: list[str | None]
     status: str  # "found" | "unknown"
     reason: str | None
     offset: int  # level index of the chain's first position
     margin: float  # log-likelihood ratio of the best alignment over the runner-up
+    cause: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.status == "found") != (self.cause is None) or self.cause not in (None, *UNNAMED_CAUSES):
+            raise ValueError(f"naming: status {self.status!r} with cause {self.cause!r}")
+
+    @classmethod
+    def unnamed(cls, n: int, reason: str, cause: str, offset: int = 0, margin: float = 0.0) -> Naming:
+        """A chain of ``n`` positions none of which is named, because of ``cause``."""
+        return cls([None] * n, "unknown", reason, offset, margin, cause)
 
 
 @dataclass(frozen=True)
@@ -108,8 +122,8 @@ def name_chain(
         names[int(i)] = name
     clash = _contradiction(lp, names, contradiction) if inner.status == "found" else None
     if clash is not None:
-        return Naming([None] * len(lp), "unknown", clash, inner.offset, inner.margin)
-    return Naming(names, inner.status, inner.reason, inner.offset, inner.margin)
+        return Naming.unnamed(len(lp), clash, "veto", inner.offset, inner.margin)
+    return Naming(names, inner.status, inner.reason, inner.offset, inner.margin, inner.cause)
 
 
 def _contradiction(lp: np.ndarray, names: list[str | None], min_prob: float) -> str | None:
@@ -133,7 +147,7 @@ def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float, level
     """``name_chain`` on positions that are all discs."""
     n = len(lp)
     if n == 0:
-        return Naming([], "unknown", "no disc found", 0, 0.0)
+        return Naming.unnamed(0, "no disc found", "no_disc")
     offsets = list(range(-(n - 1), 2))  # the anchor at each position, or (1) above the chain
     scores = np.array([_score(lp, o, level_weight) for o in offsets])
     order = np.argsort(scores)[::-1]
@@ -142,31 +156,18 @@ def _name_discs(lp: np.ndarray, min_anchor_prob: float, min_margin: float, level
     names = [LEVELS[j] if 0 <= (j := best + i) < len(LEVELS) else None for i in range(n)]
     anchor_at = -best
     if not 0 <= anchor_at < n:
-        return Naming(
-            [None] * n,
-            "unknown",
-            "no C2 anchor: no disc of the series' chain looks like C2-C3, the disc below C2",
-            best,
-            margin,
-        )
+        reason = "no C2 anchor: no disc of the series' chain looks like C2-C3, the disc below C2"
+        return Naming.unnamed(n, reason, "no_anchor", best, margin)
     p_anchor = float(np.exp(lp[anchor_at, ANCHOR]))
     if p_anchor < min_anchor_prob:
-        return Naming(
-            [None] * n,
-            "unknown",
-            f"no C2 anchor: the disc under C2 is not recognised (probability {p_anchor:.2f})",
-            best,
-            margin,
-        )
+        reason = f"no C2 anchor: the disc under C2 is not recognised (probability {p_anchor:.2f})"
+        return Naming.unnamed(n, reason, "no_anchor", best, margin)
     if margin < min_margin:
-        return Naming(
-            [None] * n,
-            "unknown",
+        reason = (
             "inconsistent chain: counting from C2 and the appearance of the "
-            f"discs disagree (best alignment only {np.exp(margin):.1f}x likelier than the next)",
-            best,
-            margin,
+            f"discs disagree (best alignment only {np.exp(margin):.1f}x likelier than the next)"
         )
+        return Naming.unnamed(n, reason, "margin", best, margin)
     return Naming(names, "found", None, best, margin)
 
 

@@ -5,7 +5,8 @@ pixels of each source (the detector saw the canonical view of ``dicom_node.pixel
 finding on a multi-frame source also names its 1-based ``frame``. Each finding carries the
 calibrated herniation ``probability`` (``score`` repeats it for older readers), the estimated
 ``protrusion_mm``, and, when its level could not be named, level ``unknown`` with a
-``reason``; the document states the ``operating_point`` the calls were made at.
+``reason`` in words and its ``cause`` (``detector.naming.UNNAMED_CAUSES``: no_disc, no_anchor,
+margin, veto) for programs; the document states the ``operating_point`` the calls were made at.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def build_findings(
         }
         if f.reason:
             item["reason"] = f.reason
+        if f.cause:
+            item["cause"] = f.cause
         if int(s.source.get("NumberOfFrames", 1) or 1) > 1:
             item["frame"] = s.frame
         findings.append(item)
@@ -61,6 +64,7 @@ def build_findings(
         "levels": {
             "anchor": "found" if analysis.naming.status == "found" else "not_found",
             "reason": analysis.naming.reason,
+            "cause": analysis.naming.cause,
         },
         "findings": findings,
     }

@@ -45,8 +45,9 @@ CONFOUNDERS = ("osteophyte", "anterior_spur", "dark", "modic", "listhesis")
 TARGETS = {"naming": 0.98, "sensitivity": 0.85, "specificity": 0.85, "auc": 0.92}
 
 
-#: Why a study's levels are ``unknown``, from the analysis' reason text (``detector.naming``).
-UNNAMED_BECAUSE = ("no anchor", "margin", "veto", "other")
+#: Why a study's levels are ``unknown``: its findings' ``cause`` (findings.json; the analysis
+#: names them in ``detector.naming.UNNAMED_CAUSES``), or "other" for findings that carry none.
+UNNAMED_BECAUSE = ("no_disc", "no_anchor", "margin", "veto", "other")
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,17 @@ class Finding:
     slice_index: int
     box: Box
     reason: str | None = None  # why the level is unknown, when it is
+    cause: str | None = None  # the same as one of ``UNNAMED_BECAUSE``
 
 
 def as_finding(obj: Any) -> Finding:
-    """A finding from a mapping or an object with the same names (``reason`` optional)."""
+    """A finding from a mapping or an object with the same names (``reason``, ``cause`` optional)."""
     get = (lambda k: obj[k]) if isinstance(obj, Mapping) else (lambda k: getattr(obj, k))
+    optional = obj.get if isinstance(obj, Mapping) else (lambda k: getattr(obj, k, None))
     box = tuple(float(v) for v in get("box"))
-    reason = obj.get("reason") if isinstance(obj, Mapping) else getattr(obj, "reason", None)
+    reason, cause = optional("reason"), optional("cause")
+    if cause is not None and cause not in UNNAMED_BECAUSE:
+        raise ValueError(f"finding: unknown cause {cause!r}, expected one of {', '.join(UNNAMED_BECAUSE)}")
     return Finding(
         str(get("level")),
         float(get("probability")),
@@ -71,21 +76,8 @@ def as_finding(obj: Any) -> Finding:
         int(get("slice_index")),
         (box[0], box[1], box[2], box[3]),
         None if reason is None else str(reason),
+        cause,
     )
-
-
-def unnamed_because(reason: str | None) -> str:
-    """Which of ``UNNAMED_BECAUSE`` a naming failure's reason is: no C2 anchor, a best placement
-    too close to the next (the margin gate), or a counted disc that looks like another level
-    (its veto)."""
-    text = reason or ""
-    if text.startswith("no C2 anchor"):
-        return "no anchor"
-    if "best alignment only" in text:
-        return "margin"
-    if "looks like" in text:
-        return "veto"
-    return "other"
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -133,7 +125,7 @@ class StudyResult:
     unknown: int
     shifted: bool
     cases: list[dict[str, Any]] = field(default_factory=list)
-    unnamed: str | None = None  # ``unnamed_because`` of its unknown findings' reason, if any
+    unnamed: str | None = None  # of ``UNNAMED_BECAUSE``: why its findings are unknown, if they are
 
 
 def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0.0) -> StudyResult:
@@ -174,7 +166,7 @@ def score_study(study: HeldoutStudy, findings: Iterable[Any], seconds: float = 0
             )
         )
     unknown = [f for f in fs if f.level == "unknown"]
-    unnamed = unnamed_because(unknown[0].reason) if unknown else None
+    unnamed = (unknown[0].cause or "other") if unknown else None
     return StudyResult(study.seed, study.hard, seconds, fs, named, len(unknown), shifted, cases, unnamed)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import subprocess
 
@@ -110,6 +111,21 @@ def test_a_user_threshold_overrides_the_stored_operating_point():
     assert findings["operating_point"]["threshold"] == 0.95
     assert all(f["label"] == "normal_disc" for f in findings["findings"])  # 0.9 < 0.95
     assert all(f["probability"] == f["score"] for f in findings["findings"])
+
+
+def test_unnamed_levels_carry_their_reason_in_words_and_as_a_cause():
+    study = make_study(np.random.default_rng(31), n_slices=9, size=128)
+    series = series_from_datasets(study_datasets(study, key=("u",), number=1, patient_id="P"))
+    named = truth_analysis(study)
+    naming = Naming.unnamed(len(LEVELS), "no C2 anchor: the disc under C2 is not recognised", "no_anchor")
+    unknown = [
+        dataclasses.replace(f, level="unknown", reason=naming.reason, cause=naming.cause) for f in named.findings
+    ]
+    doc = build_findings(series, SeriesAnalysis(unknown, naming, named.calibration, named.detections), version="v")
+    assert doc["levels"] == {"anchor": "not_found", "reason": naming.reason, "cause": "no_anchor"}
+    assert {(f["level"], f["reason"], f["cause"]) for f in doc["findings"]} == {("unknown", naming.reason, "no_anchor")}
+    found = build_findings(series, named, version="v")
+    assert found["levels"]["cause"] is None and not any("cause" in f for f in found["findings"])
 
 
 @pytest.fixture(scope="module")

@@ -69,6 +69,7 @@ def test_a_series_without_its_top_discs_gets_unknown_levels_with_a_reason(analyz
     result = analyzer.analyze(volume, (study.pixel_spacing, study.pixel_spacing))
     assert result.naming.status == "unknown" and "anchor" in (result.naming.reason or "")
     assert result.findings and all(f.level == UNKNOWN and f.reason for f in result.findings)
+    assert result.naming.cause == "no_anchor" and {f.cause for f in result.findings} == {"no_anchor"}
 
 
 def nudged_single_net(net: str = "level") -> tuple[dict, str]:

@@ -19,7 +19,7 @@ from detector.discs.model import (
 )
 from detector.discs.samples import LABEL_THRESHOLD_MM, draw
 from detector.levels import LEVELS
-from detector.naming import LEVEL_CLASSES, NOT_DISC, UNSTORED_RULE, NamingRule, name_chain
+from detector.naming import LEVEL_CLASSES, NOT_DISC, UNSTORED_RULE, Naming, NamingRule, name_chain
 from tests.detector.conftest import chain_log_probs
 
 
@@ -165,7 +165,7 @@ def test_a_counted_disc_that_surely_is_another_level_vetoes_the_count() -> None:
     # ...unless the net is sure: C3-C4 missed by the detector, so the count says C3-C4 where
     # the disc is C4-C5
     skipped = name_chain(chain_log_probs([0, 2, 3, 4], confidence=0.95))
-    assert skipped.status == "unknown" and skipped.names == [None] * 4
+    assert skipped.status == "unknown" and skipped.names == [None] * 4 and skipped.cause == "veto"
     assert "counted as C3-C4 from C2 looks like C4-C5 (probability 0.95)" in (skipped.reason or "")
     assert name_chain(chain_log_probs([0, 2, 3, 4], confidence=0.95), contradiction=0.99).status == "found"
     # a thoracic disc that looks like T1-T2 below C7-T1 is no contradiction (it is not named)
@@ -175,12 +175,20 @@ def test_a_counted_disc_that_surely_is_another_level_vetoes_the_count() -> None:
 def test_no_anchor_or_a_chain_that_disagrees_gives_unknown_levels_with_a_reason() -> None:
     top_missing = name_chain(chain_log_probs([2, 3, 4, 5]))
     assert top_missing.status == "unknown" and "no C2 anchor" in (top_missing.reason or "")
-    assert top_missing.names == [None] * 4
+    assert top_missing.names == [None] * 4 and top_missing.cause == "no_anchor"
     vague = name_chain(chain_log_probs([0, 1, 2, 3], confidence=0.13))
-    assert vague.status == "unknown" and vague.reason
-    assert name_chain(np.zeros((0, len(LEVEL_CLASSES)))).reason == "no disc found"
+    assert vague.status == "unknown" and vague.reason and vague.cause
+    torn = np.full((3, len(LEVEL_CLASSES)), 0.01)  # C2-C3 or C3-C4 on top, each disc below torn alike
+    torn[0, :2], torn[1, 1:3], torn[2, 2:4] = (0.5, 0.44), (0.45, 0.49), (0.45, 0.49)
+    unsure = name_chain(np.log(torn / torn.sum(axis=1, keepdims=True)))
+    assert unsure.cause == "margin" and "best alignment only" in (unsure.reason or "")
+    empty = name_chain(np.zeros((0, len(LEVEL_CLASSES))))
+    assert (empty.reason, empty.cause) == ("no disc found", "no_disc")
+    assert name_chain(chain_log_probs([0, 1, 2, 3])).cause is None
     with pytest.raises(ValueError, match="log_probs"):
         name_chain(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="cause"):  # an unnamed chain says why, in words and as a cause
+        Naming([None], "unknown", "why", 0, 0.0)
 
 
 def test_training_crops_carry_their_protrusion_and_level() -> None:

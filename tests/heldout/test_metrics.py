@@ -21,7 +21,7 @@ from detector.heldout.metrics import (
     specificity,
     wilson_interval,
 )
-from detector.heldout.protocol import Report, check_targets, score_study
+from detector.heldout.protocol import UNNAMED_BECAUSE, Report, check_targets, score_study
 from detector.heldout.report_text import format_calibration, format_report
 
 
@@ -247,32 +247,18 @@ def test_unknown_and_off_disc_findings(study) -> None:
     assert g["naming"]["accuracy"].n == 6 and g["naming"]["accuracy"].k == 5
 
 
-def test_unnamed_studies_are_counted_by_why_the_chain_was_not_named(study) -> None:
-    from detector.heldout.protocol import unnamed_because
-    from detector.naming import name_chain
+def test_unnamed_studies_are_counted_by_the_cause_their_findings_carry(study) -> None:
+    from detector.naming import UNNAMED_CAUSES
 
-    # the analysis' own reason texts, from the naming rule itself
-    sure = np.log(np.full((3, 8), 0.01))
-    for i in range(3):
-        sure[i, i] = np.log(0.93)
-    no_anchor = sure.copy()
-    no_anchor[:, 0] = np.log(0.01)
-    no_anchor[0, 7] = np.log(0.93)
-    torn = np.full((3, 8), 0.01)  # C2-C3 or C3-C4 on top, each disc below torn the same way
-    torn[0, :2], torn[1, 1:3], torn[2, 2:4] = (0.5, 0.44), (0.45, 0.49), (0.45, 0.49)
-    unsure = np.log(torn / torn.sum(axis=1, keepdims=True))
-    assert name_chain(sure).status == "found"
-    assert unnamed_because(name_chain(no_anchor).reason) == "no anchor"
-    assert unnamed_because(name_chain(unsure).reason) == "margin"
-    assert unnamed_because("inconsistent chain: the disc counted as C4-C5 from C2 looks like C5-C6") == "veto"
-    assert unnamed_because("no disc found") == unnamed_because(None) == "other"
-
-    why = name_chain(unsure).reason
-    fs = [dict(f, level="unknown", reason=why) for f in _perfect(study)]
-    report = Report([score_study(study, fs), score_study(study, _perfect(study))])
+    assert UNNAMED_BECAUSE == (*UNNAMED_CAUSES, "other")  # the report's vocabulary is the analysis'
+    margin = [dict(f, level="unknown", reason="inconsistent chain", cause="margin") for f in _perfect(study)]
+    silent = [dict(f, level="unknown") for f in _perfect(study)]  # a finding that carries no cause
+    report = Report([score_study(study, margin), score_study(study, silent), score_study(study, _perfect(study))])
     unnamed = report.group("all")["naming"]["unnamed_studies"]
-    assert unnamed == {"no anchor": 0, "margin": 1, "veto": 0, "other": 0}
-    assert "margin 1" in format_report(report).split("unnamed studies, why")[1].splitlines()[0]
+    assert unnamed == {"no_disc": 0, "no_anchor": 0, "margin": 1, "veto": 0, "other": 1}
+    assert "margin 1, other 1" in format_report(report).split("unnamed studies, why")[1].splitlines()[0]
+    with pytest.raises(ValueError, match="unknown cause 'typo'"):
+        score_study(study, [dict(margin[0], cause="typo")])
 
 
 def test_report_formats_and_serialises(study) -> None:
