@@ -82,12 +82,13 @@ def calibrate_cmd(
     ] = 880000,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
-    """Fit the calibration of the herniation call (Platt scaling of the per-level logit) and
-    choose the operating point that reaches the target sensitivity, on labelled studies that
-    are not the test set; store both (and what data they came from) in the checkpoint that
-    `meddet serve`, `worker` and `predict` then use by default. The fit is made under today's
-    analysis rules (how chains are named, which detections a call reads), which the checkpoint
-    stores with it."""
+    """Fit the herniation call's calibration and operating point, and store them in the checkpoint.
+
+    Platt scaling of the per-level logit, and the threshold that reaches the target
+    sensitivity, on labelled studies that are not the test set; both (and what data they came
+    from) go into the checkpoint that `meddet serve`, `worker` and `predict` then use by
+    default. The fit is made under today's analysis rules (how chains are named, which
+    detections a call reads), which the checkpoint stores with it."""
     import json
     from dataclasses import replace
 

@@ -146,9 +146,11 @@ def train_discs_cmd(
         ),
     ] = False,
 ) -> None:
-    """Train the second stage (herniation call + protrusion, disc level) on crops from our own
-    synthetic generator, randomised in look every epoch. Writes OUT/best.pt (a DiscModels
-    payload); `meddet calibrate --discs OUT/best.pt` then puts it in a checkpoint."""
+    """Train the second stage: the herniation call (+ protrusion in mm) and the disc level.
+
+    On crops from our own synthetic generator, randomised in look every epoch. Writes
+    OUT/best.pt (a DiscModels payload); `meddet calibrate --discs OUT/best.pt` then puts it
+    in a checkpoint."""
     import torch
 
     from detector.discs.samples import Variety
@@ -219,9 +221,11 @@ def train_locator_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the training and validation draws")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
-    """Train the level locator: a whole-neck window (skull base to the thoracic spine) ->
-    where each disc level C2-C3 .. T1-T2 is, on fresh synthetic patients every epoch.
-    Writes OUT/locator.pt; `meddet calibrate --locator OUT/locator.pt` puts it in a checkpoint,
+    """Train the level locator: where each disc level is, on a whole-neck window.
+
+    The window reaches from the skull base to the thoracic spine; the locator says where each
+    disc level C2-C3 .. T1-T2 is, trained on fresh synthetic patients every epoch. Writes
+    OUT/locator.pt; `meddet calibrate --locator OUT/locator.pt` puts it in a checkpoint,
     where its view of each disc's level is combined with the level net's."""
     import torch
 

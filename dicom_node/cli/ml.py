@@ -189,8 +189,10 @@ def evaluate_cmd(
     threads: ThreadsOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON")] = False,
 ) -> None:
-    """mAP50, mAP50:95, per-class AP and recall (pycocotools) of a checkpoint on a dataset; with
-    ``--data heldout``, the per-level protocol on the held-out generator."""
+    """Score a checkpoint on a dataset: mAP50, mAP50:95, per-class AP and recall.
+
+    pycocotools on the dataset's boxes; with `--data heldout`, the per-level protocol on the
+    held-out generator (naming, herniation by name and by position, docs/heldout.md)."""
     import torch
 
     from detector.evaluate import evaluate_model, format_metrics
