@@ -3,7 +3,8 @@
 Every epoch draws new synthetic patients (``detector.discs.samples``, our own generator only),
 randomises the crops' look (``detector.discs.randomize``) and makes one pass over them. The
 herniation net learns the call (BCE at ``LABEL_THRESHOLD_MM``) and the protrusion in mm
-(smooth L1); the level net the disc level or "not a disc" (cross-entropy). A fixed
+(smooth L1), optionally the same call on two randomisations of each crop
+(``view_disagreement``); the level net the disc level or "not a disc" (cross-entropy). A fixed
 validation set from other seeds of the same generator picks the best epoch; the held-out
 generator is never used here. ``OUT/last.pt`` resumes; ``OUT/best.pt`` holds the best
 ``DiscModels`` payload.
@@ -45,6 +46,9 @@ class DiscTrainConfig:
     herniation_acquired_noise: bool = False
     #: share of herniation crops given a random texture (``randomize.random_texture``)
     herniation_texture: float = 0.0
+    #: weight of the herniation call's agreement between two randomisations of each crop
+    #: (``view_disagreement``); 0 = one randomisation, as before
+    herniation_consistency: float = 0.0
 
 
 def train_discs(
@@ -118,7 +122,9 @@ def train_discs(
         )
         log(
             f"epoch {epoch + 1}/{cfg.epochs}: {len(batch)} discs, loss {losses['herniation']:.3f} "
-            f"/ mm {losses['mm']:.3f} / level {losses['level']:.3f}; val herniation AUC "
+            f"/ mm {losses['mm']:.3f} / level {losses['level']:.3f}"
+            + (f" / views {losses['views']:.4f}" if cfg.herniation_consistency > 0 else "")
+            + "; val herniation AUC "
             f"{metrics['herniation_auc']:.3f}, mm MAE {metrics['mm_mae']:.2f}, level acc "
             f"{metrics['level_accuracy']:.3f} ({t_data:.0f} s data, {time.perf_counter() - t0:.0f} s total)"
         )
@@ -135,7 +141,9 @@ def _epoch(
     models.eval()
     for name in cfg.nets:
         getattr(models, name).train()
-    herniation = (
+    learns = "herniation" in cfg.nets
+    views = 2 if learns and cfg.herniation_consistency > 0 else 1
+    randomized = [
         normalize_crops(
             randomize(
                 batch.herniation,
@@ -145,14 +153,14 @@ def _epoch(
                 texture=cfg.herniation_texture,
             )
         )
-        if "herniation" in cfg.nets
-        else batch.herniation
-    )
+        for _ in range(views if learns else 0)
+    ]
+    herniation = randomized[0] if learns else batch.herniation
     level = normalize_crops(randomize(batch.level, gen)) if "level" in cfg.nets else batch.level
     target = (batch.protrusion_mm >= LABEL_THRESHOLD_MM).float()
     # herniations sit at one disc in ~6: weigh the classes equally
     pos_weight = ((1 - target).sum() / target.sum().clamp_min(1)).clamp(1, 10)
-    sums = {"herniation": 0.0, "mm": 0.0, "level": 0.0}
+    sums = {"herniation": 0.0, "mm": 0.0, "level": 0.0, "views": 0.0}
     steps = max(1, len(herniation) // cfg.batch_size)
     h_perm = torch.randperm(len(herniation), generator=gen)
     l_perm = torch.randperm(len(level), generator=gen)
@@ -160,21 +168,36 @@ def _epoch(
     for k in range(steps):
         hi = h_perm[k * cfg.batch_size : (k + 1) * cfg.batch_size]
         li = l_perm[k * l_size : (k + 1) * l_size]
-        bce = mm = ce = torch.zeros(())
-        if "herniation" in cfg.nets:
-            out = models.herniation(herniation[hi])
-            bce = F.binary_cross_entropy_with_logits(out[:, 0], target[hi], pos_weight=pos_weight)
-            mm = F.smooth_l1_loss(out[:, 1], batch.protrusion_mm[hi])
+        bce = mm = ce = agree = torch.zeros(())
+        if learns:
+            out = models.herniation(torch.cat([v[hi] for v in randomized]))  # the views share one batch
+            t, mm_t = target[hi].repeat(views), batch.protrusion_mm[hi].repeat(views)
+            bce = F.binary_cross_entropy_with_logits(out[:, 0], t, pos_weight=pos_weight)
+            mm = F.smooth_l1_loss(out[:, 1], mm_t)
+            if views == 2:
+                agree = view_disagreement(*out[:, 0].chunk(2))
         if "level" in cfg.nets:
             ce = F.cross_entropy(models.level(level[li]), batch.level_class[li], label_smoothing=0.05)
-        loss = bce + cfg.mm_loss_weight * mm + ce
+        loss = bce + cfg.mm_loss_weight * mm + ce + cfg.herniation_consistency * agree
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sums["herniation"] += float(bce.detach()) / steps
         sums["mm"] += float(mm.detach()) / steps
         sums["level"] += float(ce.detach()) / steps
+        sums["views"] += float(agree.detach()) / steps
     return sums
+
+
+def view_disagreement(a: Tensor, b: Tensor) -> Tensor:
+    """Mean Jensen-Shannon divergence (nats) between the herniation calls of two views of the
+    same crops, given as logits: 0 when each crop's two views get the same probability. As in
+    AugMix (Hendrycks et al., ICLR 2020), it teaches the call to ignore what the randomisation
+    changes (contrast, noise, blur, resolution, artefacts) beyond what the labels alone do."""
+    p = torch.stack([torch.sigmoid(a), torch.sigmoid(b)])
+    dist = torch.stack([p, 1 - p], dim=-1).clamp_min(1e-7)  # [2 views, N, {yes, no}]
+    mean = dist.mean(dim=0, keepdim=True)
+    return (dist * (dist.log() - mean.log())).sum(dim=-1).mean()
 
 
 @torch.inference_mode()
