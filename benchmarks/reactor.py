@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ingest import make_instances, send, serving, storescp_round  # noqa: E402
+from benchmarks.receive_harness import make_instances, send, serving, storescp_round  # noqa: E402
 
 
 def serve(out: Path, event_driven: bool) -> None:

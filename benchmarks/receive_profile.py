@@ -37,7 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ingest import make_instances, send, serve, serving, storescp_round  # noqa: E402
+from benchmarks.ingest import serve  # noqa: E402
+from benchmarks.receive_harness import make_instances, send, serving, storescp_round  # noqa: E402
 
 #: label -> (module, class or None, function) timed in the node subprocess, inclusive.
 TIMED: dict[str, tuple[str, str | None, str]] = {

@@ -9,10 +9,11 @@ Issue 12 items 3 and 4. :func:`start_server` starts the event-driven server of
   handshake runs with a deadline (``acse_timeout``), so a silent peer holds one thread for a
   while, never the accept loop. At most ``pending_connections`` connections may be at that
   stage; more are closed at once.
-* :class:`GuardedDUL` reads each PDU with a deadline (``network_timeout`` from its first
-  byte, so a sender trickling bytes is cut), refuses a declared length over the limit before
-  reading it (``max_pdu`` for P-DATA, :data:`CONTROL_PDU_LIMIT` for the others) and ends the
-  association after ``association_time_limit`` however busy it is.
+* :class:`GuardedDUL` reads each PDU with ``read_pdu`` of ``dicom_node/pdu_reader.py``: with
+  a deadline (``network_timeout`` from its first byte, so a sender trickling bytes is cut),
+  refusing a declared length over the limit before reading it (``max_pdu`` for P-DATA,
+  ``CONTROL_PDU_LIMIT`` for the others). It ends the association after
+  ``association_time_limit`` however busy it is.
 * :class:`GuardedDIMSE` stops keeping a data set once it passes ``max_instance_bytes``: the
   rest is counted and dropped, and the C-STORE handler answers INSTANCE_TOO_LARGE. A command
   set over :data:`COMMAND_SET_LIMIT` aborts the association.
@@ -47,20 +48,17 @@ from dicom_node.limits import (
 )
 from dicom_node.logging import get_logger
 from dicom_node.negotiation import SharedUIDContexts
+from dicom_node.pdu_reader import InvalidPDU, PeerClosed, read_pdu
 from dicom_node.reactor import EventDrivenAssociation, EventDrivenRequestHandler
 from dicom_node.reactor_dul import EventDrivenDUL
 from dicom_node.store_response import FastStoreResponses
 
 log = get_logger(__name__)
 
-#: Longest PDU other than P-DATA-TF (an association request with 128 contexts fits).
-CONTROL_PDU_LIMIT = 256 << 10
 #: Longest DIMSE command set (a C-STORE-RQ's is ~200 bytes); a longer one aborts.
 COMMAND_SET_LIMIT = 64 << 10
 #: How long a refused peer gets to read our A-ASSOCIATE-RJ before the socket closes.
 REFUSAL_LINGER = 2.0
-_P_DATA_TF = 0x04
-_PDU_TYPES = frozenset(range(0x01, 0x08))
 #: A-ASSOCIATE-RJ: rejected-permanent (1), service-user (1), no reason given (1).
 _ASSOCIATE_RJ = struct.pack(">BBLBBBB", 0x03, 0, 4, 0, 1, 1, 1)
 
@@ -91,65 +89,9 @@ class Limits:
         )
 
 
-class InvalidPDU(Exception):
-    """A PDU the node will not read: unknown type, or longer than allowed."""
-
-    def __init__(self, reason: str, diagnostic: int) -> None:
-        super().__init__(reason)
-        self.diagnostic = diagnostic  # A-ABORT reason (PS3.8 9.3.8): 1 unrecognised, 6 invalid
-
-
-class PeerClosed(ConnectionError):
-    """The peer closed the connection before the first byte of a PDU."""
-
-
-# --- reading PDUs -------------------------------------------------------------------------
-def read_pdu(sock: socket.socket, limits: Limits) -> bytearray:
-    """One whole PDU (header and body), read within ``network_timeout`` of its first byte.
-
-    Raises :class:`InvalidPDU` before reading the body of a PDU of unknown type or declared
-    longer than allowed; ``TimeoutError`` or ``ConnectionError`` when the peer is too slow
-    or goes away part way.
-    """
-    deadline = time.monotonic() + limits.network_timeout
-    try:
-        header = bytearray(6)
-        _read_exactly(sock, memoryview(header), deadline, first=True)
-        pdu_type, _, length = struct.unpack(">BBL", header)
-        if pdu_type not in _PDU_TYPES:
-            raise InvalidPDU(f"unknown PDU type 0x{pdu_type:02X}", diagnostic=1)
-        limit = limits.max_pdu if pdu_type == _P_DATA_TF else CONTROL_PDU_LIMIT
-        if length > limit:
-            raise InvalidPDU(f"PDU type 0x{pdu_type:02X} declares {length} bytes, limit {limit}", diagnostic=6)
-        data = bytearray(6 + length)
-        data[:6] = header
-        _read_exactly(sock, memoryview(data)[6:], deadline)
-        return data
-    finally:
-        try:
-            sock.settimeout(limits.network_timeout)  # for sends, and stock reads
-        except OSError:
-            pass  # closed under us
-
-
-def _read_exactly(sock: socket.socket, into: memoryview, deadline: float, first: bool = False) -> None:
-    """Fill ``into``; ``first``: these bytes start a PDU (a close before them is :class:`PeerClosed`)."""
-    size, got = len(into), 0
-    while got < size:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"PDU incomplete after network_timeout ({got} of {size} bytes)")
-        sock.settimeout(left)
-        count = sock.recv_into(into[got:], min(size - got, 1 << 20))
-        if not count:
-            if not got and first:
-                raise PeerClosed("connection closed")
-            raise ConnectionError(f"connection closed part way through a PDU ({got} of {size} bytes)")
-        got += count
-
-
+# --- the guarded layers ----------------------------------------------------------------------
 class GuardedDUL(EventDrivenDUL):
-    """An event-driven DUL that reads PDUs through :func:`read_pdu` and has a time limit.
+    """An event-driven DUL that reads PDUs through ``pdu_reader.read_pdu`` and has a time limit.
 
     Made by :func:`guard` (``__class__`` assignment: it adds no state of its own beyond the
     attributes set there).
@@ -171,7 +113,7 @@ class GuardedDUL(EventDrivenDUL):
             self.event_queue.put("Evt17")
             return
         try:
-            data = read_pdu(sock, self.limits)
+            data = read_pdu(sock, self.limits.max_pdu, self.limits.network_timeout)
         except InvalidPDU as exc:
             log.warning("invalid PDU; aborting association", reason=str(exc))
             self._hang_up(sock, struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 2, exc.diagnostic))

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from detector.heldout.anatomy import REPORTED_LEVELS, Spine, sample_spine
-from detector.heldout.body_scene import body_scene, sample_head
+from detector.heldout.body_scene import body_scene
 from detector.heldout.discs import disc_frame, posterior_point
+from detector.heldout.head_scene import sample_head
 from detector.heldout.physics import Acquisition, acquire, bias_field, coil_map, posterior_edge
 from detector.heldout.render import Plane, Rasterizer, rotation, texture, truth_boxes
 from detector.heldout.spine_scene import canal_curve, spine_prims

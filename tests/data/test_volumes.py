@@ -17,15 +17,8 @@ import numpy as np
 import pytest
 
 from detector.config import load_config as load_detector_config
-from detector.data.spider import (
-    LabelPolicy,
-    SpiderConfig,
-    VolumeSliceDataset,
-    level_map,
-    read_gradings,
-    spider_datasets,
-    split_patients,
-)
+from detector.data.spider import VolumeSliceDataset, spider_datasets, split_patients
+from detector.data.spider_config import LabelPolicy, SpiderConfig, level_map, read_gradings
 from detector.data.volumes import RAS_TO_LPS, read_volume, sagittal_orientation, to_sagittal
 from detector.sources import eval_dataset, resolve
 
