@@ -3,8 +3,8 @@
 Every epoch draws new synthetic patients (``detector.discs.samples``, our own generator only),
 randomises the crops' look (``detector.discs.randomize``) and makes one pass over them. The
 herniation net learns the call (BCE at ``LABEL_THRESHOLD_MM``) and the protrusion in mm
-(smooth L1), optionally the same call on two randomisations of each crop
-(``view_disagreement``); the level net the disc level or "not a disc" (cross-entropy). A fixed
+(smooth L1); the level net the disc level or "not a disc" (cross-entropy); optionally, each
+net also learns to read two randomisations of a crop alike (``view_disagreement``). A fixed
 validation set from other seeds of the same generator picks the best epoch; the held-out
 generator is never used here. ``OUT/last.pt`` resumes; ``OUT/best.pt`` holds the best
 ``DiscModels`` payload.
@@ -46,9 +46,9 @@ class DiscTrainConfig:
     herniation_acquired_noise: bool = False
     #: share of herniation crops given a random texture (``randomize.random_texture``)
     herniation_texture: float = 0.0
-    #: weight of the herniation call's agreement between two randomisations of each crop
+    #: weight of each learning net's disagreement between two randomisations of each crop
     #: (``view_disagreement``); 0 = one randomisation, as before
-    herniation_consistency: float = 0.0
+    consistency: float = 0.0
 
 
 def train_discs(
@@ -123,7 +123,7 @@ def train_discs(
         log(
             f"epoch {epoch + 1}/{cfg.epochs}: {len(batch)} discs, loss {losses['herniation']:.3f} "
             f"/ mm {losses['mm']:.3f} / level {losses['level']:.3f}"
-            + (f" / views {losses['views']:.4f}" if cfg.herniation_consistency > 0 else "")
+            + (f" / views {losses['views']:.4f}" if cfg.consistency > 0 else "")
             + "; val herniation AUC "
             f"{metrics['herniation_auc']:.3f}, mm MAE {metrics['mm_mae']:.2f}, level acc "
             f"{metrics['level_accuracy']:.3f} ({t_data:.0f} s data, {time.perf_counter() - t0:.0f} s total)"
@@ -141,10 +141,10 @@ def _epoch(
     models.eval()
     for name in cfg.nets:
         getattr(models, name).train()
-    learns = "herniation" in cfg.nets
-    views = 2 if learns and cfg.herniation_consistency > 0 else 1
-    randomized = [
-        normalize_crops(
+    views = 2 if cfg.consistency > 0 else 1
+
+    def herniation_view() -> Tensor:
+        return normalize_crops(
             randomize(
                 batch.herniation,
                 gen,
@@ -153,32 +153,37 @@ def _epoch(
                 texture=cfg.herniation_texture,
             )
         )
-        for _ in range(views if learns else 0)
-    ]
-    herniation = randomized[0] if learns else batch.herniation
-    level = normalize_crops(randomize(batch.level, gen)) if "level" in cfg.nets else batch.level
+
+    hviews = [herniation_view() for _ in range(views)] if "herniation" in cfg.nets else [batch.herniation]
+    lviews = (
+        [normalize_crops(randomize(batch.level, gen)) for _ in range(views)] if "level" in cfg.nets else [batch.level]
+    )
     target = (batch.protrusion_mm >= LABEL_THRESHOLD_MM).float()
     # herniations sit at one disc in ~6: weigh the classes equally
     pos_weight = ((1 - target).sum() / target.sum().clamp_min(1)).clamp(1, 10)
     sums = {"herniation": 0.0, "mm": 0.0, "level": 0.0, "views": 0.0}
-    steps = max(1, len(herniation) // cfg.batch_size)
-    h_perm = torch.randperm(len(herniation), generator=gen)
-    l_perm = torch.randperm(len(level), generator=gen)
-    l_size = max(1, len(level) // steps)
+    steps = max(1, len(batch.herniation) // cfg.batch_size)
+    h_perm = torch.randperm(len(batch.herniation), generator=gen)
+    l_perm = torch.randperm(len(batch.level), generator=gen)
+    l_size = max(1, len(batch.level) // steps)
     for k in range(steps):
         hi = h_perm[k * cfg.batch_size : (k + 1) * cfg.batch_size]
         li = l_perm[k * l_size : (k + 1) * l_size]
         bce = mm = ce = agree = torch.zeros(())
-        if learns:
-            out = models.herniation(torch.cat([v[hi] for v in randomized]))  # the views share one batch
+        if "herniation" in cfg.nets:
+            out = models.herniation(torch.cat([v[hi] for v in hviews]))  # the views share one batch
             t, mm_t = target[hi].repeat(views), batch.protrusion_mm[hi].repeat(views)
             bce = F.binary_cross_entropy_with_logits(out[:, 0], t, pos_weight=pos_weight)
             mm = F.smooth_l1_loss(out[:, 1], mm_t)
             if views == 2:
-                agree = view_disagreement(*out[:, 0].chunk(2))
+                called = torch.sigmoid(out[:, 0])
+                agree = agree + view_disagreement(*torch.stack([called, 1 - called], dim=1).chunk(2))
         if "level" in cfg.nets:
-            ce = F.cross_entropy(models.level(level[li]), batch.level_class[li], label_smoothing=0.05)
-        loss = bce + cfg.mm_loss_weight * mm + ce + cfg.herniation_consistency * agree
+            logits = models.level(torch.cat([v[li] for v in lviews]))
+            ce = F.cross_entropy(logits, batch.level_class[li].repeat(views), label_smoothing=0.05)
+            if views == 2:
+                agree = agree + view_disagreement(*torch.softmax(logits, dim=1).chunk(2))
+        loss = bce + cfg.mm_loss_weight * mm + ce + cfg.consistency * agree
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -189,13 +194,13 @@ def _epoch(
     return sums
 
 
-def view_disagreement(a: Tensor, b: Tensor) -> Tensor:
-    """Mean Jensen-Shannon divergence (nats) between the herniation calls of two views of the
-    same crops, given as logits: 0 when each crop's two views get the same probability. As in
-    AugMix (Hendrycks et al., ICLR 2020), it teaches the call to ignore what the randomisation
-    changes (contrast, noise, blur, resolution, artefacts) beyond what the labels alone do."""
-    p = torch.stack([torch.sigmoid(a), torch.sigmoid(b)])
-    dist = torch.stack([p, 1 - p], dim=-1).clamp_min(1e-7)  # [2 views, N, {yes, no}]
+def view_disagreement(p: Tensor, q: Tensor) -> Tensor:
+    """Mean Jensen-Shannon divergence (nats, at most ln 2) between two views' distributions
+    [N, K] of the same crops (a call: [yes, no]; a level: the classes): 0 when each crop's two
+    views agree. As in AugMix (Hendrycks et al., ICLR 2020), it teaches a net to ignore what
+    the randomisation changes (contrast, noise, blur, resolution, artefacts) beyond what the
+    labels alone do."""
+    dist = torch.stack([p, q]).clamp_min(1e-7)  # [2 views, N, K]
     mean = dist.mean(dim=0, keepdim=True)
     return (dist * (dist.log() - mean.log())).sum(dim=-1).mean()
 

@@ -131,9 +131,8 @@ def train_discs_cmd(
             "--consistency",
             min=0.0,
             max=100.0,
-            help="Herniation crops: randomise each crop twice and weigh the call's disagreement between "
-            "the two views (Jensen-Shannon, as AugMix) by this much; about twice the time per epoch; "
-            "0 = off",
+            help="Randomise each crop twice and weigh the learning nets' disagreement between the two "
+            "views (Jensen-Shannon, as AugMix) by this much; about twice the time per epoch; 0 = off",
         ),
     ] = 0.0,
     anchor_shift: Annotated[
@@ -195,7 +194,7 @@ def train_discs_cmd(
         herniation_coarsest=coarsest,
         herniation_acquired_noise=acquired_noise,
         herniation_texture=texture,
-        herniation_consistency=consistency,
+        consistency=consistency,
         variety=Variety(
             random_look=random_look,
             craniovertebral_bones=bones,

@@ -156,15 +156,26 @@ def test_osteophytes_are_drawn_into_the_canal_and_leave_the_disc_and_its_label_a
 def test_view_disagreement_is_zero_when_two_views_agree_and_at_most_ln2() -> None:
     from detector.discs.train import view_disagreement
 
-    a = torch.tensor([-3.0, 0.0, 2.5])
-    assert float(view_disagreement(a, a.clone())) == pytest.approx(0.0, abs=1e-6)
-    near, far = view_disagreement(a, a + 0.5), view_disagreement(a, a + 3.0)
+    def call(logits: list[float]) -> torch.Tensor:  # a herniation call as [yes, no]
+        p = torch.sigmoid(torch.tensor(logits))
+        return torch.stack([p, 1 - p], dim=1)
+
+    a = [-3.0, 0.0, 2.5]
+    assert float(view_disagreement(call(a), call(a))) == pytest.approx(0.0, abs=1e-6)
+    near, far = (
+        view_disagreement(call(a), call([v + 0.5 for v in a])),
+        view_disagreement(call(a), call([v + 3 for v in a])),
+    )
     assert 0 < float(near) < float(far)
-    assert float(view_disagreement(a + 0.5, a)) == pytest.approx(float(near))  # symmetric
-    assert float(view_disagreement(torch.tensor([-30.0]), torch.tensor([30.0]))) == pytest.approx(np.log(2), abs=1e-3)
+    assert float(view_disagreement(call([v + 0.5 for v in a]), call(a))) == pytest.approx(float(near))  # symmetric
+    assert float(view_disagreement(call([-30.0]), call([30.0]))) == pytest.approx(np.log(2), abs=1e-3)
+    levels = torch.softmax(torch.randn(4, 8, generator=torch.Generator().manual_seed(2)), dim=1)
+    assert float(view_disagreement(levels, levels)) == pytest.approx(0.0, abs=1e-6)
+    assert float(view_disagreement(levels, levels.roll(1, dims=1))) > 0
 
 
-def test_the_consistency_loss_trains_the_call_on_two_randomisations_of_each_crop(tmp_path) -> None:
+@pytest.mark.parametrize("net", ["herniation", "level"])
+def test_the_consistency_loss_trains_a_net_on_two_randomisations_of_each_crop(tmp_path, net: str) -> None:
     from detector.discs.model import DiscModels
     from detector.discs.train import DiscTrainConfig, train_discs
 
@@ -172,13 +183,11 @@ def test_the_consistency_loss_trains_the_call_on_two_randomisations_of_each_crop
     for weight in (0.0, 10.0):
         torch.manual_seed(1)
         init = DiscModels.new()
-        before = [p.detach().clone() for p in init.herniation.parameters()]
-        cfg = DiscTrainConfig(
-            epochs=1, patients_per_epoch=2, val_patients=2, nets=("herniation",), seed=7, herniation_consistency=weight
-        )
+        before = [p.detach().clone() for p in getattr(init, net).parameters()]
+        cfg = DiscTrainConfig(epochs=1, patients_per_epoch=2, val_patients=2, nets=(net,), seed=7, consistency=weight)
         lines = logs.setdefault(weight, [])
         best = DiscModels.load(train_discs(cfg, tmp_path / str(weight), log=lines.append, init=init))
-        assert any(not torch.equal(a, b) for a, b in zip(before, best.herniation.parameters()))
+        assert any(not torch.equal(a, b) for a, b in zip(before, getattr(best, net).parameters()))
     assert "views" not in logs[0.0][0]
     views = float(logs[10.0][0].split("/ views ")[1].split(";")[0])
     assert views > 0  # two randomisations of an untrained net's crops disagree a little
