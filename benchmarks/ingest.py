@@ -87,14 +87,18 @@ def node_round(
     files: list[Path], mode: str = "group", associations: int = 1, script: Path = Path(__file__)
 ) -> tuple[float, float, dict[str, Any]]:
     """Instances/s of our node (``script``'s, for a baseline checkout) receiving ``files``,
-    its peak RSS (MB) and its statistics."""
+    its peak RSS (MB) and its statistics. Refuses a node that ran another checkout's code."""
+    tree = script.resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="bench-node-") as data_dir:
         command = [sys.executable, str(script), "--serve", data_dir, "--durability", mode]
-        with serving(command, cwd=script.resolve().parents[1]) as (server, port, lines):
+        with serving(command, tree) as (server, port, lines):
             with RssSampler(server.pid) as rss:
                 sent = send(port, files, "MEDDET", associations)
             stats = json.loads(lines()[0])
             stats["sender_cpu_s"] = sent.sender_cpu_s
+        ran = stats.get("tree")  # a baseline from before 2026-12-01 does not say
+        if ran is not None and Path(ran) != tree:
+            raise RuntimeError(f"the node of {tree} ran the code of {ran}")
         spooled = len(list(Path(data_dir, "spool").glob("*/*/*.dcm")))
         if spooled != len(files) or stats["recorded"] != len(files):
             raise RuntimeError(f"node spooled {spooled}, recorded {stats['recorded']} of {len(files)}")
@@ -124,6 +128,7 @@ def serve(data_dir: Path, mode: str) -> None:
     sys.path.insert(0, str(ROOT))
     from sqlalchemy import func, select
 
+    import dicom_node
     from dicom_node.audit.db import make_engine, make_session_factory
     from dicom_node.audit.models import Instance
     from dicom_node.config import Settings
@@ -158,6 +163,7 @@ def serve(data_dir: Path, mode: str) -> None:
                 "slowest_flush_ms": round(1000 * committer.slowest_flush_s, 1) if committer else 0,
                 "via_pynetdicom_handler": node.handlers.handler_stores,
                 "cpu_s": cpu,
+                "tree": str(Path(dicom_node.__file__).resolve().parents[1]),  # whose code ran
             }
         ),
         flush=True,

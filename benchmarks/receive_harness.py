@@ -54,12 +54,19 @@ def wait_listening(port: int, process: subprocess.Popen[Any], timeout: float = 3
 
 @contextmanager
 def serving(
-    command: list[str], cwd: Path | None = None
+    command: list[str], tree: Path | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], int, Callable[[], list[str]]]]:
     """A receiver subprocess that prints its port, serves until its stdin closes, then prints
     lines of statistics: yields it, its port, and ``lines()`` (closes its stdin, returns what it
-    printed after the port once it has exited). Killed if still running at exit."""
-    server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd)
+    printed after the port once it has exited). Killed if still running at exit.
+
+    ``tree``: the checkout whose code the subprocess runs (a baseline's): its folder and first on
+    ``PYTHONPATH``, so that ``import dicom_node`` finds that checkout's package, not the one
+    installed here, whatever order the script imports in."""
+    env = None
+    if tree is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
+    server = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tree, env=env)
     assert server.stdin is not None and server.stdout is not None
     stdin, stdout = server.stdin, server.stdout
 
