@@ -17,7 +17,7 @@ The detector is anything that has the shape of :class:`Detector` (the real one i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +28,7 @@ from pydicom import Dataset, dcmread
 
 from dicom_node.atomic import write_atomic
 from dicom_node.kinds import ResultKind, SrKind
+from dicom_node.logging import get_logger
 from dicom_node.pixels import Series
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 FINDINGS_FILE = "findings.json"
 MANIFEST_FILE = "objects.json"  # written last: the results of a run are complete on disk
+
+log = get_logger(__name__)
 DEFAULT_KINDS: tuple[ResultKind, ...] = ("sr", "seg", "gsps")
 
 
@@ -151,6 +154,28 @@ def write_results(
         manifest.append({"kind": kind, "file": name, "sop_instance_uid": str(ds.SOPInstanceUID)})
     write_atomic(out_dir / MANIFEST_FILE, lambda p: p.write_text(json.dumps(manifest, indent=2) + "\n"))
     return manifest
+
+
+def write_result_objects(
+    findings: Mapping[str, Any],
+    sources: Sequence[Dataset],
+    out_dir: Path,
+    kinds: Sequence[ResultKind] = ("sr", "seg", "gsps"),
+    sr_kind: SrKind = "3d",
+) -> list[Path]:
+    """Build the result objects of ``findings`` on ``sources`` and write them with the findings
+    into ``out_dir`` (:func:`write_results`); the paths of the DICOM files, in build order."""
+    from dicom_node.results import build_result_objects
+
+    manifest = write_results(out_dir, dict(findings), build_result_objects(findings, sources, kinds, sr_kind))
+    for item in manifest:
+        log.info(
+            "result written",
+            kind=item["kind"],
+            sop_instance_uid=item["sop_instance_uid"],
+            path=str(out_dir / item["file"]),
+        )
+    return [out_dir / item["file"] for item in manifest]
 
 
 def read_manifest(out_dir: Path) -> list[dict[str, str]] | None:

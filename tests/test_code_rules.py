@@ -105,3 +105,60 @@ def test_mypy_finds_nothing() -> None:
     done = run([sys.executable, "-m", "mypy"], 500)
     assert done.returncode == 0, done.stdout + done.stderr
     assert set(PYPROJECT["tool"]["mypy"]["files"]) >= {"detector", "dicom_node", "worker"}
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """No import cycle among the modules of our packages, imports inside functions included
+    (a lazy import that closes a loop is still a loop to read). A package's ``__init__`` is left
+    out: the CLI's registers its command modules, which import its ``app``."""
+    import importlib.util
+
+    import grimp
+
+    graph = grimp.build_graph(*PYPROJECT["tool"]["importlinter"]["root_packages"])
+    packages = {m for m in graph.modules if (spec := importlib.util.find_spec(m)) and spec.submodule_search_locations}
+    modules = sorted(graph.modules - packages)
+    imports = {m: sorted(graph.find_modules_directly_imported_by(m) - packages) for m in modules}
+    cycles = [c for c in _strongly_connected(imports) if len(c) > 1]
+    assert not cycles, f"modules that import each other (move what both need below them): {cycles}"
+
+
+def _strongly_connected(edges: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of a directed graph, iteratively."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(edges.get(child, []))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                found.append(sorted(component))
+    return found

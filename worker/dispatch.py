@@ -4,8 +4,8 @@
 marked published only once its run ended, so a crash re-runs it (and the job's lease counts
 the crash: a job that kills the node is failed after ``max_deliveries``, not re-run forever).
 The CLI hands it to ``serve`` (:func:`make_dispatcher`). The relay of distributed mode, the
-polling loop both share and the lease sweeper are the node's, in :mod:`dicom_node.outbox`
-(re-exported here for existing callers).
+polling loop both share, publishing and the lease sweeper are the node's, in
+:mod:`dicom_node.outbox`.
 """
 
 from __future__ import annotations
@@ -19,34 +19,9 @@ from dicom_node.audit.db import transaction
 from dicom_node.config import Settings
 from dicom_node.logging import get_logger
 from dicom_node.metrics import Metrics
-from dicom_node.outbox import (
-    Dispatcher,
-    OutboxLoop,
-    OutboxRelay,
-    Publish,
-    PublishFailed,
-    broker_errors,
-    celery_publisher,
-    make_relay,
-    make_sweeper,
-    publish_next,
-)
+from dicom_node.outbox import Dispatcher, OutboxLoop, make_relay
 from worker.context import RetryPolicy, WorkerContext
 from worker.errors import RetriableError
-
-__all__ = [
-    "Dispatcher",
-    "EmbeddedWorker",
-    "OutboxLoop",
-    "OutboxRelay",
-    "Publish",
-    "PublishFailed",
-    "broker_errors",
-    "celery_publisher",
-    "make_dispatcher",
-    "make_sweeper",
-    "publish_next",
-]
 
 log = get_logger(__name__)
 

@@ -323,7 +323,7 @@ def publish_job(settings: Settings, sessions: sessionmaker[Session], job_id: int
     node's relay publishes them later)."""
     if settings.embedded:
         return False
-    from worker.dispatch import PublishFailed, celery_publisher, publish_next
+    from dicom_node.outbox import PublishFailed, celery_publisher, publish_next
 
     publish = celery_publisher(settings)
     try:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from detector.altgen import DISCS_SHOW_MM, TRAINING_SEEDS, AltStudy, make_study
+from detector.discs.crop_batch import CropBatch, jitter_box, shift_anchor
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, random_level_request, take_crops
-from detector.discs.samples import CropBatch, jitter_box, shift_anchor
 from detector.naming import LEVEL_CLASSES, NOT_DISC
 
 #: The step between the three slices (mm); the middle one is within ``DISCS_SHOW_MM`` of the midline.

@@ -23,11 +23,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from detector.data.anatomy import LEVELS, Spine, disc_boxes, protrusions, to_pixels, with_osteophytes
 from detector.data.render import random_contrast, sample_contrast, t2_random_contrast
 from detector.data.synthetic import SIZES, study_renderer
+from detector.discs.crop_batch import CropBatch, jitter_box, shift_anchor
 from detector.discs.crops import CropRequest, CropSpec, anchor_of_box, random_level_request, take_crops
 from detector.levels import box_iou
 from detector.naming import NOT_DISC
@@ -70,28 +70,6 @@ class Variety:
             raise ValueError(f"osteophytes: expected 0..1, got {self.osteophytes}")
         if not 0.0 <= self.anchor_shift_mm <= 8.0:
             raise ValueError(f"anchor_shift_mm: expected 0..8, got {self.anchor_shift_mm}")
-
-
-@dataclass
-class CropBatch:
-    """Raw crops and their targets (un-normalised, un-randomised)."""
-
-    herniation: Tensor  # [N, C, S, S]
-    protrusion_mm: Tensor  # [N]
-    level: Tensor  # [M, C', S', S']
-    level_class: Tensor  # [M] int64
-
-    @staticmethod
-    def cat(batches: list[CropBatch]) -> CropBatch:
-        return CropBatch(
-            *(
-                torch.cat([getattr(b, f) for b in batches])
-                for f in ("herniation", "protrusion_mm", "level", "level_class")
-            )
-        )
-
-    def __len__(self) -> int:
-        return len(self.herniation)
 
 
 def widen(spine: Spine, rng: np.random.Generator) -> Spine:
@@ -178,7 +156,7 @@ def draw(
     ``variety.other_generator`` of patients comes from the other training generator
     (``detector.discs.other_generator``)."""
     if variety.other_generator > 0 and rng.random() < variety.other_generator:
-        from detector.discs.other_generator import draw_other  # it builds a CropBatch
+        from detector.discs.other_generator import draw_other  # altgen: imported when drawn from
 
         return draw_other(
             rng, herniation_spec, level_spec, augment, variety.warp_mm, variety.anchor_shift_mm, variety.annulus_anchor
@@ -299,24 +277,6 @@ def _stray_points(
         if 0 <= rows[0] < spine.size and 0 <= cols[0] < spine.size and min(abs(u - spine.disc_center)) > 4.0:
             out.append((float(rows[0]), float(cols[0]), 0.0))
     return out
-
-
-def shift_anchor(
-    rng: np.random.Generator, anchor: tuple[float, float], mm: float, spacing: tuple[float, float]
-) -> tuple[float, float]:
-    """``anchor`` (row, col px) moved by up to ``mm`` along the rows and ``mm / 2`` along the
-    columns (uniform), on pixels of ``spacing`` (row mm, col mm)."""
-    return (
-        anchor[0] + float(rng.uniform(-mm, mm)) / spacing[0],
-        anchor[1] + float(rng.uniform(-mm / 2, mm / 2)) / spacing[1],
-    )
-
-
-def jitter_box(rng: np.random.Generator, box: np.ndarray, mm_per_px: float) -> np.ndarray:
-    """A box as a detector might draw it: each edge off by up to ~8% of the box and ~0.6 mm."""
-    w, h = box[2] - box[0], box[3] - box[1]
-    scale = np.array([w, h, w, h]) * 0.08 + 0.6 / mm_per_px
-    return box + rng.uniform(-1, 1, 4) * scale
 
 
 def _level_points(

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detector.discs.crop_batch import CropBatch
 from detector.discs.crops import normalize_crops
 from detector.discs.model import DiscModels
 from detector.discs.randomize import randomize
-from detector.discs.samples import LABEL_THRESHOLD_MM, CropBatch, Detect, Variety, draw_many
+from detector.discs.samples import LABEL_THRESHOLD_MM, Detect, Variety, draw_many
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Each command group lives in its own module and registers itself on ``app``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -47,6 +48,23 @@ def fail(message: str, code: int = 2) -> NoReturn:
     with ``code`` (2: the command was used wrongly; 1: it ran and failed)."""
     typer.secho(f"Error: {message}", fg="red", err=True)
     raise typer.Exit(code)
+
+
+def print_rows(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
+    """Rows as a table (``title``; "no <title>" when empty), or as JSON with ``as_json``."""
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo(f"no {title}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*rows[0].keys(), title=title)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    Console(width=200).print(table)
 
 
 def state(ctx: typer.Context) -> CliState:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from dicom_node.cli import app, state
+from dicom_node.cli import app, print_rows, state
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -123,10 +123,9 @@ def user_add(
 @user_app.command("list")
 def user_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Users, their role, last login, lock-out and number of API tokens."""
-    from dicom_node.cli.node import _print_rows
     from dicom_node.console import users
 
-    _print_rows(users.list_users(_sessions(ctx)), "users", as_json)
+    print_rows(users.list_users(_sessions(ctx)), "users", as_json)
 
 
 @user_app.command("remove")

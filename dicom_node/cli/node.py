@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dicom_node.cli import app, state
+from dicom_node.cli import app, print_rows, state
 from dicom_node.config import masked_values, setting_sources
 
 if TYPE_CHECKING:
@@ -107,9 +107,10 @@ def serve(ctx: typer.Context) -> None:
     from dicom_node.jobs import enqueue_series
     from dicom_node.metrics import Metrics, serve_metrics
     from dicom_node.node import Node
+    from dicom_node.outbox import make_sweeper
     from dicom_node.retention import RetentionLoop
     from migrations import upgrade
-    from worker.dispatch import make_dispatcher, make_sweeper
+    from worker.dispatch import make_dispatcher
 
     settings = state(ctx).settings
     upgrade(settings.effective_database_url)
@@ -208,19 +209,6 @@ def _move_stale_jobs(settings: Settings, sessions: sessionmaker[Session], model_
         )
 
 
-def _print_rows(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
-        return
-    if not rows:
-        typer.echo(f"no {title}")
-        return
-    table = Table(*rows[0].keys(), title=title)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row.values()))
-    Console(width=200).print(table)
-
-
 def _query(
     ctx: typer.Context, fn: Callable[..., list[dict[str, Any]]], title: str, as_json: bool, **kwargs: Any
 ) -> None:
@@ -235,7 +223,7 @@ def _query(
         raise typer.BadParameter(str(exc)) from exc
     factory = make_session_factory(make_engine(settings.effective_database_url))
     with factory() as session:
-        _print_rows(fn(session, **kwargs), title, as_json)
+        print_rows(fn(session, **kwargs), title, as_json)
 
 
 @audit_app.command("series")
@@ -314,4 +302,4 @@ def spool_gc(
     factory = make_session_factory(make_engine(settings.effective_database_url))
     removals = collect_garbage(settings, factory, dry_run=dry_run)
     rows = [{"path": str(r.path), "kind": r.kind, "bytes": r.size_bytes, "reason": r.reason} for r in removals]
-    _print_rows(rows, "removals (dry run)" if dry_run else "removed", as_json)
+    print_rows(rows, "removals (dry run)" if dry_run else "removed", as_json)

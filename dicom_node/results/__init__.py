@@ -1,14 +1,13 @@
 """DICOM result objects built with highdicom from the findings dict (DESIGN.md sections 3-4).
 
-``build_result_objects`` is pure (datasets in, datasets out); ``write_result_objects`` builds
-and writes them in the one results layout (``dicom_node.analysis.write_results``: findings.json,
-``NN-<kind>.dcm``, objects.json), as ``meddet predict`` and the worker do.
+``build_result_objects`` is pure (datasets in, datasets out); ``dicom_node.analysis`` writes
+them in the one results layout (findings.json, ``NN-<kind>.dcm``, objects.json), as ``meddet
+predict`` and the worker do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
@@ -18,7 +17,7 @@ from dicom_node.kinds import SR_KINDS, ResultKind, SrKind
 from dicom_node.logging import get_logger
 from dicom_node.results.common import FindingsError, ResultContext
 
-__all__ = ["KINDS", "SR_KINDS", "FindingsError", "build_result_objects", "write_result_objects"]
+__all__ = ["KINDS", "SR_KINDS", "FindingsError", "build_result_objects"]
 
 log = get_logger(__name__)
 
@@ -64,27 +63,3 @@ def build_result_objects(
         except (AttributeError, KeyError, TypeError) as exc:  # highdicom on odd sources
             raise FindingsError(f"{kind}: cannot build from these sources: {exc!r}") from exc
     return out
-
-
-def write_result_objects(
-    findings: Mapping[str, Any],
-    sources: Sequence[Dataset],
-    out_dir: Path,
-    kinds: Sequence[ResultKind] = ("sr", "seg", "gsps"),
-    sr_kind: SrKind = "3d",
-) -> list[Path]:
-    """Build the objects and write them with the findings into ``out_dir``, in the one results
-    layout of :func:`dicom_node.analysis.write_results` (``NN-<kind>.dcm`` + ``objects.json``).
-    Returns the paths of the DICOM files, in build order."""
-    from dicom_node.analysis import write_results
-
-    objects = build_result_objects(findings, sources, kinds, sr_kind)
-    manifest = write_results(out_dir, dict(findings), objects)
-    for item in manifest:
-        log.info(
-            "result written",
-            kind=item["kind"],
-            sop_instance_uid=item["sop_instance_uid"],
-            path=str(out_dir / item["file"]),
-        )
-    return [out_dir / item["file"] for item in manifest]

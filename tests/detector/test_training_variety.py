@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from detector.discs.crop_batch import CropBatch, shift_anchor
 from detector.discs.crops import HERNIATION_CROP, LEVEL_CROP
 from detector.discs.randomize import band_limited_noise, random_texture, randomize
-from detector.discs.samples import LABEL_THRESHOLD_MM, CropBatch, Variety, draw, shift_anchor
+from detector.discs.samples import LABEL_THRESHOLD_MM, Variety, draw
 
 
 def test_crop_randomisation_simulates_coarser_acquisitions_on_request() -> None:

@@ -30,6 +30,7 @@ from dicom_node.audit.models import Job
 from dicom_node.config import Settings
 from dicom_node.loopback import MeddetProcess, TestPACS, free_port, wait_for
 from dicom_node.metrics import Metrics
+from dicom_node.outbox import Dispatcher
 from tests.worker.support import (
     checkpoint_for_tests,
     job_state,
@@ -37,7 +38,7 @@ from tests.worker.support import (
     register_series,
     start_worker,
 )
-from worker.dispatch import Dispatcher, make_dispatcher
+from worker.dispatch import make_dispatcher
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
-from dicom_node.results import FindingsError, build_result_objects, write_result_objects
+from dicom_node.analysis import write_result_objects
+from dicom_node.results import FindingsError, build_result_objects
 from dicom_node.results.codes import (
     CERTAINTY_OF_FINDING,
     HERNIATION,

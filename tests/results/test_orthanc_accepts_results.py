@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.results import write_result_objects
+from dicom_node.analysis import write_result_objects
 from tests.integration.orthanc_netns import NetNamespace, Orthanc
 from tests.results.make_sources import STUDY_UID, calibrated_findings_for, findings_for, mr_series
 

@@ -10,7 +10,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_node.results import FindingsError, build_result_objects, write_result_objects
+from dicom_node.analysis import write_result_objects
+from dicom_node.results import FindingsError, build_result_objects
 from tests.results.conftest import assert_valid
 from tests.results.make_sources import by_kind, enhanced_mr, findings_for, mr_series
 

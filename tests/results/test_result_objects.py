@@ -11,7 +11,8 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
-from dicom_node.results import build_result_objects, write_result_objects
+from dicom_node.analysis import write_result_objects
+from dicom_node.results import build_result_objects
 from dicom_node.results.codes import (
     CERTAINTY_OF_FINDING,
     HERNIATED_STRUCTURE,

@@ -10,7 +10,7 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from dicom_node.results import write_result_objects
+from dicom_node.analysis import write_result_objects
 from dicom_node.synth import write_studies
 from tests.results.conftest import assert_valid
 

@@ -15,13 +15,14 @@ from dicom_node.audit.models import Outbox
 from dicom_node.config import Settings
 from dicom_node.loopback import wait_for
 from dicom_node.metrics import Metrics
+from dicom_node.outbox import OutboxRelay, celery_publisher
 from tests.factories import make_mr_series
 from tests.worker.support import (
     fresh_postgres_database,
     migrated_sessions,
     register_series,
 )
-from worker.dispatch import OutboxRelay, celery_publisher, make_dispatcher
+from worker.dispatch import make_dispatcher
 
 
 def _messages(url: str) -> list[dict]:
